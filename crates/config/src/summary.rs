@@ -1,0 +1,176 @@
+//! [`summary`]: the one-screen description `keel check` prints.
+
+use crate::schema::{Config, HedgeDelay, ModelConfig, ProviderConfig, Sli, Slo};
+use crate::units::{format_duration, format_percent, format_size};
+
+/// A one-screen, human-readable summary of a validated configuration: the
+/// listener, the database, tenants, providers (enabled or disabled with the
+/// reason), models with their targets (disabled ones marked), fallbacks,
+/// hedging and caching, and SLOs. Secrets are never printed; a database
+/// password is masked.
+pub fn summary(config: &Config) -> String {
+    let server = &config.server;
+    let mut lines = vec![
+        format!(
+            "listen     {} (max_in_flight {}, request_timeout {}, max_body {}, shutdown_grace {})",
+            server.listen,
+            server.max_in_flight,
+            format_duration(server.request_timeout),
+            format_size(server.max_body),
+            format_duration(server.shutdown_grace),
+        ),
+        format!(
+            "admin      {}",
+            if server.admin_key.is_some() { "enabled (admin_key set)" } else { "disabled (no admin_key)" }
+        ),
+        format!(
+            "database   {} ({})",
+            config.database.kind().as_str(),
+            mask_password(&config.database.url)
+        ),
+        tenants_line(config),
+    ];
+    lines.push(format!("providers  {}", config.providers.len()));
+    lines.extend(provider_lines(&config.providers));
+    lines.push(format!("models     {}", config.models.len()));
+    for model in &config.models {
+        lines.extend(model_lines(model, config));
+    }
+    if !config.slos.is_empty() {
+        lines.push(format!("slos       {}", config.slos.len()));
+        lines.extend(config.slos.iter().map(slo_line));
+    }
+    lines.push(other_sections_line(config));
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+fn tenants_line(config: &Config) -> String {
+    if config.tenants.is_empty() {
+        return "tenants    0 (every request will be rejected with 401)".to_owned();
+    }
+    let names: Vec<&str> = config.tenants.iter().map(|tenant| tenant.name.as_str()).collect();
+    format!("tenants    {} ({})", names.len(), names.join(", "))
+}
+
+fn provider_lines(providers: &[ProviderConfig]) -> Vec<String> {
+    let name_width = providers.iter().map(|provider| provider.name.len()).max().unwrap_or(0);
+    let url_width = providers
+        .iter()
+        .map(|provider| provider.base_url.as_deref().unwrap_or("(in-process)").len())
+        .max()
+        .unwrap_or(0);
+    providers
+        .iter()
+        .map(|provider| {
+            let state = match &provider.disabled {
+                Some(reason) => format!("disabled: {reason}"),
+                None => "enabled".to_owned(),
+            };
+            format!(
+                "  {:name_width$}  {:9}  {:url_width$}  {state}",
+                provider.name,
+                provider.kind.as_str(),
+                provider.base_url.as_deref().unwrap_or("(in-process)"),
+            )
+        })
+        .collect()
+}
+
+fn model_lines(model: &ModelConfig, config: &Config) -> Vec<String> {
+    let targets: Vec<String> = model
+        .targets
+        .iter()
+        .map(|target| {
+            let disabled = config
+                .provider(&target.provider)
+                .is_some_and(|provider| !provider.is_enabled());
+            let marker = if disabled { " (disabled)" } else { "" };
+            format!("{}/{}{marker}", target.provider, target.model)
+        })
+        .collect();
+    let mut lines = vec![format!("  {} [{}] -> {}", model.name, model.strategy, targets.join(", "))];
+    if !model.fallback.is_empty() {
+        lines.push(format!("      fallback: {}", model.fallback.join(", ")));
+    }
+    if let Some(timeout) = model.timeout {
+        lines.push(format!("      timeout: {}", format_duration(timeout)));
+    }
+    if let Some(hedge) = &model.hedge {
+        let after = match hedge.after {
+            HedgeDelay::Fixed(delay) => format_duration(delay),
+            HedgeDelay::P95 => "p95".to_owned(),
+        };
+        lines.push(format!(
+            "      hedge: after {after}, max {}, budget {}",
+            hedge.max,
+            format_percent(hedge.budget)
+        ));
+    }
+    if let Some(cache) = &model.cache {
+        let stale = cache
+            .stale_if_error
+            .map(|stale| format!(", stale_if_error {}", format_duration(stale)))
+            .unwrap_or_default();
+        lines.push(format!("      cache: ttl {}{stale}", format_duration(cache.ttl)));
+    }
+    lines
+}
+
+fn slo_line(slo: &Slo) -> String {
+    let sli = match slo.sli {
+        Sli::Availability => "availability".to_owned(),
+        Sli::FirstTokenUnder(threshold) => format!("first token under {}", format_duration(threshold)),
+    };
+    format!(
+        "  {}: {} {sli} {} over {}",
+        slo.name,
+        slo.model,
+        format_percent(slo.target),
+        format_duration(slo.window)
+    )
+}
+
+fn other_sections_line(config: &Config) -> String {
+    format!(
+        "cache      {}; jobs: {} workers, lease {}, max_attempts {}; webhooks: secret {}, timeout {}; idempotency ttl {}",
+        format_size(config.cache.max_bytes),
+        config.jobs.workers,
+        format_duration(config.jobs.lease),
+        config.jobs.max_attempts,
+        if config.webhooks.secret.is_some() { "set" } else { "not set (unsigned)" },
+        format_duration(config.webhooks.timeout),
+        format_duration(config.idempotency.ttl),
+    )
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let Some((user, _password)) = rest[..at].split_once(':') else {
+        return url.to_owned();
+    };
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_password;
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            mask_password("postgres://keel:hunter2@db:5432/keel"),
+            "postgres://keel:***@db:5432/keel"
+        );
+        assert_eq!(mask_password("sqlite://keel.db"), "sqlite://keel.db");
+        assert_eq!(mask_password("postgres://keel@db/keel"), "postgres://keel@db/keel");
+    }
+}

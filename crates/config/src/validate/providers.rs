@@ -1,0 +1,247 @@
+//! `providers:`: kinds, URLs, the api_key rule, limits and resilience policies.
+
+use std::collections::HashMap;
+
+use super::{Checker, FractionRange};
+use crate::error::KeyPath;
+use crate::raw::{OrderedMap, RawBreaker, RawProvider, RawRetry, RawTimeouts, Scalar};
+use crate::schema::{BreakerPolicy, ProviderConfig, ProviderKind, RetryPolicy, Timeouts};
+use crate::SecretString;
+
+/// `max_tokens` sent to upstreams that require one when the request has none.
+const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// The most tries per target `retry.attempts` allows.
+const MAX_ATTEMPTS: u64 = 10;
+
+// === impl Checker ===
+
+impl Checker {
+    pub(super) fn providers(
+        &mut self,
+        raw: Vec<(String, Option<RawProvider>)>,
+        disabled_providers: &HashMap<String, String>,
+    ) -> Vec<ProviderConfig> {
+        let section = KeyPath::root().key("providers");
+        if raw.is_empty() {
+            self.problems.push(
+                &section,
+                "at least one provider is required, e.g. openai: {kind: openai, api_key: ${OPENAI_API_KEY}}",
+            );
+        }
+        let mut providers = Vec::with_capacity(raw.len());
+        for (name, provider) in raw {
+            let path = section.key(&name);
+            if !is_provider_name(&name) {
+                let message = format!("invalid provider name \"{name}\": use letters, digits, _, - and .");
+                self.problems.push(&path, message);
+            }
+            let Some(provider) = provider else {
+                continue;
+            };
+            let unset_key = disabled_providers.get(&name).map(String::as_str);
+            providers.push(self.provider(name, provider, unset_key, &path));
+        }
+        providers
+    }
+
+    fn provider(
+        &mut self,
+        name: String,
+        raw: RawProvider,
+        unset_key: Option<&str>,
+        path: &KeyPath,
+    ) -> ProviderConfig {
+        let kind = self.provider_kind(raw.kind.as_ref(), &path.key("kind"));
+        let (api_key, disabled) = self.api_key(kind, raw.api_key.as_ref(), unset_key, path);
+        if let Some(reason) = &disabled {
+            self.warn(format!("{path}: disabled: {reason}"));
+        }
+        ProviderConfig {
+            name,
+            kind: kind.unwrap_or(ProviderKind::Openai),
+            base_url: self.base_url(kind, raw.base_url.as_ref(), &path.key("base_url")),
+            api_key,
+            disabled,
+            api_version: self.api_version(kind, raw.api_version.as_ref(), &path.key("api_version")),
+            headers: self.headers(raw.headers.as_ref(), &path.key("headers")),
+            max_concurrent: self.whole(raw.max_concurrent.as_ref(), &path.key("max_concurrent"), 1, u64::from(u32::MAX)),
+            rpm: self.whole(raw.rpm.as_ref(), &path.key("rpm"), 1, u64::from(u32::MAX)),
+            tpm: self.whole(raw.tpm.as_ref(), &path.key("tpm"), 1, u64::MAX),
+            default_max_tokens: self
+                .whole(raw.max_tokens.as_ref(), &path.key("max_tokens"), 1, u64::from(u32::MAX))
+                .unwrap_or(DEFAULT_MAX_TOKENS),
+            timeouts: self.timeouts(raw.timeouts.as_ref(), &path.key("timeouts")),
+            retry: self.retry(raw.retry.as_ref(), &path.key("retry")),
+            breaker: self.breaker(raw.breaker.as_ref(), &path.key("breaker")),
+        }
+    }
+
+    fn provider_kind(&mut self, value: Option<&Scalar>, path: &KeyPath) -> Option<ProviderKind> {
+        let names: Vec<&str> = ProviderKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        let value = self.required(value, path, &format!("one of {}", names.join(", ")))?;
+        let kind = ProviderKind::from_name(value.text());
+        if kind.is_none() {
+            let message = format!("unknown kind \"{}\" (expected one of: {})", value.text(), names.join(", "));
+            self.problems.push(path, message);
+        }
+        kind
+    }
+
+    /// SPEC §4: an unset variable or an empty value disables the provider;
+    /// a missing key is fine only where the upstream may not need one.
+    fn api_key(
+        &mut self,
+        kind: Option<ProviderKind>,
+        value: Option<&Scalar>,
+        unset_key: Option<&str>,
+        path: &KeyPath,
+    ) -> (Option<SecretString>, Option<String>) {
+        let key_path = path.key("api_key");
+        match (kind, value) {
+            (Some(ProviderKind::Mock), Some(_)) => {
+                self.problems.push(&key_path, "not used by kind mock (it runs in-process); remove it");
+                (None, None)
+            }
+            (_, Some(_)) if unset_key.is_some() => (None, unset_key.map(str::to_owned)),
+            (_, Some(key)) if key.text().is_empty() => (None, Some("api_key is empty".to_owned())),
+            (_, Some(key)) => (Some(SecretString::new(key.text())), None),
+            (Some(kind @ (ProviderKind::Anthropic | ProviderKind::Azure)), None) => {
+                let variable = if kind == ProviderKind::Anthropic { "ANTHROPIC_API_KEY" } else { "AZURE_OPENAI_API_KEY" };
+                let message = format!("required for kind {kind}, e.g. api_key: ${{{variable}}}");
+                self.problems.push(&key_path, message);
+                (None, None)
+            }
+            (_, None) => (None, None),
+        }
+    }
+
+    fn base_url(&mut self, kind: Option<ProviderKind>, value: Option<&Scalar>, path: &KeyPath) -> Option<String> {
+        let Some(value) = value else {
+            if kind == Some(ProviderKind::Azure) {
+                self.problems.push(
+                    path,
+                    "required for kind azure: the resource endpoint, e.g. https://my-resource.openai.azure.com",
+                );
+            }
+            return kind.and_then(ProviderKind::default_base_url).map(str::to_owned);
+        };
+        if kind == Some(ProviderKind::Mock) {
+            self.problems.push(path, "not used by kind mock (it runs in-process); remove it");
+            return None;
+        }
+        let url = value.text();
+        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        if host.is_none_or(|host| host.is_empty() || host.starts_with('/')) || url.contains(char::is_whitespace) {
+            let message = format!("invalid base_url \"{url}\": use an http:// or https:// URL, e.g. https://api.openai.com/v1");
+            self.problems.push(path, message);
+            return None;
+        }
+        Some(url.trim_end_matches('/').to_owned())
+    }
+
+    fn api_version(&mut self, kind: Option<ProviderKind>, value: Option<&Scalar>, path: &KeyPath) -> Option<String> {
+        if kind == Some(ProviderKind::Azure) {
+            return self.text(value, path, "the Azure OpenAI api-version, e.g. 2024-10-21");
+        }
+        if value.is_some() && kind.is_some() {
+            self.problems.push(path, "only used by kind azure; remove it");
+        }
+        None
+    }
+
+    fn headers(&mut self, value: Option<&OrderedMap<Scalar>>, path: &KeyPath) -> Vec<(String, String)> {
+        let Some(headers) = value else {
+            return Vec::new();
+        };
+        let mut valid = Vec::with_capacity(headers.0.len());
+        for (name, header_value) in &headers.0 {
+            let header_path = path.key(name);
+            if !is_header_name(name) {
+                let message = format!("invalid header name \"{name}\": use letters, digits and -");
+                self.problems.push(&header_path, message);
+            } else if header_value.0.chars().any(|c| c.is_control() && c != '\t') {
+                self.problems.push(&header_path, "invalid header value: control characters are not allowed");
+            } else {
+                valid.push((name.clone(), header_value.text().to_owned()));
+            }
+        }
+        valid
+    }
+
+    fn timeouts(&mut self, raw: Option<&RawTimeouts>, path: &KeyPath) -> Timeouts {
+        let defaults = Timeouts::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        Timeouts {
+            connect: self.duration(raw.connect.as_ref(), &path.key("connect"), defaults.connect),
+            headers: self.duration(raw.headers.as_ref(), &path.key("headers"), defaults.headers),
+            first_token: self.duration(raw.first_token.as_ref(), &path.key("first_token"), defaults.first_token),
+            inactivity: self.duration(raw.inactivity.as_ref(), &path.key("inactivity"), defaults.inactivity),
+            total: self.duration(raw.total.as_ref(), &path.key("total"), defaults.total),
+        }
+    }
+
+    fn retry(&mut self, raw: Option<&RawRetry>, path: &KeyPath) -> RetryPolicy {
+        let defaults = RetryPolicy::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let base_delay = self.duration(raw.base_delay.as_ref(), &path.key("base_delay"), defaults.base_delay);
+        let max_delay = self.duration(raw.max_delay.as_ref(), &path.key("max_delay"), defaults.max_delay);
+        self.check_delay_order(base_delay, max_delay, path);
+        RetryPolicy {
+            attempts: self
+                .whole(raw.attempts.as_ref(), &path.key("attempts"), 1, MAX_ATTEMPTS)
+                .unwrap_or(defaults.attempts),
+            base_delay,
+            max_delay,
+            budget_ratio: self.fraction(
+                raw.budget_ratio.as_ref(),
+                &path.key("budget_ratio"),
+                FractionRange::ZeroToOne,
+                defaults.budget_ratio,
+            ),
+        }
+    }
+
+    fn breaker(&mut self, raw: Option<&RawBreaker>, path: &KeyPath) -> BreakerPolicy {
+        let defaults = BreakerPolicy::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        BreakerPolicy {
+            failure_rate: self.fraction(
+                raw.failure_rate.as_ref(),
+                &path.key("failure_rate"),
+                FractionRange::AboveZeroUpToOne,
+                defaults.failure_rate,
+            ),
+            window: self.duration(raw.window.as_ref(), &path.key("window"), defaults.window),
+            min_requests: self
+                .whole(raw.min_requests.as_ref(), &path.key("min_requests"), 1, u64::from(u32::MAX))
+                .unwrap_or(defaults.min_requests),
+            cooldown: self.duration(raw.cooldown.as_ref(), &path.key("cooldown"), defaults.cooldown),
+            half_open_trials: self
+                .whole(raw.half_open_trials.as_ref(), &path.key("half_open_trials"), 1, u64::from(u32::MAX))
+                .unwrap_or(defaults.half_open_trials),
+        }
+    }
+}
+
+/// Provider names appear in metrics labels, headers and `provider/model`.
+fn is_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}

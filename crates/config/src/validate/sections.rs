@@ -1,0 +1,239 @@
+//! The simple sections: `server`, `database`, `cache`, `jobs`, `webhooks`,
+//! `idempotency`.
+
+use std::net::SocketAddr;
+
+use super::Checker;
+use crate::error::KeyPath;
+use crate::raw::{RawCache, RawDatabase, RawIdempotency, RawJobs, RawServer, RawWebhooks};
+use crate::schema::{
+    CacheConfig, DatabaseConfig, IdempotencyConfig, JobRetry, JobsConfig, ServerConfig,
+    WebhooksConfig,
+};
+use crate::SecretString;
+
+/// Standard Webhooks secrets are `whsec_` followed by base64.
+const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
+// === impl Checker ===
+
+impl Checker {
+    pub(super) fn server(&mut self, raw: Option<RawServer>) -> ServerConfig {
+        let defaults = ServerConfig::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let path = KeyPath::root().key("server");
+        let admin_key = raw
+            .admin_key
+            .filter(|key| !key.text().is_empty())
+            .map(|key| SecretString::new(key.text()));
+        ServerConfig {
+            listen: self.listen(raw.listen.as_ref(), &path.key("listen"), defaults.listen),
+            max_in_flight: self
+                .whole(raw.max_in_flight.as_ref(), &path.key("max_in_flight"), 1, u64::from(u32::MAX))
+                .unwrap_or(defaults.max_in_flight),
+            request_timeout: self.duration(
+                raw.request_timeout.as_ref(),
+                &path.key("request_timeout"),
+                defaults.request_timeout,
+            ),
+            admin_key,
+            shutdown_grace: self
+                .any_duration(raw.shutdown_grace.as_ref(), &path.key("shutdown_grace"))
+                .unwrap_or(defaults.shutdown_grace),
+            max_body: self.size(raw.max_body.as_ref(), &path.key("max_body"), defaults.max_body),
+        }
+    }
+
+    fn listen(
+        &mut self,
+        value: Option<&crate::raw::Scalar>,
+        path: &KeyPath,
+        default: SocketAddr,
+    ) -> SocketAddr {
+        let Some(value) = value else {
+            return default;
+        };
+        match value.text().parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => {
+                let message = format!(
+                    "invalid address \"{}\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
+                    value.text()
+                );
+                self.problems.push(path, message);
+                default
+            }
+        }
+    }
+
+    pub(super) fn database(&mut self, raw: Option<RawDatabase>) -> DatabaseConfig {
+        let Some(url) = raw.and_then(|raw| raw.url) else {
+            return DatabaseConfig::default();
+        };
+        let path = KeyPath::root().key("database").key("url");
+        let url = url.text().to_owned();
+        let fix = "use sqlite://keel.db or postgres://user:password@host/database";
+        // Only the scheme is echoed: the rest of the URL may hold a password.
+        let message = match url.split_once(':') {
+            Some(("sqlite" | "postgres" | "postgresql", _)) => return DatabaseConfig { url },
+            _ if url.is_empty() => format!("must not be empty: {fix}"),
+            Some((scheme, _)) if is_scheme(scheme) => format!("unsupported scheme \"{scheme}\": {fix}"),
+            _ => format!("missing scheme: {fix}"),
+        };
+        self.problems.push(&path, message);
+        DatabaseConfig::default()
+    }
+
+    pub(super) fn cache(&mut self, raw: Option<RawCache>) -> CacheConfig {
+        let defaults = CacheConfig::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let path = KeyPath::root().key("cache").key("max_bytes");
+        CacheConfig {
+            max_bytes: self.size(raw.max_bytes.as_ref(), &path, defaults.max_bytes),
+        }
+    }
+
+    pub(super) fn jobs(&mut self, raw: Option<RawJobs>) -> JobsConfig {
+        let defaults = JobsConfig::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let path = KeyPath::root().key("jobs");
+        let retry_path = path.key("retry");
+        let (base_delay, max_delay) = match raw.retry {
+            Some(retry) => (retry.base_delay, retry.max_delay),
+            None => (None, None),
+        };
+        let base_delay = self.duration(base_delay.as_ref(), &retry_path.key("base_delay"), defaults.retry.base_delay);
+        let max_delay = self.duration(max_delay.as_ref(), &retry_path.key("max_delay"), defaults.retry.max_delay);
+        self.check_delay_order(base_delay, max_delay, &retry_path);
+        JobsConfig {
+            workers: self
+                .whole(raw.workers.as_ref(), &path.key("workers"), 0, 1024)
+                .unwrap_or(defaults.workers),
+            lease: self.duration(raw.lease.as_ref(), &path.key("lease"), defaults.lease),
+            max_attempts: self
+                .whole(raw.max_attempts.as_ref(), &path.key("max_attempts"), 1, 100)
+                .unwrap_or(defaults.max_attempts),
+            retry: JobRetry {
+                base_delay,
+                max_delay,
+            },
+            retention: self.duration(raw.retention.as_ref(), &path.key("retention"), defaults.retention),
+        }
+    }
+
+    pub(super) fn webhooks(&mut self, raw: Option<RawWebhooks>) -> WebhooksConfig {
+        let defaults = WebhooksConfig::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let path = KeyPath::root().key("webhooks");
+        let retry_schedule = match raw.retry_schedule {
+            None => defaults.retry_schedule,
+            Some(list) => {
+                let schedule_path = path.key("retry_schedule");
+                list.0
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, delay)| self.optional_duration(Some(delay), &schedule_path.index(index)))
+                    .collect()
+            }
+        };
+        WebhooksConfig {
+            secret: self.webhook_secret(raw.secret.as_ref(), &path.key("secret")),
+            timeout: self.duration(raw.timeout.as_ref(), &path.key("timeout"), defaults.timeout),
+            allow_private: self.boolean(raw.allow_private.as_ref(), &path.key("allow_private"), defaults.allow_private),
+            retry_schedule,
+        }
+    }
+
+    fn webhook_secret(&mut self, value: Option<&crate::raw::Scalar>, path: &KeyPath) -> Option<SecretString> {
+        let secret = value?.text();
+        if secret.is_empty() {
+            return None;
+        }
+        match secret.strip_prefix(WEBHOOK_SECRET_PREFIX) {
+            Some(encoded) if is_base64(encoded) => Some(SecretString::new(secret)),
+            _ => {
+                self.problems.push(
+                    path,
+                    "must be \"whsec_\" followed by base64 (the Standard Webhooks format), \
+                     e.g. whsec_ plus the output of `openssl rand -base64 32`",
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn idempotency(&mut self, raw: Option<RawIdempotency>) -> IdempotencyConfig {
+        let defaults = IdempotencyConfig::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let path = KeyPath::root().key("idempotency").key("ttl");
+        IdempotencyConfig {
+            ttl: self.duration(raw.ttl.as_ref(), &path, defaults.ttl),
+        }
+    }
+
+    /// Records a problem at `<path>.max_delay` when it is below `base_delay`.
+    pub(super) fn check_delay_order(
+        &mut self,
+        base_delay: std::time::Duration,
+        max_delay: std::time::Duration,
+        path: &KeyPath,
+    ) {
+        if max_delay < base_delay {
+            let message = format!(
+                "must be at least base_delay ({}), got {}",
+                crate::units::format_duration(base_delay),
+                crate::units::format_duration(max_delay)
+            );
+            self.problems.push(&path.key("max_delay"), message);
+        }
+    }
+}
+
+/// Whether `scheme` looks like a URL scheme (RFC 3986: a letter, then letters,
+/// digits, `+`, `-`, `.`).
+fn is_scheme(scheme: &str) -> bool {
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|first| first.is_ascii_alphabetic())
+        && chars.all(|next| next.is_ascii_alphanumeric() || "+-.".contains(next))
+}
+
+/// Whether `text` is non-empty standard base64, padded or not.
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    let padding = text.len() - body.len();
+    let alphabet_ok = body
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+    let length_ok = if padding == 0 {
+        body.len() % 4 != 1
+    } else {
+        padding <= 2 && text.len() % 4 == 0
+    };
+    !body.is_empty() && alphabet_ok && length_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_base64;
+
+    #[test]
+    fn base64_check_accepts_padded_and_unpadded_and_rejects_junk() {
+        assert!(is_base64("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        assert!(is_base64("YWJjZA=="));
+        assert!(is_base64("YWJjZA"));
+        assert!(!is_base64(""));
+        assert!(!is_base64("not base64!"));
+        assert!(!is_base64("YWJjZ"));
+        assert!(!is_base64("YWJjZA="));
+    }
+}

@@ -1,0 +1,213 @@
+//! Every kind of mistake produces the exact message that names the key path,
+//! the problem and the fix; a few are not mistakes but warnings.
+
+use std::collections::HashMap;
+
+use keel_config::load_str;
+
+/// A valid provider and model to append to snippets that test other sections.
+const BASE: &str = "
+providers:
+  openai: {kind: openai, api_key: sk-test}
+models:
+  chat: {targets: [{provider: openai, model: gpt-4o}]}
+";
+
+/// What loading a row must produce.
+enum Expect {
+    /// Load fails; `Display` of the error is exactly this.
+    Error(&'static str),
+    /// Load succeeds with exactly these warnings.
+    Warnings(&'static [&'static str]),
+}
+
+struct Row {
+    name: &'static str,
+    yaml: String,
+    vars: &'static [(&'static str, &'static str)],
+    expect: Expect,
+}
+
+fn row(name: &'static str, yaml: &str, expect: Expect) -> Row {
+    Row {
+        name,
+        yaml: yaml.to_owned(),
+        vars: &[],
+        expect,
+    }
+}
+
+/// A row whose snippet is followed by [`BASE`].
+fn with_base(name: &'static str, yaml: &str, expect: Expect) -> Row {
+    row(name, &format!("{yaml}\n{BASE}"), expect)
+}
+
+fn rows() -> Vec<Row> {
+    use Expect::{Error, Warnings};
+    vec![
+        with_base("unknown top-level key", "servers: {listen: 127.0.0.1:80}", Error(
+            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos)",
+        )),
+        row("unknown provider key", "providers:\n  openai: {kind: openai, timeout: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)",
+        )),
+        row("unknown key three levels down", "providers:\n  openai:\n    kind: openai\n    timeouts: {conect: 2s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.timeouts.conect: unknown key \"conect\" (expected one of: connect, headers, first_token, inactivity, total)",
+        )),
+        row("unknown key in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: openai, model: n, weight: 2}]}", Error(
+            "models.chat.targets[1].weight: unknown key \"weight\" (expected one of: provider, model, price, max_tokens)",
+        )),
+        row("wrong shape", "providers:\n  openai: {kind: openai, timeouts: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.timeouts: invalid type: string \"5s\", expected a mapping of timeout names to durations",
+        )),
+        row("unknown provider in a target", "providers:\n  openai: {kind: openai}\nmodels:\n  chat-large:\n    targets:\n      - {provider: openai, model: gpt-4o}\n      - {provider: opnai, model: gpt-4o-mini}", Error(
+            "models.chat-large.targets[1].provider: unknown provider \"opnai\"",
+        )),
+        with_base("bad duration", "server: {request_timeout: 5 minutes}", Error(
+            "server.request_timeout: invalid duration \"5 minutes\": use a number and a unit such as 250ms, 10s, 5m",
+        )),
+        row("bare number duration", "providers:\n  openai: {kind: openai, timeouts: {connect: 10}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.timeouts.connect: invalid duration \"10\": add a unit, e.g. 10s or 10ms",
+        )),
+        with_base("zero duration", "idempotency: {ttl: 0s}", Error(
+            "idempotency.ttl: must be greater than zero, e.g. 250ms or 10s",
+        )),
+        with_base("bad size", "cache: {max_bytes: lots}", Error(
+            "cache.max_bytes: invalid size \"lots\": use a number and a unit such as 512KiB, 4MiB, 1GiB or 10MB",
+        )),
+        with_base("unset variable outside api_key", "server: {admin_key: \"${KEEL_ADMIN_KEY}\"}", Error(
+            "server.admin_key: environment variable KEEL_ADMIN_KEY is not set",
+        )),
+        with_base("unset variable is reported once, not again as a bad value", "database: {url: \"${DATABASE_URL}\"}", Error(
+            "database.url: environment variable DATABASE_URL is not set",
+        )),
+        row("unset api_key variable disables the provider", "providers:\n  openai: {kind: openai, api_key: \"${OPENAI_API_KEY}\"}\n  local: {kind: openai, base_url: \"http://localhost:11434/v1\"}\nmodels:\n  chat: {targets: [{provider: local, model: llama3}]}\ntenants: [{name: t, keys: [k]}]", Warnings(&[
+            "providers.openai: disabled: environment variable OPENAI_API_KEY is not set",
+        ])),
+        row("empty api_key disables the provider", "providers:\n  openai: {kind: openai, api_key: \"${OPENAI_API_KEY:-}\"}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}\ntenants: [{name: t, keys: [k]}]", Warnings(&[
+            "providers.openai: disabled: api_key is empty",
+            "models.chat: every target's provider is disabled; requests fail unless a fallback model serves them",
+        ])),
+        with_base("no tenants is only a warning", "", Warnings(&[
+            "tenants: none configured; every request will be rejected with 401",
+        ])),
+        row("anthropic without api_key", "providers:\n  claude: {kind: anthropic}\nmodels:\n  chat: {targets: [{provider: claude, model: m}]}", Error(
+            "providers.claude.api_key: required for kind anthropic, e.g. api_key: ${ANTHROPIC_API_KEY}",
+        )),
+        row("fallback to an unknown model", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}], fallback: [chat-smal]}", Error(
+            "models.chat.fallback[0]: unknown model \"chat-smal\"",
+        )),
+        row("fallback to itself", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}], fallback: [chat]}", Error(
+            "models.chat.fallback[0]: a model cannot fall back to itself",
+        )),
+        row("fallback cycle", "providers:\n  openai: {kind: openai}\nmodels:\n  a: {targets: [{provider: openai, model: m}], fallback: [b]}\n  b: {targets: [{provider: openai, model: m}], fallback: [c]}\n  c: {targets: [{provider: openai, model: m}], fallback: [a]}", Error(
+            "models.a.fallback: fallback cycle: a -> b -> c -> a",
+        )),
+        row("cost strategy without a price", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: cost\n    targets: [{provider: openai, model: a, price: {input: 1, output: 2}}, {provider: openai, model: b}]", Error(
+            "models.chat.targets[1].price: required when strategy is cost, e.g. price: {input: 2.5, output: 10}",
+        )),
+        row("model without targets", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: []}", Error(
+            "models.chat.targets: at least one target is required, e.g. [{provider: openai, model: gpt-4o}]",
+        )),
+        row("hedge without after", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}], hedge: {budget: 10%}}", Error(
+            "models.chat.hedge.after: required: a duration such as 2s, or p95",
+        )),
+        row("failure_rate out of range", "providers:\n  openai: {kind: openai, breaker: {failure_rate: 1.5}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 1.5",
+        )),
+        row("retry attempts out of range", "providers:\n  openai: {kind: openai, retry: {attempts: 11}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.retry.attempts: must be at most 10, got 11",
+        )),
+        row("max_delay below base_delay", "providers:\n  openai: {kind: openai, retry: {base_delay: 2s, max_delay: 500ms}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.retry.max_delay: must be at least base_delay (2s), got 500ms",
+        )),
+        with_base("bad key hash", "tenants: [{name: acme, key_hashes: [\"sha256:abc\"]}]", Error(
+            "tenants[0].key_hashes[0]: invalid key hash: expected \"sha256:\" followed by 64 hex digits (e.g. the output of `printf %s \"$KEY\" | sha256sum`)",
+        )),
+        with_base("duplicate tenant", "tenants:\n  - {name: acme, keys: [k1]}\n  - {name: acme, keys: [k2]}", Error(
+            "tenants[1].name: duplicate tenant \"acme\" (also tenants[0])",
+        )),
+        with_base("key shared by two tenants", "tenants:\n  - {name: acme, keys: [k1]}\n  - {name: globex, keys: [k1]}", Error(
+            "tenants[1].keys[0]: key is already used by tenant \"acme\"",
+        )),
+        with_base("empty tenant key", "tenants: [{name: acme, keys: [\"${ACME_KEY:-}\"]}]", Error(
+            "tenants[0].keys[0]: key is empty: set the variable or remove the entry",
+        )),
+        with_base("tenant without keys", "tenants: [{name: acme}]", Error(
+            "tenants[0]: at least one key is required: add keys: [...] or key_hashes: [\"sha256:<hex>\"]",
+        )),
+        row("bad base_url scheme", "providers:\n  openai: {kind: openai, base_url: \"ftp://example.com\"}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.base_url: invalid base_url \"ftp://example.com\": use an http:// or https:// URL, e.g. https://api.openai.com/v1",
+        )),
+        row("azure without api_version", "providers:\n  az: {kind: azure, base_url: \"https://x.openai.azure.com\", api_key: k}\nmodels:\n  chat: {targets: [{provider: az, model: m}]}", Error(
+            "providers.az.api_version: required: the Azure OpenAI api-version, e.g. 2024-10-21",
+        )),
+        row("azure without base_url", "providers:\n  az: {kind: azure, api_key: k, api_version: 2024-10-21}\nmodels:\n  chat: {targets: [{provider: az, model: m}]}", Error(
+            "providers.az.base_url: required for kind azure: the resource endpoint, e.g. https://my-resource.openai.azure.com",
+        )),
+        row("mock with base_url", "providers:\n  demo: {kind: mock, base_url: \"http://localhost:9\"}\nmodels:\n  chat: {targets: [{provider: demo, model: m}]}", Error(
+            "providers.demo.base_url: not used by kind mock (it runs in-process); remove it",
+        )),
+        row("unknown provider kind", "providers:\n  x: {kind: gemini}\nmodels:\n  chat: {targets: [{provider: x, model: m}]}", Error(
+            "providers.x.kind: unknown kind \"gemini\" (expected one of: openai, anthropic, azure, mock)",
+        )),
+        with_base("bad database url", "database: {url: \"mysql://root:pw@localhost/keel\"}", Error(
+            "database.url: unsupported scheme \"mysql\": use sqlite://keel.db or postgres://user:password@host/database",
+        )),
+        with_base("webhook secret without whsec_", "webhooks: {secret: not-a-secret}", Error(
+            "webhooks.secret: must be \"whsec_\" followed by base64 (the Standard Webhooks format), e.g. whsec_ plus the output of `openssl rand -base64 32`",
+        )),
+        with_base("slo with an unknown model", "slos: [{name: s, model: chat-huge, sli: availability, target: 99%}]", Error(
+            "slos[0].model: unknown model \"chat-huge\"",
+        )),
+        with_base("first_token_under without threshold", "slos: [{name: s, model: chat, sli: first_token_under, target: 99%}]", Error(
+            "slos[0].threshold: required: sli first_token_under needs a threshold, e.g. threshold: 2s",
+        )),
+        with_base("slo target of 100%", "slos: [{name: s, model: chat, sli: availability, target: 100%}]", Error(
+            "slos[0].target: must be strictly between 0 and 1 (0% and 100%), e.g. 99.9%, got 100%",
+        )),
+        with_base("bad listen address", "server: {listen: \"localhost:8080\"}", Error(
+            "server.listen: invalid address \"localhost:8080\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
+        )),
+        with_base("malformed reference", "server: {admin_key: \"${KEEL_ADMIN_KEY\"}", Error(
+            "server.admin_key: unterminated \"${\": close it with \"}\", or write \"$${\" for a literal \"${\"",
+        )),
+        row("empty file", "", Error(
+            "providers: at least one provider is required, e.g. openai: {kind: openai, api_key: ${OPENAI_API_KEY}}\nmodels: at least one model is required, e.g. chat: {targets: [{provider: openai, model: gpt-4o-mini}]}",
+        )),
+        row("yaml syntax error", "providers: [unclosed", Error(
+            "invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 12",
+        )),
+        row("multiple problems reported at once", "server: {request_timeout: 10, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
+            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body)\n",
+            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
+            "tenants: none configured",
+        ))),
+    ]
+}
+
+#[test]
+fn every_row_produces_its_exact_message() {
+    let mut failures = Vec::new();
+    for row in rows() {
+        let vars: HashMap<String, String> = row
+            .vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let outcome = load_str(&row.yaml, &vars);
+        let matches = match (&row.expect, &outcome) {
+            (Expect::Error(expected), Err(error)) => error.to_string() == *expected,
+            (Expect::Warnings(expected), Ok(loaded)) => loaded.warnings == *expected,
+            _ => false,
+        };
+        if !matches {
+            let got = match outcome {
+                Ok(loaded) => format!("Ok, warnings {:?}", loaded.warnings),
+                Err(error) => format!("Err:\n{error}"),
+            };
+            failures.push(format!("row {:?} got {got}", row.name));
+        }
+    }
+    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n\n"));
+}

@@ -1,0 +1,29 @@
+//! Wiring: from a validated [`Config`] to a running gateway. The binary's
+//! `main` and the end-to-end tests both start Keel through [`start`].
+
+mod providers;
+mod warnings;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use keel_config::Config;
+use keel_router::{RouteTable, Router};
+use keel_server::{AppState, Tenants};
+use tokio::net::TcpListener;
+
+pub use providers::build_providers;
+pub use warnings::unwired_features;
+
+/// Builds every component from `config` and serves on `listener` until
+/// `shutdown` resolves and in-flight requests have drained (or the grace
+/// period ran out).
+pub async fn start(config: Arc<Config>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let providers = build_providers(&config).await?;
+    let router = Arc::new(Router::new(RouteTable::from_config(&config, &providers)));
+    let tenants = Tenants::new(config.tenants.iter().map(|tenant| (tenant.name.as_str(), tenant.key_hashes.as_slice())));
+    let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
+    let state = Arc::new(AppState { router, tenants, max_body });
+    tracing::info!(listen = %listener.local_addr()?, "keel is serving");
+    keel_server::serve(listener, keel_server::app(state), shutdown, config.server.shutdown_grace).await
+}

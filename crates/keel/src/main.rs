@@ -1,0 +1,140 @@
+//! `keel`: the gateway binary. `serve`, `check`, `mock` and `--version`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use keel_config::{load_file, Loaded, ProcessEnv};
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "An LLM gateway that keeps one slow provider from sinking the ship.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The configuration file [default: $KEEL_CONFIG, else ./providers.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print a summary, without starting.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Run the wire-faithful OpenAI + Anthropic mock upstream with its fault API.
+    Mock {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Check { file } => check(&file),
+        Command::Mock { listen } => runtime.block_on(mock(listen)),
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let path = path.or_else(|| std::env::var_os("KEEL_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("providers.yaml"));
+    let Some(loaded) = load(&path) else { return ExitCode::from(2) };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    for line in keel::unwired_features(&loaded.config) {
+        tracing::warn!("{line}");
+    }
+    let listener = match tokio::net::TcpListener::bind(loaded.config.server.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(&format!("server.listen: cannot listen on {}: {error}", loaded.config.server.listen)),
+    };
+    match keel::start(Arc::new(loaded.config), listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("keel stopped: {error}")),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let Some(loaded) = load(path) else { return ExitCode::from(2) };
+    let mut out = std::io::stdout().lock();
+    let mut text = keel_config::summary(&loaded.config);
+    for warning in &loaded.warnings {
+        text.push_str(&format!("warning: {warning}\n"));
+    }
+    let _ = writeln!(out, "{}: ok\n{text}", path.display());
+    ExitCode::SUCCESS
+}
+
+async fn mock(listen: SocketAddr) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(&format!("--listen: cannot listen on {listen}: {error}")),
+    };
+    tracing::info!(%listen, "keel mock upstream is serving (control API under /_mock/)");
+    tokio::select! {
+        result = keel_mock::serve(listener, keel_mock::MockState::new()) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&format!("keel mock stopped: {error}")),
+        },
+        () = shutdown_signal() => ExitCode::SUCCESS,
+    }
+}
+
+/// Loads the configuration, printing every problem (one per line) on failure.
+fn load(path: &std::path::Path) -> Option<Loaded> {
+    match load_file(path, &ProcessEnv) {
+        Ok(loaded) => Some(loaded),
+        Err(error) => {
+            let _ = writeln!(std::io::stderr().lock(), "{}: invalid configuration\n{error}", path.display());
+            None
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

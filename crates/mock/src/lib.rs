@@ -1,0 +1,82 @@
+//! A wire-faithful OpenAI + Anthropic mock upstream with a fault-injection control API.
+//!
+//! Serves `POST /v1/chat/completions` (OpenAI Chat Completions, JSON and
+//! SSE), `POST /v1/messages` (Anthropic Messages, JSON and SSE),
+//! `GET /v1/models`, and the control API under `/_mock/` (see `control`).
+//! Replies are deterministic: "Hello from the keel mock (model X). " and
+//! filler words, one word per content chunk, or one tool call when the
+//! request offers tools. Faults (`Faults`) are set per upstream model, with
+//! `*` as the plan for models without one, and counters (`ModelStats`) tell
+//! tests what the mock saw.
+//!
+//! It runs in-process (`spawn_local`) for `kind: mock` providers and tests,
+//! and standalone through `keel mock`.
+
+mod anthropic;
+mod control;
+mod errors;
+mod faults;
+mod openai;
+mod reply;
+mod respond;
+mod state;
+mod stats;
+mod stream;
+mod wire;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use crate::faults::{FailNext, Faults, HeavyTail, InvalidFaults, DEFAULT_CHUNKS, HEAVY_TAIL_BASE_MS, MAX_CHUNKS};
+pub use crate::openai::LISTED_MODELS;
+pub use crate::state::{MockState, WILDCARD_MODEL};
+pub use crate::stats::ModelStats;
+
+/// The largest request body the mock accepts.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The mock's routes: both provider APIs and the `/_mock/` control API.
+pub fn router(state: MockState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/messages", post(anthropic::messages))
+        .merge(control::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the mock on `listener` until the listener fails, with
+/// `TCP_NODELAY` on every accepted socket (without it every stream chunk
+/// waits ~40 ms for Nagle and delayed ACKs).
+pub async fn serve(listener: TcpListener, state: MockState) -> std::io::Result<()> {
+    let listener = listener.tap_io(|socket| {
+        if let Err(error) = socket.set_nodelay(true) {
+            tracing::warn!(%error, "keel mock: failed to set TCP_NODELAY on an accepted socket");
+        }
+    });
+    axum::serve(listener, router(state)).await
+}
+
+/// Binds `127.0.0.1:0` and serves the mock in a background task.
+///
+/// Returns the bound address and the serving task; abort the task to stop the mock.
+pub async fn spawn_local(state: MockState) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let address = listener.local_addr()?;
+    let task = tokio::spawn(serve(listener, state));
+    Ok((address, task))
+}
+
+async fn not_found() -> Response {
+    errors::Api::OpenAi.error(StatusCode::NOT_FOUND, "Unknown request URL (keel mock)")
+}

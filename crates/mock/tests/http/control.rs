@@ -1,0 +1,73 @@
+//! The `/_mock/` control API.
+
+use keel_mock::ModelStats;
+use serde_json::{json, Value};
+
+use crate::support::{Mock, RequestJson, ResponseJson};
+
+#[tokio::test]
+async fn put_faults_over_http_applies_and_delete_clears_faults_and_counters() {
+    let mock = Mock::start().await;
+    let plan = json!({"fail": {"status": 503, "count": 1, "retry_after": "2"}, "chunks": 5});
+    let response = mock.client.put(mock.url("/_mock/faults/org/model-a")).json_body(&plan).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed: Value = response.json_body().await;
+    assert_eq!(echoed["model"], "org/model-a");
+
+    let body = json!({"model": "org/model-a", "messages": [{"role": "user", "content": "hi"}]});
+    let response = mock.openai(body.clone()).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let reply: Value = mock.openai(body).await.json_body().await;
+    assert_eq!(reply["usage"]["completion_tokens"], 5);
+
+    let one: ModelStats = mock.client.get(mock.url("/_mock/stats/org/model-a")).send().await.unwrap().json_body().await;
+    assert_eq!(one, ModelStats { requests: 2, completed: 1, cancelled: 0, failed_injected: 1 });
+    let all: Value = mock.client.get(mock.url("/_mock/stats")).send().await.unwrap().json_body().await;
+    assert_eq!(all["org/model-a"]["failed_injected"], 1);
+
+    let response = mock.client.delete(mock.url("/_mock/faults")).send().await.unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(mock.state.stats("org/model-a"), ModelStats::default());
+    let all: Value = mock.client.get(mock.url("/_mock/stats")).send().await.unwrap().json_body().await;
+    assert_eq!(all, json!({}));
+}
+
+#[tokio::test]
+async fn bad_fault_plans_get_a_clear_400() {
+    let mock = Mock::start().await;
+    let url = mock.url("/_mock/faults/m");
+    let cases = [
+        ("{nope", "invalid fault plan"),
+        (r#"{"stall_after": 3}"#, "unknown field"),
+        (r#"{"fail": {"status": 42}}"#, "fail.status"),
+        (r#"{"chunk_delay_ms": -1}"#, "invalid value"),
+    ];
+    for (body, expected) in cases {
+        let response = mock.client.put(&url).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json_body().await;
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_one_plan_restores_normal_replies() {
+    let mock = Mock::start().await;
+    let plan = json!({"fail": {"status": 500, "count": 100}});
+    mock.client.put(mock.url("/_mock/faults/m")).json_body(&plan).send().await.unwrap();
+    let body = json!({"model": "m", "messages": []});
+    assert_eq!(mock.openai(body.clone()).await.status(), 500);
+    mock.client.delete(mock.url("/_mock/faults/m")).send().await.unwrap();
+    assert_eq!(mock.openai(body).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_paths_get_an_openai_shaped_404() {
+    let mock = Mock::start().await;
+    let response = mock.client.get(mock.url("/v1/nope")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json_body().await;
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+}

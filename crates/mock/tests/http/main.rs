@@ -1,0 +1,7 @@
+//! Black-box tests of the mock over real HTTP on `127.0.0.1:0`.
+
+mod anthropic;
+mod control;
+mod faults;
+mod openai;
+mod support;

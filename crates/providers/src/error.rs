@@ -1,0 +1,147 @@
+//! The failure of one upstream attempt, classified where it is made so that
+//! routing, retries and breakers ask the error instead of parsing strings.
+
+use std::time::Duration;
+
+use keel_types::ErrorBody;
+
+/// Why an upstream attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No connection could be made (refused, DNS, TLS, connect timeout).
+    #[error("cannot connect to provider {provider}: {detail}")]
+    Connect {
+        /// The provider name.
+        provider: String,
+        /// What the transport said.
+        detail: String,
+    },
+    /// The upstream answered with a non-success status.
+    #[error("provider {provider} answered {status}: {}", body.error.message)]
+    Status {
+        /// The provider name.
+        provider: String,
+        /// The HTTP status.
+        status: u16,
+        /// The upstream error, in OpenAI's shape.
+        body: ErrorBody,
+        /// The upstream's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The connection failed after the response head (reset, closed).
+    #[error("provider {provider} connection failed mid-response: {detail}")]
+    Transport {
+        /// The provider name.
+        provider: String,
+        /// What the transport said.
+        detail: String,
+    },
+    /// The upstream sent bytes Keel cannot understand.
+    #[error("provider {provider} sent an invalid response: {detail}")]
+    Protocol {
+        /// The provider name.
+        provider: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An error inside a 200 stream (an SSE `error` event or `{"error":…}`).
+    #[error("provider {provider} reported an error mid-stream: {}", body.error.message)]
+    InBand {
+        /// The provider name.
+        provider: String,
+        /// The error, in OpenAI's shape.
+        body: ErrorBody,
+    },
+    /// The stream ended without its terminal event.
+    #[error("provider {provider} ended the stream before it was complete")]
+    Truncated {
+        /// The provider name.
+        provider: String,
+    },
+}
+
+/// A low-cardinality class of failure, usable as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection could not be made.
+    Connect,
+    /// A 4xx caused by the request itself; never retried.
+    Client,
+    /// Rate limited (429).
+    RateLimited,
+    /// A 5xx, 408, 409 or Anthropic 529.
+    Server,
+    /// Broken transport, protocol or stream.
+    Broken,
+}
+
+// === impl ProviderError ===
+
+impl ProviderError {
+    /// The failure class.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Connect { .. } => ErrorKind::Connect,
+            Self::Status { status, .. } => match status {
+                429 => ErrorKind::RateLimited,
+                408 | 409 => ErrorKind::Server,
+                400..=499 => ErrorKind::Client,
+                _ => ErrorKind::Server,
+            },
+            Self::Transport { .. } | Self::Protocol { .. } | Self::InBand { .. } | Self::Truncated { .. } => {
+                ErrorKind::Broken
+            }
+        }
+    }
+
+    /// Whether another attempt (on this target or the next) may succeed: every
+    /// failure but a client error.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() != ErrorKind::Client
+    }
+
+    /// The upstream's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The name of the provider that failed.
+    pub fn provider(&self) -> &str {
+        match self {
+            Self::Connect { provider, .. }
+            | Self::Status { provider, .. }
+            | Self::Transport { provider, .. }
+            | Self::Protocol { provider, .. }
+            | Self::InBand { provider, .. }
+            | Self::Truncated { provider } => provider,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> ProviderError {
+        ProviderError::Status {
+            provider: String::from("p"),
+            status,
+            body: ErrorBody::new("m", "t", None, None),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn only_client_errors_are_final() {
+        for code in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(status(code).is_retryable(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 413, 422] {
+            assert!(!status(code).is_retryable(), "{code}");
+        }
+        assert!(ProviderError::Truncated { provider: String::from("p") }.is_retryable());
+    }
+}

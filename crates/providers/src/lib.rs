@@ -1,0 +1,33 @@
+//! The `Provider` trait and one adapter per upstream API.
+//!
+//! An adapter turns the gateway's request into the upstream's body, sends it,
+//! and turns the bytes that come back into [`Reply`]: one complete body or a
+//! stream of [`StreamEvent`]s. Conversion lives in pure functions beside each
+//! adapter; the I/O loop stays short. Adapters never retry and never time out
+//! on their own (beyond the connect timeout of their HTTP client): policy
+//! belongs to the router.
+
+mod error;
+mod openai;
+mod reply;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use keel_types::ChatRequest;
+
+pub use error::{ErrorKind, ProviderError};
+pub use openai::{OpenAiProvider, OpenAiSettings};
+pub use reply::{Completion, EventStream, Reply, StreamEvent};
+
+/// One upstream API behind one provider name.
+pub trait Provider: Send + Sync + 'static {
+    /// The provider's name in providers.yaml.
+    fn name(&self) -> &str;
+
+    /// Sends one chat completion attempt for `upstream_model`. The future
+    /// resolves when the response head (or, for a non-stream request, the
+    /// whole body) has arrived; dropping it, or the stream it returns, aborts
+    /// the upstream call.
+    fn chat(&self, request: Arc<ChatRequest>, upstream_model: Arc<str>) -> BoxFuture<'static, Result<Reply, ProviderError>>;
+}

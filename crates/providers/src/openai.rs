@@ -1,0 +1,119 @@
+//! The OpenAI Chat Completions adapter, for OpenAI itself and any
+//! OpenAI-compatible server (vLLM, Ollama, Groq, …, and Keel's own mock).
+//! The request body is forwarded verbatim with only `model` rewritten.
+
+mod convert;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use keel_types::ChatRequest;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+
+use crate::{Completion, ProviderError, Reply};
+
+pub(crate) use convert::{error_from_status, retry_after};
+
+/// What an OpenAI-compatible provider needs to be reached.
+#[derive(Clone, Debug)]
+pub struct OpenAiSettings {
+    /// The provider name in providers.yaml.
+    pub name: String,
+    /// The API root, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The bearer key; `None` for local servers that need none.
+    pub api_key: Option<String>,
+    /// Extra headers sent on every request.
+    pub headers: Vec<(String, String)>,
+    /// TCP + TLS handshake limit.
+    pub connect_timeout: Duration,
+}
+
+/// An OpenAI-compatible upstream with its own pooled HTTP client.
+pub struct OpenAiProvider {
+    name: Arc<str>,
+    url: String,
+    client: reqwest::Client,
+}
+
+// === impl OpenAiProvider ===
+
+impl OpenAiProvider {
+    /// Builds the provider and its HTTP client. Fails on an invalid header.
+    pub fn new(settings: OpenAiSettings) -> Result<Self, String> {
+        let headers = default_headers(&settings)?;
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy()
+            .build()
+            .map_err(|error| format!("providers.{}: cannot build HTTP client: {error}", settings.name))?;
+        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+        Ok(Self { name: Arc::from(settings.name), url, client })
+    }
+}
+
+fn default_headers(settings: &OpenAiSettings) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(key) = &settings.api_key {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| format!("providers.{}.api_key: not a valid header value", settings.name))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    for (name, value) in &settings.headers {
+        let invalid = || format!("providers.{}.headers.{name}: not a valid header", settings.name);
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+impl crate::Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat(&self, request: Arc<ChatRequest>, upstream_model: Arc<str>) -> BoxFuture<'static, Result<Reply, ProviderError>> {
+        let body = request.openai_body(&upstream_model);
+        let sent = self.client.post(&self.url).body(body).send();
+        let name = self.name.clone();
+        async move {
+            let response = sent.await.map_err(|error| convert::send_error(&name, &error))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(read_error(&name, response).await);
+            }
+            if request.stream() {
+                Ok(Reply::Stream(convert::event_stream(name, response.bytes_stream())))
+            } else {
+                let body = response.bytes().await.map_err(|error| convert::body_error(&name, &error))?;
+                let usage = convert::completion_usage(&name, &body)?;
+                Ok(Reply::Complete(Completion { body, usage }))
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Reads a bounded error body and classifies it.
+async fn read_error(name: &str, response: reqwest::Response) -> ProviderError {
+    const MAX_ERROR_BODY: usize = 64 * 1024;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ERROR_BODY {
+            break;
+        }
+    }
+    error_from_status(name, status, &body, retry_after)
+}

@@ -1,0 +1,190 @@
+//! Pure conversions for the OpenAI adapter: upstream bytes and headers to
+//! events, usage and classified errors.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt};
+use keel_sse::{DecodeError, Event, DONE_DATA};
+use keel_types::{inspect_chunk, ErrorBody, Usage};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+
+use crate::{EventStream, ProviderError, StreamEvent};
+
+/// What one SSE event means for the stream.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Classified {
+    /// Nothing to forward (an empty keep-alive event).
+    Skip,
+    /// A chunk to forward; `finished` when it carries a finish_reason.
+    Chunk { event: StreamEvent, finished: bool },
+    /// `[DONE]`.
+    Done,
+}
+
+/// Classifies one upstream SSE event of an OpenAI stream.
+pub(crate) fn classify_event(provider: &str, event: Event) -> Result<Classified, ProviderError> {
+    if event.data.is_empty() {
+        return Ok(Classified::Skip);
+    }
+    if event.data == DONE_DATA {
+        return Ok(Classified::Done);
+    }
+    let info = inspect_chunk(&event.data);
+    if info.is_error || event.event == "error" {
+        let body = serde_json::from_str::<ErrorBody>(&event.data)
+            .unwrap_or_else(|_| ErrorBody::new(truncate(&event.data), "server_error", None, None));
+        return Err(ProviderError::InBand { provider: provider.to_owned(), body });
+    }
+    let event = StreamEvent::Chunk { data: Bytes::from(event.data), token: info.has_token, usage: info.usage };
+    Ok(Classified::Chunk { event, finished: info.finished })
+}
+
+struct StreamState<S> {
+    events: S,
+    provider: Arc<str>,
+    finished: bool,
+    ended: bool,
+}
+
+/// Turns the upstream body into events. A stream that ends after a
+/// finish_reason but without `[DONE]` is complete; one that ends before is
+/// truncated.
+pub(crate) fn event_stream<S, E>(provider: Arc<str>, bytes: S) -> EventStream
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let events = Box::pin(keel_sse::decode(bytes));
+    let state = StreamState { events, provider, finished: false, ended: false };
+    stream::unfold(state, |mut state| async move {
+        if state.ended {
+            return None;
+        }
+        let item = next_event(&mut state).await;
+        state.ended = !matches!(item, Ok(StreamEvent::Chunk { .. }));
+        Some((item, state))
+    })
+    .boxed()
+}
+
+async fn next_event<S, E>(state: &mut StreamState<S>) -> Result<StreamEvent, ProviderError>
+where
+    S: Stream<Item = Result<Event, DecodeError<E>>> + Unpin,
+    E: std::fmt::Display,
+{
+    loop {
+        let provider = &*state.provider;
+        match state.events.next().await {
+            None if state.finished => return Ok(StreamEvent::Done),
+            None => return Err(ProviderError::Truncated { provider: provider.to_owned() }),
+            Some(Err(DecodeError::Transport(error))) => {
+                return Err(ProviderError::Transport { provider: provider.to_owned(), detail: error.to_string() })
+            }
+            Some(Err(DecodeError::Parse(detail))) => {
+                return Err(ProviderError::Protocol { provider: provider.to_owned(), detail })
+            }
+            Some(Ok(event)) => match classify_event(provider, event)? {
+                Classified::Skip => continue,
+                Classified::Done => return Ok(StreamEvent::Done),
+                Classified::Chunk { event, finished } => {
+                    state.finished |= finished;
+                    return Ok(event);
+                }
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CompletionProbe {
+    #[serde(default)]
+    choices: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<ErrorBodyInner>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBodyInner {
+    #[serde(default)]
+    message: String,
+}
+
+/// Checks a non-stream body is a completion and reads its usage.
+pub(crate) fn completion_usage(provider: &str, body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+    let probe: CompletionProbe = serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
+        provider: provider.to_owned(),
+        detail: format!("the completion is not valid JSON: {error}"),
+    })?;
+    if let Some(error) = probe.error {
+        let body = ErrorBody::new(error.message, "server_error", None, None);
+        return Err(ProviderError::InBand { provider: provider.to_owned(), body });
+    }
+    if probe.choices.is_none() {
+        let detail = String::from("the completion has no choices");
+        return Err(ProviderError::Protocol { provider: provider.to_owned(), detail });
+    }
+    Ok(probe.usage)
+}
+
+/// Classifies a non-success response from its status, body and Retry-After.
+pub(crate) fn error_from_status(provider: &str, status: u16, body: &[u8], retry_after: Option<Duration>) -> ProviderError {
+    let body = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(body);
+        let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+        ErrorBody::new(format!("upstream status {status}: {}", truncate(&text)), kind, None, None)
+    });
+    ProviderError::Status { provider: provider.to_owned(), status, body, retry_after }
+}
+
+/// Reads `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// Classifies an error from `send()`: no response head arrived.
+pub(crate) fn send_error(provider: &str, error: &reqwest::Error) -> ProviderError {
+    let detail = error_chain(error);
+    if error.is_connect() || error.is_timeout() {
+        ProviderError::Connect { provider: provider.to_owned(), detail }
+    } else {
+        ProviderError::Transport { provider: provider.to_owned(), detail }
+    }
+}
+
+/// Classifies an error while reading a body.
+pub(crate) fn body_error(provider: &str, error: &reqwest::Error) -> ProviderError {
+    ProviderError::Transport { provider: provider.to_owned(), detail: error_chain(error) }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn truncate(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "convert/tests.rs"]
+mod tests;

@@ -1,0 +1,51 @@
+//! Why a request could not be routed to an answer.
+
+use keel_providers::ProviderError;
+
+/// A routing failure; the server maps each variant to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The request names a model that is not configured.
+    #[error("the model '{model}' does not exist")]
+    UnknownModel {
+        /// The requested model.
+        model: String,
+    },
+    /// Every target of the model and its fallbacks is disabled.
+    #[error("the model '{model}' has no enabled provider (set the provider's api_key)")]
+    NoTargets {
+        /// The requested model.
+        model: String,
+    },
+    /// An upstream refused the request itself (a 4xx other than 408, 409
+    /// and 429); it is returned to the client as it is.
+    #[error("{error}")]
+    Rejected {
+        /// The upstream's error.
+        error: ProviderError,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Every target failed.
+    #[error("every target of the model '{model}' failed; last: {last}")]
+    Exhausted {
+        /// The requested model.
+        model: String,
+        /// The last target's failure.
+        last: ProviderError,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+// === impl RouteError ===
+
+impl RouteError {
+    /// Upstream attempts made before the failure.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::UnknownModel { .. } | Self::NoTargets { .. } => 0,
+            Self::Rejected { attempts, .. } | Self::Exhausted { attempts, .. } => *attempts,
+        }
+    }
+}

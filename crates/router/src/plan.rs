@@ -1,0 +1,78 @@
+//! The route table: public models, their ordered targets and fallbacks, and
+//! the plan of targets one request walks through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keel_providers::Provider;
+
+use crate::RouteError;
+
+/// One upstream that can serve a public model: a provider and its model name.
+#[derive(Clone)]
+pub struct Target {
+    /// The provider's name, for headers, logs and metrics.
+    pub provider_name: Arc<str>,
+    /// The upstream model name.
+    pub model: Arc<str>,
+    /// The adapter that reaches it.
+    pub provider: Arc<dyn Provider>,
+}
+
+/// A public model: its targets in the order to try them, then its fallbacks.
+pub struct ModelRoute {
+    /// The public name clients send.
+    pub name: String,
+    /// Enabled targets, in order.
+    pub targets: Vec<Target>,
+    /// Public models to try, in order, when every target fails.
+    pub fallback: Vec<String>,
+}
+
+/// Every public model, indexed by name.
+pub struct RouteTable {
+    models: Vec<ModelRoute>,
+    index: HashMap<String, usize>,
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// A table of the given models (names are unique; config checks it).
+    pub fn new(models: Vec<ModelRoute>) -> Self {
+        let index = models.iter().enumerate().map(|(position, model)| (model.name.clone(), position)).collect();
+        Self { models, index }
+    }
+
+    /// The public model names, in configuration order.
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|model| model.name.as_str())
+    }
+
+    /// The route of one public model.
+    pub fn route(&self, name: &str) -> Option<&ModelRoute> {
+        self.index.get(name).map(|&position| &self.models[position])
+    }
+
+    /// The targets one request for `model` tries, in order: the model's own,
+    /// then each fallback's (depth first, each model once).
+    pub fn plan(&self, model: &str) -> Result<Vec<&Target>, RouteError> {
+        let route = self.route(model).ok_or_else(|| RouteError::UnknownModel { model: model.to_owned() })?;
+        let mut visited = vec![route.name.as_str()];
+        let mut targets = Vec::new();
+        self.collect(route, &mut visited, &mut targets);
+        Ok(targets)
+    }
+
+    fn collect<'a>(&'a self, route: &'a ModelRoute, visited: &mut Vec<&'a str>, targets: &mut Vec<&'a Target>) {
+        targets.extend(route.targets.iter());
+        for name in &route.fallback {
+            let Some(fallback) = self.route(name) else { continue };
+            if visited.contains(&fallback.name.as_str()) {
+                continue;
+            }
+            visited.push(fallback.name.as_str());
+            self.collect(fallback, visited, targets);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The one place where failures become HTTP responses: status, OpenAI error
+//! body and the headers that go with them.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keel_providers::{ErrorKind, ProviderError};
+use keel_router::RouteError;
+use keel_types::{ErrorBody, RequestError};
+
+/// Every error the HTTP API returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No key, or a key no tenant has.
+    #[error("invalid or missing API key: send it as 'Authorization: Bearer <key>'")]
+    Unauthorized,
+    /// The body could not be used.
+    #[error("{0}")]
+    BadRequest(#[from] RequestError),
+    /// The body is larger than `server.max_body`.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read from the connection.
+    #[error("the request body could not be read: {0}")]
+    BodyUnreadable(String),
+    /// No route has this path.
+    #[error("no route for {method} {path}")]
+    NotFound {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+    /// The path exists but not with this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+    /// Routing failed.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// Put in the response extensions so the logging middleware can report the
+/// error without `IntoResponse` having side effects.
+#[derive(Clone, Debug)]
+pub struct LoggedError(pub String);
+
+// === impl ApiError ===
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Route(error) => route_status(error),
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let message = self.to_string();
+        match self {
+            Self::Unauthorized => ErrorBody::new(message, "invalid_request_error", None, Some("invalid_api_key")),
+            Self::BadRequest(error) => ErrorBody::new(message, "invalid_request_error", error.param(), None),
+            Self::BodyTooLarge { .. } => ErrorBody::new(message, "invalid_request_error", None, Some("body_too_large")),
+            Self::BodyUnreadable(_) => ErrorBody::new(message, "invalid_request_error", None, None),
+            Self::NotFound { .. } => ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url")),
+            Self::MethodNotAllowed { .. } => ErrorBody::new(message, "invalid_request_error", None, Some("method_not_allowed")),
+            Self::Route(error) => route_body(error),
+        }
+    }
+}
+
+fn route_status(error: &RouteError) -> StatusCode {
+    match error {
+        RouteError::UnknownModel { .. } => StatusCode::BAD_REQUEST,
+        RouteError::NoTargets { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RouteError::Rejected { error: ProviderError::Status { status, .. }, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        RouteError::Rejected { .. } => StatusCode::BAD_REQUEST,
+        RouteError::Exhausted { last, .. } if last.kind() == ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        RouteError::Exhausted { .. } => StatusCode::BAD_GATEWAY,
+    }
+}
+
+fn route_body(error: &RouteError) -> ErrorBody {
+    match error {
+        RouteError::UnknownModel { .. } => {
+            ErrorBody::new(error.to_string(), "invalid_request_error", Some("model"), Some("model_not_found"))
+        }
+        RouteError::NoTargets { .. } => ErrorBody::new(error.to_string(), "server_error", None, Some("no_enabled_provider")),
+        // A refusal describes the client's own request, so its message is
+        // passed on; that is what the client needs to fix it.
+        RouteError::Rejected { error: ProviderError::Status { body, .. }, .. } => body.clone(),
+        RouteError::Rejected { error, .. } => ErrorBody::new(error.to_string(), "invalid_request_error", None, None),
+        RouteError::Exhausted { model, last, .. } => {
+            // Upstream bodies of server errors stay in the logs.
+            let message = format!("every target of the model '{model}' failed; the last, provider '{}', {}", last.provider(), failure_summary(last));
+            let kind = if last.kind() == ErrorKind::RateLimited { "rate_limit_error" } else { "server_error" };
+            ErrorBody::new(message, kind, None, Some("upstream_unavailable"))
+        }
+    }
+}
+
+/// A short, detail-free description of an upstream failure for clients.
+pub(crate) fn failure_summary(error: &ProviderError) -> String {
+    match error {
+        ProviderError::Connect { .. } => String::from("could not be reached"),
+        ProviderError::Status { status, .. } => format!("answered with status {status}"),
+        ProviderError::Transport { .. } => String::from("dropped the connection"),
+        ProviderError::Protocol { .. } => String::from("sent an invalid response"),
+        ProviderError::InBand { .. } => String::from("reported an error in the stream"),
+        ProviderError::Truncated { .. } => String::from("ended the stream before it was complete"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], self.body().to_json()).into_response();
+        let headers = response.headers_mut();
+        if let Self::Route(route) = &self {
+            headers.insert("x-keel-attempts", HeaderValue::from(route.attempts()));
+            let retry_after = match route {
+                RouteError::Exhausted { last, .. } | RouteError::Rejected { error: last, .. } => last.retry_after(),
+                _ => None,
+            };
+            if let Some(delay) = retry_after {
+                headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(delay.as_secs().max(1)));
+            }
+        }
+        response.extensions_mut().insert(LoggedError(self.to_string()));
+        response
+    }
+}

@@ -1,0 +1,53 @@
+//! Paths to handlers, and the middleware every request passes.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Json;
+
+use crate::{chat, request_id, ApiError, AppState, Tenant};
+
+/// The whole HTTP API.
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(request_id::stamp))
+        .with_state(state)
+}
+
+/// `GET /v1/models`: the public model names in OpenAI's list shape.
+async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let data: Vec<_> = state
+        .router
+        .model_names()
+        .map(|name| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "keel"}))
+        .collect();
+    Json(serde_json::json!({"object": "list", "data": data}))
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: configuration is loaded and the router built (the store check
+/// joins it when the job queue does).
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ready", "models": state.router.model_names().count()}))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound { method: method.to_string(), path: uri.path().to_owned() }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_owned() }
+}

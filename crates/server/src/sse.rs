@@ -1,0 +1,66 @@
+//! Encodes a committed upstream stream as the client's SSE body.
+//!
+//! Frames are forwarded as they arrive; frames that are already waiting are
+//! written together (never waiting for more), which costs far less than one
+//! write per frame when an upstream sends chunks in bursts. After the commit
+//! point a failure or truncation ends the stream with an OpenAI-style error
+//! event and `[DONE]`, never a silent cut.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::{future, stream, StreamExt};
+use keel_providers::{EventStream, ProviderError, StreamEvent};
+use keel_sse::{data_frame, DONE_FRAME};
+use keel_types::ErrorBody;
+
+use crate::error::failure_summary;
+
+/// How many ready frames are joined into one write at most.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// The SSE body: `head` first, then the rest of the upstream stream.
+pub fn body(head: Vec<StreamEvent>, rest: EventStream) -> Body {
+    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
+    let frames = events.scan(false, |ended, event| {
+        if *ended {
+            return future::ready(None);
+        }
+        let frame = match event {
+            Ok(StreamEvent::Chunk { data, .. }) => data_frame(&data),
+            Ok(StreamEvent::Done) => {
+                *ended = true;
+                Bytes::from_static(DONE_FRAME)
+            }
+            Err(error) => {
+                *ended = true;
+                tracing::warn!(%error, "upstream stream failed after the first token");
+                error_frames(&error)
+            }
+        };
+        future::ready(Some(frame))
+    });
+    let writes = frames.ready_chunks(MAX_FRAMES_PER_WRITE).map(|frames| Ok::<_, Infallible>(join(frames)));
+    Body::from_stream(writes)
+}
+
+/// The error event and `[DONE]` that end a stream that failed mid-way.
+pub fn error_frames(error: &ProviderError) -> Bytes {
+    let message = format!("the stream from provider '{}' failed after it started: it {}", error.provider(), failure_summary(error));
+    let body = ErrorBody::new(message, "server_error", None, Some("upstream_stream_error"));
+    let mut frames = BytesMut::from(&data_frame(body.to_json().as_bytes())[..]);
+    frames.extend_from_slice(DONE_FRAME);
+    frames.freeze()
+}
+
+fn join(frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.into_iter().next().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in frames {
+        joined.extend_from_slice(&frame);
+    }
+    joined.freeze()
+}

@@ -1,0 +1,1 @@
+//! Metric and span name constants shared by every Keel crate.

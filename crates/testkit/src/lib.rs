@@ -1,0 +1,141 @@
+//! Test helpers: a `keel mock` upstream and a Keel gateway, each on an
+//! ephemeral 127.0.0.1 port, and a small SSE parser for assertions.
+//! Used only from `[dev-dependencies]`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use keel_mock::{FailNext, Faults, MockState, ModelStats};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running mock upstream.
+pub struct Mock {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its fault plans and counters.
+    pub state: MockState,
+    _task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The API key of the tenant in [`yaml_with_targets`].
+pub const TEST_KEY: &str = "sk-test-key";
+
+/// A configuration with one tenant (key [`TEST_KEY`]), one OpenAI-kind
+/// provider per `(name, base_url)`, and a model `chat` whose targets are
+/// those providers in order, each serving the upstream model `gpt-mock`.
+pub fn yaml_with_targets(providers: &[(&str, &str)]) -> String {
+    let mut yaml = format!("tenants:\n  - name: test\n    keys: [\"{TEST_KEY}\"]\nproviders:\n");
+    for (name, base_url) in providers {
+        yaml.push_str(&format!("  {name}:\n    kind: openai\n    base_url: {base_url}\n    timeouts: {{connect: 1s}}\n"));
+    }
+    yaml.push_str("models:\n  chat:\n    targets:\n");
+    for (name, _) in providers {
+        yaml.push_str(&format!("      - {{provider: {name}, model: gpt-mock}}\n"));
+    }
+    yaml
+}
+
+/// Starts a mock upstream on 127.0.0.1:0.
+pub async fn start_mock() -> std::io::Result<Mock> {
+    let state = MockState::new();
+    let (addr, task) = keel_mock::spawn_local(state.clone()).await?;
+    Ok(Mock { addr, state, _task: task })
+}
+
+/// Starts a gateway from YAML on 127.0.0.1:0 (`server.listen` is ignored).
+/// `${VAR}` references resolve against `vars` only, never the process env.
+pub async fn start_gateway(yaml: &str, vars: &[(&str, &str)]) -> Result<Gateway, Box<dyn std::error::Error>> {
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let loaded = keel_config::load_str(yaml, &vars)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, signal) = oneshot::channel();
+    let task = tokio::spawn(keel::start(Arc::new(loaded.config), listener, async move {
+        let _ = signal.await;
+    }));
+    Ok(Gateway { addr, shutdown: Some(shutdown), task })
+}
+
+// === impl Mock ===
+
+impl Mock {
+    /// The OpenAI API root of this mock, for a provider's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends the shutdown signal and waits for the server to finish draining.
+    pub async fn shut_down(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits for the server task to end.
+    pub async fn finished(mut self) -> std::io::Result<()> {
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `data:` payloads of an SSE body, in order (`[DONE]` included).
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|frame| {
+            let lines: Vec<&str> = frame.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim_start).collect();
+            (!lines.is_empty()).then(|| lines.join("\n"))
+        })
+        .collect()
+}
+
+/// A JSON value with the fields that differ per response (`id`, `created`,
+/// `system_fingerprint` and tool call ids) removed, for comparing two answers.
+pub fn without_volatile_fields(mut value: serde_json::Value) -> serde_json::Value {
+    strip(&mut value);
+    value
+}
+
+fn strip(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for key in ["id", "created", "system_fingerprint"] {
+                map.remove(key);
+            }
+            map.values_mut().for_each(strip);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+        _ => {}
+    }
+}

@@ -1,0 +1,13 @@
+//! Keel's wire types: the OpenAI-compatible request the gateway reads only as far
+//! as routing needs, the OpenAI error body, and the probe that classifies one
+//! streamed chunk without building a JSON tree of it.
+
+mod chunk;
+mod error;
+mod raw_object;
+mod request;
+
+pub use chunk::{inspect_chunk, ChunkInfo, Usage};
+pub use error::{ErrorBody, ErrorDetail};
+pub use raw_object::RawObject;
+pub use request::{ChatRequest, RequestError};

@@ -1,0 +1,118 @@
+//! A JSON object kept as its keys and the raw text of each value, in order.
+//!
+//! Keel forwards request bodies to OpenAI-compatible upstreams verbatim except
+//! for `model`; tokenising the body into this shape costs far less than a
+//! `serde_json::Value` tree and keeps unknown fields byte for byte.
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A JSON object whose values are left unparsed.
+#[derive(Debug, Default)]
+pub struct RawObject {
+    fields: Vec<(String, Box<RawValue>)>,
+}
+
+// === impl RawObject ===
+
+impl RawObject {
+    /// The raw value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.fields.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_ref())
+    }
+
+    /// Parses the value of `key` as `T`; `None` when absent or `null`.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Option<Result<T, serde_json::Error>> {
+        let raw = self.get(key)?;
+        if raw.get() == "null" {
+            return None;
+        }
+        Some(serde_json::from_str(raw.get()))
+    }
+
+    /// Writes the object back as JSON with `replacements` substituted (or added
+    /// at the end when absent). Values are the raw JSON text to write.
+    pub fn to_json_with(&self, replacements: &[(&str, &str)]) -> Vec<u8> {
+        let capacity = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2;
+        let mut out = Vec::with_capacity(capacity + 64);
+        out.push(b'{');
+        let mut first = true;
+        let mut write_field = |out: &mut Vec<u8>, key: &str, value: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_json_string(out, key);
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        };
+        for (key, value) in &self.fields {
+            let replaced = replacements.iter().find(|(name, _)| name == key);
+            write_field(&mut out, key, replaced.map_or(value.get(), |(_, text)| text));
+        }
+        for (key, value) in replacements {
+            if self.get(key).is_none() {
+                write_field(&mut out, key, value);
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Writes `text` as a JSON string literal.
+pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawObjectVisitor)
+    }
+}
+
+struct RawObjectVisitor;
+
+impl<'de> Visitor<'de> for RawObjectVisitor {
+    type Value = RawObject;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+            fields.push((key, value));
+        }
+        Ok(RawObject { fields })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_unknown_fields_verbatim_and_replaces_model() -> Result<(), serde_json::Error> {
+        let text = r#"{"model":"a","x_unknown":{"deep":[1, 2.50,"é"]},"stream":true}"#;
+        let object: RawObject = serde_json::from_str(text)?;
+        let out = object.to_json_with(&[("model", "\"b\"")]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            r#"{"model":"b","x_unknown":{"deep":[1, 2.50,"é"]},"stream":true}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn appends_replacement_when_key_is_absent() -> Result<(), serde_json::Error> {
+        let object: RawObject = serde_json::from_str(r#"{"a":1}"#)?;
+        assert_eq!(object.to_json_with(&[("b", "2")]), br#"{"a":1,"b":2}"#);
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The chat completion request as the gateway sees it: the few fields routing
+//! needs, parsed and checked, and the rest kept raw for the upstream.
+
+use serde::Deserialize;
+
+use crate::raw_object::{write_json_string, RawObject};
+
+/// A parsed `POST /v1/chat/completions` body.
+#[derive(Debug)]
+pub struct ChatRequest {
+    raw: RawObject,
+    model: String,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// Why a request body was refused, with the parameter at fault.
+#[derive(Debug)]
+pub enum RequestError {
+    /// The body is not valid JSON.
+    InvalidJson(String),
+    /// The body is JSON but not an object.
+    NotAnObject,
+    /// `model` is absent or empty.
+    MissingModel,
+    /// A known field has the wrong type.
+    InvalidField {
+        /// The field name.
+        param: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// `messages` is absent or not a non-empty array.
+    MissingMessages,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+// === impl ChatRequest ===
+
+impl ChatRequest {
+    /// Parses and checks a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
+        let raw: RawObject = serde_json::from_slice(body).map_err(|error| {
+            if error.classify() == serde_json::error::Category::Data {
+                RequestError::NotAnObject
+            } else {
+                RequestError::InvalidJson(error.to_string())
+            }
+        })?;
+        let model = match raw.parse::<String>("model") {
+            Some(Ok(model)) if !model.is_empty() => model,
+            Some(Err(_)) => return Err(RequestError::InvalidField { param: "model", expected: "a string" }),
+            _ => return Err(RequestError::MissingModel),
+        };
+        match raw.parse::<Vec<&serde_json::value::RawValue>>("messages") {
+            Some(Ok(messages)) if !messages.is_empty() => {}
+            Some(Err(_)) => return Err(RequestError::InvalidField { param: "messages", expected: "an array of messages" }),
+            _ => return Err(RequestError::MissingMessages),
+        }
+        let stream = match raw.parse::<bool>("stream") {
+            None => false,
+            Some(Ok(stream)) => stream,
+            Some(Err(_)) => return Err(RequestError::InvalidField { param: "stream", expected: "a boolean" }),
+        };
+        let include_usage = match raw.parse::<StreamOptions>("stream_options") {
+            None => false,
+            Some(Ok(options)) => options.include_usage,
+            Some(Err(_)) => {
+                return Err(RequestError::InvalidField { param: "stream_options", expected: "an object like {\"include_usage\": true}" })
+            }
+        };
+        Ok(Self { raw, model, stream, include_usage })
+    }
+
+    /// The public model the client asked for.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Whether the client asked for a final usage chunk in the stream.
+    pub fn include_usage(&self) -> bool {
+        self.include_usage
+    }
+
+    /// The raw request, for adapters that translate it field by field.
+    pub fn raw(&self) -> &RawObject {
+        &self.raw
+    }
+
+    /// The body for an OpenAI-compatible upstream: the request verbatim with
+    /// only `model` rewritten.
+    pub fn openai_body(&self, upstream_model: &str) -> Vec<u8> {
+        let mut model = Vec::with_capacity(upstream_model.len() + 2);
+        write_json_string(&mut model, upstream_model);
+        let model = String::from_utf8_lossy(&model);
+        self.raw.to_json_with(&[("model", &model)])
+    }
+}
+
+// === impl RequestError ===
+
+impl RequestError {
+    /// The request parameter at fault, for the error body's `param`.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidJson(_) | Self::NotAnObject => None,
+            Self::MissingModel => Some("model"),
+            Self::MissingMessages => Some("messages"),
+            Self::InvalidField { param, .. } => Some(param),
+        }
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidJson(detail) => write!(f, "the request body is not valid JSON: {detail}"),
+            Self::NotAnObject => f.write_str("the request body must be a JSON object"),
+            Self::MissingModel => f.write_str("you must provide a model parameter"),
+            Self::MissingMessages => f.write_str("'messages' must be a non-empty array of messages"),
+            Self::InvalidField { param, expected } => write!(f, "'{param}' must be {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ChatRequest, RequestError> {
+        ChatRequest::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn reads_routing_fields_and_rewrites_only_model() -> Result<(), RequestError> {
+        let request = parse(r#"{"model":"demo","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"seed":7,"x":[1]}"#)?;
+        assert_eq!(request.model(), "demo");
+        assert!(request.stream());
+        assert!(request.include_usage());
+        assert_eq!(
+            String::from_utf8_lossy(&request.openai_body("gpt-\"4o")),
+            r#"{"model":"gpt-\"4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"seed":7,"x":[1]}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_bad_bodies_with_the_parameter_named() {
+        let cases: &[(&str, &str)] = &[
+            ("{", "the request body is not valid JSON: EOF while parsing an object at line 1 column 1"),
+            ("[1]", "the request body must be a JSON object"),
+            (r#"{"messages":[{}]}"#, "you must provide a model parameter"),
+            (r#"{"model":"","messages":[{}]}"#, "you must provide a model parameter"),
+            (r#"{"model":3,"messages":[{}]}"#, "'model' must be a string"),
+            (r#"{"model":"m"}"#, "'messages' must be a non-empty array of messages"),
+            (r#"{"model":"m","messages":[]}"#, "'messages' must be a non-empty array of messages"),
+            (r#"{"model":"m","messages":[{}],"stream":"yes"}"#, "'stream' must be a boolean"),
+        ];
+        for (body, expected) in cases {
+            match parse(body) {
+                Ok(_) => panic!("{body} was accepted"),
+                Err(error) => assert_eq!(&error.to_string(), expected, "body {body}"),
+            }
+        }
+    }
+}
