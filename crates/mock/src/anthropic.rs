@@ -1,8 +1,5 @@
 //! `POST /v1/messages`, in Anthropic's wire format.
 
-mod reply;
-mod wire;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -16,6 +13,9 @@ use crate::reply::{content_chars, estimate_tokens, pick_tool, random_id, text_ch
 use crate::reply::{ToolCall, ToolChoice, ToolDef};
 use crate::respond::{respond, Reply};
 use crate::state::MockState;
+
+mod reply;
+mod wire;
 
 /// The fields of a messages request the mock acts on; others are ignored.
 #[derive(Debug, Deserialize)]
@@ -43,13 +43,17 @@ struct ToolSpec {
 }
 
 /// `POST /v1/messages`.
-pub(crate) async fn messages(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn messages(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !headers.contains_key("anthropic-version") {
         return bad_request("anthropic-version: header is required");
     }
     let request = match parse(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(message) => return bad_request(&message),
     };
     let Some(model) = request.model.clone().filter(|model| !model.is_empty()) else {
         return bad_request("model: Field required");
@@ -69,14 +73,14 @@ pub(crate) async fn messages(State(state): State<MockState>, headers: HeaderMap,
     .await
 }
 
-fn parse(body: &[u8]) -> Result<MessagesRequest, Response> {
+/// Parses the body, or says what is wrong with it.
+fn parse(body: &[u8]) -> Result<MessagesRequest, String> {
     serde_json::from_slice(body).map_err(|error| {
-        let message = if error.is_data() {
+        if error.is_data() {
             format!("Invalid request body: {error}")
         } else {
             format!("There was an error parsing the body as JSON: {error}")
-        };
-        bad_request(&message)
+        }
     })
 }
 
@@ -84,12 +88,27 @@ fn bad_request(message: &str) -> Response {
     Api::Anthropic.error(StatusCode::BAD_REQUEST, message)
 }
 
-fn build_reply(request: &MessagesRequest, model: String, max_tokens: u64, chunks: u32) -> MessageReply {
+fn build_reply(
+    request: &MessagesRequest,
+    model: String,
+    max_tokens: u64,
+    chunks: u32,
+) -> MessageReply {
     let system_chars = request.system.as_ref().map_or(0, content_chars);
-    let message_chars: usize = request.messages.iter().map(|message| content_chars(&message.content)).sum();
+    let message_chars: usize = request
+        .messages
+        .iter()
+        .map(|message| content_chars(&message.content))
+        .sum();
     let (content, stop_reason) = match tool_to_call(request) {
-        Some(tool) => (Content::Tool(ToolCall::new(&tool, random_id("toolu_01", 22), chunks)), "tool_use"),
-        None if max_tokens < u64::from(chunks) => (Content::Text(text_chunks(&model, max_tokens as u32)), "max_tokens"),
+        Some(tool) => (
+            Content::Tool(ToolCall::new(&tool, random_id("toolu_01", 22), chunks)),
+            "tool_use",
+        ),
+        None if max_tokens < u64::from(chunks) => (
+            Content::Text(text_chunks(&model, max_tokens as u32)),
+            "max_tokens",
+        ),
         None => (Content::Text(text_chunks(&model, chunks)), "end_turn"),
     };
     MessageReply {
@@ -109,7 +128,10 @@ fn tool_to_call(request: &MessagesRequest) -> Option<ToolDef> {
     }
     let tools: Vec<ToolDef> = tools
         .iter()
-        .map(|tool| ToolDef { name: tool.name.clone(), schema: tool.input_schema.clone() })
+        .map(|tool| ToolDef {
+            name: tool.name.clone(),
+            schema: tool.input_schema.clone(),
+        })
         .collect();
     pick_tool(&tools, &tool_choice(request.tool_choice.as_ref())).cloned()
 }
@@ -117,7 +139,9 @@ fn tool_to_call(request: &MessagesRequest) -> Option<ToolDef> {
 fn is_tool_result(message: &InputMessage) -> bool {
     message.role == "user"
         && message.content.as_array().is_some_and(|blocks| {
-            blocks.iter().any(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
+            blocks
+                .iter()
+                .any(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
         })
 }
 

@@ -23,12 +23,19 @@ use crate::state::MockState;
 pub(crate) fn routes() -> Router<MockState> {
     Router::new()
         .route("/_mock/faults", delete(clear))
-        .route("/_mock/faults/{*model}", delete(remove_faults).put(put_faults))
+        .route(
+            "/_mock/faults/{*model}",
+            delete(remove_faults).put(put_faults),
+        )
         .route("/_mock/stats", get(all_stats))
         .route("/_mock/stats/{*model}", get(model_stats))
 }
 
-async fn put_faults(State(state): State<MockState>, Path(model): Path<String>, body: Bytes) -> Response {
+async fn put_faults(
+    State(state): State<MockState>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Response {
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(faults) => faults,
         Err(error) => return invalid(&error.to_string()),

@@ -60,12 +60,20 @@ impl Api {
             Api::OpenAi => {
                 let (kind, code) = openai_kind(status);
                 to_json(&OpenAiBody {
-                    error: OpenAiError { message, kind, param: None, code },
+                    error: OpenAiError {
+                        message,
+                        kind,
+                        param: None,
+                        code,
+                    },
                 })
             }
             Api::Anthropic => to_json(&AnthropicBody {
                 kind: "error",
-                error: AnthropicError { kind: anthropic_kind(status), message },
+                error: AnthropicError {
+                    kind: anthropic_kind(status),
+                    message,
+                },
             }),
         };
         Bytes::from(json)
@@ -133,6 +141,7 @@ fn anthropic_kind(status: StatusCode) -> &'static str {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use serde_json::{json, Value};
 
@@ -155,6 +164,9 @@ mod tests {
     fn anthropic_529_is_overloaded_error() {
         let status = StatusCode::from_u16(529).unwrap();
         let body = parse(Api::Anthropic.error_json(status, "Overloaded"));
-        assert_eq!(body, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+        assert_eq!(
+            body,
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        );
     }
 }

@@ -146,7 +146,11 @@ impl Faults {
 impl HeavyTail {
     /// The slowed first-token delay for a base delay in milliseconds.
     pub(crate) fn slowed_ms(&self, base_ms: u64) -> u64 {
-        let base = if base_ms == 0 { HEAVY_TAIL_BASE_MS } else { base_ms };
+        let base = if base_ms == 0 {
+            HEAVY_TAIL_BASE_MS
+        } else {
+            base_ms
+        };
         // The float product is clamped into u64 range by the `as` cast.
         (base as f64 * self.factor).round() as u64
     }
@@ -157,6 +161,7 @@ fn one() -> u32 {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
@@ -175,13 +180,22 @@ mod tests {
     #[test]
     fn validate_rejects_impossible_status_and_factor() {
         let mut faults = Faults {
-            fail: Some(FailNext { status: 42, ..FailNext::default() }),
+            fail: Some(FailNext {
+                status: 42,
+                ..FailNext::default()
+            }),
             ..Faults::default()
         };
         assert_eq!(faults.validate(), Err(InvalidFaults::Status(42)));
         faults.fail = None;
-        faults.heavy_tail = Some(HeavyTail { one_in: 2, factor: f64::NAN });
-        assert!(matches!(faults.validate(), Err(InvalidFaults::HeavyTailFactor(_))));
+        faults.heavy_tail = Some(HeavyTail {
+            one_in: 2,
+            factor: f64::NAN,
+        });
+        assert!(matches!(
+            faults.validate(),
+            Err(InvalidFaults::HeavyTailFactor(_))
+        ));
     }
 
     #[test]
@@ -197,7 +211,10 @@ mod tests {
 
     #[test]
     fn heavy_tail_uses_ten_ms_base_when_no_delay_is_set() {
-        let tail = HeavyTail { one_in: 3, factor: 5.0 };
+        let tail = HeavyTail {
+            one_in: 3,
+            factor: 5.0,
+        };
         assert_eq!(tail.slowed_ms(0), 50);
         assert_eq!(tail.slowed_ms(40), 200);
     }

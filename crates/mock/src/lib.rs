@@ -2,7 +2,14 @@
 //!
 //! Serves `POST /v1/chat/completions` (OpenAI Chat Completions, JSON and
 //! SSE), `POST /v1/messages` (Anthropic Messages, JSON and SSE),
-//! `GET /v1/models`, and the control API under `/_mock/` (see `control`).
+//! `GET /v1/models`, and the control API:
+//!
+//! - `PUT /_mock/faults/{model}`: replace the model's fault plan (body: `Faults` JSON)
+//! - `DELETE /_mock/faults/{model}`: remove the model's fault plan
+//! - `DELETE /_mock/faults`: remove every plan and every counter
+//! - `GET /_mock/stats`: every model's counters, `{"<model>": ModelStats}`
+//! - `GET /_mock/stats/{model}`: one model's counters
+//!
 //! Replies are deterministic: "Hello from the keel mock (model X). " and
 //! filler words, one word per content chunk, or one tool call when the
 //! request offers tools. Faults (`Faults`) are set per upstream model, with
@@ -11,6 +18,18 @@
 //!
 //! It runs in-process (`spawn_local`) for `kind: mock` providers and tests,
 //! and standalone through `keel mock`.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::{Listener, ListenerExt};
+use axum::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 mod anthropic;
 mod control;
@@ -24,18 +43,9 @@ mod stats;
 mod stream;
 mod wire;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use axum::Router;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-pub use crate::faults::{FailNext, Faults, HeavyTail, InvalidFaults, DEFAULT_CHUNKS, HEAVY_TAIL_BASE_MS, MAX_CHUNKS};
+pub use crate::faults::{
+    FailNext, Faults, HeavyTail, InvalidFaults, DEFAULT_CHUNKS, HEAVY_TAIL_BASE_MS, MAX_CHUNKS,
+};
 pub use crate::openai::LISTED_MODELS;
 pub use crate::state::{MockState, WILDCARD_MODEL};
 pub use crate::stats::ModelStats;
@@ -59,22 +69,41 @@ pub fn router(state: MockState) -> Router {
 /// `TCP_NODELAY` on every accepted socket (without it every stream chunk
 /// waits ~40 ms for Nagle and delayed ACKs).
 pub async fn serve(listener: TcpListener, state: MockState) -> std::io::Result<()> {
-    let listener = listener.tap_io(|socket| {
-        if let Err(error) = socket.set_nodelay(true) {
-            tracing::warn!(%error, "keel mock: failed to set TCP_NODELAY on an accepted socket");
-        }
-    });
-    axum::serve(listener, router(state)).await
+    axum::serve(nodelay(listener), router(state)).await
+}
+
+/// Like `serve`, but stops accepting when `shutdown` completes and returns
+/// once the open connections have finished (a stalled stream never
+/// finishes: abort the task to stop at once).
+pub async fn serve_with_shutdown(
+    listener: TcpListener,
+    state: MockState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(nodelay(listener), router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds `127.0.0.1:0` and serves the mock in a background task.
 ///
 /// Returns the bound address and the serving task; abort the task to stop the mock.
-pub async fn spawn_local(state: MockState) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+pub async fn spawn_local(
+    state: MockState,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let address = listener.local_addr()?;
     let task = tokio::spawn(serve(listener, state));
     Ok((address, task))
+}
+
+/// Sets `TCP_NODELAY` on every socket `listener` accepts.
+fn nodelay(listener: TcpListener) -> impl Listener<Io = TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|socket| {
+        if let Err(error) = socket.set_nodelay(true) {
+            tracing::warn!(%error, "keel mock: failed to set TCP_NODELAY on an accepted socket");
+        }
+    })
 }
 
 async fn not_found() -> Response {

@@ -1,8 +1,5 @@
 //! `POST /v1/chat/completions` and `GET /v1/models`, in OpenAI's wire format.
 
-mod reply;
-mod wire;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -19,8 +16,16 @@ use crate::respond::{respond, Reply};
 use crate::state::MockState;
 use crate::wire::to_json;
 
+mod reply;
+mod wire;
+
 /// The models `GET /v1/models` lists; any other name works as well.
-pub const LISTED_MODELS: [&str; 4] = ["mock-gpt-4o-mini", "mock-gpt-4o", "mock-claude-sonnet", "mock-claude-haiku"];
+pub const LISTED_MODELS: [&str; 4] = [
+    "mock-gpt-4o-mini",
+    "mock-gpt-4o",
+    "mock-claude-sonnet",
+    "mock-claude-haiku",
+];
 
 /// The fields of a chat completion request the mock acts on; others are ignored.
 #[derive(Debug, Deserialize)]
@@ -63,7 +68,7 @@ struct FunctionDef {
 pub(crate) async fn chat_completions(State(state): State<MockState>, body: Bytes) -> Response {
     let request = match parse(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(message) => return bad_request(&message),
     };
     let Some(model) = request.model.clone().filter(|model| !model.is_empty()) else {
         return bad_request("you must provide a model parameter");
@@ -84,20 +89,28 @@ pub(crate) async fn chat_completions(State(state): State<MockState>, body: Bytes
 pub(crate) async fn models() -> Response {
     let data = LISTED_MODELS
         .iter()
-        .map(|id| ModelEntry { id, object: "model", created: 1_700_000_000, owned_by: "keel-mock" })
+        .map(|id| ModelEntry {
+            id,
+            object: "model",
+            created: 1_700_000_000,
+            owned_by: "keel-mock",
+        })
         .collect();
-    let list = ModelList { object: "list", data };
+    let list = ModelList {
+        object: "list",
+        data,
+    };
     json_response(StatusCode::OK, Bytes::from(to_json(&list)))
 }
 
-fn parse(body: &[u8]) -> Result<ChatRequest, Response> {
+/// Parses the body, or says what is wrong with it.
+fn parse(body: &[u8]) -> Result<ChatRequest, String> {
     serde_json::from_slice(body).map_err(|error| {
-        let message = if error.is_data() {
+        if error.is_data() {
             format!("Invalid request body: {error}")
         } else {
             format!("We could not parse the JSON body of your request: {error}")
-        };
-        bad_request(&message)
+        }
     })
 }
 
@@ -106,15 +119,33 @@ fn bad_request(message: &str) -> Response {
 }
 
 fn build_reply(request: ChatRequest, model: String, chunks: u32) -> ChatReply {
-    let prompt_chars = request.messages.iter().filter_map(|message| message.content.as_ref()).map(content_chars).sum();
-    let include_usage = request.stream_options.as_ref().and_then(|options| options.include_usage).unwrap_or(false);
+    let prompt_chars = request
+        .messages
+        .iter()
+        .filter_map(|message| message.content.as_ref())
+        .map(content_chars)
+        .sum();
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .and_then(|options| options.include_usage)
+        .unwrap_or(false);
     let (content, finish_reason) = match tool_to_call(&request) {
-        Some(tool) => (Content::Tool(ToolCall::new(&tool, random_id("call_", 24), chunks)), "tool_calls"),
+        Some(tool) => (
+            Content::Tool(ToolCall::new(&tool, random_id("call_", 24), chunks)),
+            "tool_calls",
+        ),
         None => {
-            let limit = request.max_completion_tokens.or(request.max_tokens).unwrap_or(u64::MAX);
+            let limit = request
+                .max_completion_tokens
+                .or(request.max_tokens)
+                .unwrap_or(u64::MAX);
             let truncated = limit < u64::from(chunks);
             let count = if truncated { limit as u32 } else { chunks };
-            (Content::Text(text_chunks(&model, count)), if truncated { "length" } else { "stop" })
+            (
+                Content::Text(text_chunks(&model, count)),
+                if truncated { "length" } else { "stop" },
+            )
         }
     };
     ChatReply {
@@ -131,12 +162,19 @@ fn build_reply(request: ChatRequest, model: String, chunks: u32) -> ChatReply {
 /// The tool to call: none after a tool result (the conversation goes on in text).
 fn tool_to_call(request: &ChatRequest) -> Option<ToolDef> {
     let tools = request.tools.as_deref().unwrap_or_default();
-    if request.messages.last().is_some_and(|message| message.role == "tool") {
+    if request
+        .messages
+        .last()
+        .is_some_and(|message| message.role == "tool")
+    {
         return None;
     }
     let tools: Vec<ToolDef> = tools
         .iter()
-        .map(|tool| ToolDef { name: tool.function.name.clone(), schema: tool.function.parameters.clone() })
+        .map(|tool| ToolDef {
+            name: tool.function.name.clone(),
+            schema: tool.function.parameters.clone(),
+        })
         .collect();
     pick_tool(&tools, &tool_choice(request.tool_choice.as_ref())).cloned()
 }

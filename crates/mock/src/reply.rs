@@ -85,7 +85,10 @@ pub(crate) fn pick_tool<'a>(tools: &'a [ToolDef], choice: &ToolChoice) -> Option
     match choice {
         ToolChoice::None => None,
         ToolChoice::First => tools.first(),
-        ToolChoice::Named(name) => tools.iter().find(|tool| tool.name == *name).or(tools.first()),
+        ToolChoice::Named(name) => tools
+            .iter()
+            .find(|tool| tool.name == *name)
+            .or(tools.first()),
     }
 }
 
@@ -149,7 +152,11 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 fn value_for(name: &str, property: &Value) -> Value {
-    if let Some(first) = property.get("enum").and_then(Value::as_array).and_then(|values| values.first()) {
+    if let Some(first) = property
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|values| values.first())
+    {
         return first.clone();
     }
     let kind = match property.get("type") {
@@ -180,8 +187,12 @@ mod tests {
     fn text_has_exactly_count_chunks_each_one_word_and_a_space() {
         let chunks = text_chunks("gpt-x", 20);
         assert_eq!(chunks.len(), 20);
-        assert!(chunks.iter().all(|chunk| chunk.ends_with(' ') && chunk.trim().split(' ').count() == 1));
-        assert!(chunks.concat().starts_with("Hello from the keel mock (model gpt-x). The "));
+        assert!(chunks
+            .iter()
+            .all(|chunk| chunk.ends_with(' ') && chunk.trim().split(' ').count() == 1));
+        assert!(chunks
+            .concat()
+            .starts_with("Hello from the keel mock (model gpt-x). The "));
         assert_eq!(text_chunks("m", 3).concat(), "Hello from the ");
         assert!(text_chunks("m", 0).is_empty());
     }
@@ -194,7 +205,10 @@ mod tests {
             "days": {"type": "integer"}
         }});
         let arguments = arguments_for(Some(&schema));
-        assert_eq!(arguments, json!({"location": "Paris", "unit": "celsius", "days": 42}));
+        assert_eq!(
+            arguments,
+            json!({"location": "Paris", "unit": "celsius", "days": 42})
+        );
         assert_eq!(arguments_for(None), json!({}));
     }
 
@@ -212,11 +226,23 @@ mod tests {
     #[test]
     fn named_tool_choice_picks_that_tool() {
         let tools = [
-            ToolDef { name: "a".into(), schema: None },
-            ToolDef { name: "b".into(), schema: None },
+            ToolDef {
+                name: "a".into(),
+                schema: None,
+            },
+            ToolDef {
+                name: "b".into(),
+                schema: None,
+            },
         ];
-        assert_eq!(pick_tool(&tools, &ToolChoice::Named("b".into())).map(|t| t.name.as_str()), Some("b"));
-        assert_eq!(pick_tool(&tools, &ToolChoice::First).map(|t| t.name.as_str()), Some("a"));
+        assert_eq!(
+            pick_tool(&tools, &ToolChoice::Named("b".into())).map(|t| t.name.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            pick_tool(&tools, &ToolChoice::First).map(|t| t.name.as_str()),
+            Some("a")
+        );
         assert!(pick_tool(&tools, &ToolChoice::None).is_none());
     }
 
@@ -224,6 +250,9 @@ mod tests {
     fn estimate_is_a_quarter_of_chars_and_at_least_one() {
         assert_eq!(estimate_tokens(0), 1);
         assert_eq!(estimate_tokens(41), 10);
-        assert_eq!(content_chars(&json!([{"type": "text", "text": "abcd"}, {"type": "image_url"}])), 4);
+        assert_eq!(
+            content_chars(&json!([{"type": "text", "text": "abcd"}, {"type": "image_url"}])),
+            4
+        );
     }
 }

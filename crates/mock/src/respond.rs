@@ -64,7 +64,11 @@ pub(crate) async fn respond(
 /// A JSON reply; a stall or drop in the plan applies after the response head.
 ///
 /// An in-band error event has no meaning outside a stream and is ignored.
-fn json_reply(json: Bytes, mut guard: RequestGuard, interruption: Option<(u32, Interruption)>) -> Response {
+fn json_reply(
+    json: Bytes,
+    mut guard: RequestGuard,
+    interruption: Option<(u32, Interruption)>,
+) -> Response {
     let body = match interruption.map(|(_, how)| how) {
         Some(Interruption::Stall) => Body::from_stream(stream::once(async move {
             // The guard lives in the body, so dropping the body counts as cancelled.
@@ -73,7 +77,9 @@ fn json_reply(json: Bytes, mut guard: RequestGuard, interruption: Option<(u32, I
         })),
         Some(Interruption::Drop) => {
             guard.fail_injected();
-            Body::from_stream(stream::once(async { Err::<Bytes, _>(injected_drop().await) }))
+            Body::from_stream(stream::once(async {
+                Err::<Bytes, _>(injected_drop().await)
+            }))
         }
         Some(Interruption::ErrorEvent) | None => {
             guard.complete();

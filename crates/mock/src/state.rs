@@ -105,7 +105,9 @@ impl MockState {
             Some(counters) => Arc::clone(counters),
             None => {
                 let counters = Arc::new(Counters::default());
-                registry.counters.insert(model.to_owned(), Arc::clone(&counters));
+                registry
+                    .counters
+                    .insert(model.to_owned(), Arc::clone(&counters));
                 counters
             }
         };
@@ -166,8 +168,18 @@ mod tests {
     #[test]
     fn fail_plan_runs_out_after_count_requests() {
         let state = MockState::new();
-        let fail = FailNext { status: 503, count: 2, ..FailNext::default() };
-        state.set_faults("m", Faults { fail: Some(fail), ..Faults::default() });
+        let fail = FailNext {
+            status: 503,
+            count: 2,
+            ..FailNext::default()
+        };
+        state.set_faults(
+            "m",
+            Faults {
+                fail: Some(fail),
+                ..Faults::default()
+            },
+        );
         let fails: Vec<bool> = (0..4).map(|_| state.admit("m").fail.is_some()).collect();
         assert_eq!(fails, [true, true, false, false]);
     }
@@ -175,25 +187,51 @@ mod tests {
     #[test]
     fn wildcard_plan_applies_only_to_models_without_a_plan() {
         let state = MockState::new();
-        state.set_faults(WILDCARD_MODEL, Faults { first_token_delay_ms: 7, ..Faults::default() });
+        state.set_faults(
+            WILDCARD_MODEL,
+            Faults {
+                first_token_delay_ms: 7,
+                ..Faults::default()
+            },
+        );
         state.set_faults("own", Faults::default());
-        assert_eq!(state.admit("other").first_token_delay, Duration::from_millis(7));
+        assert_eq!(
+            state.admit("other").first_token_delay,
+            Duration::from_millis(7)
+        );
         assert_eq!(state.admit("own").first_token_delay, Duration::ZERO);
     }
 
     #[test]
     fn heavy_tail_slows_every_nth_request() {
         let state = MockState::new();
-        let tail = HeavyTail { one_in: 3, factor: 4.0 };
-        state.set_faults("m", Faults { heavy_tail: Some(tail), ..Faults::default() });
-        let delays: Vec<u128> = (0..6).map(|_| state.admit("m").first_token_delay.as_millis()).collect();
+        let tail = HeavyTail {
+            one_in: 3,
+            factor: 4.0,
+        };
+        state.set_faults(
+            "m",
+            Faults {
+                heavy_tail: Some(tail),
+                ..Faults::default()
+            },
+        );
+        let delays: Vec<u128> = (0..6)
+            .map(|_| state.admit("m").first_token_delay.as_millis())
+            .collect();
         assert_eq!(delays, [0, 0, 40, 0, 0, 40]);
     }
 
     #[test]
     fn clear_forgets_plans_and_counters() {
         let state = MockState::new();
-        state.set_faults("m", Faults { first_token_delay_ms: 5, ..Faults::default() });
+        state.set_faults(
+            "m",
+            Faults {
+                first_token_delay_ms: 5,
+                ..Faults::default()
+            },
+        );
         drop(state.admit("m"));
         state.clear();
         assert_eq!(state.stats("m"), ModelStats::default());

@@ -107,7 +107,11 @@ impl Runner {
     /// Produces the next stream item, sleeping first when the timing says so.
     async fn step(mut self) -> Option<(io::Result<Bytes>, Self)> {
         match self.next_action() {
-            Action::Send { delay, event, settle } => {
+            Action::Send {
+                delay,
+                event,
+                settle,
+            } => {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -173,7 +177,11 @@ impl Runner {
                     Interruption::Drop => Action::Drop,
                     Interruption::ErrorEvent => {
                         let delay = self.take_delay(self.timing.between_chunks);
-                        send(delay, self.script.error_event(), Some(Settle::FailedInjected))
+                        send(
+                            delay,
+                            self.script.error_event(),
+                            Some(Settle::FailedInjected),
+                        )
                     }
                 });
             }
@@ -210,5 +218,9 @@ pub(crate) async fn injected_drop() -> io::Error {
 }
 
 fn send(delay: Duration, event: Bytes, settle: Option<Settle>) -> Action {
-    Action::Send { delay, event, settle }
+    Action::Send {
+        delay,
+        event,
+        settle,
+    }
 }

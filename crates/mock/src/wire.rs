@@ -52,7 +52,10 @@ mod tests {
     #[test]
     fn frames_follow_sse_syntax() {
         assert_eq!(data_event(&json!({"a": 1})), "data: {\"a\":1}\n\n");
-        assert_eq!(named_event("ping", &json!({"type": "ping"})), "event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        assert_eq!(
+            named_event("ping", &json!({"type": "ping"})),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        );
         assert_eq!(frame(None, b"[DONE]"), "data: [DONE]\n\n");
     }
 }

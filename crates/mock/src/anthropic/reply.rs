@@ -40,14 +40,23 @@ impl MessageReply {
                 text = chunks.concat();
                 Block::Text { text: &text }
             }
-            Content::Tool(call) => Block::ToolUse { id: &call.id, name: &call.name, input: &call.input },
+            Content::Tool(call) => Block::ToolUse {
+                id: &call.id,
+                name: &call.name,
+                input: &call.input,
+            },
         };
         let blocks = [block];
         let message = self.message(&blocks, Some(self.stop_reason), self.output_tokens());
         Bytes::from(to_json(&message))
     }
 
-    fn message<'a>(&'a self, content: &'a [Block<'a>], stop_reason: Option<&'static str>, output: u64) -> MessageObject<'a> {
+    fn message<'a>(
+        &'a self,
+        content: &'a [Block<'a>],
+        stop_reason: Option<&'static str>,
+        output: u64,
+    ) -> MessageObject<'a> {
         MessageObject {
             id: &self.id,
             kind: "message",
@@ -74,13 +83,20 @@ impl SseScript for MessageReply {
         let empty_input = Value::Object(Map::new());
         let content_block = match &self.content {
             Content::Text(_) => Block::Text { text: "" },
-            Content::Tool(call) => Block::ToolUse { id: &call.id, name: &call.name, input: &empty_input },
+            Content::Tool(call) => Block::ToolUse {
+                id: &call.id,
+                name: &call.name,
+                input: &empty_input,
+            },
         };
         // `message_start` reports the input tokens and a placeholder output count of 1.
         let message = self.message(&[], None, 1);
         vec![
             event(&Event::MessageStart { message }),
-            event(&Event::ContentBlockStart { index: 0, content_block }),
+            event(&Event::ContentBlockStart {
+                index: 0,
+                content_block,
+            }),
             event(&Event::Ping),
         ]
     }
@@ -96,17 +112,24 @@ impl SseScript for MessageReply {
     fn content(&mut self, index: u32) -> Bytes {
         let index = index as usize;
         let delta = match &self.content {
-            Content::Text(chunks) => BlockDelta::TextDelta { text: chunks.get(index).map_or("", String::as_str) },
-            Content::Tool(call) => {
-                BlockDelta::InputJsonDelta { partial_json: call.fragments.get(index).map_or("", String::as_str) }
-            }
+            Content::Text(chunks) => BlockDelta::TextDelta {
+                text: chunks.get(index).map_or("", String::as_str),
+            },
+            Content::Tool(call) => BlockDelta::InputJsonDelta {
+                partial_json: call.fragments.get(index).map_or("", String::as_str),
+            },
         };
         event(&Event::ContentBlockDelta { index: 0, delta })
     }
 
     fn tail(&mut self) -> Vec<Bytes> {
-        let delta = StopDelta { stop_reason: self.stop_reason, stop_sequence: Null };
-        let usage = OutputUsage { output_tokens: self.output_tokens() };
+        let delta = StopDelta {
+            stop_reason: self.stop_reason,
+            stop_sequence: Null,
+        };
+        let usage = OutputUsage {
+            output_tokens: self.output_tokens(),
+        };
         vec![
             event(&Event::ContentBlockStop { index: 0 }),
             event(&Event::MessageDelta { delta, usage }),

@@ -26,7 +26,11 @@ pub(crate) enum Block<'a> {
     /// Text.
     Text { text: &'a str },
     /// A tool call with its input object.
-    ToolUse { id: &'a str, name: &'a str, input: &'a Value },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Value,
+    },
 }
 
 /// A `content_block_delta` payload.
@@ -68,7 +72,10 @@ pub(crate) enum Event<'a> {
     /// The message with empty content.
     MessageStart { message: MessageObject<'a> },
     /// A content block opens.
-    ContentBlockStart { index: u32, content_block: Block<'a> },
+    ContentBlockStart {
+        index: u32,
+        content_block: Block<'a>,
+    },
     /// Keep-alive.
     Ping,
     /// More of a content block.
@@ -76,7 +83,10 @@ pub(crate) enum Event<'a> {
     /// A content block closes.
     ContentBlockStop { index: u32 },
     /// The stop reason and final usage.
-    MessageDelta { delta: StopDelta, usage: OutputUsage },
+    MessageDelta {
+        delta: StopDelta,
+        usage: OutputUsage,
+    },
     /// The end of the stream.
     MessageStop,
 }
@@ -86,7 +96,12 @@ pub(crate) enum Event<'a> {
 impl Usage {
     /// Usage without cache tokens.
     pub(crate) fn new(input_tokens: u64, output_tokens: u64) -> Self {
-        Self { input_tokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens }
+        Self {
+            input_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+            output_tokens,
+        }
     }
 }
 

@@ -4,8 +4,8 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 
 use super::wire::{
-    ChatCompletion, Choice, Chunk, ChunkChoice, Delta, DeltaToolCall, Function, Message, ToolCall as WireToolCall,
-    Usage, SYSTEM_FINGERPRINT,
+    ChatCompletion, Choice, Chunk, ChunkChoice, Delta, DeltaToolCall, Function, Message,
+    ToolCall as WireToolCall, Usage, SYSTEM_FINGERPRINT,
 };
 use crate::errors::Api;
 use crate::reply::ToolCall;
@@ -47,17 +47,38 @@ impl ChatReply {
             }
             Content::Tool(call) => {
                 arguments = call.arguments();
-                let function = Function { name: Some(&call.name), arguments: &arguments };
-                (None, Some([WireToolCall { id: &call.id, kind: "function", function }]))
+                let function = Function {
+                    name: Some(&call.name),
+                    arguments: &arguments,
+                };
+                (
+                    None,
+                    Some([WireToolCall {
+                        id: &call.id,
+                        kind: "function",
+                        function,
+                    }]),
+                )
             }
         };
-        let message = Message { role: "assistant", content, refusal: Null, tool_calls, annotations: [] };
+        let message = Message {
+            role: "assistant",
+            content,
+            refusal: Null,
+            tool_calls,
+            annotations: [],
+        };
         let completion = ChatCompletion {
             id: &self.id,
             object: "chat.completion",
             created: self.created,
             model: &self.model,
-            choices: [Choice { index: 0, message, logprobs: Null, finish_reason: self.finish_reason }],
+            choices: [Choice {
+                index: 0,
+                message,
+                logprobs: Null,
+                finish_reason: self.finish_reason,
+            }],
             usage: self.usage(),
             service_tier: "default",
             system_fingerprint: SYSTEM_FINGERPRINT,
@@ -85,13 +106,30 @@ impl ChatReply {
     }
 
     fn delta_chunk(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
-        self.chunk(&[ChunkChoice { index: 0, delta, logprobs: Null, finish_reason }], None)
+        self.chunk(
+            &[ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: Null,
+                finish_reason,
+            }],
+            None,
+        )
     }
 }
 
-fn tool_delta<'a>(id: Option<&'a str>, name: Option<&'a str>, arguments: &'a str) -> [DeltaToolCall<'a>; 1] {
+fn tool_delta<'a>(
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+    arguments: &'a str,
+) -> [DeltaToolCall<'a>; 1] {
     let kind = id.map(|_| "function");
-    [DeltaToolCall { index: 0, id, kind, function: Function { name, arguments } }]
+    [DeltaToolCall {
+        index: 0,
+        id,
+        kind,
+        function: Function { name, arguments },
+    }]
 }
 
 impl SseScript for ChatReply {
@@ -131,7 +169,10 @@ impl SseScript for ChatReply {
             },
             Content::Tool(call) => {
                 let fragment = call.fragments.get(index).map_or("", String::as_str);
-                Delta { tool_calls: Some(tool_delta(None, None, fragment)), ..Delta::default() }
+                Delta {
+                    tool_calls: Some(tool_delta(None, None, fragment)),
+                    ..Delta::default()
+                }
             }
         };
         self.delta_chunk(delta, None)

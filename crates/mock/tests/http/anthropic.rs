@@ -46,7 +46,13 @@ async fn json_reply_is_a_message_with_text_and_usage() {
 #[tokio::test]
 async fn stream_follows_the_documented_event_sequence() {
     let mock = Mock::start().await;
-    mock.state.set_faults("c", keel_mock::Faults { chunks: Some(3), ..Default::default() });
+    mock.state.set_faults(
+        "c",
+        keel_mock::Faults {
+            chunks: Some(3),
+            ..Default::default()
+        },
+    );
     let events = read_sse(mock.anthropic(streaming(messages("c"))).await).await;
     let expected = [
         "message_start",
@@ -61,14 +67,21 @@ async fn stream_follows_the_documented_event_sequence() {
     ];
     assert_eq!(names(&events), expected);
     for event in &events {
-        assert_eq!(json(event)["type"], event.event.as_deref().unwrap(), "event name equals type");
+        assert_eq!(
+            json(event)["type"],
+            event.event.as_deref().unwrap(),
+            "event name equals type"
+        );
     }
     let start = json(&events[0]);
     assert_eq!(start["message"]["content"], json!([]));
     assert_eq!(start["message"]["stop_reason"], Value::Null);
     assert_eq!(start["message"]["usage"]["input_tokens"], 8);
     assert_eq!(start["message"]["usage"]["output_tokens"], 1);
-    assert_eq!(json(&events[1])["content_block"], json!({"type": "text", "text": ""}));
+    assert_eq!(
+        json(&events[1])["content_block"],
+        json!({"type": "text", "text": ""})
+    );
     let text: String = events[3..6]
         .iter()
         .map(|event| {
@@ -79,7 +92,10 @@ async fn stream_follows_the_documented_event_sequence() {
         .collect();
     assert_eq!(text, "Hello from the ");
     let message_delta = json(&events[7]);
-    assert_eq!(message_delta["delta"], json!({"stop_reason": "end_turn", "stop_sequence": null}));
+    assert_eq!(
+        message_delta["delta"],
+        json!({"stop_reason": "end_turn", "stop_sequence": null})
+    );
     assert_eq!(message_delta["usage"], json!({"output_tokens": 3}));
 
     let body: Value = mock.anthropic(messages("c")).await.json_body().await;
@@ -89,13 +105,20 @@ async fn stream_follows_the_documented_event_sequence() {
 #[tokio::test]
 async fn tool_use_streams_input_json_deltas_that_join_to_the_json_input() {
     let mock = Mock::start().await;
-    let body: Value = mock.anthropic(with_tools(messages("c"))).await.json_body().await;
+    let body: Value = mock
+        .anthropic(with_tools(messages("c")))
+        .await
+        .json_body()
+        .await;
     assert_eq!(body["stop_reason"], "tool_use");
     let block = &body["content"][0];
     assert_eq!(block["type"], "tool_use");
     assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
     assert_eq!(block["name"], "get_weather");
-    assert_eq!(block["input"], json!({"location": "Paris", "unit": "celsius"}));
+    assert_eq!(
+        block["input"],
+        json!({"location": "Paris", "unit": "celsius"})
+    );
 
     let events = read_sse(mock.anthropic(streaming(with_tools(messages("c")))).await).await;
     let start = json(&events[1]);
@@ -148,24 +171,42 @@ async fn max_tokens_below_chunk_count_truncates_with_stop_reason_max_tokens() {
     assert_eq!(reply["usage"]["output_tokens"], 2);
 
     let events = read_sse(mock.anthropic(streaming(body)).await).await;
-    let deltas = names(&events).iter().filter(|name| **name == "content_block_delta").count();
+    let deltas = names(&events)
+        .iter()
+        .filter(|name| **name == "content_block_delta")
+        .count();
     assert_eq!(deltas, 2);
-    assert_eq!(json(&events[events.len() - 2])["delta"]["stop_reason"], "max_tokens");
+    assert_eq!(
+        json(&events[events.len() - 2])["delta"]["stop_reason"],
+        "max_tokens"
+    );
 }
 
 #[tokio::test]
 async fn missing_version_header_or_fields_get_anthropic_shaped_400s() {
     let mock = Mock::start().await;
     let url = mock.url("/v1/messages");
-    let response = mock.client.post(&url).json_body(&messages("c")).send().await.unwrap();
+    let response = mock
+        .client
+        .post(&url)
+        .json_body(&messages("c"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let error: Value = response.json_body().await;
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "invalid_request_error");
-    assert!(error["error"]["message"].as_str().unwrap().contains("anthropic-version"));
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("anthropic-version"));
 
     let mut without_max_tokens = messages("c");
-    without_max_tokens.as_object_mut().unwrap().remove("max_tokens");
+    without_max_tokens
+        .as_object_mut()
+        .unwrap()
+        .remove("max_tokens");
     let mut without_model = messages("c");
     without_model.as_object_mut().unwrap().remove("model");
     for (body, field) in [(without_max_tokens, "max_tokens"), (without_model, "model")] {
@@ -174,7 +215,11 @@ async fn missing_version_header_or_fields_get_anthropic_shaped_400s() {
         let error: Value = response.json_body().await;
         assert!(error["error"]["message"].as_str().unwrap().contains(field));
     }
-    let request = mock.client.post(&url).header("anthropic-version", "2023-06-01").body("{oops");
+    let request = mock
+        .client
+        .post(&url)
+        .header("anthropic-version", "2023-06-01")
+        .body("{oops");
     let error: Value = request.send().await.unwrap().json_body().await;
     assert_eq!(error["error"]["type"], "invalid_request_error");
     assert!(mock.state.all_stats().is_empty());

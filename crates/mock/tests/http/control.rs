@@ -9,7 +9,13 @@ use crate::support::{Mock, RequestJson, ResponseJson};
 async fn put_faults_over_http_applies_and_delete_clears_faults_and_counters() {
     let mock = Mock::start().await;
     let plan = json!({"fail": {"status": 503, "count": 1, "retry_after": "2"}, "chunks": 5});
-    let response = mock.client.put(mock.url("/_mock/faults/org/model-a")).json_body(&plan).send().await.unwrap();
+    let response = mock
+        .client
+        .put(mock.url("/_mock/faults/org/model-a"))
+        .json_body(&plan)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let echoed: Value = response.json_body().await;
     assert_eq!(echoed["model"], "org/model-a");
@@ -21,15 +27,49 @@ async fn put_faults_over_http_applies_and_delete_clears_faults_and_counters() {
     let reply: Value = mock.openai(body).await.json_body().await;
     assert_eq!(reply["usage"]["completion_tokens"], 5);
 
-    let one: ModelStats = mock.client.get(mock.url("/_mock/stats/org/model-a")).send().await.unwrap().json_body().await;
-    assert_eq!(one, ModelStats { requests: 2, completed: 1, cancelled: 0, failed_injected: 1 });
-    let all: Value = mock.client.get(mock.url("/_mock/stats")).send().await.unwrap().json_body().await;
+    let one: ModelStats = mock
+        .client
+        .get(mock.url("/_mock/stats/org/model-a"))
+        .send()
+        .await
+        .unwrap()
+        .json_body()
+        .await;
+    assert_eq!(
+        one,
+        ModelStats {
+            requests: 2,
+            completed: 1,
+            cancelled: 0,
+            failed_injected: 1
+        }
+    );
+    let all: Value = mock
+        .client
+        .get(mock.url("/_mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json_body()
+        .await;
     assert_eq!(all["org/model-a"]["failed_injected"], 1);
 
-    let response = mock.client.delete(mock.url("/_mock/faults")).send().await.unwrap();
+    let response = mock
+        .client
+        .delete(mock.url("/_mock/faults"))
+        .send()
+        .await
+        .unwrap();
     assert!(response.status().is_success());
     assert_eq!(mock.state.stats("org/model-a"), ModelStats::default());
-    let all: Value = mock.client.get(mock.url("/_mock/stats")).send().await.unwrap().json_body().await;
+    let all: Value = mock
+        .client
+        .get(mock.url("/_mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json_body()
+        .await;
     assert_eq!(all, json!({}));
 }
 
@@ -56,10 +96,19 @@ async fn bad_fault_plans_get_a_clear_400() {
 async fn deleting_one_plan_restores_normal_replies() {
     let mock = Mock::start().await;
     let plan = json!({"fail": {"status": 500, "count": 100}});
-    mock.client.put(mock.url("/_mock/faults/m")).json_body(&plan).send().await.unwrap();
+    mock.client
+        .put(mock.url("/_mock/faults/m"))
+        .json_body(&plan)
+        .send()
+        .await
+        .unwrap();
     let body = json!({"model": "m", "messages": []});
     assert_eq!(mock.openai(body.clone()).await.status(), 500);
-    mock.client.delete(mock.url("/_mock/faults/m")).send().await.unwrap();
+    mock.client
+        .delete(mock.url("/_mock/faults/m"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(mock.openai(body).await.status(), 200);
 }
 
@@ -70,4 +119,32 @@ async fn unknown_paths_get_an_openai_shaped_404() {
     assert_eq!(response.status(), 404);
     let error: Value = response.json_body().await;
     assert_eq!(error["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn serve_with_shutdown_returns_once_signalled() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(keel_mock::serve_with_shutdown(
+        listener,
+        keel_mock::MockState::new(),
+        shutdown,
+    ));
+    let url = format!("http://{address}/v1/models");
+    assert_eq!(
+        reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    assert!(result.unwrap().unwrap().is_ok());
 }

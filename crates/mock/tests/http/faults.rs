@@ -17,8 +17,16 @@ fn messages(model: &str, stream: bool) -> Value {
 }
 
 fn fail(status: u16, count: u32, retry_after: Option<&str>) -> Faults {
-    let fail = FailNext { status, count, retry_after: retry_after.map(str::to_owned), body: None };
-    Faults { fail: Some(fail), ..Faults::default() }
+    let fail = FailNext {
+        status,
+        count,
+        retry_after: retry_after.map(str::to_owned),
+        body: None,
+    };
+    Faults {
+        fail: Some(fail),
+        ..Faults::default()
+    }
 }
 
 #[tokio::test]
@@ -34,7 +42,12 @@ async fn fail_next_n_answers_status_with_retry_after_then_succeeds() {
         assert!(error["error"]["message"].is_string());
     }
     assert_eq!(mock.openai(chat("m", false)).await.status(), 200);
-    let expected = ModelStats { requests: 3, completed: 1, cancelled: 0, failed_injected: 2 };
+    let expected = ModelStats {
+        requests: 3,
+        completed: 1,
+        cancelled: 0,
+        failed_injected: 2,
+    };
     assert_eq!(mock.state.stats("m"), expected);
 }
 
@@ -73,14 +86,23 @@ async fn wildcard_plan_applies_to_models_without_their_own() {
 #[tokio::test]
 async fn stall_stops_after_k_chunks_and_a_client_drop_counts_cancelled() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", Faults { stall_after_chunk: Some(3), ..Faults::default() });
+    mock.state.set_faults(
+        "m",
+        Faults {
+            stall_after_chunk: Some(3),
+            ..Faults::default()
+        },
+    );
     let mut reader = SseReader::new(mock.openai(chat("m", true)).await);
     for expected in ["", "Hello ", "from ", "the "] {
         let event = reader.next().await.unwrap().unwrap();
         assert_eq!(json(&event)["choices"][0]["delta"]["content"], expected);
     }
     let more = tokio::time::timeout(Duration::from_millis(300), reader.next()).await;
-    assert!(more.is_err(), "the stream stalls and the connection stays open");
+    assert!(
+        more.is_err(),
+        "the stream stalls and the connection stays open"
+    );
     assert_eq!(mock.state.stats("m").cancelled, 0);
     drop(reader);
     let stats = mock.wait_for_stats("m", |stats| stats.cancelled == 1).await;
@@ -90,20 +112,42 @@ async fn stall_stops_after_k_chunks_and_a_client_drop_counts_cancelled() {
 #[tokio::test]
 async fn drop_closes_the_connection_without_done() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", Faults { drop_after_chunk: Some(2), ..Faults::default() });
-    let (events, broke) = SseReader::new(mock.openai(chat("m", true)).await).read_to_end().await;
+    mock.state.set_faults(
+        "m",
+        Faults {
+            drop_after_chunk: Some(2),
+            ..Faults::default()
+        },
+    );
+    let (events, broke) = SseReader::new(mock.openai(chat("m", true)).await)
+        .read_to_end()
+        .await;
     assert!(broke, "the body ends with a connection error");
-    assert_eq!(events.len(), 3, "role chunk and two content chunks: {events:?}");
+    assert_eq!(
+        events.len(),
+        3,
+        "role chunk and two content chunks: {events:?}"
+    );
     assert!(events.iter().all(|event| event.data != "[DONE]"));
-    let stats = mock.wait_for_stats("m", |stats| stats.failed_injected == 1).await;
+    let stats = mock
+        .wait_for_stats("m", |stats| stats.failed_injected == 1)
+        .await;
     assert_eq!((stats.completed, stats.cancelled), (0, 0));
 }
 
 #[tokio::test]
 async fn in_band_error_event_ends_an_openai_stream() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", Faults { error_event_after_chunk: Some(2), ..Faults::default() });
-    let (events, broke) = SseReader::new(mock.openai(chat("m", true)).await).read_to_end().await;
+    mock.state.set_faults(
+        "m",
+        Faults {
+            error_event_after_chunk: Some(2),
+            ..Faults::default()
+        },
+    );
+    let (events, broke) = SseReader::new(mock.openai(chat("m", true)).await)
+        .read_to_end()
+        .await;
     assert!(!broke);
     assert_eq!(events.len(), 4);
     let error = json(&events[3]);
@@ -115,10 +159,24 @@ async fn in_band_error_event_ends_an_openai_stream() {
 #[tokio::test]
 async fn in_band_error_event_ends_an_anthropic_stream() {
     let mock = Mock::start().await;
-    mock.state.set_faults("c", Faults { error_event_after_chunk: Some(1), ..Faults::default() });
-    let (events, broke) = SseReader::new(mock.anthropic(messages("c", true)).await).read_to_end().await;
+    mock.state.set_faults(
+        "c",
+        Faults {
+            error_event_after_chunk: Some(1),
+            ..Faults::default()
+        },
+    );
+    let (events, broke) = SseReader::new(mock.anthropic(messages("c", true)).await)
+        .read_to_end()
+        .await;
     assert!(!broke);
-    let expected = ["message_start", "content_block_start", "ping", "content_block_delta", "error"];
+    let expected = [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "error",
+    ];
     assert_eq!(names(&events), expected);
     assert_eq!(json(&events[4])["error"]["type"], "overloaded_error");
 }
@@ -126,8 +184,14 @@ async fn in_band_error_event_ends_an_anthropic_stream() {
 #[tokio::test]
 async fn first_token_delay_holds_the_json_head_but_not_the_stream_head() {
     let mock = Mock::start().await;
-    let delay = Duration::from_millis(400);
-    mock.state.set_faults("m", Faults { first_token_delay_ms: 400, ..Faults::default() });
+    let delay = Duration::from_millis(600);
+    mock.state.set_faults(
+        "m",
+        Faults {
+            first_token_delay_ms: 600,
+            ..Faults::default()
+        },
+    );
     let started = Instant::now();
     assert_eq!(mock.openai(chat("m", false)).await.status(), 200);
     assert!(started.elapsed() >= delay);
@@ -136,7 +200,10 @@ async fn first_token_delay_holds_the_json_head_but_not_the_stream_head() {
     let mut reader = SseReader::new(mock.openai(chat("m", true)).await);
     let role = reader.next().await.unwrap().unwrap();
     assert_eq!(json(&role)["choices"][0]["delta"]["role"], "assistant");
-    assert!(started.elapsed() < delay, "head and role chunk come at once");
+    assert!(
+        started.elapsed() < delay,
+        "head and role chunk come at once"
+    );
     reader.next().await.unwrap().unwrap();
     assert!(started.elapsed() >= delay, "the first content chunk waits");
 }
@@ -144,7 +211,13 @@ async fn first_token_delay_holds_the_json_head_but_not_the_stream_head() {
 #[tokio::test]
 async fn headers_delay_holds_the_stream_head() {
     let mock = Mock::start().await;
-    mock.state.set_faults("c", Faults { headers_delay_ms: 300, ..Faults::default() });
+    mock.state.set_faults(
+        "c",
+        Faults {
+            headers_delay_ms: 300,
+            ..Faults::default()
+        },
+    );
     let started = Instant::now();
     let response = mock.anthropic(messages("c", true)).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -154,7 +227,14 @@ async fn headers_delay_holds_the_stream_head() {
 #[tokio::test]
 async fn chunk_delay_spaces_content_chunks_in_time() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", Faults { chunk_delay_ms: 60, chunks: Some(4), ..Faults::default() });
+    mock.state.set_faults(
+        "m",
+        Faults {
+            chunk_delay_ms: 60,
+            chunks: Some(4),
+            ..Faults::default()
+        },
+    );
     let mut reader = SseReader::new(mock.openai(chat("m", true)).await);
     reader.next().await.unwrap().unwrap();
     reader.next().await.unwrap().unwrap();
@@ -169,8 +249,17 @@ async fn chunk_delay_spaces_content_chunks_in_time() {
 #[tokio::test]
 async fn client_leaving_during_first_token_delay_counts_cancelled() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", Faults { first_token_delay_ms: 60_000, ..Faults::default() });
-    let request = mock.client.post(mock.url("/v1/chat/completions")).json_body(&chat("m", false));
+    mock.state.set_faults(
+        "m",
+        Faults {
+            first_token_delay_ms: 60_000,
+            ..Faults::default()
+        },
+    );
+    let request = mock
+        .client
+        .post(mock.url("/v1/chat/completions"))
+        .json_body(&chat("m", false));
     let result = request.timeout(Duration::from_millis(200)).send().await;
     assert!(result.unwrap_err().is_timeout());
     let stats = mock.wait_for_stats("m", |stats| stats.cancelled == 1).await;
@@ -180,7 +269,13 @@ async fn client_leaving_during_first_token_delay_counts_cancelled() {
 #[tokio::test]
 async fn non_stream_stall_sends_the_head_then_nothing() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", Faults { stall_after_chunk: Some(0), ..Faults::default() });
+    mock.state.set_faults(
+        "m",
+        Faults {
+            stall_after_chunk: Some(0),
+            ..Faults::default()
+        },
+    );
     let response = mock.openai(chat("m", false)).await;
     assert_eq!(response.status(), 200);
     let body = tokio::time::timeout(Duration::from_millis(300), response.bytes()).await;
@@ -191,8 +286,17 @@ async fn non_stream_stall_sends_the_head_then_nothing() {
 #[tokio::test]
 async fn heavy_tail_slows_exactly_one_request_in_n() {
     let mock = Mock::start().await;
-    let tail = HeavyTail { one_in: 3, factor: 40.0 };
-    mock.state.set_faults("m", Faults { heavy_tail: Some(tail), ..Faults::default() });
+    let tail = HeavyTail {
+        one_in: 3,
+        factor: 40.0,
+    };
+    mock.state.set_faults(
+        "m",
+        Faults {
+            heavy_tail: Some(tail),
+            ..Faults::default()
+        },
+    );
     let mut slow = Vec::new();
     for _ in 0..6 {
         let started = Instant::now();
@@ -206,9 +310,16 @@ async fn heavy_tail_slows_exactly_one_request_in_n() {
 #[tokio::test]
 async fn non_stream_drop_sends_the_head_then_breaks_the_body() {
     let mock = Mock::start().await;
-    mock.state.set_faults("c", Faults { drop_after_chunk: Some(0), ..Faults::default() });
+    mock.state.set_faults(
+        "c",
+        Faults {
+            drop_after_chunk: Some(0),
+            ..Faults::default()
+        },
+    );
     let response = mock.anthropic(messages("c", false)).await;
     assert_eq!(response.status(), 200);
     assert!(response.bytes().await.is_err());
-    mock.wait_for_stats("c", |stats| stats.failed_injected == 1).await;
+    mock.wait_for_stats("c", |stats| stats.failed_injected == 1)
+        .await;
 }

@@ -1,4 +1,5 @@
 //! Black-box tests of the mock over real HTTP on `127.0.0.1:0`.
+#![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod anthropic;
 mod control;

@@ -30,7 +30,10 @@ fn stream_body(mut body: Value, include_usage: bool) -> Value {
 }
 
 fn content_of(chunks: &[Value]) -> String {
-    chunks.iter().filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str()).collect()
+    chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect()
 }
 
 fn chunks_before_done(events: &[SseEvent]) -> Vec<Value> {
@@ -79,13 +82,19 @@ async fn stream_is_role_chunk_content_chunks_finish_chunk_and_done() {
         assert_eq!(chunk["object"], "chat.completion.chunk");
         assert_eq!(chunk["model"], "gpt-test");
         assert_eq!(chunk["id"], chunks[0]["id"]);
-        assert!(chunk.get("usage").is_none(), "no usage key without include_usage");
+        assert!(
+            chunk.get("usage").is_none(),
+            "no usage key without include_usage"
+        );
     }
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "");
     for chunk in &chunks[1..21] {
         let word = chunk["choices"][0]["delta"]["content"].as_str().unwrap();
-        assert!(word.ends_with(' ') && !word.trim().contains(' '), "one word per chunk: {word:?}");
+        assert!(
+            word.ends_with(' ') && !word.trim().contains(' '),
+            "one word per chunk: {word:?}"
+        );
         assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null);
     }
     let finish = &chunks[21]["choices"][0];
@@ -93,19 +102,30 @@ async fn stream_is_role_chunk_content_chunks_finish_chunk_and_done() {
     assert_eq!(finish["finish_reason"], "stop");
 
     let body: Value = mock.openai(chat("gpt-test")).await.json_body().await;
-    assert_eq!(content_of(&chunks), body["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        content_of(&chunks),
+        body["choices"][0]["message"]["content"].as_str().unwrap()
+    );
     assert_eq!(mock.state.stats("gpt-test").completed, 2);
 }
 
 #[tokio::test]
 async fn include_usage_adds_a_usage_chunk_and_null_usage_elsewhere() {
     let mock = Mock::start().await;
-    mock.state.set_faults("m", keel_mock::Faults { chunks: Some(3), ..Default::default() });
+    mock.state.set_faults(
+        "m",
+        keel_mock::Faults {
+            chunks: Some(3),
+            ..Default::default()
+        },
+    );
     let events = read_sse(mock.openai(stream_body(chat("m"), true)).await).await;
     let chunks = chunks_before_done(&events);
     assert_eq!(chunks.len(), 1 + 3 + 1 + 1);
     let (usage_chunk, rest) = chunks.split_last().unwrap();
-    assert!(rest.iter().all(|chunk| chunk["usage"] == Value::Null && chunk.get("usage").is_some()));
+    assert!(rest
+        .iter()
+        .all(|chunk| chunk["usage"] == Value::Null && chunk.get("usage").is_some()));
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 3);
     assert_eq!(usage_chunk["usage"]["prompt_tokens"], 6);
@@ -119,7 +139,10 @@ async fn max_completion_tokens_truncates_with_finish_reason_length() {
     body["max_completion_tokens"] = json!(4);
     let reply: Value = mock.openai(body).await.json_body().await;
     assert_eq!(reply["choices"][0]["finish_reason"], "length");
-    assert_eq!(reply["choices"][0]["message"]["content"], "Hello from the keel ");
+    assert_eq!(
+        reply["choices"][0]["message"]["content"],
+        "Hello from the keel "
+    );
 }
 
 #[tokio::test]
@@ -135,7 +158,8 @@ async fn tools_get_one_tool_call_whose_streamed_arguments_match_the_json_reply()
     assert!(call["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(call["type"], "function");
     assert_eq!(call["function"]["name"], "get_weather");
-    let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(arguments, json!({"location": "Paris", "unit": "celsius"}));
 
     let events = read_sse(mock.openai(stream_body(body, false)).await).await;
@@ -148,12 +172,22 @@ async fn tools_get_one_tool_call_whose_streamed_arguments_match_the_json_reply()
     assert_eq!(opening["tool_calls"][0]["function"]["arguments"], "");
     let fragments: Vec<&str> = chunks[1..chunks.len() - 1]
         .iter()
-        .map(|chunk| chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
+        .map(|chunk| {
+            chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
-    assert!(fragments.len() > 5, "arguments are split across several chunks");
+    assert!(
+        fragments.len() > 5,
+        "arguments are split across several chunks"
+    );
     let streamed: Value = serde_json::from_str(&fragments.concat()).unwrap();
     assert_eq!(streamed, arguments);
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +197,10 @@ async fn tool_choice_names_the_tool_or_disables_tools() {
     body["tools"] = weather_tools();
     body["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
     let reply: Value = mock.openai(body.clone()).await.json_body().await;
-    assert_eq!(reply["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_time");
+    assert_eq!(
+        reply["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_time"
+    );
 
     body["tool_choice"] = json!("none");
     let reply: Value = mock.openai(body).await.json_body().await;
@@ -182,14 +219,21 @@ async fn a_tool_result_last_gets_a_text_reply() {
     ]});
     let reply: Value = mock.openai(body).await.json_body().await;
     assert_eq!(reply["choices"][0]["finish_reason"], "stop");
-    assert!(reply["choices"][0]["message"]["content"].as_str().unwrap().starts_with("Hello"));
+    assert!(reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("Hello"));
 }
 
 #[tokio::test]
 async fn bad_bodies_get_openai_shaped_400s_and_are_not_counted() {
     let mock = Mock::start().await;
     let url = mock.url("/v1/chat/completions");
-    for body in ["{not json", r#"{"messages": []}"#, r#"{"model": "m", "messages": "x"}"#] {
+    for body in [
+        "{not json",
+        r#"{"messages": []}"#,
+        r#"{"model": "m", "messages": "x"}"#,
+    ] {
         let response = mock.client.post(&url).body(body).send().await.unwrap();
         assert_eq!(response.status(), 400, "{body}");
         let error: Value = response.json_body().await;
@@ -204,9 +248,18 @@ async fn bad_bodies_get_openai_shaped_400s_and_are_not_counted() {
 #[tokio::test]
 async fn models_lists_mock_models() {
     let mock = Mock::start().await;
-    let list: Value = mock.client.get(mock.url("/v1/models")).send().await.unwrap().json_body().await;
+    let list: Value = mock
+        .client
+        .get(mock.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json_body()
+        .await;
     assert_eq!(list["object"], "list");
     let data = list["data"].as_array().unwrap();
     assert!(!data.is_empty());
-    assert!(data.iter().all(|model| model["object"] == "model" && model["id"].is_string()));
+    assert!(data
+        .iter()
+        .all(|model| model["object"] == "model" && model["id"].is_string()));
 }

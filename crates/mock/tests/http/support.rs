@@ -27,8 +27,16 @@ impl Mock {
     pub async fn start() -> Self {
         let state = MockState::new();
         let (address, task) = spawn_local(state.clone()).await.unwrap();
-        let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
-        Self { state, client, address, task }
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        Self {
+            state,
+            client,
+            address,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -42,19 +50,29 @@ impl Mock {
 
     pub async fn anthropic(&self, body: Value) -> reqwest::Response {
         let url = self.url("/v1/messages");
-        let request = self.client.post(url).header("anthropic-version", "2023-06-01");
+        let request = self
+            .client
+            .post(url)
+            .header("anthropic-version", "2023-06-01");
         request.json_body(&body).send().await.unwrap()
     }
 
     /// Polls the counters of `model` until `done` holds, failing after 5 s.
-    pub async fn wait_for_stats(&self, model: &str, done: impl Fn(&ModelStats) -> bool) -> ModelStats {
+    pub async fn wait_for_stats(
+        &self,
+        model: &str,
+        done: impl Fn(&ModelStats) -> bool,
+    ) -> ModelStats {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let stats = self.state.stats(model);
             if done(&stats) {
                 return stats;
             }
-            assert!(Instant::now() < deadline, "counters of {model} never matched: {stats:?}");
+            assert!(
+                Instant::now() < deadline,
+                "counters of {model} never matched: {stats:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -68,11 +86,17 @@ impl Drop for Mock {
 
 /// Parses a complete SSE body.
 pub fn parse_sse(body: &str) -> Vec<SseEvent> {
-    body.split("\n\n").filter(|block| !block.is_empty()).map(parse_event).collect()
+    body.split("\n\n")
+        .filter(|block| !block.is_empty())
+        .map(parse_event)
+        .collect()
 }
 
 fn parse_event(block: &str) -> SseEvent {
-    let mut event = SseEvent { event: None, data: String::new() };
+    let mut event = SseEvent {
+        event: None,
+        data: String::new(),
+    };
     for line in block.lines() {
         if let Some(name) = line.strip_prefix("event: ") {
             event.event = Some(name.to_owned());
@@ -100,7 +124,10 @@ pub struct SseReader {
 
 impl SseReader {
     pub fn new(response: reqwest::Response) -> Self {
-        Self { response, buffer: Vec::new() }
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
     }
 
     /// The next complete event; `Ok(None)` at a clean end, `Err` when the connection broke.
@@ -133,12 +160,16 @@ impl SseReader {
 
 /// Parses an event's data as JSON.
 pub fn json(event: &SseEvent) -> Value {
-    serde_json::from_str(&event.data).unwrap_or_else(|error| panic!("bad JSON in {event:?}: {error}"))
+    serde_json::from_str(&event.data)
+        .unwrap_or_else(|error| panic!("bad JSON in {event:?}: {error}"))
 }
 
 /// The Anthropic event names of a stream.
 pub fn names(events: &[SseEvent]) -> Vec<&str> {
-    events.iter().map(|event| event.event.as_deref().unwrap_or("")).collect()
+    events
+        .iter()
+        .map(|event| event.event.as_deref().unwrap_or(""))
+        .collect()
 }
 
 /// JSON request bodies without reqwest's `json` feature.
@@ -148,7 +179,8 @@ pub trait RequestJson {
 
 impl RequestJson for reqwest::RequestBuilder {
     fn json_body(self, body: &Value) -> Self {
-        self.header("content-type", "application/json").body(serde_json::to_vec(body).unwrap())
+        self.header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap())
     }
 }
 
