@@ -152,6 +152,11 @@ impl Problems {
     /// Records a problem at `path` and drops any later problem at that path.
     pub(crate) fn push_and_poison(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.push(path, message);
+        self.poison(path);
+    }
+
+    /// Drops any later problem at `path`: an earlier one already covers it.
+    pub(crate) fn poison(&mut self, path: &KeyPath) {
         self.poisoned.insert(path.to_string());
     }
 

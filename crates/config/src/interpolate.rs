@@ -99,7 +99,8 @@ pub(crate) fn key_label(key: &Value) -> String {
     }
 }
 
-/// Swaps the braces of each single-line `${...}` for [`OPEN`] and [`CLOSE`].
+/// Swaps the braces of each single-line `${...}` for [`OPEN`] and [`CLOSE`],
+/// unless the inside holds a quote or a `{`.
 fn protect(text: &str) -> String {
     let mut protected = String::with_capacity(text.len() + 16);
     let mut rest = text;
@@ -108,13 +109,15 @@ fn protect(text: &str) -> String {
         let after = &rest[start + 2..];
         let line_end = after.find('\n').unwrap_or(after.len());
         match after[..line_end].find('}') {
-            Some(close) => {
+            // A quote or brace inside means the `}` found belongs to the YAML
+            // around it (`{key: "${OPEN"}`): leave it for the expander to report.
+            Some(close) if !after[..close].contains(['"', '\'', '{']) => {
                 protected.push(OPEN);
                 protected.push_str(&after[..close]);
                 protected.push(CLOSE);
                 rest = &after[close + 1..];
             }
-            None => {
+            _ => {
                 protected.push('{');
                 rest = after;
             }

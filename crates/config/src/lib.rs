@@ -3,14 +3,14 @@
 //!
 //! Loading runs in phases so that every problem in a file is reported at once:
 //!
-//! 1. [`interpolate`] protects `${...}` references so YAML accepts them inside
+//! 1. `interpolate` protects `${...}` references so YAML accepts them inside
 //!    flow collections (`keys: [${ACME_KEY:-dev}]`), parses the text into a
 //!    `serde_yaml::Value` tree and expands every string scalar, remembering the
 //!    key path of each unset variable.
-//! 2. [`raw`] deserializes each section, each provider, each model, each tenant
+//! 2. `raw` deserializes each section, each provider, each model, each tenant
 //!    and each SLO separately into `Raw*` structs (`deny_unknown_fields`)
 //!    through `serde_path_to_error`, so one typo does not hide the next one.
-//! 3. [`validate`] turns the raw structs into the validated [`Config`], whose
+//! 3. `validate` turns the raw structs into the validated [`Config`], whose
 //!    fields cannot hold invalid states, collecting every problem on the way.
 //!
 //! Callers load the file once, wrap the [`Config`] in an `Arc` and pass it on.

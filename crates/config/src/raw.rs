@@ -68,6 +68,9 @@ impl RawConfig {
                     &KeyPath::root(),
                     "the file must be a mapping of sections (server, providers, models, ...)",
                 );
+                // Saying that providers and models are missing would only repeat it.
+                problems.poison(&KeyPath::root().key("providers"));
+                problems.poison(&KeyPath::root().key("models"));
                 return raw;
             }
         };
@@ -98,7 +101,10 @@ impl RawConfig {
 
 /// `unknown key "x" (expected one of: a, b)`.
 pub(crate) fn unknown_key(key: &str, expected: &[&str]) -> String {
-    format!("unknown key \"{key}\" (expected one of: {})", expected.join(", "))
+    format!(
+        "unknown key \"{key}\" (expected one of: {})",
+        expected.join(", ")
+    )
 }
 
 /// Deserializes `value` (found at `path`) into `T`; `None` (and a problem)

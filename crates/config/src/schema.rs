@@ -10,7 +10,9 @@ mod provider;
 mod routing;
 
 pub use provider::{BreakerPolicy, ProviderConfig, ProviderKind, RetryPolicy, Timeouts};
-pub use routing::{HedgeDelay, HedgePolicy, ModelCache, ModelConfig, Price, Sli, Slo, Strategy, Target};
+pub use routing::{
+    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, Price, Sli, Slo, Strategy, Target,
+};
 
 /// The whole validated `providers.yaml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,7 +219,9 @@ impl DatabaseKind {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_bytes: 256 << 20 }
+        Self {
+            max_bytes: 256 << 20,
+        }
     }
 }
 

@@ -21,7 +21,11 @@ pub fn summary(config: &Config) -> String {
         ),
         format!(
             "admin      {}",
-            if server.admin_key.is_some() { "enabled (admin_key set)" } else { "disabled (no admin_key)" }
+            if server.admin_key.is_some() {
+                "enabled (admin_key set)"
+            } else {
+                "disabled (no admin_key)"
+            }
         ),
         format!(
             "database   {} ({})",
@@ -40,7 +44,7 @@ pub fn summary(config: &Config) -> String {
         lines.push(format!("slos       {}", config.slos.len()));
         lines.extend(config.slos.iter().map(slo_line));
     }
-    lines.push(other_sections_line(config));
+    lines.extend(other_sections_lines(config));
     let mut text = lines.join("\n");
     text.push('\n');
     text
@@ -50,12 +54,20 @@ fn tenants_line(config: &Config) -> String {
     if config.tenants.is_empty() {
         return "tenants    0 (every request will be rejected with 401)".to_owned();
     }
-    let names: Vec<&str> = config.tenants.iter().map(|tenant| tenant.name.as_str()).collect();
+    let names: Vec<&str> = config
+        .tenants
+        .iter()
+        .map(|tenant| tenant.name.as_str())
+        .collect();
     format!("tenants    {} ({})", names.len(), names.join(", "))
 }
 
 fn provider_lines(providers: &[ProviderConfig]) -> Vec<String> {
-    let name_width = providers.iter().map(|provider| provider.name.len()).max().unwrap_or(0);
+    let name_width = providers
+        .iter()
+        .map(|provider| provider.name.len())
+        .max()
+        .unwrap_or(0);
     let url_width = providers
         .iter()
         .map(|provider| provider.base_url.as_deref().unwrap_or("(in-process)").len())
@@ -79,18 +91,12 @@ fn provider_lines(providers: &[ProviderConfig]) -> Vec<String> {
 }
 
 fn model_lines(model: &ModelConfig, config: &Config) -> Vec<String> {
-    let targets: Vec<String> = model
-        .targets
-        .iter()
-        .map(|target| {
-            let disabled = config
-                .provider(&target.provider)
-                .is_some_and(|provider| !provider.is_enabled());
-            let marker = if disabled { " (disabled)" } else { "" };
-            format!("{}/{}{marker}", target.provider, target.model)
-        })
-        .collect();
-    let mut lines = vec![format!("  {} [{}] -> {}", model.name, model.strategy, targets.join(", "))];
+    let mut lines = vec![format!(
+        "  {} [{}] -> {}",
+        model.name,
+        model.strategy,
+        targets_text(model, config)
+    )];
     if !model.fallback.is_empty() {
         lines.push(format!("      fallback: {}", model.fallback.join(", ")));
     }
@@ -102,10 +108,10 @@ fn model_lines(model: &ModelConfig, config: &Config) -> Vec<String> {
             HedgeDelay::Fixed(delay) => format_duration(delay),
             HedgeDelay::P95 => "p95".to_owned(),
         };
+        let budget = format_percent(hedge.budget);
         lines.push(format!(
-            "      hedge: after {after}, max {}, budget {}",
-            hedge.max,
-            format_percent(hedge.budget)
+            "      hedge: after {after}, max {}, budget {budget}",
+            hedge.max
         ));
     }
     if let Some(cache) = &model.cache {
@@ -113,18 +119,39 @@ fn model_lines(model: &ModelConfig, config: &Config) -> Vec<String> {
             .stale_if_error
             .map(|stale| format!(", stale_if_error {}", format_duration(stale)))
             .unwrap_or_default();
-        lines.push(format!("      cache: ttl {}{stale}", format_duration(cache.ttl)));
+        lines.push(format!(
+            "      cache: ttl {}{stale}",
+            format_duration(cache.ttl)
+        ));
     }
     lines
+}
+
+/// `openai/gpt-4o (disabled), anthropic/claude-sonnet-4-5`.
+fn targets_text(model: &ModelConfig, config: &Config) -> String {
+    let targets: Vec<String> = model
+        .targets
+        .iter()
+        .map(|target| {
+            let disabled = config
+                .provider(&target.provider)
+                .is_some_and(|provider| !provider.is_enabled());
+            let marker = if disabled { " (disabled)" } else { "" };
+            format!("{}/{}{marker}", target.provider, target.model)
+        })
+        .collect();
+    targets.join(", ")
 }
 
 fn slo_line(slo: &Slo) -> String {
     let sli = match slo.sli {
         Sli::Availability => "availability".to_owned(),
-        Sli::FirstTokenUnder(threshold) => format!("first token under {}", format_duration(threshold)),
+        Sli::FirstTokenUnder(threshold) => {
+            format!("first token under {}", format_duration(threshold))
+        }
     };
     format!(
-        "  {}: {} {sli} {} over {}",
+        "  {}: model {}, {sli}, target {} over {}",
         slo.name,
         slo.model,
         format_percent(slo.target),
@@ -132,17 +159,34 @@ fn slo_line(slo: &Slo) -> String {
     )
 }
 
-fn other_sections_line(config: &Config) -> String {
-    format!(
-        "cache      {}; jobs: {} workers, lease {}, max_attempts {}; webhooks: secret {}, timeout {}; idempotency ttl {}",
-        format_size(config.cache.max_bytes),
-        config.jobs.workers,
-        format_duration(config.jobs.lease),
-        config.jobs.max_attempts,
-        if config.webhooks.secret.is_some() { "set" } else { "not set (unsigned)" },
-        format_duration(config.webhooks.timeout),
-        format_duration(config.idempotency.ttl),
-    )
+fn other_sections_lines(config: &Config) -> Vec<String> {
+    let jobs = &config.jobs;
+    let webhooks = &config.webhooks;
+    vec![
+        format!("cache      {}", format_size(config.cache.max_bytes)),
+        format!(
+            "jobs       {} workers, lease {}, max_attempts {}, retention {}",
+            jobs.workers,
+            format_duration(jobs.lease),
+            jobs.max_attempts,
+            format_duration(jobs.retention),
+        ),
+        format!(
+            "webhooks   secret {}, timeout {}, allow_private {}, {} retries",
+            if webhooks.secret.is_some() {
+                "set"
+            } else {
+                "not set (unsigned)"
+            },
+            format_duration(webhooks.timeout),
+            webhooks.allow_private,
+            webhooks.retry_schedule.len(),
+        ),
+        format!(
+            "idempotency ttl {}",
+            format_duration(config.idempotency.ttl)
+        ),
+    ]
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -171,6 +215,9 @@ mod tests {
             "postgres://keel:***@db:5432/keel"
         );
         assert_eq!(mask_password("sqlite://keel.db"), "sqlite://keel.db");
-        assert_eq!(mask_password("postgres://keel@db/keel"), "postgres://keel@db/keel");
+        assert_eq!(
+            mask_password("postgres://keel@db/keel"),
+            "postgres://keel@db/keel"
+        );
     }
 }

@@ -63,7 +63,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("invalid duration \"{text}\": too large"))?;
         rest = after_unit;
     }
-    let nanos = u64::try_from(nanos).map_err(|_| format!("invalid duration \"{text}\": too large"))?;
+    let nanos =
+        u64::try_from(nanos).map_err(|_| format!("invalid duration \"{text}\": too large"))?;
     Ok(Duration::from_nanos(nanos))
 }
 
@@ -93,7 +94,9 @@ pub(crate) fn format_duration(duration: Duration) -> String {
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let invalid = || {
-        format!("invalid size \"{text}\": use a number and a unit such as 512KiB, 4MiB, 1GiB or 10MB")
+        format!(
+            "invalid size \"{text}\": use a number and a unit such as 512KiB, 4MiB, 1GiB or 10MB"
+        )
     };
     let (number, unit) = split_number(text).ok_or_else(invalid)?;
     let unit = unit.trim_start().to_ascii_lowercase();

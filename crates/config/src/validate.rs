@@ -18,6 +18,7 @@ use crate::Loaded;
 mod models;
 mod providers;
 mod sections;
+mod slos;
 mod tenants;
 
 /// Validates `raw`, adding to the `problems` found in earlier phases.
@@ -38,7 +39,11 @@ pub(crate) fn validate(
     let database = checker.database(raw.database);
     let tenants = checker.tenants(raw.tenants);
     let providers = checker.providers(raw.providers, disabled_providers);
-    let models = checker.models(raw.models, &provider_names, &model_names);
+    let names = Names {
+        providers: &provider_names,
+        models: &model_names,
+    };
+    let models = checker.models(raw.models, &names);
     checker.warn_about_unservable_models(&models, &providers);
     let config = Config {
         server,
@@ -54,6 +59,13 @@ pub(crate) fn validate(
     };
     let Checker { problems, warnings } = checker;
     problems.finish(Loaded { config, warnings })
+}
+
+/// Every provider and model name in the file, including entries that
+/// failed to deserialize, so references to them are not reported twice.
+struct Names<'a> {
+    providers: &'a [String],
+    models: &'a [String],
 }
 
 /// Accepted ranges for fractions.
@@ -93,7 +105,8 @@ impl Checker {
     fn text(&mut self, value: Option<&Scalar>, path: &KeyPath, hint: &str) -> Option<String> {
         let value = self.required(value, path, hint)?;
         if value.text().is_empty() {
-            self.problems.push(path, format!("must not be empty: {hint}"));
+            self.problems
+                .push(path, format!("must not be empty: {hint}"));
             return None;
         }
         Some(value.text().to_owned())
@@ -139,7 +152,10 @@ impl Checker {
         let Ok(number) = text.parse::<u64>() else {
             let message = match text.parse::<i64>() {
                 Ok(negative) => format!("must be at least {min}, got {negative}"),
-                Err(_) => format!("invalid number \"{text}\": expected a whole number such as {}", min.max(1) * 10),
+                Err(_) => format!(
+                    "invalid number \"{text}\": expected a whole number such as {}",
+                    min.max(1) * 10
+                ),
             };
             self.problems.push(path, message);
             return None;
@@ -163,7 +179,8 @@ impl Checker {
         range: FractionRange,
         default: f64,
     ) -> f64 {
-        self.optional_fraction(value, path, range).unwrap_or(default)
+        self.optional_fraction(value, path, range)
+            .unwrap_or(default)
     }
 
     /// A fraction (`10%` or `0.1`) in `range`, or `None` when absent or invalid.
@@ -186,14 +203,18 @@ impl Checker {
                 fraction > 0.0 && fraction <= 1.0,
                 "more than 0 and at most 1 (100%)",
             ),
-            FractionRange::ZeroToOne => ((0.0..=1.0).contains(&fraction), "between 0 and 1 (0% to 100%)"),
+            FractionRange::ZeroToOne => (
+                (0.0..=1.0).contains(&fraction),
+                "between 0 and 1 (0% to 100%)",
+            ),
             FractionRange::StrictlyBetween => (
                 fraction > 0.0 && fraction < 1.0,
                 "strictly between 0 and 1 (0% and 100%), e.g. 99.9%",
             ),
         };
         if !fits {
-            self.problems.push(path, format!("must be {expected}, got {text}"));
+            self.problems
+                .push(path, format!("must be {expected}, got {text}"));
             return None;
         }
         Some(fraction)
@@ -205,7 +226,9 @@ impl Checker {
             return default;
         };
         match parse_size(value.text()) {
-            Ok(0) => self.problems.push(path, "must be greater than zero, e.g. 4MiB"),
+            Ok(0) => self
+                .problems
+                .push(path, "must be greater than zero, e.g. 4MiB"),
             Ok(bytes) => return bytes,
             Err(message) => self.problems.push(path, message),
         }
@@ -233,7 +256,9 @@ impl Checker {
         match text.parse::<f64>() {
             Ok(number) if number.is_finite() && number >= 0.0 => Some(number),
             _ => {
-                let message = format!("invalid number \"{text}\": expected a number of at least 0, such as 2.5");
+                let message = format!(
+                    "invalid number \"{text}\": expected a number of at least 0, such as 2.5"
+                );
                 self.problems.push(path, message);
                 None
             }

@@ -37,6 +37,19 @@ fn row(name: &'static str, yaml: &str, expect: Expect) -> Row {
     }
 }
 
+/// A row loaded with variables set.
+fn with_vars(
+    name: &'static str,
+    yaml: &str,
+    vars: &'static [(&'static str, &'static str)],
+    expect: Expect,
+) -> Row {
+    Row {
+        vars,
+        ..row(name, yaml, expect)
+    }
+}
+
 /// A row whose snippet is followed by [`BASE`].
 fn with_base(name: &'static str, yaml: &str, expect: Expect) -> Row {
     row(name, &format!("{yaml}\n{BASE}"), expect)
@@ -172,16 +185,40 @@ fn rows() -> Vec<Row> {
         with_base("malformed reference", "server: {admin_key: \"${KEEL_ADMIN_KEY\"}", Error(
             "server.admin_key: unterminated \"${\": close it with \"}\", or write \"$${\" for a literal \"${\"",
         )),
+        with_vars("bad value from a variable", &format!("database: {{url: \"${{DATABASE_URL}}\"}}\n{BASE}"), &[("DATABASE_URL", "mysql://root:pw@db/keel")], Error(
+            "database.url: unsupported scheme \"mysql\": use sqlite://keel.db or postgres://user:password@host/database",
+        )),
+        with_vars("set api_key variable enables the provider", "providers:\n  openai: {kind: openai, api_key: \"${OPENAI_API_KEY}\"}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}\ntenants: [{name: t, keys: [k]}]", &[("OPENAI_API_KEY", "sk-live")], Warnings(&[])),
+        row("providers given as a list", "providers: [openai]\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
+            "providers: expected a mapping of names to settings\n",
+            "models.chat.targets[0].provider: unknown provider \"openai\"",
+        ))),
+        row("duplicate provider", "providers:\n  openai: {kind: openai}\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "invalid YAML: providers: duplicate entry with key \"openai\" at line 2 column 3",
+        )),
+        row("file that is not a mapping", "- providers", Error(
+            "the file must be a mapping of sections (server, providers, models, ...)",
+        )),
         row("empty file", "", Error(
             "providers: at least one provider is required, e.g. openai: {kind: openai, api_key: ${OPENAI_API_KEY}}\nmodels: at least one model is required, e.g. chat: {targets: [{provider: openai, model: gpt-4o-mini}]}",
         )),
         row("yaml syntax error", "providers: [unclosed", Error(
             "invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 12",
         )),
-        row("multiple problems reported at once", "server: {request_timeout: 10, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
+        row("multiple problems reported at once", "server: {request_timeout: 10s, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
             "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body)\n",
             "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
-            "tenants: none configured",
+            "providers.openai.retry.attempts: must be at least 1, got 0\n",
+            "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 0\n",
+            "models.chat.targets[0].provider: unknown provider \"opnai\"\n",
+            "models.chat.fallback[0]: unknown model \"nope\"\n",
+            "slos[0].sli: unknown sli \"latency\" (expected one of: availability, first_token_under)\n",
+            "slos[0].target: must be strictly between 0 and 1 (0% and 100%), e.g. 99.9%, got 2",
+        ))),
+        row("one bad value does not hide the next in the same section", "server: {request_timeout: 10, max_in_flight: lots, listen: nowhere}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
+            "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080\n",
+            "server.max_in_flight: invalid number \"lots\": expected a whole number such as 10\n",
+            "server.request_timeout: invalid duration \"10\": add a unit, e.g. 10s or 10ms",
         ))),
     ]
 }
@@ -209,5 +246,10 @@ fn every_row_produces_its_exact_message() {
             failures.push(format!("row {:?} got {got}", row.name));
         }
     }
-    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -9,7 +9,10 @@ use keel_config::{
     RetryPolicy, Sli, Strategy, Timeouts,
 };
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spec-example.yaml");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/spec-example.yaml"
+);
 
 fn load(vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
     let vars: HashMap<String, String> = vars
@@ -24,7 +27,8 @@ fn secs(count: u64) -> Duration {
 }
 
 #[test]
-fn spec_example_without_variables_disables_keyed_providers_with_warnings() -> Result<(), ConfigError> {
+fn spec_example_without_variables_disables_keyed_providers_with_warnings() -> Result<(), ConfigError>
+{
     let loaded = load(&[])?;
     assert_eq!(
         loaded.warnings,
@@ -43,7 +47,9 @@ fn spec_example_without_variables_disables_keyed_providers_with_warnings() -> Re
         openai.disabled.as_deref(),
         Some("environment variable OPENAI_API_KEY is not set")
     );
-    let anthropic = config.provider("anthropic").ok_or_else(|| missing("anthropic"))?;
+    let anthropic = config
+        .provider("anthropic")
+        .ok_or_else(|| missing("anthropic"))?;
     assert_eq!(anthropic.kind, ProviderKind::Anthropic);
     assert!(!anthropic.is_enabled());
     assert_eq!(anthropic.max_concurrent, Some(20));
@@ -57,7 +63,10 @@ fn spec_example_server_database_and_tenants_match_the_file() -> Result<(), Confi
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.server.max_in_flight, 2048);
     assert_eq!(config.server.request_timeout, secs(300));
-    assert_eq!(config.server.admin_key, None, "an empty default means no admin key");
+    assert_eq!(
+        config.server.admin_key, None,
+        "an empty default means no admin key"
+    );
     assert_eq!(config.server.shutdown_grace, secs(30));
     assert_eq!(config.server.max_body, 4 << 20);
     assert_eq!(config.database.url, "sqlite://keel.db");
@@ -77,8 +86,14 @@ fn spec_example_server_database_and_tenants_match_the_file() -> Result<(), Confi
 fn spec_example_provider_policies_are_parsed_and_defaults_filled() -> Result<(), ConfigError> {
     let config = load(&[])?.config;
     let openai = config.provider("openai").ok_or_else(|| missing("openai"))?;
-    assert_eq!(openai.base_url.as_deref(), Some("https://api.openai.com/v1"));
-    assert_eq!((openai.max_concurrent, openai.rpm, openai.tpm), (Some(50), Some(500), None));
+    assert_eq!(
+        openai.base_url.as_deref(),
+        Some("https://api.openai.com/v1")
+    );
+    assert_eq!(
+        (openai.max_concurrent, openai.rpm, openai.tpm),
+        (Some(50), Some(500), None)
+    );
     let timeouts = Timeouts {
         connect: secs(2),
         headers: secs(15),
@@ -95,8 +110,13 @@ fn spec_example_provider_policies_are_parsed_and_defaults_filled() -> Result<(),
     };
     assert_eq!(openai.retry, retry);
     assert_eq!(openai.breaker, BreakerPolicy::default());
-    let anthropic = config.provider("anthropic").ok_or_else(|| missing("anthropic"))?;
-    assert_eq!(anthropic.base_url.as_deref(), Some("https://api.anthropic.com"));
+    let anthropic = config
+        .provider("anthropic")
+        .ok_or_else(|| missing("anthropic"))?;
+    assert_eq!(
+        anthropic.base_url.as_deref(),
+        Some("https://api.anthropic.com")
+    );
     assert_eq!(anthropic.timeouts, Timeouts::default());
     assert_eq!(anthropic.retry, RetryPolicy::default());
     Ok(())
@@ -105,16 +125,25 @@ fn spec_example_provider_policies_are_parsed_and_defaults_filled() -> Result<(),
 #[test]
 fn spec_example_models_routes_hedge_and_cache() -> Result<(), ConfigError> {
     let config = load(&[])?.config;
-    let names: Vec<&str> = config.models.iter().map(|model| model.name.as_str()).collect();
+    let names: Vec<&str> = config
+        .models
+        .iter()
+        .map(|model| model.name.as_str())
+        .collect();
     assert_eq!(names, ["chat-large", "chat-small"]);
-    let large = config.model("chat-large").ok_or_else(|| missing("chat-large"))?;
+    let large = config
+        .model("chat-large")
+        .ok_or_else(|| missing("chat-large"))?;
     assert_eq!(large.strategy, Strategy::Ordered);
     let targets: Vec<(&str, &str)> = large
         .targets
         .iter()
         .map(|target| (target.provider.as_str(), target.model.as_str()))
         .collect();
-    assert_eq!(targets, [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")]);
+    assert_eq!(
+        targets,
+        [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")]
+    );
     let price = large.targets[0].price.ok_or_else(|| missing("price"))?;
     assert_eq!((price.input, price.output), (2.5, 10.0));
     assert_eq!(large.targets[1].price, None);
@@ -125,9 +154,17 @@ fn spec_example_models_routes_hedge_and_cache() -> Result<(), ConfigError> {
     assert_eq!(hedge.max, 1);
     assert_eq!(hedge.budget, 0.10);
     let cache = large.cache.ok_or_else(|| missing("cache"))?;
-    assert_eq!((cache.ttl, cache.stale_if_error), (secs(600), Some(secs(3_600))));
-    let small = config.model("chat-small").ok_or_else(|| missing("chat-small"))?;
-    assert_eq!((small.timeout, small.hedge, small.cache), (None, None, None));
+    assert_eq!(
+        (cache.ttl, cache.stale_if_error),
+        (secs(600), Some(secs(3_600)))
+    );
+    let small = config
+        .model("chat-small")
+        .ok_or_else(|| missing("chat-small"))?;
+    assert_eq!(
+        (small.timeout, small.hedge, small.cache),
+        (None, None, None)
+    );
     assert!(small.fallback.is_empty());
     Ok(())
 }
@@ -146,7 +183,15 @@ fn spec_example_other_sections_and_slos() -> Result<(), ConfigError> {
     assert_eq!(config.webhooks.timeout, secs(10));
     assert!(!config.webhooks.allow_private);
     let hours = |count: u64| secs(count * 3_600);
-    let schedule = [secs(5), secs(300), secs(1_800), hours(2), hours(5), hours(10), hours(10)];
+    let schedule = [
+        secs(5),
+        secs(300),
+        secs(1_800),
+        hours(2),
+        hours(5),
+        hours(10),
+        hours(10),
+    ];
     assert_eq!(config.webhooks.retry_schedule, schedule);
     assert_eq!(config.idempotency.ttl, hours(24));
     let [availability, ttft] = config.slos.as_slice() else {
@@ -170,12 +215,18 @@ fn spec_example_with_variables_enables_providers_and_uses_them() -> Result<(), C
         ("KEEL_ADMIN_KEY", "admin-secret"),
         ("DATABASE_URL", "postgres://keel:pw@localhost/keel"),
         ("ACME_KEY", "sk-acme-prod"),
-        ("KEEL_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        (
+            "KEEL_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
     ])?;
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let config = &loaded.config;
     let openai = config.provider("openai").ok_or_else(|| missing("openai"))?;
-    assert_eq!(openai.api_key.as_ref().map(|key| key.expose()), Some("sk-openai"));
+    assert_eq!(
+        openai.api_key.as_ref().map(|key| key.expose()),
+        Some("sk-openai")
+    );
     assert!(openai.is_enabled());
     assert_eq!(
         config.server.admin_key.as_ref().map(|key| key.expose()),
@@ -188,8 +239,12 @@ fn spec_example_with_variables_enables_providers_and_uses_them() -> Result<(), C
 }
 
 #[test]
-fn summary_shows_providers_models_and_disabled_targets_without_secrets() -> Result<(), ConfigError> {
-    let loaded = load(&[("ANTHROPIC_API_KEY", "sk-ant-secret"), ("DATABASE_URL", "postgres://keel:pw@db/keel")])?;
+fn summary_shows_providers_models_and_disabled_targets_without_secrets() -> Result<(), ConfigError>
+{
+    let loaded = load(&[
+        ("ANTHROPIC_API_KEY", "sk-ant-secret"),
+        ("DATABASE_URL", "postgres://keel:pw@db/keel"),
+    ])?;
     let text = summary(&loaded.config);
     for expected in [
         "listen     127.0.0.1:8080 (max_in_flight 2048, request_timeout 5m, max_body 4MiB, shutdown_grace 30s)",
@@ -201,7 +256,9 @@ fn summary_shows_providers_models_and_disabled_targets_without_secrets() -> Resu
         "      fallback: chat-small",
         "      hedge: after 2s, max 1, budget 10%",
         "      cache: ttl 10m, stale_if_error 1h",
-        "  chat-large-availability: chat-large availability 99.9% over 30d",
+        "  chat-large-availability: model chat-large, availability, target 99.9% over 30d",
+        "  chat-large-ttft: model chat-large, first token under 2s, target 99% over 30d",
+        "jobs       16 workers, lease 1m, max_attempts 5, retention 7d",
     ] {
         assert!(text.lines().any(|line| line == expected), "missing {expected:?} in:\n{text}");
     }

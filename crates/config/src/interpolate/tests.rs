@@ -53,7 +53,10 @@ fn unset_variable_without_default_is_reported_by_name() {
 #[test]
 fn double_dollar_brace_is_a_literal_reference() {
     let vars = vars(&[("X", "1")]);
-    assert_eq!(expand("$${X} and ${X}", &vars), expanded("${X} and 1", None));
+    assert_eq!(
+        expand("$${X} and ${X}", &vars),
+        expanded("${X} and 1", None)
+    );
     assert_eq!(expand("cost: $5 $$", &vars), expanded("cost: $5 $$", None));
 }
 

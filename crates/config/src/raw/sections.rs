@@ -27,7 +27,10 @@ pub(crate) struct RawDatabase {
 
 /// `tenants[i]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a tenant: name, keys or key_hashes, limits")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a tenant: name, keys or key_hashes, limits"
+)]
 pub(crate) struct RawTenant {
     pub(crate) name: Option<Scalar>,
     pub(crate) keys: Option<ScalarList>,
@@ -63,7 +66,10 @@ pub(crate) struct RawProvider {
 
 /// `providers.<name>.timeouts`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping of timeout names to durations")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of timeout names to durations"
+)]
 pub(crate) struct RawTimeouts {
     pub(crate) connect: Option<Scalar>,
     pub(crate) headers: Option<Scalar>,
@@ -84,7 +90,10 @@ pub(crate) struct RawRetry {
 
 /// `providers.<name>.breaker`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping of circuit breaker settings")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of circuit breaker settings"
+)]
 pub(crate) struct RawBreaker {
     pub(crate) failure_rate: Option<Scalar>,
     pub(crate) window: Option<Scalar>,
@@ -107,7 +116,10 @@ pub(crate) struct RawModel {
 
 /// `models.<name>.targets[i]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a target: provider, model, price, max_tokens")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a target: provider, model, price, max_tokens"
+)]
 pub(crate) struct RawTarget {
     pub(crate) provider: Option<Scalar>,
     pub(crate) model: Option<Scalar>,
@@ -117,7 +129,10 @@ pub(crate) struct RawTarget {
 
 /// `models.<name>.targets[i].price`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with input and output prices")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with input and output prices"
+)]
 pub(crate) struct RawPrice {
     pub(crate) input: Option<Scalar>,
     pub(crate) output: Option<Scalar>,
@@ -134,7 +149,10 @@ pub(crate) struct RawHedge {
 
 /// `models.<name>.cache`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with ttl and stale_if_error")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with ttl and stale_if_error"
+)]
 pub(crate) struct RawModelCache {
     pub(crate) ttl: Option<Scalar>,
     pub(crate) stale_if_error: Option<Scalar>,
@@ -160,7 +178,10 @@ pub(crate) struct RawJobs {
 
 /// `jobs.retry`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with base_delay and max_delay")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with base_delay and max_delay"
+)]
 pub(crate) struct RawJobRetry {
     pub(crate) base_delay: Option<Scalar>,
     pub(crate) max_delay: Option<Scalar>,
@@ -185,7 +206,10 @@ pub(crate) struct RawIdempotency {
 
 /// `slos[i]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an SLO: name, model, sli, threshold, target, window")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an SLO: name, model, sli, threshold, target, window"
+)]
 pub(crate) struct RawSlo {
     pub(crate) name: Option<Scalar>,
     pub(crate) model: Option<Scalar>,

@@ -102,23 +102,33 @@ impl<'de> Visitor<'de> for ScalarListVisitor {
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<ScalarList, E> {
-        ScalarVisitor.visit_str(value).map(|item| ScalarList(vec![item]))
+        ScalarVisitor
+            .visit_str(value)
+            .map(|item| ScalarList(vec![item]))
     }
 
     fn visit_bool<E: de::Error>(self, value: bool) -> Result<ScalarList, E> {
-        ScalarVisitor.visit_bool(value).map(|item| ScalarList(vec![item]))
+        ScalarVisitor
+            .visit_bool(value)
+            .map(|item| ScalarList(vec![item]))
     }
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<ScalarList, E> {
-        ScalarVisitor.visit_i64(value).map(|item| ScalarList(vec![item]))
+        ScalarVisitor
+            .visit_i64(value)
+            .map(|item| ScalarList(vec![item]))
     }
 
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<ScalarList, E> {
-        ScalarVisitor.visit_u64(value).map(|item| ScalarList(vec![item]))
+        ScalarVisitor
+            .visit_u64(value)
+            .map(|item| ScalarList(vec![item]))
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<ScalarList, E> {
-        ScalarVisitor.visit_f64(value).map(|item| ScalarList(vec![item]))
+        ScalarVisitor
+            .visit_f64(value)
+            .map(|item| ScalarList(vec![item]))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<ScalarList, E> {

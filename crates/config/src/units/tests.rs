@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{format_duration, format_percent, format_size, parse_duration, parse_fraction, parse_size};
+use super::{
+    format_duration, format_percent, format_size, parse_duration, parse_fraction, parse_size,
+};
 
 #[test]
 fn durations_parse_with_every_unit_and_combinations() {
@@ -32,7 +34,17 @@ fn bare_number_duration_asks_for_a_unit() {
 
 #[test]
 fn malformed_durations_are_rejected() {
-    for text in ["", "5 minutes", "10x", "s", ".5s", "5.s", "-1s", "1m 30s", "9999999999999d"] {
+    for text in [
+        "",
+        "5 minutes",
+        "10x",
+        "s",
+        ".5s",
+        "5.s",
+        "-1s",
+        "1m 30s",
+        "9999999999999d",
+    ] {
         assert!(parse_duration(text).is_err(), "{text}");
     }
 }

@@ -33,7 +33,8 @@ impl Checker {
         for (name, provider) in raw {
             let path = section.key(&name);
             if !is_provider_name(&name) {
-                let message = format!("invalid provider name \"{name}\": use letters, digits, _, - and .");
+                let message =
+                    format!("invalid provider name \"{name}\": use letters, digits, _, - and .");
                 self.problems.push(&path, message);
             }
             let Some(provider) = provider else {
@@ -65,11 +66,21 @@ impl Checker {
             disabled,
             api_version: self.api_version(kind, raw.api_version.as_ref(), &path.key("api_version")),
             headers: self.headers(raw.headers.as_ref(), &path.key("headers")),
-            max_concurrent: self.whole(raw.max_concurrent.as_ref(), &path.key("max_concurrent"), 1, u64::from(u32::MAX)),
+            max_concurrent: self.whole(
+                raw.max_concurrent.as_ref(),
+                &path.key("max_concurrent"),
+                1,
+                u64::from(u32::MAX),
+            ),
             rpm: self.whole(raw.rpm.as_ref(), &path.key("rpm"), 1, u64::from(u32::MAX)),
             tpm: self.whole(raw.tpm.as_ref(), &path.key("tpm"), 1, u64::MAX),
             default_max_tokens: self
-                .whole(raw.max_tokens.as_ref(), &path.key("max_tokens"), 1, u64::from(u32::MAX))
+                .whole(
+                    raw.max_tokens.as_ref(),
+                    &path.key("max_tokens"),
+                    1,
+                    u64::from(u32::MAX),
+                )
                 .unwrap_or(DEFAULT_MAX_TOKENS),
             timeouts: self.timeouts(raw.timeouts.as_ref(), &path.key("timeouts")),
             retry: self.retry(raw.retry.as_ref(), &path.key("retry")),
@@ -82,7 +93,11 @@ impl Checker {
         let value = self.required(value, path, &format!("one of {}", names.join(", ")))?;
         let kind = ProviderKind::from_name(value.text());
         if kind.is_none() {
-            let message = format!("unknown kind \"{}\" (expected one of: {})", value.text(), names.join(", "));
+            let message = format!(
+                "unknown kind \"{}\" (expected one of: {})",
+                value.text(),
+                names.join(", ")
+            );
             self.problems.push(path, message);
         }
         kind
@@ -100,14 +115,21 @@ impl Checker {
         let key_path = path.key("api_key");
         match (kind, value) {
             (Some(ProviderKind::Mock), Some(_)) => {
-                self.problems.push(&key_path, "not used by kind mock (it runs in-process); remove it");
+                self.problems.push(
+                    &key_path,
+                    "not used by kind mock (it runs in-process); remove it",
+                );
                 (None, None)
             }
             (_, Some(_)) if unset_key.is_some() => (None, unset_key.map(str::to_owned)),
             (_, Some(key)) if key.text().is_empty() => (None, Some("api_key is empty".to_owned())),
             (_, Some(key)) => (Some(SecretString::new(key.text())), None),
             (Some(kind @ (ProviderKind::Anthropic | ProviderKind::Azure)), None) => {
-                let variable = if kind == ProviderKind::Anthropic { "ANTHROPIC_API_KEY" } else { "AZURE_OPENAI_API_KEY" };
+                let variable = if kind == ProviderKind::Anthropic {
+                    "ANTHROPIC_API_KEY"
+                } else {
+                    "AZURE_OPENAI_API_KEY"
+                };
                 let message = format!("required for kind {kind}, e.g. api_key: ${{{variable}}}");
                 self.problems.push(&key_path, message);
                 (None, None)
@@ -116,7 +138,12 @@ impl Checker {
         }
     }
 
-    fn base_url(&mut self, kind: Option<ProviderKind>, value: Option<&Scalar>, path: &KeyPath) -> Option<String> {
+    fn base_url(
+        &mut self,
+        kind: Option<ProviderKind>,
+        value: Option<&Scalar>,
+        path: &KeyPath,
+    ) -> Option<String> {
         let Some(value) = value else {
             if kind == Some(ProviderKind::Azure) {
                 self.problems.push(
@@ -124,15 +151,24 @@ impl Checker {
                     "required for kind azure: the resource endpoint, e.g. https://my-resource.openai.azure.com",
                 );
             }
-            return kind.and_then(ProviderKind::default_base_url).map(str::to_owned);
+            return kind
+                .and_then(ProviderKind::default_base_url)
+                .map(str::to_owned);
         };
         if kind == Some(ProviderKind::Mock) {
-            self.problems.push(path, "not used by kind mock (it runs in-process); remove it");
+            self.problems.push(
+                path,
+                "not used by kind mock (it runs in-process); remove it",
+            );
             return None;
         }
         let url = value.text();
-        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-        if host.is_none_or(|host| host.is_empty() || host.starts_with('/')) || url.contains(char::is_whitespace) {
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if host.is_none_or(|host| host.is_empty() || host.starts_with('/'))
+            || url.contains(char::is_whitespace)
+        {
             let message = format!("invalid base_url \"{url}\": use an http:// or https:// URL, e.g. https://api.openai.com/v1");
             self.problems.push(path, message);
             return None;
@@ -140,17 +176,27 @@ impl Checker {
         Some(url.trim_end_matches('/').to_owned())
     }
 
-    fn api_version(&mut self, kind: Option<ProviderKind>, value: Option<&Scalar>, path: &KeyPath) -> Option<String> {
+    fn api_version(
+        &mut self,
+        kind: Option<ProviderKind>,
+        value: Option<&Scalar>,
+        path: &KeyPath,
+    ) -> Option<String> {
         if kind == Some(ProviderKind::Azure) {
             return self.text(value, path, "the Azure OpenAI api-version, e.g. 2024-10-21");
         }
         if value.is_some() && kind.is_some() {
-            self.problems.push(path, "only used by kind azure; remove it");
+            self.problems
+                .push(path, "only used by kind azure; remove it");
         }
         None
     }
 
-    fn headers(&mut self, value: Option<&OrderedMap<Scalar>>, path: &KeyPath) -> Vec<(String, String)> {
+    fn headers(
+        &mut self,
+        value: Option<&OrderedMap<Scalar>>,
+        path: &KeyPath,
+    ) -> Vec<(String, String)> {
         let Some(headers) = value else {
             return Vec::new();
         };
@@ -161,7 +207,10 @@ impl Checker {
                 let message = format!("invalid header name \"{name}\": use letters, digits and -");
                 self.problems.push(&header_path, message);
             } else if header_value.0.chars().any(|c| c.is_control() && c != '\t') {
-                self.problems.push(&header_path, "invalid header value: control characters are not allowed");
+                self.problems.push(
+                    &header_path,
+                    "invalid header value: control characters are not allowed",
+                );
             } else {
                 valid.push((name.clone(), header_value.text().to_owned()));
             }
@@ -177,8 +226,16 @@ impl Checker {
         Timeouts {
             connect: self.duration(raw.connect.as_ref(), &path.key("connect"), defaults.connect),
             headers: self.duration(raw.headers.as_ref(), &path.key("headers"), defaults.headers),
-            first_token: self.duration(raw.first_token.as_ref(), &path.key("first_token"), defaults.first_token),
-            inactivity: self.duration(raw.inactivity.as_ref(), &path.key("inactivity"), defaults.inactivity),
+            first_token: self.duration(
+                raw.first_token.as_ref(),
+                &path.key("first_token"),
+                defaults.first_token,
+            ),
+            inactivity: self.duration(
+                raw.inactivity.as_ref(),
+                &path.key("inactivity"),
+                defaults.inactivity,
+            ),
             total: self.duration(raw.total.as_ref(), &path.key("total"), defaults.total),
         }
     }
@@ -188,12 +245,25 @@ impl Checker {
         let Some(raw) = raw else {
             return defaults;
         };
-        let base_delay = self.duration(raw.base_delay.as_ref(), &path.key("base_delay"), defaults.base_delay);
-        let max_delay = self.duration(raw.max_delay.as_ref(), &path.key("max_delay"), defaults.max_delay);
+        let base_delay = self.duration(
+            raw.base_delay.as_ref(),
+            &path.key("base_delay"),
+            defaults.base_delay,
+        );
+        let max_delay = self.duration(
+            raw.max_delay.as_ref(),
+            &path.key("max_delay"),
+            defaults.max_delay,
+        );
         self.check_delay_order(base_delay, max_delay, path);
         RetryPolicy {
             attempts: self
-                .whole(raw.attempts.as_ref(), &path.key("attempts"), 1, MAX_ATTEMPTS)
+                .whole(
+                    raw.attempts.as_ref(),
+                    &path.key("attempts"),
+                    1,
+                    MAX_ATTEMPTS,
+                )
                 .unwrap_or(defaults.attempts),
             base_delay,
             max_delay,
@@ -220,11 +290,25 @@ impl Checker {
             ),
             window: self.duration(raw.window.as_ref(), &path.key("window"), defaults.window),
             min_requests: self
-                .whole(raw.min_requests.as_ref(), &path.key("min_requests"), 1, u64::from(u32::MAX))
+                .whole(
+                    raw.min_requests.as_ref(),
+                    &path.key("min_requests"),
+                    1,
+                    u64::from(u32::MAX),
+                )
                 .unwrap_or(defaults.min_requests),
-            cooldown: self.duration(raw.cooldown.as_ref(), &path.key("cooldown"), defaults.cooldown),
+            cooldown: self.duration(
+                raw.cooldown.as_ref(),
+                &path.key("cooldown"),
+                defaults.cooldown,
+            ),
             half_open_trials: self
-                .whole(raw.half_open_trials.as_ref(), &path.key("half_open_trials"), 1, u64::from(u32::MAX))
+                .whole(
+                    raw.half_open_trials.as_ref(),
+                    &path.key("half_open_trials"),
+                    1,
+                    u64::from(u32::MAX),
+                )
                 .unwrap_or(defaults.half_open_trials),
         }
     }

@@ -31,7 +31,12 @@ impl Checker {
         ServerConfig {
             listen: self.listen(raw.listen.as_ref(), &path.key("listen"), defaults.listen),
             max_in_flight: self
-                .whole(raw.max_in_flight.as_ref(), &path.key("max_in_flight"), 1, u64::from(u32::MAX))
+                .whole(
+                    raw.max_in_flight.as_ref(),
+                    &path.key("max_in_flight"),
+                    1,
+                    u64::from(u32::MAX),
+                )
                 .unwrap_or(defaults.max_in_flight),
             request_timeout: self.duration(
                 raw.request_timeout.as_ref(),
@@ -42,7 +47,11 @@ impl Checker {
             shutdown_grace: self
                 .any_duration(raw.shutdown_grace.as_ref(), &path.key("shutdown_grace"))
                 .unwrap_or(defaults.shutdown_grace),
-            max_body: self.size(raw.max_body.as_ref(), &path.key("max_body"), defaults.max_body),
+            max_body: self.size(
+                raw.max_body.as_ref(),
+                &path.key("max_body"),
+                defaults.max_body,
+            ),
         }
     }
 
@@ -79,7 +88,9 @@ impl Checker {
         let message = match url.split_once(':') {
             Some(("sqlite" | "postgres" | "postgresql", _)) => return DatabaseConfig { url },
             _ if url.is_empty() => format!("must not be empty: {fix}"),
-            Some((scheme, _)) if is_scheme(scheme) => format!("unsupported scheme \"{scheme}\": {fix}"),
+            Some((scheme, _)) if is_scheme(scheme) => {
+                format!("unsupported scheme \"{scheme}\": {fix}")
+            }
             _ => format!("missing scheme: {fix}"),
         };
         self.problems.push(&path, message);
@@ -108,8 +119,16 @@ impl Checker {
             Some(retry) => (retry.base_delay, retry.max_delay),
             None => (None, None),
         };
-        let base_delay = self.duration(base_delay.as_ref(), &retry_path.key("base_delay"), defaults.retry.base_delay);
-        let max_delay = self.duration(max_delay.as_ref(), &retry_path.key("max_delay"), defaults.retry.max_delay);
+        let base_delay = self.duration(
+            base_delay.as_ref(),
+            &retry_path.key("base_delay"),
+            defaults.retry.base_delay,
+        );
+        let max_delay = self.duration(
+            max_delay.as_ref(),
+            &retry_path.key("max_delay"),
+            defaults.retry.max_delay,
+        );
         self.check_delay_order(base_delay, max_delay, &retry_path);
         JobsConfig {
             workers: self
@@ -123,7 +142,11 @@ impl Checker {
                 base_delay,
                 max_delay,
             },
-            retention: self.duration(raw.retention.as_ref(), &path.key("retention"), defaults.retention),
+            retention: self.duration(
+                raw.retention.as_ref(),
+                &path.key("retention"),
+                defaults.retention,
+            ),
         }
     }
 
@@ -140,19 +163,29 @@ impl Checker {
                 list.0
                     .iter()
                     .enumerate()
-                    .filter_map(|(index, delay)| self.optional_duration(Some(delay), &schedule_path.index(index)))
+                    .filter_map(|(index, delay)| {
+                        self.optional_duration(Some(delay), &schedule_path.index(index))
+                    })
                     .collect()
             }
         };
         WebhooksConfig {
             secret: self.webhook_secret(raw.secret.as_ref(), &path.key("secret")),
             timeout: self.duration(raw.timeout.as_ref(), &path.key("timeout"), defaults.timeout),
-            allow_private: self.boolean(raw.allow_private.as_ref(), &path.key("allow_private"), defaults.allow_private),
+            allow_private: self.boolean(
+                raw.allow_private.as_ref(),
+                &path.key("allow_private"),
+                defaults.allow_private,
+            ),
             retry_schedule,
         }
     }
 
-    fn webhook_secret(&mut self, value: Option<&crate::raw::Scalar>, path: &KeyPath) -> Option<SecretString> {
+    fn webhook_secret(
+        &mut self,
+        value: Option<&crate::raw::Scalar>,
+        path: &KeyPath,
+    ) -> Option<SecretString> {
         let secret = value?.text();
         if secret.is_empty() {
             return None;
@@ -203,7 +236,9 @@ impl Checker {
 /// digits, `+`, `-`, `.`).
 fn is_scheme(scheme: &str) -> bool {
     let mut chars = scheme.chars();
-    chars.next().is_some_and(|first| first.is_ascii_alphabetic())
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
         && chars.all(|next| next.is_ascii_alphanumeric() || "+-.".contains(next))
 }
 

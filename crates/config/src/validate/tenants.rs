@@ -20,7 +20,9 @@ type KeyOwners = HashMap<[u8; 32], String>;
 impl Checker {
     pub(super) fn tenants(&mut self, raw: Vec<Option<RawTenant>>) -> Vec<Tenant> {
         if raw.is_empty() {
-            self.warn("tenants: none configured; every request will be rejected with 401".to_owned());
+            self.warn(
+                "tenants: none configured; every request will be rejected with 401".to_owned(),
+            );
         }
         let section = KeyPath::root().key("tenants");
         let mut names: HashMap<String, usize> = HashMap::new();
@@ -92,7 +94,10 @@ impl Checker {
         for (index, key) in keys.0.iter().enumerate() {
             let key_path = path.key("keys").index(index);
             if key.text().is_empty() {
-                self.problems.push(&key_path, "key is empty: set the variable or remove the entry");
+                self.problems.push(
+                    &key_path,
+                    "key is empty: set the variable or remove the entry",
+                );
                 continue;
             }
             found.push((key_path, Sha256::digest(key.text().as_bytes()).into()));
@@ -117,7 +122,12 @@ impl Checker {
         };
         let path = path.key("limits");
         TenantLimits {
-            rpm: self.whole(limits.rpm.as_ref(), &path.key("rpm"), 1, u64::from(u32::MAX)),
+            rpm: self.whole(
+                limits.rpm.as_ref(),
+                &path.key("rpm"),
+                1,
+                u64::from(u32::MAX),
+            ),
             tpm: self.whole(limits.tpm.as_ref(), &path.key("tpm"), 1, u64::MAX),
         }
     }

@@ -46,7 +46,9 @@ impl Checker {
             .collect();
         let mut reported: HashSet<Vec<&str>> = HashSet::new();
         for mut cycle in search.cycles {
-            let Some(start) = (0..cycle.len()).min_by_key(|&position| file_order.get(cycle[position])) else {
+            let Some(start) =
+                (0..cycle.len()).min_by_key(|&position| file_order.get(cycle[position]))
+            else {
                 continue;
             };
             cycle.rotate_left(start);
@@ -58,7 +60,8 @@ impl Checker {
             let mut names = cycle.clone();
             names.push(cycle[0]);
             let path = KeyPath::root().key("models").key(cycle[0]).key("fallback");
-            self.problems.push(&path, format!("fallback cycle: {}", names.join(" -> ")));
+            self.problems
+                .push(&path, format!("fallback cycle: {}", names.join(" -> ")));
         }
     }
 }
