@@ -1,0 +1,24 @@
+//! Resilience controls, each a small component with a plain policy struct,
+//! independent of HTTP and of LLMs. The router composes them around one
+//! upstream attempt; every one reads time through `tokio::time::Instant`, so
+//! tests drive them on tokio's paused clock.
+//!
+//! - [`backoff`]: exponential backoff with full jitter.
+//! - [`retry_budget`]: retries in a trailing window capped by a ratio of first tries.
+//! - [`breaker`]: a circuit breaker over a sliding failure-rate window.
+//! - [`bulkhead`]: a concurrency cap that rejects at once, never queues.
+//! - [`token_bucket`]: a token bucket that can be drained, paused and settled.
+//! - [`window`]: the sliding-window counter the budget and breaker share.
+
+pub mod backoff;
+pub mod breaker;
+pub mod bulkhead;
+pub mod retry_budget;
+pub mod token_bucket;
+pub mod window;
+
+pub use backoff::Backoff;
+pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Outcome, TrialPermit};
+pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use retry_budget::{RetryBudget, RetryBudgetPolicy};
+pub use token_bucket::TokenBucket;
