@@ -1,7 +1,9 @@
 //! The OpenAI Chat Completions surface through Keel against `keel mock`:
 //! what the client gets must be what the upstream sent.
 
-use keel_testkit::{sse_data, start_gateway, start_mock, without_volatile_fields, yaml_with_targets, TEST_KEY};
+use keel_testkit::{
+    sse_data, start_gateway, start_mock, without_volatile_fields, yaml_with_targets, TEST_KEY,
+};
 use serde_json::{json, Value};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -14,8 +16,18 @@ fn request(stream: bool, extra: Value) -> Value {
     body
 }
 
-async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
-    client.post(url).bearer_auth(key).json_body(body).send().await
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(url)
+        .bearer_auth(key)
+        .json_body(body)
+        .send()
+        .await
 }
 
 trait JsonBody {
@@ -24,7 +36,8 @@ trait JsonBody {
 
 impl JsonBody for reqwest::RequestBuilder {
     fn json_body(self, body: &Value) -> Self {
-        self.header("content-type", "application/json").body(body.to_string())
+        self.header("content-type", "application/json")
+            .body(body.to_string())
     }
 }
 
@@ -34,7 +47,13 @@ async fn non_stream_answers_match_the_upstream_and_name_the_provider() -> TestRe
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
     let client = reqwest::Client::new();
     let body = request(false, json!({"seed": 7, "x_unknown_field": {"kept": true}}));
-    let through = post(&client, &gateway.url("/v1/chat/completions"), TEST_KEY, &body).await?;
+    let through = post(
+        &client,
+        &gateway.url("/v1/chat/completions"),
+        TEST_KEY,
+        &body,
+    )
+    .await?;
     assert_eq!(through.status(), 200);
     assert_eq!(through.headers()["x-keel-provider"], "first");
     assert_eq!(through.headers()["x-keel-model"], "gpt-mock");
@@ -44,8 +63,21 @@ async fn non_stream_answers_match_the_upstream_and_name_the_provider() -> TestRe
 
     let mut direct_body = body.clone();
     direct_body["model"] = json!("gpt-mock");
-    let direct: Value = serde_json::from_slice(&post(&client, &format!("{}/chat/completions", mock.base_url()), "", &direct_body).await?.bytes().await?)?;
-    assert_eq!(without_volatile_fields(through), without_volatile_fields(direct));
+    let direct: Value = serde_json::from_slice(
+        &post(
+            &client,
+            &format!("{}/chat/completions", mock.base_url()),
+            "",
+            &direct_body,
+        )
+        .await?
+        .bytes()
+        .await?,
+    )?;
+    assert_eq!(
+        without_volatile_fields(through),
+        without_volatile_fields(direct)
+    );
     assert_eq!(mock.state.stats("gpt-mock").requests, 2);
     Ok(())
 }
@@ -56,21 +88,50 @@ async fn streams_carry_every_upstream_chunk_usage_and_done() -> TestResult {
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
     let client = reqwest::Client::new();
     let body = request(true, json!({"stream_options": {"include_usage": true}}));
-    let response = post(&client, &gateway.url("/v1/chat/completions"), TEST_KEY, &body).await?;
+    let response = post(
+        &client,
+        &gateway.url("/v1/chat/completions"),
+        TEST_KEY,
+        &body,
+    )
+    .await?;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let through = sse_data(&response.text().await?);
 
     let mut direct_body = body.clone();
     direct_body["model"] = json!("gpt-mock");
-    let direct = sse_data(&post(&client, &format!("{}/chat/completions", mock.base_url()), "", &direct_body).await?.text().await?);
+    let direct = sse_data(
+        &post(
+            &client,
+            &format!("{}/chat/completions", mock.base_url()),
+            "",
+            &direct_body,
+        )
+        .await?
+        .text()
+        .await?,
+    );
     assert_eq!(through.len(), direct.len());
     assert_eq!(through.last().map(String::as_str), Some("[DONE]"));
-    for (ours, theirs) in through.iter().zip(&direct).filter(|(ours, _)| *ours != "[DONE]") {
-        let (ours, theirs): (Value, Value) = (serde_json::from_str(ours)?, serde_json::from_str(theirs)?);
-        assert_eq!(without_volatile_fields(ours), without_volatile_fields(theirs));
+    for (ours, theirs) in through
+        .iter()
+        .zip(&direct)
+        .filter(|(ours, _)| *ours != "[DONE]")
+    {
+        let (ours, theirs): (Value, Value) =
+            (serde_json::from_str(ours)?, serde_json::from_str(theirs)?);
+        assert_eq!(
+            without_volatile_fields(ours),
+            without_volatile_fields(theirs)
+        );
     }
     let usage: Value = serde_json::from_str(&through[through.len() - 2])?;
-    assert!(usage["usage"]["total_tokens"].as_u64().is_some_and(|tokens| tokens > 0), "{usage}");
+    assert!(
+        usage["usage"]["total_tokens"]
+            .as_u64()
+            .is_some_and(|tokens| tokens > 0),
+        "{usage}"
+    );
     Ok(())
 }
 
@@ -80,22 +141,45 @@ async fn tool_call_deltas_arrive_intact() -> TestResult {
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
     let tools = json!({"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]});
     let client = reqwest::Client::new();
-    let streamed = post(&client, &gateway.url("/v1/chat/completions"), TEST_KEY, &request(true, tools.clone())).await?.text().await?;
+    let streamed = post(
+        &client,
+        &gateway.url("/v1/chat/completions"),
+        TEST_KEY,
+        &request(true, tools.clone()),
+    )
+    .await?
+    .text()
+    .await?;
     let mut arguments = String::new();
     let mut finish = None;
     for data in sse_data(&streamed).iter().filter(|data| *data != "[DONE]") {
         let chunk: Value = serde_json::from_str(data)?;
-        if let Some(piece) = chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str() {
+        if let Some(piece) =
+            chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+        {
             arguments.push_str(piece);
         }
         if let Some(reason) = chunk["choices"][0]["finish_reason"].as_str() {
             finish = Some(reason.to_owned());
         }
     }
-    let whole: Value = serde_json::from_slice(&post(&client, &gateway.url("/v1/chat/completions"), TEST_KEY, &request(false, tools)).await?.bytes().await?)?;
+    let whole: Value = serde_json::from_slice(
+        &post(
+            &client,
+            &gateway.url("/v1/chat/completions"),
+            TEST_KEY,
+            &request(false, tools),
+        )
+        .await?
+        .bytes()
+        .await?,
+    )?;
     let call = &whole["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    assert_eq!(serde_json::from_str::<Value>(&arguments)?, serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap_or("null"))?);
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments)?,
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap_or("null"))?
+    );
     assert_eq!(finish.as_deref(), Some("tool_calls"));
     Ok(())
 }
@@ -104,7 +188,11 @@ async fn tool_call_deltas_arrive_intact() -> TestResult {
 async fn models_are_listed_in_openai_shape() -> TestResult {
     let mock = start_mock().await?;
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
-    let response = reqwest::Client::new().get(gateway.url("/v1/models")).bearer_auth(TEST_KEY).send().await?;
+    let response = reqwest::Client::new()
+        .get(gateway.url("/v1/models"))
+        .bearer_auth(TEST_KEY)
+        .send()
+        .await?;
     let list: Value = serde_json::from_slice(&response.bytes().await?)?;
     assert_eq!(list["object"], "list");
     assert_eq!(list["data"][0]["id"], "chat");

@@ -1,7 +1,9 @@
 //! Before the first token, a failing target is invisible to the client: the
 //! next target answers and the headers name it.
 
-use keel_testkit::{sse_data, start_gateway, start_mock, yaml_with_targets, FailNext, Faults, Mock, TEST_KEY};
+use keel_testkit::{
+    sse_data, start_gateway, start_mock, yaml_with_targets, FailNext, Faults, Mock, TEST_KEY,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -10,8 +12,19 @@ fn body(stream: bool) -> String {
 }
 
 fn fail_always(mock: &Mock, status: u16) {
-    let fail = FailNext { status, count: 1000, retry_after: None, body: None };
-    mock.state.set_faults("gpt-mock", Faults { fail: Some(fail), ..Faults::default() });
+    let fail = FailNext {
+        status,
+        count: 1000,
+        retry_after: None,
+        body: None,
+    };
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            fail: Some(fail),
+            ..Faults::default()
+        },
+    );
 }
 
 /// A base URL where nothing listens: bind a port, then free it.
@@ -23,8 +36,17 @@ async fn closed_port_url() -> std::io::Result<String> {
 }
 
 async fn assert_second_answers(first_url: &str, second: &Mock, stream: bool) -> TestResult {
-    let gateway = start_gateway(&yaml_with_targets(&[("first", first_url), ("second", &second.base_url())]), &[]).await?;
-    let response = reqwest::Client::new().post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(body(stream)).send().await?;
+    let gateway = start_gateway(
+        &yaml_with_targets(&[("first", first_url), ("second", &second.base_url())]),
+        &[],
+    )
+    .await?;
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(TEST_KEY)
+        .body(body(stream))
+        .send()
+        .await?;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-keel-provider"], "second");
     assert_eq!(response.headers()["x-keel-attempts"], "2");
@@ -32,7 +54,10 @@ async fn assert_second_answers(first_url: &str, second: &Mock, stream: bool) -> 
     if stream {
         let events = sse_data(&text);
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-        assert!(!text.contains("\"error\""), "the failed attempt leaked: {text}");
+        assert!(
+            !text.contains("\"error\""),
+            "the failed attempt leaked: {text}"
+        );
     } else {
         let answer: serde_json::Value = serde_json::from_str(&text)?;
         assert_eq!(answer["object"], "chat.completion");
@@ -63,8 +88,14 @@ async fn a_refused_connection_on_the_first_target_is_invisible() -> TestResult {
 #[tokio::test]
 async fn a_stream_that_breaks_before_its_first_token_fails_over() -> TestResult {
     let cases = [
-        Faults { drop_after_chunk: Some(0), ..Faults::default() },
-        Faults { error_event_after_chunk: Some(0), ..Faults::default() },
+        Faults {
+            drop_after_chunk: Some(0),
+            ..Faults::default()
+        },
+        Faults {
+            error_event_after_chunk: Some(0),
+            ..Faults::default()
+        },
     ];
     for faults in cases {
         let (first, second) = (start_mock().await?, start_mock().await?);
@@ -84,7 +115,12 @@ async fn fallback_models_serve_when_every_target_of_the_model_fails() -> TestRes
         small.base_url()
     );
     let gateway = start_gateway(&yaml, &[]).await?;
-    let response = reqwest::Client::new().post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(body(false)).send().await?;
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(TEST_KEY)
+        .body(body(false))
+        .send()
+        .await?;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-keel-provider"], "small");
     assert_eq!(response.headers()["x-keel-model"], "gpt-mini");

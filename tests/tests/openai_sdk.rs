@@ -14,7 +14,13 @@ async fn the_official_openai_sdk_gets_what_the_upstream_sent() -> TestResult {
     let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_sdk_check.py");
     let output = tokio::process::Command::new(&python)
-        .args([script, &gateway.url("/v1"), TEST_KEY, &mock.base_url(), "gpt-mock"])
+        .args([
+            script,
+            &gateway.url("/v1"),
+            TEST_KEY,
+            &mock.base_url(),
+            "gpt-mock",
+        ])
         .output()
         .await
         .map_err(|error| format!("cannot run {python}: {error}"))?;

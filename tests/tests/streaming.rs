@@ -8,14 +8,27 @@ use keel_testkit::{sse_data, start_gateway, start_mock, yaml_with_targets, Fault
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const STREAM: &str = r#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+const STREAM: &str =
+    r#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
 
 #[tokio::test]
 async fn a_client_that_drops_a_stream_cancels_the_upstream_within_100ms() -> TestResult {
     let mock = start_mock().await?;
-    mock.state.set_faults("gpt-mock", Faults { chunk_delay_ms: 40, chunks: Some(100), ..Faults::default() });
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            chunk_delay_ms: 40,
+            chunks: Some(100),
+            ..Faults::default()
+        },
+    );
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
-    let response = reqwest::Client::new().post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(STREAM).send().await?;
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(TEST_KEY)
+        .body(STREAM)
+        .send()
+        .await?;
     let mut body = response.bytes_stream();
     let first = body.next().await.ok_or("no first chunk")??;
     assert!(first.starts_with(b"data: "));
@@ -23,11 +36,17 @@ async fn a_client_that_drops_a_stream_cancels_the_upstream_within_100ms() -> Tes
     let dropped_at = tokio::time::Instant::now();
     let deadline = dropped_at + Duration::from_secs(2);
     while mock.state.stats("gpt-mock").cancelled == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the upstream never saw the cancellation");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream never saw the cancellation"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = dropped_at.elapsed();
-    assert!(elapsed < Duration::from_millis(100), "upstream saw the close after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "upstream saw the close after {elapsed:?}"
+    );
     assert_eq!(mock.state.stats("gpt-mock").completed, 0);
     Ok(())
 }
@@ -35,26 +54,49 @@ async fn a_client_that_drops_a_stream_cancels_the_upstream_within_100ms() -> Tes
 #[tokio::test]
 async fn chunks_are_forwarded_as_they_arrive() -> TestResult {
     let mock = start_mock().await?;
-    mock.state.set_faults("gpt-mock", Faults { chunk_delay_ms: 150, chunks: Some(3), ..Faults::default() });
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            chunk_delay_ms: 150,
+            chunks: Some(3),
+            ..Faults::default()
+        },
+    );
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
     let started = tokio::time::Instant::now();
-    let response = reqwest::Client::new().post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(STREAM).send().await?;
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(TEST_KEY)
+        .body(STREAM)
+        .send()
+        .await?;
     let mut body = response.bytes_stream();
     let mut arrivals = Vec::new();
     while let Some(bytes) = body.next().await {
         let bytes = bytes?;
-        arrivals.push((started.elapsed(), String::from_utf8_lossy(&bytes).into_owned()));
+        arrivals.push((
+            started.elapsed(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
     }
     // The time each frame carrying content text arrived.
     let content_arrivals: Vec<Duration> = arrivals
         .iter()
         .flat_map(|(at, text)| sse_data(text).into_iter().map(move |frame| (*at, frame)))
-        .filter(|(_, frame)| frame.contains("\"content\":\"") && !frame.contains("\"content\":\"\""))
+        .filter(|(_, frame)| {
+            frame.contains("\"content\":\"") && !frame.contains("\"content\":\"\"")
+        })
         .map(|(at, _)| at)
         .collect();
-    assert!(content_arrivals.len() >= 3, "content chunks were merged: {arrivals:?}");
+    assert!(
+        content_arrivals.len() >= 3,
+        "content chunks were merged: {arrivals:?}"
+    );
     for pair in content_arrivals.windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(100), "chunks were held back and sent together: {arrivals:?}");
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(100),
+            "chunks were held back and sent together: {arrivals:?}"
+        );
     }
     Ok(())
 }
@@ -62,21 +104,43 @@ async fn chunks_are_forwarded_as_they_arrive() -> TestResult {
 #[tokio::test]
 async fn a_failure_after_the_first_token_ends_with_an_error_event_and_done() -> TestResult {
     let cases = [
-        Faults { drop_after_chunk: Some(3), ..Faults::default() },
-        Faults { error_event_after_chunk: Some(3), ..Faults::default() },
+        Faults {
+            drop_after_chunk: Some(3),
+            ..Faults::default()
+        },
+        Faults {
+            error_event_after_chunk: Some(3),
+            ..Faults::default()
+        },
     ];
     for faults in cases {
         let (first, second) = (start_mock().await?, start_mock().await?);
         first.state.set_faults("gpt-mock", faults.clone());
-        let gateway = start_gateway(&yaml_with_targets(&[("first", &first.base_url()), ("second", &second.base_url())]), &[]).await?;
-        let response = reqwest::Client::new().post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(STREAM).send().await?;
+        let gateway = start_gateway(
+            &yaml_with_targets(&[("first", &first.base_url()), ("second", &second.base_url())]),
+            &[],
+        )
+        .await?;
+        let response = reqwest::Client::new()
+            .post(gateway.url("/v1/chat/completions"))
+            .bearer_auth(TEST_KEY)
+            .body(STREAM)
+            .send()
+            .await?;
         assert_eq!(response.headers()["x-keel-provider"], "first");
         let events = sse_data(&response.text().await?);
         let (last, error) = (&events[events.len() - 1], &events[events.len() - 2]);
         assert_eq!(last, "[DONE]");
         let error: serde_json::Value = serde_json::from_str(error)?;
-        assert_eq!(error["error"]["code"], "upstream_stream_error", "{faults:?}: {error}");
-        assert_eq!(second.state.stats("gpt-mock").requests, 0, "a committed stream is never retried");
+        assert_eq!(
+            error["error"]["code"], "upstream_stream_error",
+            "{faults:?}: {error}"
+        );
+        assert_eq!(
+            second.state.stats("gpt-mock").requests,
+            0,
+            "a committed stream is never retried"
+        );
     }
     Ok(())
 }
@@ -84,15 +148,40 @@ async fn a_failure_after_the_first_token_ends_with_an_error_event_and_done() -> 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() -> TestResult {
     let mock = start_mock().await?;
-    mock.state.set_faults("gpt-mock", Faults { chunk_delay_ms: 30, chunks: Some(10), ..Faults::default() });
-    let mut gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            chunk_delay_ms: 30,
+            chunks: Some(10),
+            ..Faults::default()
+        },
+    );
+    let mut gateway =
+        start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
     let url = gateway.url("/v1/chat/completions");
-    let response = reqwest::Client::new().post(&url).bearer_auth(TEST_KEY).body(STREAM).send().await?;
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(TEST_KEY)
+        .body(STREAM)
+        .send()
+        .await?;
     gateway.begin_shutdown();
     let text = response.text().await?;
-    assert_eq!(sse_data(&text).last().map(String::as_str), Some("[DONE]"), "the stream was cut: {text}");
+    assert_eq!(
+        sse_data(&text).last().map(String::as_str),
+        Some("[DONE]"),
+        "the stream was cut: {text}"
+    );
     gateway.finished().await?;
-    let refused = reqwest::Client::new().post(&url).bearer_auth(TEST_KEY).body(STREAM).send().await;
-    assert!(refused.is_err(), "a new connection was accepted after shutdown");
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(TEST_KEY)
+        .body(STREAM)
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after shutdown"
+    );
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use keel_config::Config;
 use keel_router::{RouteTable, Router};
-use keel_server::{AppState, Tenants};
+use keel_server::{AppState, TenantLimits, Tenants};
 use tokio::net::TcpListener;
 
 pub use providers::build_providers;
@@ -18,12 +18,45 @@ pub use warnings::unwired_features;
 /// Builds every component from `config` and serves on `listener` until
 /// `shutdown` resolves and in-flight requests have drained (or the grace
 /// period ran out).
-pub async fn start(config: Arc<Config>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn start(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let providers = build_providers(&config).await?;
-    let router = Arc::new(Router::new(RouteTable::from_config(&config, &providers)));
-    let tenants = Tenants::new(config.tenants.iter().map(|tenant| (tenant.name.as_str(), tenant.key_hashes.as_slice())));
+    let metrics = Arc::new(keel_telemetry::Metrics::new());
+    let router = Arc::new(Router::new(
+        RouteTable::from_config(&config, &providers),
+        metrics.clone(),
+    ));
+    let tenants = Tenants::new(
+        config
+            .tenants
+            .iter()
+            .map(|tenant| (tenant.name.as_str(), tenant.key_hashes.as_slice())),
+    );
+    let limits = TenantLimits::new(
+        config
+            .tenants
+            .iter()
+            .map(|tenant| (tenant.name.as_str(), tenant.limits.rpm, tenant.limits.tpm)),
+    );
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
-    let state = Arc::new(AppState { router, tenants, max_body });
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
+    let state = Arc::new(AppState {
+        router,
+        tenants,
+        max_body,
+        limits,
+        in_flight,
+        metrics,
+    });
     tracing::info!(listen = %listener.local_addr()?, "keel is serving");
-    keel_server::serve(listener, keel_server::app(state), shutdown, config.server.shutdown_grace).await
+    keel_server::serve(
+        listener,
+        keel_server::app(state),
+        shutdown,
+        config.server.shutdown_grace,
+    )
+    .await
 }

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use keel_config::{load_file, Loaded, ProcessEnv};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "An LLM gateway that keeps one slow provider from sinking the ship.")]
+#[command(
+    name = "keel",
+    version,
+    about = "An LLM gateway that keeps one slow provider from sinking the ship."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
@@ -52,8 +59,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(path: Option<PathBuf>) -> ExitCode {
-    let path = path.or_else(|| std::env::var_os("KEEL_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("providers.yaml"));
-    let Some(loaded) = load(&path) else { return ExitCode::from(2) };
+    let path = path
+        .or_else(|| std::env::var_os("KEEL_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("providers.yaml"));
+    let Some(loaded) = load(&path) else {
+        return ExitCode::from(2);
+    };
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -62,7 +73,12 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     }
     let listener = match tokio::net::TcpListener::bind(loaded.config.server.listen).await {
         Ok(listener) => listener,
-        Err(error) => return fail(&format!("server.listen: cannot listen on {}: {error}", loaded.config.server.listen)),
+        Err(error) => {
+            return fail(&format!(
+                "server.listen: cannot listen on {}: {error}",
+                loaded.config.server.listen
+            ))
+        }
     };
     match keel::start(Arc::new(loaded.config), listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,7 +87,9 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let Some(loaded) = load(path) else { return ExitCode::from(2) };
+    let Some(loaded) = load(path) else {
+        return ExitCode::from(2);
+    };
     let mut out = std::io::stdout().lock();
     let mut text = keel_config::summary(&loaded.config);
     for warning in &loaded.warnings {
@@ -101,7 +119,11 @@ fn load(path: &std::path::Path) -> Option<Loaded> {
     match load_file(path, &ProcessEnv) {
         Ok(loaded) => Some(loaded),
         Err(error) => {
-            let _ = writeln!(std::io::stderr().lock(), "{}: invalid configuration\n{error}", path.display());
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}: invalid configuration\n{error}",
+                path.display()
+            );
             None
         }
     }
@@ -113,8 +135,12 @@ fn fail(message: &str) -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -10,9 +10,15 @@ use keel_providers::{OpenAiProvider, OpenAiSettings, Provider};
 
 /// The enabled providers by name. Disabled ones were reported by the config
 /// loader; kinds this build cannot reach yet are reported here, once each.
-pub async fn build_providers(config: &Config) -> std::io::Result<HashMap<String, Arc<dyn Provider>>> {
+pub async fn build_providers(
+    config: &Config,
+) -> std::io::Result<HashMap<String, Arc<dyn Provider>>> {
     let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-    for provider in config.providers.iter().filter(|provider| provider.disabled.is_none()) {
+    for provider in config
+        .providers
+        .iter()
+        .filter(|provider| provider.disabled.is_none())
+    {
         let base_url = match provider.kind {
             ProviderKind::Openai => provider.base_url.clone().unwrap_or_default(),
             ProviderKind::Mock => start_mock(&provider.name).await?,
@@ -21,7 +27,8 @@ pub async fn build_providers(config: &Config) -> std::io::Result<HashMap<String,
                 continue;
             }
         };
-        let adapter = OpenAiProvider::new(openai_settings(provider, base_url)).map_err(std::io::Error::other)?;
+        let adapter = OpenAiProvider::new(openai_settings(provider, base_url))
+            .map_err(std::io::Error::other)?;
         providers.insert(provider.name.clone(), Arc::new(adapter));
     }
     Ok(providers)

@@ -52,12 +52,47 @@ pub enum ProviderError {
         /// The error, in OpenAI's shape.
         body: ErrorBody,
     },
+    /// One of the attempt's clocks ran out.
+    #[error("provider {provider} timed out: {clock}")]
+    Timeout {
+        /// The provider name.
+        provider: String,
+        /// Which clock ran out.
+        clock: Clock,
+    },
     /// The stream ended without its terminal event.
     #[error("provider {provider} ended the stream before it was complete")]
     Truncated {
         /// The provider name.
         provider: String,
     },
+}
+
+/// The clocks of one attempt (SPEC §3 "Streaming and timeouts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Request sent → response head (streams only).
+    Headers,
+    /// Request sent → first token (the whole answer for a non-stream request).
+    FirstToken,
+    /// The longest gap between tokens once the first has come.
+    Inactivity,
+    /// The whole attempt.
+    Total,
+    /// The request's own budget over all attempts.
+    Budget,
+}
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Headers => "no response headers in time",
+            Self::FirstToken => "no first token in time",
+            Self::Inactivity => "the stream stalled between tokens",
+            Self::Total => "the attempt took longer than its total limit",
+            Self::Budget => "the request's time budget ran out",
+        })
+    }
 }
 
 /// A low-cardinality class of failure, usable as a metric label.
@@ -73,6 +108,24 @@ pub enum ErrorKind {
     Server,
     /// Broken transport, protocol or stream.
     Broken,
+    /// A clock ran out.
+    Timeout,
+}
+
+// === impl ErrorKind ===
+
+impl ErrorKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect_error",
+            Self::Client => "client_error",
+            Self::RateLimited => "rate_limited",
+            Self::Server => "server_error",
+            Self::Broken => "broken_stream",
+            Self::Timeout => "timeout",
+        }
+    }
 }
 
 // === impl ProviderError ===
@@ -88,9 +141,11 @@ impl ProviderError {
                 400..=499 => ErrorKind::Client,
                 _ => ErrorKind::Server,
             },
-            Self::Transport { .. } | Self::Protocol { .. } | Self::InBand { .. } | Self::Truncated { .. } => {
-                ErrorKind::Broken
-            }
+            Self::Transport { .. }
+            | Self::Protocol { .. }
+            | Self::InBand { .. }
+            | Self::Truncated { .. } => ErrorKind::Broken,
+            Self::Timeout { .. } => ErrorKind::Timeout,
         }
     }
 
@@ -116,6 +171,7 @@ impl ProviderError {
             | Self::Transport { provider, .. }
             | Self::Protocol { provider, .. }
             | Self::InBand { provider, .. }
+            | Self::Timeout { provider, .. }
             | Self::Truncated { provider } => provider,
         }
     }
@@ -142,6 +198,9 @@ mod tests {
         for code in [400, 401, 403, 404, 413, 422] {
             assert!(!status(code).is_retryable(), "{code}");
         }
-        assert!(ProviderError::Truncated { provider: String::from("p") }.is_retryable());
+        assert!(ProviderError::Truncated {
+            provider: String::from("p")
+        }
+        .is_retryable());
     }
 }

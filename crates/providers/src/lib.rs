@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use keel_types::ChatRequest;
 
-pub use error::{ErrorKind, ProviderError};
+pub use error::{Clock, ErrorKind, ProviderError};
 pub use openai::{OpenAiProvider, OpenAiSettings};
 pub use reply::{Completion, EventStream, Reply, StreamEvent};
 
@@ -29,5 +29,9 @@ pub trait Provider: Send + Sync + 'static {
     /// resolves when the response head (or, for a non-stream request, the
     /// whole body) has arrived; dropping it, or the stream it returns, aborts
     /// the upstream call.
-    fn chat(&self, request: Arc<ChatRequest>, upstream_model: Arc<str>) -> BoxFuture<'static, Result<Reply, ProviderError>>;
+    fn chat(
+        &self,
+        request: Arc<ChatRequest>,
+        upstream_model: Arc<str>,
+    ) -> BoxFuture<'static, Result<Reply, ProviderError>>;
 }

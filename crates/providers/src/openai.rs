@@ -51,9 +51,21 @@ impl OpenAiProvider {
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy()
             .build()
-            .map_err(|error| format!("providers.{}: cannot build HTTP client: {error}", settings.name))?;
-        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
-        Ok(Self { name: Arc::from(settings.name), url, client })
+            .map_err(|error| {
+                format!(
+                    "providers.{}: cannot build HTTP client: {error}",
+                    settings.name
+                )
+            })?;
+        let url = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
+        Ok(Self {
+            name: Arc::from(settings.name),
+            url,
+            client,
+        })
     }
 }
 
@@ -61,13 +73,22 @@ fn default_headers(settings: &OpenAiSettings) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = &settings.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| format!("providers.{}.api_key: not a valid header value", settings.name))?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            format!(
+                "providers.{}.api_key: not a valid header value",
+                settings.name
+            )
+        })?;
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
     for (name, value) in &settings.headers {
-        let invalid = || format!("providers.{}.headers.{name}: not a valid header", settings.name);
+        let invalid = || {
+            format!(
+                "providers.{}.headers.{name}: not a valid header",
+                settings.name
+            )
+        };
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
         let value = HeaderValue::from_str(value).map_err(|_| invalid())?;
         headers.insert(name, value);
@@ -80,20 +101,32 @@ impl crate::Provider for OpenAiProvider {
         &self.name
     }
 
-    fn chat(&self, request: Arc<ChatRequest>, upstream_model: Arc<str>) -> BoxFuture<'static, Result<Reply, ProviderError>> {
+    fn chat(
+        &self,
+        request: Arc<ChatRequest>,
+        upstream_model: Arc<str>,
+    ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
         let body = request.openai_body(&upstream_model);
         let sent = self.client.post(&self.url).body(body).send();
         let name = self.name.clone();
         async move {
-            let response = sent.await.map_err(|error| convert::send_error(&name, &error))?;
+            let response = sent
+                .await
+                .map_err(|error| convert::send_error(&name, &error))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(read_error(&name, response).await);
             }
             if request.stream() {
-                Ok(Reply::Stream(convert::event_stream(name, response.bytes_stream())))
+                Ok(Reply::Stream(convert::event_stream(
+                    name,
+                    response.bytes_stream(),
+                )))
             } else {
-                let body = response.bytes().await.map_err(|error| convert::body_error(&name, &error))?;
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|error| convert::body_error(&name, &error))?;
                 let usage = convert::completion_usage(&name, &body)?;
                 Ok(Reply::Complete(Completion { body, usage }))
             }

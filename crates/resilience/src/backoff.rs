@@ -39,7 +39,10 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    const POLICY: Backoff = Backoff { base_delay: Duration::from_millis(25), max_delay: Duration::from_millis(250) };
+    const POLICY: Backoff = Backoff {
+        base_delay: Duration::from_millis(25),
+        max_delay: Duration::from_millis(250),
+    };
 
     /// RT-1: every delay lies in [0, min(cap, base × 2^n)).
     #[test]
@@ -62,14 +65,23 @@ mod tests {
     fn rt1_delays_are_uniform() {
         let n = 10_000;
         let ceiling = POLICY.ceiling(2).as_secs_f64();
-        let mut samples: Vec<f64> = (0..n).map(|_| POLICY.delay(2).as_secs_f64() / ceiling).collect();
+        let mut samples: Vec<f64> = (0..n)
+            .map(|_| POLICY.delay(2).as_secs_f64() / ceiling)
+            .collect();
         samples.sort_by(f64::total_cmp);
         let statistic = samples
             .iter()
             .enumerate()
-            .map(|(i, x)| ((i + 1) as f64 / n as f64 - x).abs().max((x - i as f64 / n as f64).abs()))
+            .map(|(i, x)| {
+                ((i + 1) as f64 / n as f64 - x)
+                    .abs()
+                    .max((x - i as f64 / n as f64).abs())
+            })
             .fold(0.0, f64::max);
-        assert!(statistic < 1.63 / (n as f64).sqrt(), "KS statistic {statistic}");
+        assert!(
+            statistic < 1.63 / (n as f64).sqrt(),
+            "KS statistic {statistic}"
+        );
     }
 
     #[test]

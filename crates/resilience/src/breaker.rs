@@ -86,8 +86,16 @@ enum State {
 impl CircuitBreaker {
     /// A closed breaker; `name` appears in its transition logs.
     pub fn new(name: impl Into<String>, policy: BreakerPolicy) -> Arc<Self> {
-        let inner = Inner { state: State::Closed, window: SlidingWindow::new(policy.window, 10) };
-        Arc::new(Self { name: name.into(), policy, inner: Mutex::new(inner), transitions: AtomicU64::new(0) })
+        let inner = Inner {
+            state: State::Closed,
+            window: SlidingWindow::new(policy.window, 10),
+        };
+        Arc::new(Self {
+            name: name.into(),
+            policy,
+            inner: Mutex::new(inner),
+            transitions: AtomicU64::new(0),
+        })
     }
 
     /// Asks to make a call. `Err` carries how long the breaker stays open (or
@@ -99,16 +107,33 @@ impl CircuitBreaker {
             if now < until {
                 return Err(until - now);
             }
-            self.transition(&mut inner, State::HalfOpen { in_flight: 0, succeeded: 0 });
+            self.transition(
+                &mut inner,
+                State::HalfOpen {
+                    in_flight: 0,
+                    succeeded: 0,
+                },
+            );
         }
         match &mut inner.state {
-            State::Closed => Ok(TrialPermit { breaker: self.clone(), trial: false, recorded: false }),
-            State::HalfOpen { in_flight, succeeded } => {
+            State::Closed => Ok(TrialPermit {
+                breaker: self.clone(),
+                trial: false,
+                recorded: false,
+            }),
+            State::HalfOpen {
+                in_flight,
+                succeeded,
+            } => {
                 if *in_flight + *succeeded >= self.policy.half_open_trials {
                     return Err(self.policy.cooldown);
                 }
                 *in_flight += 1;
-                Ok(TrialPermit { breaker: self.clone(), trial: true, recorded: false })
+                Ok(TrialPermit {
+                    breaker: self.clone(),
+                    trial: true,
+                    recorded: false,
+                })
             }
             State::Open { .. } => Err(self.policy.cooldown),
         }
@@ -133,13 +158,31 @@ impl CircuitBreaker {
         let mut inner = self.lock();
         let now = Instant::now();
         match (inner.state, trial) {
-            (State::HalfOpen { in_flight, succeeded }, true) => {
+            (
+                State::HalfOpen {
+                    in_flight,
+                    succeeded,
+                },
+                true,
+            ) => {
                 let in_flight = in_flight.saturating_sub(1);
                 match outcome {
                     Outcome::Failure => self.open(&mut inner, now),
-                    Outcome::Success if succeeded + 1 >= self.policy.half_open_trials => self.transition(&mut inner, State::Closed),
-                    Outcome::Success => inner.state = State::HalfOpen { in_flight, succeeded: succeeded + 1 },
-                    Outcome::Ignored => inner.state = State::HalfOpen { in_flight, succeeded },
+                    Outcome::Success if succeeded + 1 >= self.policy.half_open_trials => {
+                        self.transition(&mut inner, State::Closed)
+                    }
+                    Outcome::Success => {
+                        inner.state = State::HalfOpen {
+                            in_flight,
+                            succeeded: succeeded + 1,
+                        }
+                    }
+                    Outcome::Ignored => {
+                        inner.state = State::HalfOpen {
+                            in_flight,
+                            succeeded,
+                        }
+                    }
                 }
             }
             (State::Closed, false) => {
@@ -150,7 +193,9 @@ impl CircuitBreaker {
                 }
                 let totals = inner.window.totals(now);
                 let calls = totals.first + totals.second;
-                if calls >= u64::from(self.policy.min_requests.max(1)) && totals.first as f64 >= self.policy.failure_rate * calls as f64 {
+                if calls >= u64::from(self.policy.min_requests.max(1))
+                    && totals.first as f64 >= self.policy.failure_rate * calls as f64
+                {
                     self.open(&mut inner, now);
                 }
             }
@@ -160,7 +205,12 @@ impl CircuitBreaker {
     }
 
     fn open(&self, inner: &mut Inner, now: Instant) {
-        self.transition(inner, State::Open { until: now + self.policy.cooldown });
+        self.transition(
+            inner,
+            State::Open {
+                until: now + self.policy.cooldown,
+            },
+        );
     }
 
     fn transition(&self, inner: &mut Inner, next: State) {
@@ -177,7 +227,9 @@ impl CircuitBreaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent counters behind.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

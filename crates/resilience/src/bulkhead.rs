@@ -25,7 +25,11 @@ pub struct BulkheadPermit {
 impl Bulkhead {
     /// A bulkhead of `capacity` slots.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, permits: Arc::new(Semaphore::new(capacity)), rejections: AtomicU64::new(0) }
+        Self {
+            capacity,
+            permits: Arc::new(Semaphore::new(capacity)),
+            rejections: AtomicU64::new(0),
+        }
     }
 
     /// A slot, or `None` at once when all are taken.

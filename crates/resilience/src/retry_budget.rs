@@ -34,7 +34,10 @@ pub struct RetryBudget {
 impl RetryBudget {
     /// An empty budget.
     pub fn new(policy: RetryBudgetPolicy) -> Self {
-        Self { policy, window: Mutex::new(SlidingWindow::new(policy.window, 10)) }
+        Self {
+            policy,
+            window: Mutex::new(SlidingWindow::new(policy.window, 10)),
+        }
     }
 
     /// Records a first try.
@@ -46,10 +49,13 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; `false` when it is spent.
     pub fn try_retry(&self) -> bool {
-        let Ok(mut window) = self.window.lock() else { return false };
+        let Ok(mut window) = self.window.lock() else {
+            return false;
+        };
         let now = Instant::now();
         let totals = window.totals(now);
-        let allowed = ((totals.first as f64 * self.policy.ratio) as u64).max(self.policy.min_retries);
+        let allowed =
+            ((totals.first as f64 * self.policy.ratio) as u64).max(self.policy.min_retries);
         if totals.second >= allowed {
             return false;
         }
@@ -63,7 +69,11 @@ mod tests {
     use super::*;
 
     fn budget() -> RetryBudget {
-        RetryBudget::new(RetryBudgetPolicy { ratio: 0.2, min_retries: 3, window: Duration::from_secs(10) })
+        RetryBudget::new(RetryBudgetPolicy {
+            ratio: 0.2,
+            min_retries: 3,
+            window: Duration::from_secs(10),
+        })
     }
 
     /// RB-1: with few requests the floor of 3 retries holds.

@@ -32,8 +32,16 @@ impl TokenBucket {
     /// A full bucket of `capacity` tokens that refills fully every `period`.
     pub fn new(capacity: u64, period: Duration) -> Self {
         let capacity = capacity.max(1) as f64;
-        let state = State { tokens: capacity, updated: Instant::now(), paused_until: None };
-        Self { capacity, per_second: capacity / period.as_secs_f64().max(f64::EPSILON), state: Mutex::new(state) }
+        let state = State {
+            tokens: capacity,
+            updated: Instant::now(),
+            paused_until: None,
+        };
+        Self {
+            capacity,
+            per_second: capacity / period.as_secs_f64().max(f64::EPSILON),
+            state: Mutex::new(state),
+        }
     }
 
     /// Takes `cost` tokens, or says how long until they would be there.
@@ -49,7 +57,9 @@ impl TokenBucket {
             state.tokens -= cost;
             return Ok(());
         }
-        Err(Duration::from_secs_f64((cost - state.tokens) / self.per_second))
+        Err(Duration::from_secs_f64(
+            (cost - state.tokens) / self.per_second,
+        ))
     }
 
     /// Corrects a reservation once the real cost is known: a positive
@@ -86,7 +96,10 @@ impl TokenBucket {
 
     /// The state, refilled up to now. Refill does not run while paused.
     fn refilled(&self) -> std::sync::MutexGuard<'_, State> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         let from = match state.paused_until {
             Some(until) if until > now => now,

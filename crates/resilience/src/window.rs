@@ -37,7 +37,17 @@ impl SlidingWindow {
     pub fn new(length: Duration, buckets: u32) -> Self {
         let buckets = buckets.max(1);
         let bucket_width = (length / buckets).max(Duration::from_millis(1));
-        Self { origin: Instant::now(), bucket_width, buckets: vec![Bucket { slot: u64::MAX, ..Bucket::default() }; buckets as usize] }
+        Self {
+            origin: Instant::now(),
+            bucket_width,
+            buckets: vec![
+                Bucket {
+                    slot: u64::MAX,
+                    ..Bucket::default()
+                };
+                buckets as usize
+            ],
+        }
     }
 
     /// Adds events at `now`.
@@ -46,7 +56,11 @@ impl SlidingWindow {
         let position = (slot % self.buckets.len() as u64) as usize;
         let bucket = &mut self.buckets[position];
         if bucket.slot != slot {
-            *bucket = Bucket { slot, first: 0, second: 0 };
+            *bucket = Bucket {
+                slot,
+                first: 0,
+                second: 0,
+            };
         }
         bucket.first += first;
         bucket.second += second;
@@ -58,13 +72,20 @@ impl SlidingWindow {
         let oldest = current.saturating_sub(self.buckets.len() as u64 - 1);
         self.buckets
             .iter()
-            .filter(|bucket| bucket.slot != u64::MAX && bucket.slot >= oldest && bucket.slot <= current)
-            .fold(Totals::default(), |totals, bucket| Totals { first: totals.first + bucket.first, second: totals.second + bucket.second })
+            .filter(|bucket| {
+                bucket.slot != u64::MAX && bucket.slot >= oldest && bucket.slot <= current
+            })
+            .fold(Totals::default(), |totals, bucket| Totals {
+                first: totals.first + bucket.first,
+                second: totals.second + bucket.second,
+            })
     }
 
     /// Forgets everything.
     pub fn reset(&mut self) {
-        self.buckets.iter_mut().for_each(|bucket| bucket.slot = u64::MAX);
+        self.buckets
+            .iter_mut()
+            .for_each(|bucket| bucket.slot = u64::MAX);
     }
 
     fn slot(&self, now: Instant) -> u64 {
@@ -83,9 +104,21 @@ mod tests {
         window.add(Instant::now(), 3, 1);
         tokio::time::advance(Duration::from_secs(5)).await;
         window.add(Instant::now(), 1, 0);
-        assert_eq!(window.totals(Instant::now()), Totals { first: 4, second: 1 });
+        assert_eq!(
+            window.totals(Instant::now()),
+            Totals {
+                first: 4,
+                second: 1
+            }
+        );
         tokio::time::advance(Duration::from_millis(5_500)).await;
-        assert_eq!(window.totals(Instant::now()), Totals { first: 1, second: 0 });
+        assert_eq!(
+            window.totals(Instant::now()),
+            Totals {
+                first: 1,
+                second: 0
+            }
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(window.totals(Instant::now()), Totals::default());
     }

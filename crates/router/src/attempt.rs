@@ -1,38 +1,196 @@
-//! One try on one target, up to its commit point.
+//! One try on one target, up to its commit point, under the attempt's clocks.
+//!
+//! The clocks are cut to the request's deadline, so no attempt outlives the
+//! request's budget. Before the commit point every failure and timeout is
+//! returned to the dispatch loop; after it the stream is wrapped in
+//! [`Guarded`], which keeps the inactivity and total clocks running and holds
+//! the breaker trial and bulkhead slot until the stream ends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use keel_providers::{ProviderError, Reply, StreamEvent};
+use keel_providers::{Clock, ErrorKind, ProviderError, Reply, StreamEvent};
+use keel_resilience::{BulkheadPermit, Outcome, TrialPermit};
+use keel_telemetry::{AttemptLabels, Metrics};
 use keel_types::ChatRequest;
+use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::guarded::Guarded;
 use crate::{Answer, Target};
 
-/// Sends the request to `target` and reads until the commit point: the whole
-/// body for a non-stream request, the first token (or the end of an empty
-/// answer) for a stream. Any failure before it is returned, not forwarded.
-pub(crate) async fn attempt(target: &Target, request: Arc<ChatRequest>, number: u32) -> Result<Answer, ProviderError> {
-    let span = tracing::debug_span!("keel.attempt", provider = %target.provider_name, attempt = number, hedge = false);
-    async move {
-        match target.provider.chat(request, target.model.clone()).await? {
-            Reply::Complete(completion) => Ok(Answer::Complete(completion)),
-            Reply::Stream(mut stream) => {
-                let mut head = Vec::new();
-                loop {
-                    let Some(event) = stream.next().await else {
-                        return Err(ProviderError::Truncated { provider: target.provider_name.to_string() });
-                    };
-                    let event = event?;
-                    let committed = matches!(event, StreamEvent::Chunk { token: true, .. } | StreamEvent::Done);
-                    head.push(event);
-                    if committed {
-                        return Ok(Answer::Stream { head, rest: stream });
-                    }
-                }
-            }
+/// What an admitted attempt holds until it ends.
+pub(crate) struct Admission {
+    /// The breaker's leave for this call.
+    pub trial: TrialPermit,
+    /// The bulkhead slot, when the provider has a bulkhead.
+    #[expect(dead_code, reason = "held for its Drop, which frees the bulkhead slot")]
+    pub slot: Option<BulkheadPermit>,
+}
+
+/// The deadlines of one attempt, each with the clock it belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadlines {
+    pub headers: (Instant, Clock),
+    pub first_token: (Instant, Clock),
+    pub total: (Instant, Clock),
+}
+
+// === impl Deadlines ===
+
+impl Deadlines {
+    /// The attempt's deadlines from now, each cut to the request `deadline`.
+    pub fn start(target: &Target, deadline: Instant) -> Self {
+        let now = Instant::now();
+        let clocks = &target.controls.clocks;
+        let earliest = |a: (Instant, Clock), b: (Instant, Clock)| if b.0 < a.0 { b } else { a };
+        let total = earliest(
+            (now + clocks.total, Clock::Total),
+            (deadline, Clock::Budget),
+        );
+        let first_token = earliest((now + clocks.first_token, Clock::FirstToken), total);
+        let headers = earliest((now + clocks.headers, Clock::Headers), first_token);
+        Self {
+            headers,
+            first_token,
+            total,
         }
     }
-    .instrument(span)
+}
+
+/// Sends the request to `target` and reads until the commit point.
+pub(crate) async fn attempt(
+    target: &Target,
+    request: Arc<ChatRequest>,
+    number: u32,
+    deadline: Instant,
+    admission: Admission,
+    metrics: &Metrics,
+) -> Result<Answer, ProviderError> {
+    let span = tracing::debug_span!("keel.attempt", provider = %target.provider_name, attempt = number, hedge = false);
+    let started = Instant::now();
+    let deadlines = Deadlines::start(target, deadline);
+    let result = until_commit(target, request, deadlines)
+        .instrument(span)
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.kind().as_str(),
+    };
+    let labels = AttemptLabels {
+        provider: target.provider_name.to_string(),
+        model: target.model.to_string(),
+        outcome: outcome.to_owned(),
+    };
+    metrics.upstream_attempts.get_or_create(&labels).inc();
+    match result {
+        Err(error) => {
+            admission.trial.record(breaker_outcome(&error));
+            Err(error)
+        }
+        Ok(Committed::Whole(completion)) => {
+            settle_tokens(target, completion.usage.map(|usage| usage.total_tokens));
+            admission.trial.record(Outcome::Success);
+            observe(metrics, target, started.elapsed(), Some(started.elapsed()));
+            Ok(Answer::Complete(completion))
+        }
+        Ok(Committed::Stream { head, rest }) => {
+            observe(metrics, target, started.elapsed(), None);
+            let rest = Guarded::new(rest, target, deadlines.total, admission, started).boxed();
+            Ok(Answer::Stream { head, rest })
+        }
+    }
+}
+
+enum Committed {
+    Whole(keel_providers::Completion),
+    Stream {
+        head: Vec<StreamEvent>,
+        rest: keel_providers::EventStream,
+    },
+}
+
+async fn until_commit(
+    target: &Target,
+    request: Arc<ChatRequest>,
+    deadlines: Deadlines,
+) -> Result<Committed, ProviderError> {
+    let provider = || target.provider_name.to_string();
+    let timeout = |clock: Clock| ProviderError::Timeout {
+        provider: provider(),
+        clock,
+    };
+    let is_stream = request.stream();
+    // A non-stream answer is its own first token: the whole body must come
+    // before the first-token clock runs out.
+    let head_deadline = if is_stream {
+        deadlines.headers
+    } else {
+        deadlines.first_token
+    };
+    let reply = tokio::time::timeout_at(
+        head_deadline.0,
+        target.provider.chat(request, target.model.clone()),
+    )
     .await
+    .map_err(|_| timeout(head_deadline.1))??;
+    let mut stream = match reply {
+        Reply::Complete(completion) => return Ok(Committed::Whole(completion)),
+        Reply::Stream(stream) => stream,
+    };
+    let mut head = Vec::new();
+    loop {
+        let next = tokio::time::timeout_at(deadlines.first_token.0, stream.next())
+            .await
+            .map_err(|_| timeout(deadlines.first_token.1))?;
+        let Some(event) = next else {
+            return Err(ProviderError::Truncated {
+                provider: provider(),
+            });
+        };
+        let event = event?;
+        let committed = matches!(
+            event,
+            StreamEvent::Chunk { token: true, .. } | StreamEvent::Done
+        );
+        head.push(event);
+        if committed {
+            return Ok(Committed::Stream { head, rest: stream });
+        }
+    }
+}
+
+/// How a failure counts for the breaker: a 429 says nothing of health and a
+/// client error is the client's, not the upstream's (CB-4).
+pub(crate) fn breaker_outcome(error: &ProviderError) -> Outcome {
+    match error.kind() {
+        ErrorKind::RateLimited => Outcome::Ignored,
+        ErrorKind::Client => Outcome::Success,
+        ErrorKind::Connect | ErrorKind::Server | ErrorKind::Broken | ErrorKind::Timeout => {
+            Outcome::Failure
+        }
+    }
+}
+
+/// Charges the provider's tokens-per-minute bucket with real usage (one
+/// token was reserved at admission).
+pub(crate) fn settle_tokens(target: &Target, total_tokens: Option<u64>) {
+    if let (Some(bucket), Some(tokens)) = (&target.controls.tokens, total_tokens) {
+        bucket.settle(tokens as f64 - 1.0);
+    }
+}
+
+fn observe(metrics: &Metrics, target: &Target, first_token: Duration, whole: Option<Duration>) {
+    let labels = keel_telemetry::target(&target.provider_name, &target.model);
+    metrics
+        .first_token
+        .get_or_create(&labels)
+        .observe(first_token.as_secs_f64());
+    if let Some(whole) = whole {
+        metrics
+            .upstream_duration
+            .get_or_create(&labels)
+            .observe(whole.as_secs_f64());
+    }
 }

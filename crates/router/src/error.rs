@@ -26,6 +26,25 @@ pub enum RouteError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The request's time budget ran out before any answer.
+    #[error("the model '{model}' did not answer within the request's time budget")]
+    DeadlineExceeded {
+        /// The requested model.
+        model: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// No target could take the request: breakers open, bulkheads full or
+    /// rate limits empty.
+    #[error("no target of the model '{model}' can take the request now (circuit open, concurrency cap or rate limit reached)")]
+    Unavailable {
+        /// The requested model.
+        model: String,
+        /// When one of them may take it again.
+        retry_after: std::time::Duration,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// Every target failed.
     #[error("every target of the model '{model}' failed; last: {last}")]
     Exhausted {
@@ -45,7 +64,10 @@ impl RouteError {
     pub fn attempts(&self) -> u32 {
         match self {
             Self::UnknownModel { .. } | Self::NoTargets { .. } => 0,
-            Self::Rejected { attempts, .. } | Self::Exhausted { attempts, .. } => *attempts,
+            Self::Rejected { attempts, .. }
+            | Self::Exhausted { attempts, .. }
+            | Self::DeadlineExceeded { attempts, .. }
+            | Self::Unavailable { attempts, .. } => *attempts,
         }
     }
 }

@@ -1,13 +1,23 @@
 //! Builds the route table from the validated configuration and the
-//! providers the binary constructed (enabled ones only).
+//! providers the binary constructed (enabled ones only): per provider one
+//! set of controls, per provider + model one circuit breaker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use keel_config::{Config, ModelConfig, Strategy};
 use keel_providers::Provider;
+use keel_resilience::{BreakerPolicy, CircuitBreaker};
 
-use crate::{ModelRoute, RouteTable, Target};
+use crate::{ModelRoute, ProviderControls, RouteTable, Target};
+
+/// What targets are built from, shared across models.
+struct Parts<'a> {
+    config: &'a Config,
+    providers: &'a HashMap<String, Arc<dyn Provider>>,
+    controls: HashMap<String, Arc<ProviderControls>>,
+    breakers: HashMap<(String, String), Arc<CircuitBreaker>>,
+}
 
 // === impl RouteTable ===
 
@@ -16,27 +26,79 @@ impl RouteTable {
     /// `providers` (disabled, e.g. for a missing key) are left out; with
     /// `strategy: cost` the targets are ordered cheapest first.
     pub fn from_config(config: &Config, providers: &HashMap<String, Arc<dyn Provider>>) -> Self {
-        Self::new(config.models.iter().map(|model| model_route(model, providers)).collect())
+        let mut parts = Parts {
+            config,
+            providers,
+            controls: HashMap::new(),
+            breakers: HashMap::new(),
+        };
+        Self::new(
+            config
+                .models
+                .iter()
+                .map(|model| parts.model_route(model))
+                .collect(),
+        )
     }
 }
 
-fn model_route(model: &ModelConfig, providers: &HashMap<String, Arc<dyn Provider>>) -> ModelRoute {
-    let mut configured: Vec<_> = model.targets.iter().collect();
-    if model.strategy == Strategy::Cost {
-        // Config guarantees every target of a cost-routed model has a price.
-        let cost = |target: &&keel_config::Target| target.price.map_or(f64::MAX, |price| price.input + price.output);
-        configured.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+// === impl Parts ===
+
+impl Parts<'_> {
+    fn model_route(&mut self, model: &ModelConfig) -> ModelRoute {
+        let mut configured: Vec<_> = model.targets.iter().collect();
+        if model.strategy == Strategy::Cost {
+            // Config guarantees every target of a cost-routed model has a price.
+            let cost = |target: &&keel_config::Target| {
+                target
+                    .price
+                    .map_or(f64::MAX, |price| price.input + price.output)
+            };
+            configured.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+        }
+        let targets = configured
+            .into_iter()
+            .filter_map(|target| self.target(&target.provider, &target.model))
+            .collect();
+        let budget = model.timeout.unwrap_or(self.config.server.request_timeout);
+        ModelRoute {
+            name: model.name.clone(),
+            targets,
+            fallback: model.fallback.clone(),
+            budget,
+        }
     }
-    let targets = configured
-        .into_iter()
-        .filter_map(|target| {
-            let provider = providers.get(&target.provider)?;
-            Some(Target {
-                provider_name: Arc::from(target.provider.as_str()),
-                model: Arc::from(target.model.as_str()),
-                provider: provider.clone(),
+
+    fn target(&mut self, provider_name: &str, model: &str) -> Option<Target> {
+        let provider = self.providers.get(provider_name)?.clone();
+        let settings = self.config.provider(provider_name)?;
+        let controls = self
+            .controls
+            .entry(provider_name.to_owned())
+            .or_insert_with(|| ProviderControls::from_config(settings))
+            .clone();
+        let key = (provider_name.to_owned(), model.to_owned());
+        let breaker = self
+            .breakers
+            .entry(key)
+            .or_insert_with(|| {
+                let policy = &settings.breaker;
+                let policy = BreakerPolicy {
+                    failure_rate: policy.failure_rate,
+                    window: policy.window,
+                    min_requests: policy.min_requests,
+                    cooldown: policy.cooldown,
+                    half_open_trials: policy.half_open_trials,
+                };
+                CircuitBreaker::new(format!("{provider_name}/{model}"), policy)
             })
+            .clone();
+        Some(Target {
+            provider_name: Arc::from(provider_name),
+            model: Arc::from(model),
+            provider,
+            controls,
+            breaker,
         })
-        .collect();
-    ModelRoute { name: model.name.clone(), targets, fallback: model.fallback.clone() }
+    }
 }

@@ -1,29 +1,41 @@
 //! From a public model to an answer: the ordered targets of the model and its
-//! fallbacks, tried one after another until one reaches its commit point.
+//! fallbacks, each tried under its resilience controls until one reaches its
+//! commit point.
 //!
 //! The commit point is the first token (or, for a non-stream request, the
-//! whole answer). Before it, a retryable failure of one target moves on to
-//! the next and the client never sees it; after it, the answer belongs to
-//! that target. Resilience controls wrap [`attempt::attempt`], one target's
-//! try, and leave this loop as it is.
+//! whole answer). Before it, a retryable failure is retried on the same
+//! target (full-jitter backoff or `Retry-After`, within the provider's retry
+//! budget) up to `retry.attempts` tries, then the router moves on to the next
+//! target; the client never sees it. A target whose breaker is open, whose
+//! bulkhead is full or whose rate limit is empty is skipped, not waited on.
+//! After the commit point the answer belongs to that target.
 
 mod attempt;
+mod controls;
 mod error;
 mod from_config;
+mod guarded;
 mod plan;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use keel_providers::{Completion, EventStream, StreamEvent};
+use keel_providers::{Completion, ErrorKind, EventStream, ProviderError, StreamEvent};
+use keel_resilience::BreakerState;
+use keel_telemetry::Metrics;
 use keel_types::ChatRequest;
+use tokio::time::Instant;
 use tracing::Instrument;
 
+use attempt::Admission;
+pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
 pub use plan::{ModelRoute, RouteTable, Target};
 
-/// The gateway's router: the route table and the dispatch loop.
+/// The gateway's router: the route table, the dispatch loop and its metrics.
 pub struct Router {
     table: RouteTable,
+    metrics: Arc<Metrics>,
 }
 
 /// A committed answer and who gave it.
@@ -43,7 +55,8 @@ pub enum Answer {
     /// A whole non-stream answer.
     Complete(Completion),
     /// A stream past its commit point: the events read so far (the first
-    /// token last) and the rest of the upstream stream.
+    /// token last) and the rest of the upstream stream, still under its
+    /// inactivity and total clocks.
     Stream {
         /// Events up to and including the first token, to send first.
         head: Vec<StreamEvent>,
@@ -52,12 +65,27 @@ pub enum Answer {
     },
 }
 
+/// What one request's walk through its plan has seen so far.
+#[derive(Default)]
+struct Walk {
+    attempts: u32,
+    last_failure: Option<ProviderError>,
+    /// The shortest wait named by a control that refused a target.
+    refused_for: Option<Duration>,
+}
+
+enum TargetResult {
+    Answered(Answer),
+    Rejected(ProviderError),
+    Next,
+}
+
 // === impl Router ===
 
 impl Router {
-    /// A router over a route table.
-    pub fn new(table: RouteTable) -> Self {
-        Self { table }
+    /// A router over a route table, recording into `metrics`.
+    pub fn new(table: RouteTable, metrics: Arc<Metrics>) -> Self {
+        Self { table, metrics }
     }
 
     /// The public model names, in configuration order.
@@ -70,6 +98,11 @@ impl Router {
         self.table.route(model).is_some()
     }
 
+    /// The metrics the router records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Routes one request to its first target that reaches the commit point.
     pub async fn dispatch(&self, request: Arc<ChatRequest>) -> Result<Routed, RouteError> {
         let span = tracing::info_span!("keel.route", gen_ai.request.model = request.model());
@@ -77,26 +110,229 @@ impl Router {
     }
 
     async fn dispatch_inner(&self, request: Arc<ChatRequest>) -> Result<Routed, RouteError> {
-        let targets = self.table.plan(request.model())?;
-        let mut attempts = 0;
-        let mut last_failure = None;
-        for target in targets {
-            attempts += 1;
-            match attempt::attempt(target, request.clone(), attempts).await {
-                Ok(answer) => {
+        let model = request.model();
+        let route = self
+            .table
+            .route(model)
+            .ok_or_else(|| RouteError::UnknownModel {
+                model: model.to_owned(),
+            })?;
+        let deadline = Instant::now() + route.budget;
+        let mut walk = Walk::default();
+        for target in self.table.plan(model)? {
+            match self.try_target(target, &request, deadline, &mut walk).await {
+                TargetResult::Answered(answer) => {
                     let (provider, model) = (target.provider_name.clone(), target.model.clone());
-                    return Ok(Routed { provider, model, attempts, answer });
+                    return Ok(Routed {
+                        provider,
+                        model,
+                        attempts: walk.attempts,
+                        answer,
+                    });
                 }
-                Err(error) if !error.is_retryable() => return Err(RouteError::Rejected { error, attempts }),
+                TargetResult::Rejected(error) => {
+                    return Err(RouteError::Rejected {
+                        error,
+                        attempts: walk.attempts,
+                    })
+                }
+                TargetResult::Next if Instant::now() >= deadline => break,
+                TargetResult::Next => {}
+            }
+        }
+        Err(walk.into_error(model, deadline))
+    }
+
+    /// Up to `retry.attempts` tries on one target.
+    async fn try_target(
+        &self,
+        target: &Target,
+        request: &Arc<ChatRequest>,
+        deadline: Instant,
+        walk: &mut Walk,
+    ) -> TargetResult {
+        let controls = &target.controls;
+        for retry in 0..controls.attempts {
+            if retry > 0
+                && !self
+                    .wait_before_retry(target, retry - 1, deadline, walk)
+                    .await
+            {
+                return TargetResult::Next;
+            }
+            if Instant::now() >= deadline {
+                return TargetResult::Next;
+            }
+            let Some(admission) = self.admit(target, walk) else {
+                return TargetResult::Next;
+            };
+            if retry == 0 {
+                controls.budget.record_first_try();
+            }
+            walk.attempts += 1;
+            match attempt::attempt(
+                target,
+                request.clone(),
+                walk.attempts,
+                deadline,
+                admission,
+                &self.metrics,
+            )
+            .await
+            {
+                Ok(answer) => return TargetResult::Answered(answer),
+                Err(error) if !error.is_retryable() => return TargetResult::Rejected(error),
                 Err(error) => {
-                    tracing::warn!(provider = %target.provider_name, model = %target.model, %error, "attempt failed; trying the next target");
-                    last_failure = Some(error);
+                    self.note_rate_limit(target, &error);
+                    tracing::warn!(provider = %target.provider_name, model = %target.model, %error, "attempt failed");
+                    walk.last_failure = Some(error);
                 }
             }
         }
-        match last_failure {
-            Some(last) => Err(RouteError::Exhausted { model: request.model().to_owned(), last, attempts }),
-            None => Err(RouteError::NoTargets { model: request.model().to_owned() }),
+        TargetResult::Next
+    }
+
+    /// Sleeps before retry number `retry` (0 = first retry) of `target`:
+    /// `Retry-After` when the upstream sent one, else full-jitter backoff.
+    /// `false` when the target should be left instead: the wait would
+    /// outlast the request's budget, or the provider's retry budget is spent.
+    async fn wait_before_retry(
+        &self,
+        target: &Target,
+        retry: u32,
+        deadline: Instant,
+        walk: &Walk,
+    ) -> bool {
+        let controls = &target.controls;
+        let retry_after = walk
+            .last_failure
+            .as_ref()
+            .and_then(ProviderError::retry_after);
+        let delay = retry_after.unwrap_or_else(|| controls.backoff.delay(retry));
+        if Instant::now() + delay >= deadline {
+            return false;
+        }
+        if !controls.budget.try_retry() {
+            self.metrics
+                .retry_budget_exhausted
+                .get_or_create(&keel_telemetry::provider(&target.provider_name))
+                .inc();
+            return false;
+        }
+        self.metrics
+            .retries
+            .get_or_create(&keel_telemetry::provider(&target.provider_name))
+            .inc();
+        tokio::time::sleep(delay).await;
+        true
+    }
+
+    /// Passes the target's breaker, bulkhead and rate limits, or says why not.
+    fn admit(&self, target: &Target, walk: &mut Walk) -> Option<Admission> {
+        let controls = &target.controls;
+        let provider = keel_telemetry::provider(&target.provider_name);
+        let trial = match target.breaker.try_acquire() {
+            Ok(trial) => trial,
+            Err(wait) => {
+                self.metrics
+                    .circuit_rejections
+                    .get_or_create(&keel_telemetry::target(
+                        &target.provider_name,
+                        &target.model,
+                    ))
+                    .inc();
+                walk.refused(wait);
+                return None;
+            }
+        };
+        let slot = match &controls.bulkhead {
+            None => None,
+            Some(bulkhead) => match bulkhead.try_acquire() {
+                Some(slot) => Some(slot),
+                None => {
+                    self.metrics
+                        .bulkhead_rejections
+                        .get_or_create(&provider)
+                        .inc();
+                    walk.refused(Duration::from_secs(1));
+                    return None;
+                }
+            },
+        };
+        for bucket in [&controls.requests, &controls.tokens].into_iter().flatten() {
+            if let Err(wait) = bucket.try_take(1.0) {
+                let labels = keel_telemetry::LimitLabels {
+                    scope: String::from("provider"),
+                    name: target.provider_name.to_string(),
+                };
+                self.metrics.rate_limited.get_or_create(&labels).inc();
+                walk.refused(wait);
+                return None;
+            }
+        }
+        Some(Admission { trial, slot })
+    }
+
+    /// An upstream 429 drains the provider's request bucket and pauses it
+    /// for the upstream's Retry-After (1 s when it sent none).
+    fn note_rate_limit(&self, target: &Target, error: &ProviderError) {
+        if error.kind() != ErrorKind::RateLimited {
+            return;
+        }
+        if let Some(bucket) = &target.controls.requests {
+            bucket.drain_and_pause(error.retry_after().unwrap_or(Duration::from_secs(1)));
+        }
+    }
+
+    /// Sets the gauges read from live state: breaker states and bulkheads.
+    pub fn export_gauges(&self) {
+        for target in self.table.targets() {
+            let labels = keel_telemetry::target(&target.provider_name, &target.model);
+            let state = match target.breaker.state() {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            self.metrics.circuit_state.get_or_create(&labels).set(state);
+            self.metrics
+                .circuit_transitions
+                .get_or_create(&labels)
+                .set(target.breaker.transitions() as i64);
+            if let Some(bulkhead) = &target.controls.bulkhead {
+                self.metrics
+                    .bulkhead_in_flight
+                    .get_or_create(&keel_telemetry::provider(&target.provider_name))
+                    .set(bulkhead.in_flight() as i64);
+            }
+        }
+    }
+}
+
+// === impl Walk ===
+
+impl Walk {
+    fn refused(&mut self, wait: Duration) {
+        self.refused_for = Some(self.refused_for.map_or(wait, |shortest| shortest.min(wait)));
+    }
+
+    fn into_error(self, model: &str, deadline: Instant) -> RouteError {
+        let model = model.to_owned();
+        let attempts = self.attempts;
+        if Instant::now() >= deadline {
+            return RouteError::DeadlineExceeded { model, attempts };
+        }
+        match (self.last_failure, self.refused_for) {
+            (Some(last), _) => RouteError::Exhausted {
+                model,
+                last,
+                attempts,
+            },
+            (None, Some(retry_after)) => RouteError::Unavailable {
+                model,
+                retry_after,
+                attempts,
+            },
+            (None, None) => RouteError::NoTargets { model },
         }
     }
 }

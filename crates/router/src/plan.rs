@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keel_providers::Provider;
+use std::time::Duration;
 
-use crate::RouteError;
+use keel_providers::Provider;
+use keel_resilience::CircuitBreaker;
+
+use crate::{ProviderControls, RouteError};
 
 /// One upstream that can serve a public model: a provider and its model name.
 #[derive(Clone)]
@@ -17,6 +20,10 @@ pub struct Target {
     pub model: Arc<str>,
     /// The adapter that reaches it.
     pub provider: Arc<dyn Provider>,
+    /// The provider's clocks, retry policy, budget, bulkhead and rate limits.
+    pub controls: Arc<ProviderControls>,
+    /// The breaker of this provider + model.
+    pub breaker: Arc<CircuitBreaker>,
 }
 
 /// A public model: its targets in the order to try them, then its fallbacks.
@@ -27,6 +34,8 @@ pub struct ModelRoute {
     pub targets: Vec<Target>,
     /// Public models to try, in order, when every target fails.
     pub fallback: Vec<String>,
+    /// The whole request's time budget, all attempts included.
+    pub budget: Duration,
 }
 
 /// Every public model, indexed by name.
@@ -40,7 +49,11 @@ pub struct RouteTable {
 impl RouteTable {
     /// A table of the given models (names are unique; config checks it).
     pub fn new(models: Vec<ModelRoute>) -> Self {
-        let index = models.iter().enumerate().map(|(position, model)| (model.name.clone(), position)).collect();
+        let index = models
+            .iter()
+            .enumerate()
+            .map(|(position, model)| (model.name.clone(), position))
+            .collect();
         Self { models, index }
     }
 
@@ -54,20 +67,35 @@ impl RouteTable {
         self.index.get(name).map(|&position| &self.models[position])
     }
 
+    /// Every target of every model (a target shared by models appears once
+    /// per model).
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.models.iter().flat_map(|model| model.targets.iter())
+    }
+
     /// The targets one request for `model` tries, in order: the model's own,
     /// then each fallback's (depth first, each model once).
     pub fn plan(&self, model: &str) -> Result<Vec<&Target>, RouteError> {
-        let route = self.route(model).ok_or_else(|| RouteError::UnknownModel { model: model.to_owned() })?;
+        let route = self.route(model).ok_or_else(|| RouteError::UnknownModel {
+            model: model.to_owned(),
+        })?;
         let mut visited = vec![route.name.as_str()];
         let mut targets = Vec::new();
         self.collect(route, &mut visited, &mut targets);
         Ok(targets)
     }
 
-    fn collect<'a>(&'a self, route: &'a ModelRoute, visited: &mut Vec<&'a str>, targets: &mut Vec<&'a Target>) {
+    fn collect<'a>(
+        &'a self,
+        route: &'a ModelRoute,
+        visited: &mut Vec<&'a str>,
+        targets: &mut Vec<&'a Target>,
+    ) {
         targets.extend(route.targets.iter());
         for name in &route.fallback {
-            let Some(fallback) = self.route(name) else { continue };
+            let Some(fallback) = self.route(name) else {
+                continue;
+            };
             if visited.contains(&fallback.name.as_str()) {
                 continue;
             }

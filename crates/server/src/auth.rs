@@ -64,9 +64,15 @@ fn presented_key(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<Arc<AppState>> for Tenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or(ApiError::Unauthorized)?;
-        state.tenants.authenticate(key).ok_or(ApiError::Unauthorized)
+        state
+            .tenants
+            .authenticate(key)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -79,8 +85,14 @@ mod tests {
         let acme: [u8; 32] = Sha256::digest(b"sk-acme").into();
         let globex: [u8; 32] = Sha256::digest(b"sk-globex").into();
         let tenants = Tenants::new([("acme", &[acme][..]), ("globex", &[globex][..])]);
-        assert_eq!(tenants.authenticate("sk-acme").map(|t| t.name), Some(Arc::from("acme")));
-        assert_eq!(tenants.authenticate("sk-globex").map(|t| t.name), Some(Arc::from("globex")));
+        assert_eq!(
+            tenants.authenticate("sk-acme").map(|t| t.name),
+            Some(Arc::from("acme"))
+        );
+        assert_eq!(
+            tenants.authenticate("sk-globex").map(|t| t.name),
+            Some(Arc::from("globex"))
+        );
         assert!(tenants.authenticate("sk-acm").is_none());
         assert!(tenants.authenticate("").is_none());
     }

@@ -10,19 +10,57 @@ use axum::response::{IntoResponse, Response};
 use keel_router::{Answer, Routed};
 
 use crate::extract::ChatBody;
+use crate::limits::Reservation;
 use crate::{sse, ApiError, AppState, Tenant};
 
 /// Routes one chat completion and encodes the committed answer.
-pub async fn completions(_tenant: Tenant, State(state): State<Arc<AppState>>, ChatBody(request): ChatBody) -> Result<Response, ApiError> {
-    let routed = state.router.dispatch(Arc::new(request)).await?;
-    Ok(respond(routed))
+pub async fn completions(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    ChatBody(request): ChatBody,
+) -> Result<Response, ApiError> {
+    let reservation = state
+        .limits
+        .admit(&tenant.name, &request, request.body_len())
+        .map_err(|exceeded| {
+            let labels = keel_telemetry::LimitLabels {
+                scope: String::from("tenant"),
+                name: tenant.name.to_string(),
+            };
+            state.metrics.rate_limited.get_or_create(&labels).inc();
+            ApiError::TenantLimited {
+                limit: exceeded.limit,
+                retry_after: exceeded.retry_after,
+                headers: exceeded.headers,
+            }
+        })?;
+    let limit_headers = reservation.as_ref().map(Reservation::headers);
+    let result = state.router.dispatch(Arc::new(request)).await;
+    let mut response = match result {
+        Ok(routed) => respond(routed, reservation),
+        Err(error) => ApiError::from(error).into_response(),
+    };
+    if let Some(headers) = limit_headers {
+        response.headers_mut().extend(headers);
+    }
+    Ok(response)
 }
 
-fn respond(routed: Routed) -> Response {
-    let Routed { provider, model, attempts, answer } = routed;
+fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
+    let Routed {
+        provider,
+        model,
+        attempts,
+        answer,
+    } = routed;
     let (content_type, body) = match answer {
-        Answer::Complete(completion) => ("application/json", Body::from(completion.body)),
-        Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest)),
+        Answer::Complete(completion) => {
+            if let (Some(reservation), Some(usage)) = (&reservation, completion.usage) {
+                reservation.settle(usage.total_tokens);
+            }
+            ("application/json", Body::from(completion.body))
+        }
+        Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest, reservation)),
     };
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();

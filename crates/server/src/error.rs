@@ -44,6 +44,21 @@ pub enum ApiError {
     /// Routing failed.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// The tenant's rate limit is reached.
+    #[error("rate limit reached for {limit} per minute; retry after {}s", retry_after_seconds(.retry_after))]
+    TenantLimited {
+        /// `requests` or `tokens`.
+        limit: &'static str,
+        /// When the request would be admitted.
+        retry_after: std::time::Duration,
+        /// The `x-ratelimit-*` headers.
+        headers: axum::http::HeaderMap,
+    },
+}
+
+fn retry_after_seconds(wait: &std::time::Duration) -> u64 {
+    // Whole seconds, rounded up, never 0 (RL-1).
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 /// Put in the response extensions so the logging middleware can report the
@@ -62,19 +77,45 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Route(error) => route_status(error),
+            Self::TenantLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn body(&self) -> ErrorBody {
         let message = self.to_string();
         match self {
-            Self::Unauthorized => ErrorBody::new(message, "invalid_request_error", None, Some("invalid_api_key")),
-            Self::BadRequest(error) => ErrorBody::new(message, "invalid_request_error", error.param(), None),
-            Self::BodyTooLarge { .. } => ErrorBody::new(message, "invalid_request_error", None, Some("body_too_large")),
+            Self::Unauthorized => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+            Self::BadRequest(error) => {
+                ErrorBody::new(message, "invalid_request_error", error.param(), None)
+            }
+            Self::BodyTooLarge { .. } => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                None,
+                Some("body_too_large"),
+            ),
             Self::BodyUnreadable(_) => ErrorBody::new(message, "invalid_request_error", None, None),
-            Self::NotFound { .. } => ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url")),
-            Self::MethodNotAllowed { .. } => ErrorBody::new(message, "invalid_request_error", None, Some("method_not_allowed")),
+            Self::NotFound { .. } => {
+                ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url"))
+            }
+            Self::MethodNotAllowed { .. } => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+            ),
             Self::Route(error) => route_body(error),
+            Self::TenantLimited { .. } => ErrorBody::new(
+                message,
+                "rate_limit_error",
+                None,
+                Some("rate_limit_exceeded"),
+            ),
         }
     }
 }
@@ -83,31 +124,66 @@ fn route_status(error: &RouteError) -> StatusCode {
     match error {
         RouteError::UnknownModel { .. } => StatusCode::BAD_REQUEST,
         RouteError::NoTargets { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        RouteError::Rejected { error: ProviderError::Status { status, .. }, .. } => {
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
-        }
+        RouteError::Rejected {
+            error: ProviderError::Status { status, .. },
+            ..
+        } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
         RouteError::Rejected { .. } => StatusCode::BAD_REQUEST,
-        RouteError::Exhausted { last, .. } if last.kind() == ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        RouteError::Exhausted { last, .. } if last.kind() == ErrorKind::RateLimited => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         RouteError::Exhausted { .. } => StatusCode::BAD_GATEWAY,
+        RouteError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RouteError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
 fn route_body(error: &RouteError) -> ErrorBody {
     match error {
-        RouteError::UnknownModel { .. } => {
-            ErrorBody::new(error.to_string(), "invalid_request_error", Some("model"), Some("model_not_found"))
-        }
-        RouteError::NoTargets { .. } => ErrorBody::new(error.to_string(), "server_error", None, Some("no_enabled_provider")),
+        RouteError::UnknownModel { .. } => ErrorBody::new(
+            error.to_string(),
+            "invalid_request_error",
+            Some("model"),
+            Some("model_not_found"),
+        ),
+        RouteError::NoTargets { .. } => ErrorBody::new(
+            error.to_string(),
+            "server_error",
+            None,
+            Some("no_enabled_provider"),
+        ),
         // A refusal describes the client's own request, so its message is
         // passed on; that is what the client needs to fix it.
-        RouteError::Rejected { error: ProviderError::Status { body, .. }, .. } => body.clone(),
-        RouteError::Rejected { error, .. } => ErrorBody::new(error.to_string(), "invalid_request_error", None, None),
+        RouteError::Rejected {
+            error: ProviderError::Status { body, .. },
+            ..
+        } => body.clone(),
+        RouteError::Rejected { error, .. } => {
+            ErrorBody::new(error.to_string(), "invalid_request_error", None, None)
+        }
         RouteError::Exhausted { model, last, .. } => {
             // Upstream bodies of server errors stay in the logs.
-            let message = format!("every target of the model '{model}' failed; the last, provider '{}', {}", last.provider(), failure_summary(last));
-            let kind = if last.kind() == ErrorKind::RateLimited { "rate_limit_error" } else { "server_error" };
+            let message = format!(
+                "every target of the model '{model}' failed; the last, provider '{}', {}",
+                last.provider(),
+                failure_summary(last)
+            );
+            let kind = if last.kind() == ErrorKind::RateLimited {
+                "rate_limit_error"
+            } else {
+                "server_error"
+            };
             ErrorBody::new(message, kind, None, Some("upstream_unavailable"))
         }
+        RouteError::DeadlineExceeded { .. } => {
+            ErrorBody::new(error.to_string(), "timeout", None, Some("request_timeout"))
+        }
+        RouteError::Unavailable { .. } => ErrorBody::new(
+            error.to_string(),
+            "server_error",
+            None,
+            Some("no_target_available"),
+        ),
     }
 }
 
@@ -120,25 +196,51 @@ pub(crate) fn failure_summary(error: &ProviderError) -> String {
         ProviderError::Protocol { .. } => String::from("sent an invalid response"),
         ProviderError::InBand { .. } => String::from("reported an error in the stream"),
         ProviderError::Truncated { .. } => String::from("ended the stream before it was complete"),
+        ProviderError::Timeout { clock, .. } => format!("timed out ({clock})"),
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], self.body().to_json()).into_response();
+        let mut response = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.body().to_json(),
+        )
+            .into_response();
         let headers = response.headers_mut();
         if let Self::Route(route) = &self {
             headers.insert("x-keel-attempts", HeaderValue::from(route.attempts()));
             let retry_after = match route {
-                RouteError::Exhausted { last, .. } | RouteError::Rejected { error: last, .. } => last.retry_after(),
+                RouteError::Exhausted { last, .. } | RouteError::Rejected { error: last, .. } => {
+                    last.retry_after()
+                }
+                RouteError::Unavailable { retry_after, .. } => Some(*retry_after),
                 _ => None,
             };
             if let Some(delay) = retry_after {
-                headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(delay.as_secs().max(1)));
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds(&delay)),
+                );
             }
         }
-        response.extensions_mut().insert(LoggedError(self.to_string()));
+        if let Self::TenantLimited {
+            retry_after,
+            headers: limits,
+            ..
+        } = &self
+        {
+            headers.extend(limits.clone());
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(retry_after)),
+            );
+        }
+        response
+            .extensions_mut()
+            .insert(LoggedError(self.to_string()));
         response
     }
 }

@@ -14,13 +14,22 @@ pub struct ChatBody(pub ChatRequest);
 impl FromRequest<Arc<AppState>> for ChatBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        request: Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let limit = state.max_body;
-        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large { ApiError::BodyTooLarge { limit } } else { ApiError::BodyUnreadable(error.to_string()) }
-        })?;
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|error| {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    ApiError::BodyTooLarge { limit }
+                } else {
+                    ApiError::BodyUnreadable(error.to_string())
+                }
+            })?;
         Ok(Self(ChatRequest::parse(&bytes)?))
     }
 }

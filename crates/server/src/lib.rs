@@ -6,8 +6,10 @@ mod auth;
 mod chat;
 mod error;
 mod extract;
+mod limits;
 mod request_id;
 mod routes;
+mod shed;
 mod sse;
 
 use std::future::Future;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub use auth::{Tenant, Tenants};
 pub use error::ApiError;
+pub use limits::TenantLimits;
 pub use routes::app;
 
 /// What every handler shares.
@@ -29,6 +32,12 @@ pub struct AppState {
     pub tenants: Tenants,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// Tenant rate limits.
+    pub limits: TenantLimits,
+    /// Requests in flight on this instance; beyond its size, load is shed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Every Keel metric.
+    pub metrics: Arc<keel_telemetry::Metrics>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
@@ -49,11 +58,16 @@ pub async fn serve(
         let draining = draining.clone();
         async move {
             shutdown.await;
-            tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: no new connections; waiting for in-flight requests");
+            tracing::info!(
+                grace_seconds = grace.as_secs_f64(),
+                "shutting down: no new connections; waiting for in-flight requests"
+            );
             draining.notify_one();
         }
     };
-    let server = std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(signal));
+    let server = std::future::IntoFuture::into_future(
+        axum::serve(listener, app).with_graceful_shutdown(signal),
+    );
     tokio::select! {
         result = server => result,
         () = async { draining.notified().await; tokio::time::sleep(grace).await } => {

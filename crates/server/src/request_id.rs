@@ -1,17 +1,27 @@
-//! `x-request-id` in and out, and the one log line per failed request.
+//! `x-request-id` in and out, the one log line per failed request, and the
+//! request count and latency metrics.
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use keel_telemetry::RequestLabels;
+use tokio::time::Instant;
+
 use crate::error::LoggedError;
+use crate::AppState;
 
 const REQUEST_ID: &str = "x-request-id";
 
 /// Echoes the client's `x-request-id` (or makes one), records it on the
-/// request span, and logs errors put in the response by `ApiError`.
-pub async fn stamp(request: Request, next: Next) -> Response {
+/// request span, logs errors put in the response by `ApiError`, and counts
+/// the request by route and status.
+pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_label(request.uri().path());
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if value.len() <= 128 => value.clone(),
         _ => new_id(),
@@ -22,7 +32,30 @@ pub async fn stamp(request: Request, next: Next) -> Response {
         span.in_scope(|| tracing::info!(status = response.status().as_u16(), error = %message, "request failed"));
     }
     response.headers_mut().insert(REQUEST_ID, id);
+    let labels = RequestLabels {
+        route: route.to_owned(),
+        status: response.status().as_str().to_owned(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// A bounded route label: known paths by name, job ids folded, the rest `other`.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/messages" => "/v1/messages",
+        "/v1/models" => "/v1/models",
+        "/v1/jobs" => "/v1/jobs",
+        path if path.starts_with("/v1/jobs/") => "/v1/jobs/{id}",
+        "/healthz" | "/readyz" | "/metrics" => "health",
+        _ => "other",
+    }
 }
 
 fn new_id() -> HeaderValue {

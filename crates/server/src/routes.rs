@@ -8,18 +8,29 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 
-use crate::{chat, request_id, ApiError, AppState, Tenant};
+use crate::{chat, request_id, shed, ApiError, AppState, Tenant};
 
 /// The whole HTTP API.
 pub fn app(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
+    // Health and metrics are never shed.
+    let api = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shed::shed,
+        ));
+    axum::Router::new()
+        .merge(api)
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(request_id::stamp))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id::stamp,
+        ))
         .with_state(state)
 }
 
@@ -31,6 +42,18 @@ async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl Int
         .map(|name| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "keel"}))
         .collect();
     Json(serde_json::json!({"object": "list", "data": data}))
+}
+
+/// Prometheus text format; gauges read from live state first.
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    state.router.export_gauges();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }
 
 /// Liveness: the process answers.
@@ -45,9 +68,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound { method: method.to_string(), path: uri.path().to_owned() }
+    ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_owned() }
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }

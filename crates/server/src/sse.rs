@@ -16,19 +16,26 @@ use keel_sse::{data_frame, DONE_FRAME};
 use keel_types::ErrorBody;
 
 use crate::error::failure_summary;
+use crate::limits::Reservation;
 
 /// How many ready frames are joined into one write at most.
 const MAX_FRAMES_PER_WRITE: usize = 64;
 
-/// The SSE body: `head` first, then the rest of the upstream stream.
-pub fn body(head: Vec<StreamEvent>, rest: EventStream) -> Body {
+/// The SSE body: `head` first, then the rest of the upstream stream. Usage
+/// reported in the stream settles the tenant's token reservation.
+pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reservation>) -> Body {
     let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
-    let frames = events.scan(false, |ended, event| {
+    let frames = events.scan(false, move |ended, event| {
         if *ended {
             return future::ready(None);
         }
         let frame = match event {
-            Ok(StreamEvent::Chunk { data, .. }) => data_frame(&data),
+            Ok(StreamEvent::Chunk { data, usage, .. }) => {
+                if let (Some(reservation), Some(usage)) = (&reservation, usage) {
+                    reservation.settle(usage.total_tokens);
+                }
+                data_frame(&data)
+            }
             Ok(StreamEvent::Done) => {
                 *ended = true;
                 Bytes::from_static(DONE_FRAME)
@@ -41,13 +48,19 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream) -> Body {
         };
         future::ready(Some(frame))
     });
-    let writes = frames.ready_chunks(MAX_FRAMES_PER_WRITE).map(|frames| Ok::<_, Infallible>(join(frames)));
+    let writes = frames
+        .ready_chunks(MAX_FRAMES_PER_WRITE)
+        .map(|frames| Ok::<_, Infallible>(join(frames)));
     Body::from_stream(writes)
 }
 
 /// The error event and `[DONE]` that end a stream that failed mid-way.
 pub fn error_frames(error: &ProviderError) -> Bytes {
-    let message = format!("the stream from provider '{}' failed after it started: it {}", error.provider(), failure_summary(error));
+    let message = format!(
+        "the stream from provider '{}' failed after it started: it {}",
+        error.provider(),
+        failure_summary(error)
+    );
     let body = ErrorBody::new(message, "server_error", None, Some("upstream_stream_error"));
     let mut frames = BytesMut::from(&data_frame(body.to_json().as_bytes())[..]);
     frames.extend_from_slice(DONE_FRAME);

@@ -92,7 +92,10 @@ mod tests {
     fn same_events_whatever_the_split_point() {
         let whole = decode_pieces(vec![FIXTURE.as_bytes().to_vec()]);
         assert_eq!(whole.len(), 4);
-        assert_eq!(whole[1], (String::from("ping"), String::from("{\"type\": \"ping\"}")));
+        assert_eq!(
+            whole[1],
+            (String::from("ping"), String::from("{\"type\": \"ping\"}"))
+        );
         assert_eq!(whole[2].1, "{\"a\":\n1}");
         assert_eq!(whole[3].1, DONE_DATA);
         let bytes = FIXTURE.as_bytes();
@@ -112,6 +115,9 @@ mod tests {
     #[test]
     fn frames_are_encoded_as_sse() {
         assert_eq!(&data_frame(b"{}")[..], b"data: {}\n\n");
-        assert_eq!(&named_frame("ping", b"{}")[..], b"event: ping\ndata: {}\n\n");
+        assert_eq!(
+            &named_frame("ping", b"{}")[..],
+            b"event: ping\ndata: {}\n\n"
+        );
     }
 }

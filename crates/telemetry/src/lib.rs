@@ -1,1 +1,234 @@
-//! Metric and span name constants shared by every Keel crate.
+//! Metric and span names shared by every Keel crate, and [`Metrics`], the one
+//! Prometheus registry they are recorded in. Labels carry only bounded values
+//! from the configuration (provider, model, tenant names) and fixed outcome
+//! words, never keys, ids or prompts.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Span names, one per hop.
+pub mod spans {
+    /// The whole HTTP request.
+    pub const REQUEST: &str = "keel.request";
+    /// Routing one request across its targets.
+    pub const ROUTE: &str = "keel.route";
+    /// One upstream attempt.
+    pub const ATTEMPT: &str = "keel.attempt";
+}
+
+/// Labels of one upstream attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// Provider name.
+    pub provider: String,
+    /// Upstream model.
+    pub model: String,
+    /// `ok` or an error kind (`timeout`, `server_error`, …).
+    pub outcome: String,
+}
+
+/// Labels naming a provider.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Provider name.
+    pub provider: String,
+}
+
+/// Labels naming a target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Provider name.
+    pub provider: String,
+    /// Upstream model.
+    pub model: String,
+}
+
+/// Labels of a rate-limit rejection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `tenant` or `provider`.
+    pub scope: String,
+    /// The tenant's or provider's name.
+    pub name: String,
+}
+
+/// Labels of a finished HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern, e.g. `/v1/chat/completions`.
+    pub route: String,
+    /// The status code.
+    pub status: String,
+}
+
+/// Every Keel metric.
+pub struct Metrics {
+    registry: Registry,
+    /// `keel_requests_total{route,status}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `keel_request_duration_seconds{route,status}` (to the response head).
+    pub request_duration: Family<RequestLabels, Histogram>,
+    /// `keel_upstream_attempts_total{provider,model,outcome}`.
+    pub upstream_attempts: Family<AttemptLabels, Counter>,
+    /// `keel_retries_total{provider}`.
+    pub retries: Family<ProviderLabels, Counter>,
+    /// `keel_retry_budget_exhausted_total{provider}`.
+    pub retry_budget_exhausted: Family<ProviderLabels, Counter>,
+    /// `keel_circuit_state{provider,model}`: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: Family<TargetLabels, Gauge>,
+    /// `keel_circuit_transitions_total{provider,model}`.
+    pub circuit_transitions: Family<TargetLabels, Gauge>,
+    /// `keel_circuit_rejections_total{provider,model}`.
+    pub circuit_rejections: Family<TargetLabels, Counter>,
+    /// `keel_bulkhead_in_flight{provider}`.
+    pub bulkhead_in_flight: Family<ProviderLabels, Gauge>,
+    /// `keel_bulkhead_rejections_total{provider}`.
+    pub bulkhead_rejections: Family<ProviderLabels, Counter>,
+    /// `keel_rate_limited_total{scope,name}`.
+    pub rate_limited: Family<LimitLabels, Counter>,
+    /// `keel_shed_requests_total`.
+    pub shed: Counter,
+    /// `keel_time_to_first_token_seconds{provider,model}`.
+    pub first_token: Family<TargetLabels, Histogram>,
+    /// `keel_upstream_duration_seconds{provider,model}` (whole attempt).
+    pub upstream_duration: Family<TargetLabels, Histogram>,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("keel");
+        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let requests = Family::default();
+        let request_duration =
+            Family::<RequestLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let upstream_attempts = Family::default();
+        let retries = Family::default();
+        let retry_budget_exhausted = Family::default();
+        let circuit_state = Family::default();
+        let circuit_transitions = Family::default();
+        let circuit_rejections = Family::default();
+        let bulkhead_in_flight = Family::default();
+        let bulkhead_rejections = Family::default();
+        let rate_limited = Family::default();
+        let shed = Counter::default();
+        let first_token =
+            Family::<TargetLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let upstream_duration =
+            Family::<TargetLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        registry.register("requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head",
+            request_duration.clone(),
+        );
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by outcome",
+            upstream_attempts.clone(),
+        );
+        registry.register("retries", "Retries of the same target", retries.clone());
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries refused by the retry budget",
+            retry_budget_exhausted.clone(),
+        );
+        registry.register(
+            "circuit_state",
+            "Breaker state: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
+        registry.register(
+            "circuit_transitions",
+            "Breaker state changes",
+            circuit_transitions.clone(),
+        );
+        registry.register(
+            "circuit_rejections",
+            "Calls refused by an open breaker",
+            circuit_rejections.clone(),
+        );
+        registry.register(
+            "bulkhead_in_flight",
+            "Upstream calls in flight",
+            bulkhead_in_flight.clone(),
+        );
+        registry.register(
+            "bulkhead_rejections",
+            "Calls refused by a full bulkhead",
+            bulkhead_rejections.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "shed_requests",
+            "Requests shed by server.max_in_flight",
+            shed.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Upstream time to first token",
+            first_token.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Upstream attempt duration",
+            upstream_duration.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_attempts,
+            retries,
+            retry_budget_exhausted,
+            circuit_state,
+            circuit_transitions,
+            circuit_rejections,
+            bulkhead_in_flight,
+            bulkhead_rejections,
+            rate_limited,
+            shed,
+            first_token,
+            upstream_duration,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `TargetLabels` from names.
+pub fn target(provider: &str, model: &str) -> TargetLabels {
+    TargetLabels {
+        provider: provider.to_owned(),
+        model: model.to_owned(),
+    }
+}
+
+/// `ProviderLabels` from a name.
+pub fn provider(provider: &str) -> ProviderLabels {
+    ProviderLabels {
+        provider: provider.to_owned(),
+    }
+}

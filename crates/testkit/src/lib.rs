@@ -49,13 +49,23 @@ pub fn yaml_with_targets(providers: &[(&str, &str)]) -> String {
 pub async fn start_mock() -> std::io::Result<Mock> {
     let state = MockState::new();
     let (addr, task) = keel_mock::spawn_local(state.clone()).await?;
-    Ok(Mock { addr, state, _task: task })
+    Ok(Mock {
+        addr,
+        state,
+        _task: task,
+    })
 }
 
 /// Starts a gateway from YAML on 127.0.0.1:0 (`server.listen` is ignored).
 /// `${VAR}` references resolve against `vars` only, never the process env.
-pub async fn start_gateway(yaml: &str, vars: &[(&str, &str)]) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+pub async fn start_gateway(
+    yaml: &str,
+    vars: &[(&str, &str)],
+) -> Result<Gateway, Box<dyn std::error::Error>> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let loaded = keel_config::load_str(yaml, &vars)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -63,7 +73,11 @@ pub async fn start_gateway(yaml: &str, vars: &[(&str, &str)]) -> Result<Gateway,
     let task = tokio::spawn(keel::start(Arc::new(loaded.config), listener, async move {
         let _ = signal.await;
     }));
-    Ok(Gateway { addr, shutdown: Some(shutdown), task })
+    Ok(Gateway {
+        addr,
+        shutdown: Some(shutdown),
+        task,
+    })
 }
 
 // === impl Mock ===
@@ -114,7 +128,11 @@ impl Drop for Gateway {
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|frame| {
-            let lines: Vec<&str> = frame.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim_start).collect();
+            let lines: Vec<&str> = frame
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
             (!lines.is_empty()).then(|| lines.join("\n"))
         })
         .collect()

@@ -72,9 +72,16 @@ struct DeltaProbe<'a> {
 /// client something it cannot parse.
 pub fn inspect_chunk(data: &str) -> ChunkInfo {
     let Ok(probe) = serde_json::from_str::<ChunkProbe<'_>>(data) else {
-        return ChunkInfo { is_error: true, ..ChunkInfo::default() };
+        return ChunkInfo {
+            is_error: true,
+            ..ChunkInfo::default()
+        };
     };
-    let mut info = ChunkInfo { is_error: probe.error.is_some(), usage: probe.usage, ..ChunkInfo::default() };
+    let mut info = ChunkInfo {
+        is_error: probe.error.is_some(),
+        usage: probe.usage,
+        ..ChunkInfo::default()
+    };
     for choice in &probe.choices {
         info.finished |= choice.finish_reason.is_some();
         if let Some(delta) = &choice.delta {
@@ -85,12 +92,16 @@ pub fn inspect_chunk(data: &str) -> ChunkInfo {
 }
 
 fn delta_has_token(delta: &DeltaProbe<'_>) -> bool {
-    let non_empty = |text: &Option<std::borrow::Cow<'_, str>>| text.as_deref().is_some_and(|t| !t.is_empty());
+    let non_empty =
+        |text: &Option<std::borrow::Cow<'_, str>>| text.as_deref().is_some_and(|t| !t.is_empty());
     non_empty(&delta.content)
         || non_empty(&delta.refusal)
         || non_empty(&delta.reasoning_content)
         || non_empty(&delta.reasoning)
-        || delta.tool_calls.as_ref().is_some_and(|calls| !calls.is_empty())
+        || delta
+            .tool_calls
+            .as_ref()
+            .is_some_and(|calls| !calls.is_empty())
         || delta.function_call.is_some()
 }
 
@@ -100,7 +111,9 @@ mod tests {
 
     #[test]
     fn role_only_and_empty_chunks_are_not_tokens() {
-        let role = inspect_chunk(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
+        let role = inspect_chunk(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+        );
         assert_eq!(role, ChunkInfo::default());
     }
 
@@ -119,7 +132,10 @@ mod tests {
     #[test]
     fn finish_usage_and_errors_are_seen() {
         assert!(inspect_chunk(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#).finished);
-        let usage = inspect_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#).usage;
+        let usage = inspect_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        )
+        .usage;
         assert_eq!(usage.map(|u| u.total_tokens), Some(7));
         assert!(inspect_chunk(r#"{"error":{"message":"overloaded"}}"#).is_error);
         assert!(inspect_chunk("not json").is_error);

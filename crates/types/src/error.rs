@@ -30,7 +30,12 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     /// Builds an error body from its parts.
-    pub fn new(message: impl Into<String>, kind: &str, param: Option<&str>, code: Option<&str>) -> Self {
+    pub fn new(
+        message: impl Into<String>,
+        kind: &str,
+        param: Option<&str>,
+        code: Option<&str>,
+    ) -> Self {
         Self {
             error: ErrorDetail {
                 message: message.into(),
@@ -48,7 +53,9 @@ impl ErrorBody {
 }
 
 /// Some OpenAI-compatible servers send a numeric `code`; keep it as text.
-fn code_as_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+fn code_as_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     let value = Option::<serde_json::Value>::deserialize(deserializer)?;
     Ok(match value {
         None | Some(serde_json::Value::Null) => None,
@@ -72,7 +79,8 @@ mod tests {
 
     #[test]
     fn parses_numeric_code_as_text() -> Result<(), serde_json::Error> {
-        let body: ErrorBody = serde_json::from_str(r#"{"error":{"message":"m","type":"t","code":429}}"#)?;
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"message":"m","type":"t","code":429}}"#)?;
         assert_eq!(body.error.code.as_deref(), Some("429"));
         Ok(())
     }

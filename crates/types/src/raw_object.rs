@@ -21,11 +21,17 @@ pub struct RawObject {
 impl RawObject {
     /// The raw value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
-        self.fields.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_ref())
+        self.fields
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_ref())
     }
 
     /// Parses the value of `key` as `T`; `None` when absent or `null`.
-    pub fn parse<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Option<Result<T, serde_json::Error>> {
+    pub fn parse<'a, T: Deserialize<'a>>(
+        &'a self,
+        key: &str,
+    ) -> Option<Result<T, serde_json::Error>> {
         let raw = self.get(key)?;
         if raw.get() == "null" {
             return None;
@@ -36,7 +42,12 @@ impl RawObject {
     /// Writes the object back as JSON with `replacements` substituted (or added
     /// at the end when absent). Values are the raw JSON text to write.
     pub fn to_json_with(&self, replacements: &[(&str, &str)]) -> Vec<u8> {
-        let capacity = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2;
+        let capacity = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + 2;
         let mut out = Vec::with_capacity(capacity + 64);
         out.push(b'{');
         let mut first = true;
@@ -51,7 +62,11 @@ impl RawObject {
         };
         for (key, value) in &self.fields {
             let replaced = replacements.iter().find(|(name, _)| name == key);
-            write_field(&mut out, key, replaced.map_or(value.get(), |(_, text)| text));
+            write_field(
+                &mut out,
+                key,
+                replaced.map_or(value.get(), |(_, text)| text),
+            );
         }
         for (key, value) in replacements {
             if self.get(key).is_none() {

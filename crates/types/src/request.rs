@@ -12,6 +12,7 @@ pub struct ChatRequest {
     model: String,
     stream: bool,
     include_usage: bool,
+    body_len: usize,
 }
 
 /// Why a request body was refused, with the parameter at fault.
@@ -54,27 +55,51 @@ impl ChatRequest {
         })?;
         let model = match raw.parse::<String>("model") {
             Some(Ok(model)) if !model.is_empty() => model,
-            Some(Err(_)) => return Err(RequestError::InvalidField { param: "model", expected: "a string" }),
+            Some(Err(_)) => {
+                return Err(RequestError::InvalidField {
+                    param: "model",
+                    expected: "a string",
+                })
+            }
             _ => return Err(RequestError::MissingModel),
         };
         match raw.parse::<Vec<&serde_json::value::RawValue>>("messages") {
             Some(Ok(messages)) if !messages.is_empty() => {}
-            Some(Err(_)) => return Err(RequestError::InvalidField { param: "messages", expected: "an array of messages" }),
+            Some(Err(_)) => {
+                return Err(RequestError::InvalidField {
+                    param: "messages",
+                    expected: "an array of messages",
+                })
+            }
             _ => return Err(RequestError::MissingMessages),
         }
         let stream = match raw.parse::<bool>("stream") {
             None => false,
             Some(Ok(stream)) => stream,
-            Some(Err(_)) => return Err(RequestError::InvalidField { param: "stream", expected: "a boolean" }),
+            Some(Err(_)) => {
+                return Err(RequestError::InvalidField {
+                    param: "stream",
+                    expected: "a boolean",
+                })
+            }
         };
         let include_usage = match raw.parse::<StreamOptions>("stream_options") {
             None => false,
             Some(Ok(options)) => options.include_usage,
             Some(Err(_)) => {
-                return Err(RequestError::InvalidField { param: "stream_options", expected: "an object like {\"include_usage\": true}" })
+                return Err(RequestError::InvalidField {
+                    param: "stream_options",
+                    expected: "an object like {\"include_usage\": true}",
+                })
             }
         };
-        Ok(Self { raw, model, stream, include_usage })
+        Ok(Self {
+            raw,
+            model,
+            stream,
+            include_usage,
+            body_len: body.len(),
+        })
     }
 
     /// The public model the client asked for.
@@ -90,6 +115,11 @@ impl ChatRequest {
     /// Whether the client asked for a final usage chunk in the stream.
     pub fn include_usage(&self) -> bool {
         self.include_usage
+    }
+
+    /// The size of the body it was parsed from, in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body_len
     }
 
     /// The raw request, for adapters that translate it field by field.
@@ -127,7 +157,9 @@ impl std::fmt::Display for RequestError {
             Self::InvalidJson(detail) => write!(f, "the request body is not valid JSON: {detail}"),
             Self::NotAnObject => f.write_str("the request body must be a JSON object"),
             Self::MissingModel => f.write_str("you must provide a model parameter"),
-            Self::MissingMessages => f.write_str("'messages' must be a non-empty array of messages"),
+            Self::MissingMessages => {
+                f.write_str("'messages' must be a non-empty array of messages")
+            }
             Self::InvalidField { param, expected } => write!(f, "'{param}' must be {expected}"),
         }
     }
@@ -145,7 +177,9 @@ mod tests {
 
     #[test]
     fn reads_routing_fields_and_rewrites_only_model() -> Result<(), RequestError> {
-        let request = parse(r#"{"model":"demo","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"seed":7,"x":[1]}"#)?;
+        let request = parse(
+            r#"{"model":"demo","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"seed":7,"x":[1]}"#,
+        )?;
         assert_eq!(request.model(), "demo");
         assert!(request.stream());
         assert!(request.include_usage());

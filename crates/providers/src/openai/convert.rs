@@ -36,10 +36,20 @@ pub(crate) fn classify_event(provider: &str, event: Event) -> Result<Classified,
     if info.is_error || event.event == "error" {
         let body = serde_json::from_str::<ErrorBody>(&event.data)
             .unwrap_or_else(|_| ErrorBody::new(truncate(&event.data), "server_error", None, None));
-        return Err(ProviderError::InBand { provider: provider.to_owned(), body });
+        return Err(ProviderError::InBand {
+            provider: provider.to_owned(),
+            body,
+        });
     }
-    let event = StreamEvent::Chunk { data: Bytes::from(event.data), token: info.has_token, usage: info.usage };
-    Ok(Classified::Chunk { event, finished: info.finished })
+    let event = StreamEvent::Chunk {
+        data: Bytes::from(event.data),
+        token: info.has_token,
+        usage: info.usage,
+    };
+    Ok(Classified::Chunk {
+        event,
+        finished: info.finished,
+    })
 }
 
 struct StreamState<S> {
@@ -58,7 +68,12 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     let events = Box::pin(keel_sse::decode(bytes));
-    let state = StreamState { events, provider, finished: false, ended: false };
+    let state = StreamState {
+        events,
+        provider,
+        finished: false,
+        ended: false,
+    };
     stream::unfold(state, |mut state| async move {
         if state.ended {
             return None;
@@ -79,12 +94,22 @@ where
         let provider = &*state.provider;
         match state.events.next().await {
             None if state.finished => return Ok(StreamEvent::Done),
-            None => return Err(ProviderError::Truncated { provider: provider.to_owned() }),
+            None => {
+                return Err(ProviderError::Truncated {
+                    provider: provider.to_owned(),
+                })
+            }
             Some(Err(DecodeError::Transport(error))) => {
-                return Err(ProviderError::Transport { provider: provider.to_owned(), detail: error.to_string() })
+                return Err(ProviderError::Transport {
+                    provider: provider.to_owned(),
+                    detail: error.to_string(),
+                })
             }
             Some(Err(DecodeError::Parse(detail))) => {
-                return Err(ProviderError::Protocol { provider: provider.to_owned(), detail })
+                return Err(ProviderError::Protocol {
+                    provider: provider.to_owned(),
+                    detail,
+                })
             }
             Some(Ok(event)) => match classify_event(provider, event)? {
                 Classified::Skip => continue,
@@ -115,30 +140,59 @@ struct ErrorBodyInner {
 }
 
 /// Checks a non-stream body is a completion and reads its usage.
-pub(crate) fn completion_usage(provider: &str, body: &[u8]) -> Result<Option<Usage>, ProviderError> {
-    let probe: CompletionProbe = serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
-        provider: provider.to_owned(),
-        detail: format!("the completion is not valid JSON: {error}"),
-    })?;
+pub(crate) fn completion_usage(
+    provider: &str,
+    body: &[u8],
+) -> Result<Option<Usage>, ProviderError> {
+    let probe: CompletionProbe =
+        serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: format!("the completion is not valid JSON: {error}"),
+        })?;
     if let Some(error) = probe.error {
         let body = ErrorBody::new(error.message, "server_error", None, None);
-        return Err(ProviderError::InBand { provider: provider.to_owned(), body });
+        return Err(ProviderError::InBand {
+            provider: provider.to_owned(),
+            body,
+        });
     }
     if probe.choices.is_none() {
         let detail = String::from("the completion has no choices");
-        return Err(ProviderError::Protocol { provider: provider.to_owned(), detail });
+        return Err(ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail,
+        });
     }
     Ok(probe.usage)
 }
 
 /// Classifies a non-success response from its status, body and Retry-After.
-pub(crate) fn error_from_status(provider: &str, status: u16, body: &[u8], retry_after: Option<Duration>) -> ProviderError {
+pub(crate) fn error_from_status(
+    provider: &str,
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> ProviderError {
     let body = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| {
         let text = String::from_utf8_lossy(body);
-        let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
-        ErrorBody::new(format!("upstream status {status}: {}", truncate(&text)), kind, None, None)
+        let kind = if status >= 500 {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        ErrorBody::new(
+            format!("upstream status {status}: {}", truncate(&text)),
+            kind,
+            None,
+            None,
+        )
     });
-    ProviderError::Status { provider: provider.to_owned(), status, body, retry_after }
+    ProviderError::Status {
+        provider: provider.to_owned(),
+        status,
+        body,
+        retry_after,
+    }
 }
 
 /// Reads `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -148,22 +202,34 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        date.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Classifies an error from `send()`: no response head arrived.
 pub(crate) fn send_error(provider: &str, error: &reqwest::Error) -> ProviderError {
     let detail = error_chain(error);
     if error.is_connect() || error.is_timeout() {
-        ProviderError::Connect { provider: provider.to_owned(), detail }
+        ProviderError::Connect {
+            provider: provider.to_owned(),
+            detail,
+        }
     } else {
-        ProviderError::Transport { provider: provider.to_owned(), detail }
+        ProviderError::Transport {
+            provider: provider.to_owned(),
+            detail,
+        }
     }
 }
 
 /// Classifies an error while reading a body.
 pub(crate) fn body_error(provider: &str, error: &reqwest::Error) -> ProviderError {
-    ProviderError::Transport { provider: provider.to_owned(), detail: error_chain(error) }
+    ProviderError::Transport {
+        provider: provider.to_owned(),
+        detail: error_chain(error),
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -37,7 +37,14 @@ async fn cb1_opens_on_the_twentieth_failure_and_refuses_calls() {
 async fn a_failure_rate_below_the_threshold_keeps_it_closed() {
     let breaker = CircuitBreaker::new("t", POLICY);
     for index in 0..100 {
-        call(&breaker, if index % 3 == 0 { Outcome::Failure } else { Outcome::Success });
+        call(
+            &breaker,
+            if index % 3 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
+        );
     }
     assert_eq!(breaker.state(), BreakerState::Closed);
 }

@@ -19,18 +19,33 @@ fn frame(data: &str) -> String {
 
 #[test]
 fn a_complete_stream_classifies_tokens_and_ends_with_done() {
-    let body = [frame(ROLE), String::from(": ping\n\n"), frame(TOKEN), frame(FINISH), frame("[DONE]")].concat();
+    let body = [
+        frame(ROLE),
+        String::from(": ping\n\n"),
+        frame(TOKEN),
+        frame(FINISH),
+        frame("[DONE]"),
+    ]
+    .concat();
     let events = events(&body);
     assert_eq!(events.len(), 4);
-    assert!(matches!(&events[0], Ok(StreamEvent::Chunk { token: false, .. })));
-    assert!(matches!(&events[1], Ok(StreamEvent::Chunk { token: true, data, .. }) if data == TOKEN));
+    assert!(matches!(
+        &events[0],
+        Ok(StreamEvent::Chunk { token: false, .. })
+    ));
+    assert!(
+        matches!(&events[1], Ok(StreamEvent::Chunk { token: true, data, .. }) if data == TOKEN)
+    );
     assert!(matches!(&events[3], Ok(StreamEvent::Done)));
 }
 
 #[test]
 fn a_stream_cut_before_its_finish_is_truncated() {
     let events = events(&[frame(ROLE), frame(TOKEN)].concat());
-    assert!(matches!(events.last(), Some(Err(ProviderError::Truncated { .. }))));
+    assert!(matches!(
+        events.last(),
+        Some(Err(ProviderError::Truncated { .. }))
+    ));
 }
 
 #[test]
@@ -41,21 +56,32 @@ fn a_stream_that_finished_without_done_is_complete() {
 
 #[test]
 fn an_in_band_error_ends_the_stream_as_an_error() {
-    let body = [frame(TOKEN), frame(r#"{"error":{"message":"overloaded","type":"server_error"}}"#), frame(TOKEN)].concat();
+    let body = [
+        frame(TOKEN),
+        frame(r#"{"error":{"message":"overloaded","type":"server_error"}}"#),
+        frame(TOKEN),
+    ]
+    .concat();
     let events = events(&body);
     assert_eq!(events.len(), 2);
-    assert!(matches!(&events[1], Err(ProviderError::InBand { body, .. }) if body.error.message == "overloaded"));
+    assert!(
+        matches!(&events[1], Err(ProviderError::InBand { body, .. }) if body.error.message == "overloaded")
+    );
 }
 
 #[test]
 fn status_errors_keep_the_upstream_message_and_retry_after() {
     let error = error_from_status("p", 400, br#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#, None);
     assert!(!error.is_retryable());
-    assert!(matches!(&error, ProviderError::Status { body, .. } if body.error.param.as_deref() == Some("temperature")));
+    assert!(
+        matches!(&error, ProviderError::Status { body, .. } if body.error.param.as_deref() == Some("temperature"))
+    );
     let error = error_from_status("p", 503, b"<html>down</html>", Some(Duration::from_secs(2)));
     assert!(error.is_retryable());
     assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
-    assert!(error.to_string().contains("upstream status 503: <html>down</html>"));
+    assert!(error
+        .to_string()
+        .contains("upstream status 503: <html>down</html>"));
 }
 
 #[test]
@@ -66,7 +92,10 @@ fn retry_after_reads_seconds_and_http_dates() -> Result<(), Box<dyn std::error::
     let later = SystemTime::now() + Duration::from_secs(120);
     headers.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse()?);
     let parsed = retry_after(&headers).ok_or("date not parsed")?;
-    assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120), "{parsed:?}");
+    assert!(
+        parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120),
+        "{parsed:?}"
+    );
     headers.insert(RETRY_AFTER, "soon".parse()?);
     assert_eq!(retry_after(&headers), None);
     Ok(())
@@ -74,7 +103,10 @@ fn retry_after_reads_seconds_and_http_dates() -> Result<(), Box<dyn std::error::
 
 #[test]
 fn completion_usage_is_read_and_error_bodies_refused() -> Result<(), ProviderError> {
-    let usage = completion_usage("p", br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#)?;
+    let usage = completion_usage(
+        "p",
+        br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+    )?;
     assert_eq!(usage.map(|u| u.completion_tokens), Some(2));
     assert!(completion_usage("p", br#"{"error":{"message":"x"}}"#).is_err());
     assert!(completion_usage("p", b"nope").is_err());

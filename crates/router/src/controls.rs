@@ -1,0 +1,91 @@
+//! The resilience controls of one provider and of one target, built from
+//! the configuration: the clocks, the retry policy and budget, the bulkhead
+//! and the rate limits (per provider), and the circuit breaker (per target).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_config::ProviderConfig;
+use keel_resilience::{Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket};
+
+/// The per-attempt clocks of a provider (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clocks {
+    /// Request sent → response head (streams).
+    pub headers: Duration,
+    /// Request sent → first token (the whole answer for non-streams).
+    pub first_token: Duration,
+    /// Longest gap between tokens after the first.
+    pub inactivity: Duration,
+    /// The whole attempt, stream included.
+    pub total: Duration,
+}
+
+/// Everything one provider's attempts share.
+pub struct ProviderControls {
+    /// Attempt clocks.
+    pub clocks: Clocks,
+    /// Tries per target, the first included.
+    pub attempts: u32,
+    /// Backoff between tries of the same target.
+    pub backoff: Backoff,
+    /// The provider's retry budget.
+    pub budget: RetryBudget,
+    /// `max_concurrent`, when set.
+    pub bulkhead: Option<Bulkhead>,
+    /// `rpm`, when set.
+    pub requests: Option<TokenBucket>,
+    /// `tpm`, when set: charged from real usage after each call.
+    pub tokens: Option<TokenBucket>,
+}
+
+// === impl ProviderControls ===
+
+impl ProviderControls {
+    /// The controls configured for `provider`.
+    pub fn from_config(provider: &ProviderConfig) -> Arc<Self> {
+        let timeouts = &provider.timeouts;
+        let retry = &provider.retry;
+        let minute = Duration::from_secs(60);
+        Arc::new(Self {
+            clocks: Clocks {
+                headers: timeouts.headers,
+                first_token: timeouts.first_token,
+                inactivity: timeouts.inactivity,
+                total: timeouts.total,
+            },
+            attempts: retry.attempts.max(1),
+            backoff: Backoff {
+                base_delay: retry.base_delay,
+                max_delay: retry.max_delay,
+            },
+            budget: RetryBudget::new(RetryBudgetPolicy {
+                ratio: retry.budget_ratio,
+                min_retries: 3,
+                window: Duration::from_secs(10),
+            }),
+            bulkhead: provider.max_concurrent.map(Bulkhead::new),
+            requests: provider
+                .rpm
+                .map(|rpm| TokenBucket::new(u64::from(rpm), minute)),
+            tokens: provider.tpm.map(|tpm| TokenBucket::new(tpm, minute)),
+        })
+    }
+
+    /// Controls with no limits and the given clocks, for tests.
+    pub fn unlimited(clocks: Clocks, attempts: u32, backoff: Backoff) -> Arc<Self> {
+        Arc::new(Self {
+            clocks,
+            attempts,
+            backoff,
+            budget: RetryBudget::new(RetryBudgetPolicy {
+                ratio: 0.2,
+                min_retries: 3,
+                window: Duration::from_secs(10),
+            }),
+            bulkhead: None,
+            requests: None,
+            tokens: None,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! A committed stream under its remaining clocks: `inactivity` between
+//! tokens and the attempt's `total` (cut to the request budget). It holds the
+//! breaker trial and bulkhead slot until the stream ends, records the
+//! outcome, and charges real token usage to the provider's bucket.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Future, Stream};
+use keel_providers::{Clock, EventStream, ProviderError, StreamEvent};
+use keel_resilience::Outcome;
+use tokio::time::{Instant, Sleep};
+
+use crate::attempt::{breaker_outcome, settle_tokens, Admission};
+use crate::Target;
+
+/// The rest of a committed stream, guarded.
+pub(crate) struct Guarded {
+    inner: EventStream,
+    target: Target,
+    inactivity: Duration,
+    idle: Pin<Box<Sleep>>,
+    total: Pin<Box<Sleep>>,
+    total_clock: Clock,
+    admission: Option<Admission>,
+    started: Instant,
+}
+
+// === impl Guarded ===
+
+impl Guarded {
+    pub(crate) fn new(
+        inner: EventStream,
+        target: &Target,
+        total: (Instant, Clock),
+        admission: Admission,
+        started: Instant,
+    ) -> Self {
+        let inactivity = target.controls.clocks.inactivity;
+        Self {
+            inner,
+            target: target.clone(),
+            inactivity,
+            idle: Box::pin(tokio::time::sleep(inactivity)),
+            total: Box::pin(tokio::time::sleep_until(total.0)),
+            total_clock: total.1,
+            admission: Some(admission),
+            started,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(admission) = self.admission.take() {
+            admission.trial.record(outcome);
+            tracing::debug!(provider = %self.target.provider_name, elapsed = ?self.started.elapsed(), "upstream stream ended");
+        }
+    }
+
+    fn timed_out(&mut self, clock: Clock) -> Poll<Option<Result<StreamEvent, ProviderError>>> {
+        self.finish(Outcome::Failure);
+        Poll::Ready(Some(Err(ProviderError::Timeout {
+            provider: self.target.provider_name.to_string(),
+            clock,
+        })))
+    }
+}
+
+impl Stream for Guarded {
+    type Item = Result<StreamEvent, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.admission.is_none() {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(event))) => {
+                if let StreamEvent::Chunk { token, usage, .. } = &event {
+                    if *token {
+                        let next = Instant::now() + self.inactivity;
+                        self.idle.as_mut().reset(next);
+                    }
+                    if let Some(usage) = usage {
+                        settle_tokens(&self.target, Some(usage.total_tokens));
+                    }
+                }
+                if event == StreamEvent::Done {
+                    self.finish(Outcome::Success);
+                }
+                Poll::Ready(Some(Ok(event)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.finish(breaker_outcome(&error));
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                self.finish(Outcome::Success);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if self.total.as_mut().poll(cx).is_ready() {
+                    let clock = self.total_clock;
+                    return self.timed_out(clock);
+                }
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    return self.timed_out(Clock::Inactivity);
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // A client that leaves says nothing about the upstream.
+        self.finish(Outcome::Ignored);
+    }
+}

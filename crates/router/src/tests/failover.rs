@@ -1,0 +1,225 @@
+//! Failover before the commit point, fallbacks and client errors.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use keel_providers::ProviderError;
+
+use super::scripted::{plain, request, router, Scripted, Step, MINUTE};
+use crate::{Answer, ModelRoute, RouteError};
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_5xx_429_or_refused_connection_moves_on_to_the_next_target() -> Result<(), RouteError> {
+    for first in [
+        Step::Status {
+            status: 503,
+            retry_after: None,
+        },
+        Step::Refused,
+        Step::Status {
+            status: 429,
+            retry_after: None,
+        },
+    ] {
+        let (bad, good) = (
+            Scripted::new("bad", vec![first]),
+            Scripted::new("good", vec![]),
+        );
+        let routed = router(vec![plain(&bad), plain(&good)], MINUTE, vec![])
+            .dispatch(request(false))
+            .await?;
+        assert_eq!(&*routed.provider, "good");
+        assert_eq!((routed.attempts, bad.calls()), (2, 1));
+    }
+    Ok(())
+}
+
+/// RT-4: client errors are returned at once, never retried or failed over.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn rt4_a_client_error_is_returned_at_once() {
+    for status in [400, 401, 403, 404, 413, 422] {
+        let (bad, good) = (
+            Scripted::new(
+                "bad",
+                vec![Step::Status {
+                    status,
+                    retry_after: None,
+                }],
+            ),
+            Scripted::new("good", vec![]),
+        );
+        let result = router(vec![plain(&bad), plain(&good)], MINUTE, vec![])
+            .dispatch(request(false))
+            .await;
+        assert!(
+            matches!(result, Err(RouteError::Rejected { attempts: 1, .. })),
+            "{status}"
+        );
+        assert_eq!(good.calls(), 0);
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stream_failing_before_its_first_token_fails_over_and_the_winner_keeps_its_head(
+) -> Result<(), RouteError> {
+    let cut = Scripted::new(
+        "cut",
+        vec![Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, false)],
+            complete: true,
+        }],
+    );
+    let good = Scripted::new(
+        "good",
+        vec![Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, false), (Duration::ZERO, true)],
+            complete: true,
+        }],
+    );
+    let routed = router(vec![plain(&cut), plain(&good)], MINUTE, vec![])
+        .dispatch(request(true))
+        .await?;
+    assert_eq!(
+        &*routed.provider, "cut",
+        "a stream that completes without tokens is an empty answer, committed at its end"
+    );
+    let Answer::Stream { head, .. } = routed.answer else {
+        panic!("expected a stream")
+    };
+    assert_eq!(head.len(), 2, "role chunk and Done");
+
+    let broken = Scripted::new(
+        "broken",
+        vec![Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, false)],
+            complete: false,
+        }],
+    );
+    let routed = router(
+        vec![plain(&broken), plain(&good)],
+        Duration::from_secs(5),
+        vec![],
+    )
+    .dispatch(request(true))
+    .await;
+    assert!(
+        matches!(routed, Err(RouteError::DeadlineExceeded { .. })),
+        "a silent stream with no first-token clock waits out the budget"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn fallback_models_are_tried_after_every_target_failed() -> Result<(), RouteError> {
+    let (bad, small) = (
+        Scripted::new(
+            "bad",
+            vec![Step::Status {
+                status: 500,
+                retry_after: None,
+            }],
+        ),
+        Scripted::new("small", vec![]),
+    );
+    let fallback = ModelRoute {
+        name: String::from("s"),
+        targets: vec![plain(&small)],
+        fallback: vec![String::from("m")],
+        budget: MINUTE,
+    };
+    let routed = router(vec![plain(&bad)], MINUTE, vec![fallback])
+        .dispatch(request(false))
+        .await?;
+    assert_eq!((&*routed.provider, routed.attempts), ("small", 2));
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn exhaustion_reports_the_last_failure_and_every_attempt() {
+    let (a, b) = (
+        Scripted::new(
+            "a",
+            vec![Step::Status {
+                status: 502,
+                retry_after: None,
+            }],
+        ),
+        Scripted::new("b", vec![Step::Refused]),
+    );
+    let result = router(vec![plain(&a), plain(&b)], MINUTE, vec![])
+        .dispatch(request(false))
+        .await;
+    assert!(matches!(
+        result,
+        Err(RouteError::Exhausted {
+            attempts: 2,
+            last: ProviderError::Connect { .. },
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn unknown_models_and_models_without_targets_are_named() {
+    let Err(error) = router(vec![], MINUTE, vec![])
+        .dispatch(request(false))
+        .await
+    else {
+        panic!("no targets must fail")
+    };
+    assert_eq!(
+        error.to_string(),
+        "the model 'm' has no enabled provider (set the provider's api_key)"
+    );
+    let empty = crate::Router::new(
+        crate::RouteTable::new(vec![]),
+        std::sync::Arc::new(keel_telemetry::Metrics::new()),
+    );
+    assert!(matches!(
+        empty.dispatch(request(false)).await,
+        Err(RouteError::UnknownModel { .. })
+    ));
+}
+
+/// TO-2: after the commit point nothing is retried: a stream that stalls
+/// ends with an error, and the next target never hears of it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn to2_a_committed_stream_is_never_retried() -> Result<(), RouteError> {
+    let stalls = Scripted::new(
+        "stalls",
+        vec![Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, true)],
+            complete: false,
+        }],
+    );
+    let other = Scripted::new("other", vec![]);
+    let mut stalling = plain(&stalls);
+    stalling.controls = crate::ProviderControls::unlimited(
+        crate::Clocks {
+            inactivity: Duration::from_secs(2),
+            ..super::scripted::CLOCKS
+        },
+        3,
+        super::scripted::BACKOFF,
+    );
+    let routed = router(vec![stalling, plain(&other)], MINUTE, vec![])
+        .dispatch(request(true))
+        .await?;
+    let Answer::Stream { rest, .. } = routed.answer else {
+        panic!("expected a stream")
+    };
+    let rest: Vec<_> = rest.collect().await;
+    assert!(matches!(
+        rest.last(),
+        Some(Err(ProviderError::Timeout {
+            clock: keel_providers::Clock::Inactivity,
+            ..
+        }))
+    ));
+    assert_eq!((stalls.calls(), other.calls()), (1, 0));
+    Ok(())
+}

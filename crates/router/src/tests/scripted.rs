@@ -1,0 +1,220 @@
+//! A provider whose every call follows a script, with delays on tokio's clock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{stream, FutureExt, StreamExt};
+use keel_providers::{Completion, Provider, ProviderError, Reply, StreamEvent};
+use keel_resilience::{Backoff, BreakerPolicy, CircuitBreaker};
+use keel_telemetry::Metrics;
+use keel_types::{ChatRequest, ErrorBody};
+use tokio::time::Instant;
+
+use crate::{Clocks, ModelRoute, ProviderControls, RouteTable, Router, Target};
+
+/// What one call does.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Answers after `delay` (the whole body for non-streams).
+    Answer { delay: Duration },
+    /// Fails with `status` after `delay`.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Connection refused.
+    Refused,
+    /// Sends the head after `head`, then chunks: each `(gap, token)`; ends
+    /// with Done if `complete`, else hangs forever after the last chunk.
+    Stream {
+        head: Duration,
+        chunks: Vec<(Duration, bool)>,
+        complete: bool,
+    },
+}
+
+pub struct Scripted {
+    pub name: &'static str,
+    steps: Mutex<VecDeque<Step>>,
+    last: Mutex<Step>,
+    pub calls: AtomicU32,
+    pub call_times: Mutex<Vec<Instant>>,
+}
+
+impl Scripted {
+    /// Follows `steps` in order, then repeats the last one.
+    pub fn new(name: &'static str, steps: Vec<Step>) -> Arc<Self> {
+        let last = steps.last().cloned().unwrap_or(Step::Answer {
+            delay: Duration::ZERO,
+        });
+        Arc::new(Self {
+            name,
+            steps: Mutex::new(steps.into()),
+            last: Mutex::new(last),
+            calls: AtomicU32::new(0),
+            call_times: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn next_step(&self) -> Step {
+        let mut steps = self
+            .steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        steps.pop_front().unwrap_or_else(|| {
+            self.last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    }
+}
+
+fn chunk(token: bool) -> StreamEvent {
+    StreamEvent::Chunk {
+        data: Bytes::from_static(b"{}"),
+        token,
+        usage: None,
+    }
+}
+
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn chat(
+        &self,
+        _request: Arc<ChatRequest>,
+        _model: Arc<str>,
+    ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call_times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Instant::now());
+        let provider = self.name.to_owned();
+        let step = self.next_step();
+        async move {
+            match step {
+                Step::Answer { delay } => {
+                    tokio::time::sleep(delay).await;
+                    Ok(Reply::Complete(Completion {
+                        body: Bytes::from_static(b"{}"),
+                        usage: None,
+                    }))
+                }
+                Step::Status {
+                    status,
+                    retry_after,
+                } => Err(ProviderError::Status {
+                    provider,
+                    status,
+                    body: ErrorBody::new("no", "t", None, None),
+                    retry_after,
+                }),
+                Step::Refused => Err(ProviderError::Connect {
+                    provider,
+                    detail: String::from("refused"),
+                }),
+                Step::Stream {
+                    head,
+                    chunks,
+                    complete,
+                } => {
+                    tokio::time::sleep(head).await;
+                    let chunks = stream::iter(chunks).then(|(gap, token)| async move {
+                        tokio::time::sleep(gap).await;
+                        Ok(chunk(token))
+                    });
+                    let end = if complete {
+                        stream::iter(vec![Ok(StreamEvent::Done)]).boxed()
+                    } else {
+                        stream::pending().boxed()
+                    };
+                    Ok(Reply::Stream(chunks.chain(end).boxed()))
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Clocks generous enough to stay out of the way unless a test sets one.
+pub const CLOCKS: Clocks = Clocks {
+    headers: Duration::from_secs(100),
+    first_token: Duration::from_secs(100),
+    inactivity: Duration::from_secs(100),
+    total: Duration::from_secs(1000),
+};
+
+pub const BACKOFF: Backoff = Backoff {
+    base_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(10),
+};
+
+pub const BREAKER: BreakerPolicy = BreakerPolicy {
+    failure_rate: 0.5,
+    window: Duration::from_secs(10),
+    min_requests: 1000,
+    cooldown: Duration::from_secs(30),
+    half_open_trials: 3,
+};
+
+/// A target on `provider` with the given controls and breaker policy.
+pub fn target(
+    provider: &Arc<Scripted>,
+    controls: Arc<ProviderControls>,
+    breaker: BreakerPolicy,
+) -> Target {
+    Target {
+        provider_name: Arc::from(provider.name),
+        model: Arc::from("up"),
+        provider: provider.clone(),
+        controls,
+        breaker: CircuitBreaker::new(provider.name, breaker),
+    }
+}
+
+/// A target with one try, no limits and generous clocks.
+pub fn plain(provider: &Arc<Scripted>) -> Target {
+    target(
+        provider,
+        ProviderControls::unlimited(CLOCKS, 1, BACKOFF),
+        BREAKER,
+    )
+}
+
+/// A router with one model `m` (budget `budget`) over `targets` and the
+/// given fallbacks, plus any extra models.
+pub fn router(targets: Vec<Target>, budget: Duration, extra: Vec<ModelRoute>) -> Router {
+    let fallback = extra.iter().map(|model| model.name.clone()).collect();
+    let mut models = vec![ModelRoute {
+        name: String::from("m"),
+        targets,
+        fallback,
+        budget,
+    }];
+    models.extend(extra);
+    Router::new(RouteTable::new(models), Arc::new(Metrics::new()))
+}
+
+pub fn request(stream: bool) -> Arc<ChatRequest> {
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
+    );
+    match ChatRequest::parse(body.as_bytes()) {
+        Ok(request) => Arc::new(request),
+        Err(error) => panic!("test request is invalid: {error}"),
+    }
+}
+
+pub const MINUTE: Duration = Duration::from_secs(60);

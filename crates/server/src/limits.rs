@@ -1,0 +1,236 @@
+//! Tenant rate limits: token buckets on requests and tokens per minute.
+//! Tokens are reserved at admission (a prompt estimate plus `max_tokens`)
+//! and settled from the real usage afterwards, so concurrent requests cannot
+//! overrun a limit. Limits are per instance: N instances admit up to N times
+//! the configured rate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use keel_resilience::TokenBucket;
+use keel_types::ChatRequest;
+
+/// Every tenant's buckets.
+#[derive(Default)]
+pub struct TenantLimits {
+    tenants: HashMap<Arc<str>, Arc<Buckets>>,
+}
+
+/// One tenant's buckets.
+pub struct Buckets {
+    requests: Option<TokenBucket>,
+    tokens: Option<TokenBucket>,
+}
+
+/// Tokens reserved for one admitted request, settled from real usage.
+pub struct Reservation {
+    buckets: Arc<Buckets>,
+    reserved: f64,
+}
+
+/// A refusal: which limit, and when to come back.
+#[derive(Debug)]
+pub struct Exceeded {
+    /// `requests` or `tokens`.
+    pub limit: &'static str,
+    /// Time until the request would be admitted.
+    pub retry_after: Duration,
+    /// The rate-limit headers for the refusal.
+    pub headers: HeaderMap,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+// === impl TenantLimits ===
+
+impl TenantLimits {
+    /// Buckets for every tenant with limits: `(name, rpm, tpm)`.
+    pub fn new<'a>(tenants: impl IntoIterator<Item = (&'a str, Option<u32>, Option<u64>)>) -> Self {
+        let tenants = tenants
+            .into_iter()
+            .filter(|(_, rpm, tpm)| rpm.is_some() || tpm.is_some())
+            .map(|(name, rpm, tpm)| {
+                let buckets = Buckets {
+                    requests: rpm.map(|rpm| TokenBucket::new(u64::from(rpm), MINUTE)),
+                    tokens: tpm.map(|tpm| TokenBucket::new(tpm, MINUTE)),
+                };
+                (Arc::from(name), Arc::new(buckets))
+            })
+            .collect();
+        Self { tenants }
+    }
+
+    /// Admits one request of `tenant`, or says which limit it hit.
+    pub fn admit(
+        &self,
+        tenant: &str,
+        request: &ChatRequest,
+        body_len: usize,
+    ) -> Result<Option<Reservation>, Exceeded> {
+        let Some(buckets) = self.tenants.get(tenant) else {
+            return Ok(None);
+        };
+        if let Some(bucket) = &buckets.requests {
+            bucket
+                .try_take(1.0)
+                .map_err(|wait| buckets.exceeded("requests", wait))?;
+        }
+        let reserved = estimate_tokens(request, body_len);
+        if let Some(bucket) = &buckets.tokens {
+            if let Err(wait) = bucket.try_take(reserved) {
+                // The request slot taken above is given back: nothing was served.
+                if let Some(requests) = &buckets.requests {
+                    requests.settle(-1.0);
+                }
+                return Err(buckets.exceeded("tokens", wait));
+            }
+        }
+        Ok(Some(Reservation {
+            buckets: buckets.clone(),
+            reserved,
+        }))
+    }
+}
+
+/// The prompt estimate (4 bytes a token, the usual rule of thumb for
+/// English text) plus the completion cap the client asked for.
+fn estimate_tokens(request: &ChatRequest, body_len: usize) -> f64 {
+    let raw = request.raw();
+    let cap = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|key| raw.parse::<u64>(key).and_then(Result::ok))
+        .unwrap_or(0);
+    (body_len / 4) as f64 + cap as f64
+}
+
+// === impl Buckets ===
+
+impl Buckets {
+    fn exceeded(&self, limit: &'static str, retry_after: Duration) -> Exceeded {
+        Exceeded {
+            limit,
+            retry_after,
+            headers: self.headers(),
+        }
+    }
+
+    /// OpenAI's `x-ratelimit-*` headers for this tenant's current state.
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, bucket) in [("requests", &self.requests), ("tokens", &self.tokens)] {
+            let Some(bucket) = bucket else { continue };
+            let mut insert = |field: &str, value: String| {
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::try_from(format!("x-ratelimit-{field}-{name}")),
+                    HeaderValue::from_str(&value),
+                ) {
+                    headers.insert(name, value);
+                }
+            };
+            insert("limit", bucket.capacity().to_string());
+            insert("remaining", bucket.remaining().to_string());
+            insert("reset", format_reset(bucket.time_to_full()));
+        }
+        headers
+    }
+}
+
+/// OpenAI writes resets like `1s`, `6m0s`, `120ms`.
+fn format_reset(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let seconds = duration.as_secs_f64().ceil() as u64;
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        _ => format!("{}m{}s", seconds / 60, seconds % 60),
+    }
+}
+
+// === impl Reservation ===
+
+impl Reservation {
+    /// Charges the real token count in place of the estimate.
+    pub fn settle(&self, total_tokens: u64) {
+        if let Some(bucket) = &self.buckets.tokens {
+            bucket.settle(total_tokens as f64 - self.reserved);
+        }
+    }
+
+    /// The tenant's rate-limit headers after this request.
+    pub fn headers(&self) -> HeaderMap {
+        self.buckets.headers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(max_tokens: u64) -> Result<ChatRequest, keel_types::RequestError> {
+        ChatRequest::parse(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#).as_bytes())
+    }
+
+    /// RL-1: a burst gets exactly the limit; the refusal names the wait;
+    /// another tenant is untouched.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn rl1_requests_per_minute_are_exact_and_isolated() -> Result<(), keel_types::RequestError>
+    {
+        let limits = TenantLimits::new([("a", Some(10), None), ("b", Some(10), None)]);
+        let request = request(1)?;
+        let admitted = (0..15)
+            .filter(|_| limits.admit("a", &request, 100).is_ok())
+            .count();
+        assert_eq!(admitted, 10);
+        let Err(refusal) = limits.admit("a", &request, 100) else {
+            panic!("an 11th request passed")
+        };
+        assert_eq!(
+            (refusal.limit, refusal.retry_after),
+            ("requests", Duration::from_secs(6))
+        );
+        assert_eq!(refusal.headers["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(
+            (0..10)
+                .filter(|_| limits.admit("b", &request, 100).is_ok())
+                .count(),
+            10
+        );
+        assert!(limits
+            .admit("unlimited", &request, 100)
+            .is_ok_and(|reservation| reservation.is_none()));
+        Ok(())
+    }
+
+    /// Tokens are reserved up front (so concurrent requests cannot overrun)
+    /// and settled from usage.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn tokens_are_reserved_then_settled() -> Result<(), keel_types::RequestError> {
+        let limits = TenantLimits::new([("a", None, Some(1000))]);
+        let first = limits
+            .admit("a", &request(600)?, 40)
+            .ok()
+            .flatten()
+            .ok_or(keel_types::RequestError::MissingModel)?;
+        assert!(
+            limits.admit("a", &request(600)?, 40).is_err(),
+            "the reservation of 610 leaves 390"
+        );
+        first.settle(10);
+        assert!(
+            limits.admit("a", &request(600)?, 40).is_ok(),
+            "settling to 10 real tokens freed the rest"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn resets_are_written_as_openai_does() {
+        assert_eq!(format_reset(Duration::from_millis(120)), "120ms");
+        assert_eq!(format_reset(Duration::from_secs(6)), "6s");
+        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+    }
+}
