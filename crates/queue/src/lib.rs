@@ -1,0 +1,245 @@
+//! Keel's durable job queue: the job store (Postgres, shared by several
+//! instances, or embedded SQLite for one) behind [`JobStore`], workers that
+//! claim jobs under leases and run them through a [`JobHandler`],
+//! idempotency keys for submissions, and signed webhook delivery with an
+//! SSRF guard.
+//!
+//! The crate knows nothing of HTTP status codes or of the router: the
+//! server maps [`SubmitError`] and [`CancelOutcome`] to responses, and the
+//! binary passes a [`JobHandler`] that calls the router.
+
+mod backoff;
+mod idempotency;
+mod job;
+mod store;
+mod webhook;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch, Notify};
+
+pub use backoff::{ceiling as backoff_ceiling, full_jitter};
+pub use idempotency::{request_hash, MAX_KEY_LENGTH};
+pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
+pub use store::{
+    migrate_url, millis, open, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
+    Enqueued, Finish, JobStore, KeyClaim, ListQuery, PostgresStore, SqliteStore, StoreError,
+    StoredKey, Swept,
+};
+pub use webhook::{
+    check_url, decode_secret, is_blocked, sign, GuardedResolver, InvalidSecret, Refused,
+    WebhookPolicy,
+};
+pub use worker::{JobFailure, JobHandler, Retry, WorkerPolicy};
+
+/// The queue as the server and the binary see it: the store, the wake-ups
+/// of this instance's workers and deliverer, and the jobs running here (so
+/// a cancel can drop their upstream call at once).
+pub struct Queue {
+    store: Arc<dyn JobStore>,
+    job_wake: Arc<Notify>,
+    webhook_wake: Notify,
+    running: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    allow_private_webhooks: bool,
+    webhooks_enabled: bool,
+}
+
+/// A job submission, validated by the server.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// The job to insert.
+    pub job: NewJob,
+    /// The `Idempotency-Key`, if the client sent one.
+    pub key: Option<KeyClaim>,
+}
+
+/// What a submission produced.
+#[derive(Clone, Debug)]
+pub enum Submitted {
+    /// A new job, committed.
+    Created(Box<JobRecord>),
+    /// The stored response of an earlier submission with the same key and body.
+    Replayed {
+        /// The job id.
+        id: String,
+        /// The job object exactly as first returned.
+        body: String,
+    },
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The key was used with a different request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    /// The key's first request has not finished in time.
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    KeyInProgress,
+    /// The webhook URL may not be used.
+    #[error("webhook.url: {0}")]
+    Webhook(#[from] Refused),
+    /// Webhooks are not configured.
+    #[error("webhook.url: this gateway has no webhooks.secret, so it cannot sign webhooks")]
+    WebhooksDisabled,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+// === impl Queue ===
+
+impl Queue {
+    /// A queue over `store`. `webhooks` says whether webhooks can be signed
+    /// and whether private receivers are allowed.
+    pub fn new(store: Arc<dyn JobStore>, webhooks: &WebhookPolicy) -> Self {
+        Self {
+            store,
+            job_wake: Arc::new(Notify::new()),
+            webhook_wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            allow_private_webhooks: webhooks.allow_private,
+            webhooks_enabled: webhooks.key.is_some(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    /// Checks and inserts a job; 202 may be sent once this returns `Ok`.
+    pub async fn submit(&self, submission: &Submission) -> Result<Submitted, SubmitError> {
+        if let Some(url) = &submission.job.webhook_url {
+            if !self.webhooks_enabled {
+                return Err(SubmitError::WebhooksDisabled);
+            }
+            check_url(url, self.allow_private_webhooks).await?;
+        }
+        let deadline = tokio::time::Instant::now() + idempotency::WAIT;
+        loop {
+            match self
+                .store
+                .enqueue(&submission.job, submission.key.as_ref(), now_ms())
+                .await?
+            {
+                Enqueued::Created(record) => {
+                    self.job_wake.notify_one();
+                    return Ok(Submitted::Created(Box::new(record)));
+                }
+                Enqueued::KeyExists(stored) => {
+                    if let Some(replay) = idempotency::replay(submission, stored)? {
+                        return Ok(replay);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SubmitError::KeyInProgress);
+            }
+            tokio::time::sleep(idempotency::WAIT_STEP).await;
+        }
+    }
+
+    /// The tenant's job `id`.
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.store.get(tenant, id).await
+    }
+
+    /// The tenant's jobs, newest first, and whether more follow.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        query: &ListQuery,
+    ) -> Result<(Vec<JobRecord>, bool), StoreError> {
+        let mut one_more = query.clone();
+        one_more.limit = query.limit.saturating_add(1);
+        let mut jobs = self.store.list(tenant, &one_more).await?;
+        let has_more = jobs.len() > usize::try_from(query.limit).unwrap_or(usize::MAX);
+        jobs.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        Ok((jobs, has_more))
+    }
+
+    /// Cancels a queued or running job; a run on this instance is dropped
+    /// at once (other instances notice at their next heartbeat).
+    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<CancelOutcome, StoreError> {
+        let outcome = self.store.cancel(tenant, id, now_ms()).await?;
+        if let CancelOutcome::Cancelled(_) = &outcome {
+            let running = self
+                .running
+                .lock()
+                .ok()
+                .and_then(|mut running| running.remove(id));
+            if let Some(cancel) = running {
+                let _ = cancel.send(());
+            }
+            self.webhook_wake.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn ready(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    /// Runs this instance's workers, maintenance and webhook deliverer until
+    /// `stop` turns true, then drains them (running jobs get `workers.grace`).
+    pub async fn run(
+        self: Arc<Self>,
+        handler: Arc<dyn JobHandler>,
+        workers: WorkerPolicy,
+        webhooks: WebhookPolicy,
+        stop: watch::Receiver<bool>,
+    ) {
+        let workers = Arc::new(workers);
+        let listen = {
+            let (store, wake) = (self.store.clone(), self.job_wake.clone());
+            let mut stop = stop.clone();
+            async move {
+                tokio::select! {
+                    result = store.listen(wake) => if let Err(error) = result {
+                        tracing::warn!(%error, "LISTEN keel_jobs stopped; idle workers fall back to polling");
+                    },
+                    _ = stop.wait_for(|stopped| *stopped) => {}
+                }
+            }
+        };
+        let claim = async {
+            if workers.workers > 0 {
+                worker::run(self.clone(), handler, workers.clone(), stop.clone()).await;
+            }
+        };
+        tokio::join!(
+            listen,
+            claim,
+            worker::maintain(self.clone(), workers.clone(), stop.clone()),
+            webhook::run(self.clone(), Arc::new(webhooks), stop.clone()),
+        );
+    }
+
+    fn register_running(&self, id: &str, cancel: oneshot::Sender<()>) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id.to_owned(), cancel);
+        }
+    }
+
+    fn unregister_running(&self, id: &str) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(id);
+        }
+    }
+}
+
+/// The default time an idle worker waits between polls, for documentation.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);

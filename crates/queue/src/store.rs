@@ -1,0 +1,341 @@
+//! The job store: one trait, two implementations (Postgres, shared by
+//! several instances, and embedded SQLite for one). Every method that
+//! compares or writes times takes `now` (Unix milliseconds) from the caller,
+//! so tests move time by passing a later `now`, never by sleeping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::job::{JobRecord, JobStatus, NewJob, WebhookStatus};
+
+mod migrations;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use migrations::migrate_url;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A store failure: the database could not be reached or refused a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names no supported backend.
+    #[error("database.url: unsupported database URL (use sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+    /// A statement or connection failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("corrupt row in the job store: {0}")]
+    Corrupt(String),
+}
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// An `Idempotency-Key` presented with a submission.
+#[derive(Clone, Debug)]
+pub struct KeyClaim {
+    /// The client's key (scoped by the job's tenant).
+    pub key: String,
+    /// Hex SHA-256 of method, path and body.
+    pub request_hash: String,
+}
+
+/// A stored idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The request hash it was first used with.
+    pub request_hash: String,
+    /// The status code of the stored response; `None` while in progress.
+    pub response_status: Option<u16>,
+    /// The stored response body.
+    pub response_body: Option<String>,
+}
+
+/// What an enqueue did.
+#[derive(Clone, Debug)]
+pub enum Enqueued {
+    /// The job (and its key, when given) committed.
+    Created(JobRecord),
+    /// The key already exists; nothing was written.
+    KeyExists(StoredKey),
+}
+
+/// A job a worker has claimed.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    /// The job id.
+    pub id: String,
+    /// The request JSON.
+    pub request: String,
+    /// Runs started, this one included.
+    pub attempts: i64,
+    /// The lease token: only its holder may heartbeat, finish or release it.
+    pub token: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub enum Finish {
+    /// Succeeded with this result JSON.
+    Succeeded(String),
+    /// Failed for good with this error JSON.
+    Failed(String),
+    /// Failed; run again at this time (Unix ms); the error JSON is kept.
+    Retry {
+        /// When the job may be claimed again.
+        run_at: i64,
+        /// The error of this run.
+        error: String,
+    },
+}
+
+/// What cancel found.
+#[derive(Clone, Debug)]
+pub enum CancelOutcome {
+    /// The job is (now, or already) cancelled.
+    Cancelled(JobRecord),
+    /// The job had already succeeded or failed; it is left as it is.
+    AlreadyFinal(JobRecord),
+    /// No such job for this tenant.
+    NotFound,
+}
+
+/// A due webhook delivery, claimed for one attempt.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The job as it is now (its object is the payload).
+    pub job: JobRecord,
+}
+
+/// How one delivery attempt ended.
+#[derive(Clone, Debug)]
+pub enum DeliveryOutcome {
+    /// 2xx.
+    Delivered,
+    /// Failed; try again at this time (Unix ms).
+    Retry {
+        /// When to try again.
+        at: i64,
+        /// Why it failed.
+        error: String,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why it failed.
+        error: String,
+    },
+}
+
+/// Filters of the job list.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+    /// Only jobs older than this id (the cursor).
+    pub after: Option<String>,
+    /// At most this many jobs.
+    pub limit: u32,
+}
+
+/// What one sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Finished jobs past retention.
+    pub jobs: u64,
+    /// Idempotency keys past their TTL.
+    pub keys: u64,
+}
+
+/// The durable store behind the queue.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+    /// Applies the migrations that have not run yet.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Inserts a job, with its idempotency key and the response to replay
+    /// (the job object as first returned), in one transaction. When the key already exists
+    /// nothing is written and the stored key is returned.
+    async fn enqueue(
+        &self,
+        job: &NewJob,
+        key: Option<&KeyClaim>,
+        now: i64,
+    ) -> Result<Enqueued, StoreError>;
+    /// The tenant's job `id`.
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// The tenant's jobs, newest first; at most `query.limit`.
+    async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError>;
+    /// Cancels a queued or running job.
+    async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<CancelOutcome, StoreError>;
+    /// Claims up to `limit` due jobs under a lease ending at `lease_until`.
+    async fn claim(
+        &self,
+        limit: u32,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+    /// Extends a lease; `false` when it is no longer held (expired and
+    /// re-claimed, or the job was cancelled).
+    async fn heartbeat(&self, id: &str, token: &str, lease_until: i64) -> Result<bool, StoreError>;
+    /// Records how a run ended; `false` when the lease was no longer held
+    /// (the outcome is then dropped).
+    async fn finish(
+        &self,
+        id: &str,
+        token: &str,
+        finish: &Finish,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives a claimed job back unrun (shutdown): queued again, lease
+    /// cleared, the attempt not counted.
+    async fn release(&self, id: &str, token: &str, now: i64) -> Result<bool, StoreError>;
+    /// Re-queues running jobs whose lease expired (or fails them when their
+    /// attempts are spent, with `error`). Returns how many it touched.
+    async fn rescue(&self, max_attempts: u32, error: &str, now: i64) -> Result<u64, StoreError>;
+    /// Claims up to `limit` due webhook deliveries; the next attempt is
+    /// pushed to `retry_at` so a crashed deliverer's attempt is retried.
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Records one delivery attempt.
+    async fn record_delivery(&self, id: &str, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
+    /// The idempotency key `key` of `tenant`.
+    async fn key(&self, tenant: &str, key: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// Deletes finished jobs older than `jobs_before` whose webhook is
+    /// settled, and keys older than `keys_before` (in batches).
+    async fn sweep(&self, jobs_before: i64, keys_before: i64) -> Result<Swept, StoreError>;
+    /// Calls `wake.notify_waiters()` whenever another instance enqueues a
+    /// job; runs until the connection fails for good. Stores without
+    /// cross-instance notifications never return.
+    async fn listen(&self, wake: Arc<Notify>) -> Result<(), StoreError>;
+}
+
+/// Opens the store `url` names (`sqlite:…`, `postgres://…`, `postgresql://…`).
+pub async fn open(url: &str) -> Result<Arc<dyn JobStore>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// Milliseconds in `duration`, saturating.
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The columns every job query returns, in [`JobRecord`] order.
+pub(crate) const JOB_COLUMNS: &str =
+    "id, tenant, status, model, metadata, created_at, started_at, finished_at, attempts, \
+     result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error";
+
+/// Reads a [`JobRecord`] from a row of either backend (the columns of [`JOB_COLUMNS`]).
+macro_rules! job_from_row {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        let status: String = row.try_get("status")?;
+        let webhook_status: Option<String> = row.try_get("webhook_status")?;
+        $crate::job::JobRecord {
+            id: row.try_get("id")?,
+            tenant: row.try_get("tenant")?,
+            status: $crate::job::JobStatus::parse(&status).ok_or_else(|| {
+                $crate::store::StoreError::Corrupt(format!("job status {status:?}"))
+            })?,
+            model: row.try_get("model")?,
+            metadata: row.try_get("metadata")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            attempts: row.try_get("attempts")?,
+            result: row.try_get("result")?,
+            error: row.try_get("error")?,
+            webhook_url: row.try_get("webhook_url")?,
+            webhook_status: webhook_status
+                .as_deref()
+                .and_then($crate::job::WebhookStatus::parse),
+            webhook_attempts: row.try_get("webhook_attempts")?,
+            webhook_last_error: row.try_get("webhook_last_error")?,
+        }
+    }};
+}
+pub(crate) use job_from_row;
+
+/// The record of a job just inserted by [`JobStore::enqueue`].
+pub(crate) fn queued_record(job: &NewJob, now: i64) -> JobRecord {
+    JobRecord {
+        id: job.id.clone(),
+        tenant: job.tenant.clone(),
+        status: JobStatus::Queued,
+        model: job.model.clone(),
+        metadata: job.metadata.clone(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        result: None,
+        error: None,
+        webhook_url: job.webhook_url.clone(),
+        webhook_status: job.webhook_url.as_ref().map(|_| WebhookStatus::Pending),
+        webhook_attempts: 0,
+        webhook_last_error: None,
+    }
+}
+
+/// The list query; parameters: `$1` tenant, `$2` limit, then status and
+/// cursor when present, in that order.
+pub(crate) fn list_sql(query: &ListQuery) -> String {
+    let mut text = format!("SELECT {JOB_COLUMNS} FROM keel_jobs WHERE tenant = $1");
+    let mut next = 3;
+    if query.status.is_some() {
+        text.push_str(&format!(" AND status = ${next}"));
+        next += 1;
+    }
+    if query.after.is_some() {
+        text.push_str(&format!(" AND id < ${next}"));
+    }
+    text.push_str(" ORDER BY id DESC LIMIT $2");
+    text
+}
+
+/// What a cancel that updated nothing found.
+pub(crate) fn cancel_outcome(job: Option<JobRecord>) -> CancelOutcome {
+    match job {
+        None => CancelOutcome::NotFound,
+        Some(job) if job.status == JobStatus::Cancelled => CancelOutcome::Cancelled(job),
+        // A job that is queued or running again here raced with a rescue;
+        // it is reported as it is and the client may cancel again.
+        Some(job) => CancelOutcome::AlreadyFinal(job),
+    }
+}
+
+/// A fresh lease token.
+pub(crate) fn lease_token() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! The Postgres store: shared by every Keel instance. Claims use
+//! `FOR UPDATE SKIP LOCKED`; an insert trigger sends `NOTIFY keel_jobs`,
+//! which [`JobStore::listen`] turns into wake-ups of idle workers.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use super::sql;
+use super::{
+    job_from_row, lease_token, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
+    Enqueued, Finish, JobStore, KeyClaim, ListQuery, StoreError, StoredKey, Swept, JOB_COLUMNS,
+};
+use crate::job::{JobRecord, NewJob};
+
+/// A Postgres job store.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+// === impl PostgresStore ===
+
+impl PostgresStore {
+    /// Connects to `url` (nothing is migrated yet).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(24)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        super::migrations::migrator(Backend::Postgres)
+            .await?
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        job: &NewJob,
+        key: Option<&KeyClaim>,
+        now: i64,
+    ) -> Result<Enqueued, StoreError> {
+        let record = super::queued_record(job, now);
+        let Some(key) = key else {
+            insert_job(&self.pool, job, now).await?;
+            return Ok(Enqueued::Created(record));
+        };
+        let mut transaction = self.pool.begin().await?;
+        let inserted = sqlx::query(sql::INSERT_KEY)
+            .bind(&job.tenant)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            transaction.rollback().await?;
+            let stored = self.key(&job.tenant, &key.key).await?;
+            return stored
+                .map(Enqueued::KeyExists)
+                .ok_or_else(|| StoreError::Corrupt(String::from("an idempotency key vanished")));
+        }
+        insert_job(&mut *transaction, job, now).await?;
+        sqlx::query(sql::COMPLETE_KEY)
+            .bind(&job.tenant)
+            .bind(&key.key)
+            .bind(202_i32)
+            .bind(record.to_json())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Enqueued::Created(record))
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let query = format!("SELECT {JOB_COLUMNS} FROM keel_jobs WHERE tenant = $1 AND id = $2");
+        let row = sqlx::query(&query)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(job_from_row!(row)),
+            None => None,
+        })
+    }
+
+    async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Vec<JobRecord>, StoreError> {
+        let text = super::list_sql(query);
+        let mut statement = sqlx::query(&text).bind(tenant).bind(i64::from(query.limit));
+        if let Some(status) = query.status {
+            statement = statement.bind(status.as_str());
+        }
+        if let Some(after) = &query.after {
+            statement = statement.bind(after);
+        }
+        let rows = statement.fetch_all(&self.pool).await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            jobs.push(job_from_row!(row));
+        }
+        Ok(jobs)
+    }
+
+    async fn cancel(&self, tenant: &str, id: &str, now: i64) -> Result<CancelOutcome, StoreError> {
+        let query = format!("{} RETURNING {JOB_COLUMNS}", sql::CANCEL);
+        if let Some(row) = sqlx::query(&query)
+            .bind(tenant)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(CancelOutcome::Cancelled(job_from_row!(row)));
+        }
+        Ok(super::cancel_outcome(self.get(tenant, id).await?))
+    }
+
+    async fn claim(
+        &self,
+        limit: u32,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let token = lease_token();
+        let rows = sqlx::query(
+            "UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_token = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE id IN (SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, request, attempts",
+        )
+        .bind(&token)
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            claimed.push(ClaimedJob {
+                id: row.try_get("id")?,
+                request: row.try_get("request")?,
+                attempts: row.try_get("attempts")?,
+                token: token.clone(),
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, id: &str, token: &str, lease_until: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::HEARTBEAT)
+            .bind(id)
+            .bind(token)
+            .bind(lease_until)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        token: &str,
+        finish: &Finish,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let statement = match finish {
+            Finish::Succeeded(result) => sqlx::query(sql::SUCCEED)
+                .bind(id)
+                .bind(token)
+                .bind(result)
+                .bind(now),
+            Finish::Failed(error) => sqlx::query(sql::FAIL)
+                .bind(id)
+                .bind(token)
+                .bind(error)
+                .bind(now),
+            Finish::Retry { run_at, error } => sqlx::query(sql::RETRY)
+                .bind(id)
+                .bind(token)
+                .bind(*run_at)
+                .bind(error),
+        };
+        Ok(statement.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn release(&self, id: &str, token: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::RELEASE)
+            .bind(id)
+            .bind(token)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rescue(&self, max_attempts: u32, error: &str, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::RESCUE)
+            .bind(i64::from(max_attempts))
+            .bind(error)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let query = format!(
+            "UPDATE keel_jobs SET webhook_next_at = $1 WHERE id IN (SELECT id FROM keel_jobs \
+             WHERE webhook_status = 'pending' AND webhook_next_at <= $2 ORDER BY webhook_next_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let rows = sqlx::query(&query)
+            .bind(retry_at)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in rows {
+            deliveries.push(Delivery {
+                job: job_from_row!(row),
+            });
+        }
+        Ok(deliveries)
+    }
+
+    async fn record_delivery(&self, id: &str, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
+        let statement = match outcome {
+            DeliveryOutcome::Delivered => sqlx::query(sql::DELIVERED).bind(id),
+            DeliveryOutcome::Retry { at, error } => sqlx::query(sql::DELIVERY_RETRY)
+                .bind(id)
+                .bind(error)
+                .bind(*at),
+            DeliveryOutcome::Failed { error } => {
+                sqlx::query(sql::DELIVERY_FAILED).bind(id).bind(error)
+            }
+        };
+        statement.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn key(&self, tenant: &str, key: &str) -> Result<Option<StoredKey>, StoreError> {
+        let Some(row) = sqlx::query(sql::SELECT_KEY)
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status: Option<i32> = row.try_get("response_status")?;
+        Ok(Some(StoredKey {
+            request_hash: row.try_get("request_hash")?,
+            response_status: status.and_then(|status| u16::try_from(status).ok()),
+            response_body: row.try_get("response_body")?,
+        }))
+    }
+
+    async fn sweep(&self, jobs_before: i64, keys_before: i64) -> Result<Swept, StoreError> {
+        let jobs = sqlx::query(sql::SWEEP_JOBS)
+            .bind(jobs_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let keys = sqlx::query(sql::SWEEP_KEYS)
+            .bind(keys_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Swept { jobs, keys })
+    }
+
+    async fn listen(&self, wake: Arc<Notify>) -> Result<(), StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("keel_jobs").await?;
+        loop {
+            // `recv` reconnects by itself after a lost connection; wake the
+            // workers then too, since notifications may have been missed.
+            listener.recv().await?;
+            wake.notify_waiters();
+        }
+    }
+}
+
+async fn insert_job<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    job: &NewJob,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(sql::INSERT_JOB)
+        .bind(&job.id)
+        .bind(&job.tenant)
+        .bind(&job.model)
+        .bind(&job.request)
+        .bind(&job.metadata)
+        .bind(now)
+        .bind(&job.webhook_url)
+        .execute(executor)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! SQL both backends run as it is (SQLite accepts `$N` parameters too).
+//! Only the claims differ: Postgres adds `FOR UPDATE SKIP LOCKED`.
+
+/// Inserts a queued job.
+pub(crate) const INSERT_JOB: &str = "INSERT INTO keel_jobs (id, tenant, status, model, request, metadata, created_at, run_at, webhook_url) \
+     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7)";
+
+/// Inserts an idempotency key unless the tenant already has it.
+pub(crate) const INSERT_KEY: &str =
+    "INSERT INTO keel_idempotency_keys (tenant, key, request_hash, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, key) DO NOTHING";
+
+/// Stores the response of a key.
+pub(crate) const COMPLETE_KEY: &str = "UPDATE keel_idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant = $1 AND key = $2";
+
+/// Reads a key.
+pub(crate) const SELECT_KEY: &str = "SELECT request_hash, response_status, response_body FROM keel_idempotency_keys WHERE tenant = $1 AND key = $2";
+
+/// Extends a held lease.
+pub(crate) const HEARTBEAT: &str = "UPDATE keel_jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'running'";
+
+/// What a final state sets besides status and result or error: the end
+/// time, the lease cleared, and the webhook made due when there is one.
+macro_rules! final_state {
+    ($status:literal, $column:literal) => {
+        concat!(
+            "UPDATE keel_jobs SET status = '",
+            $status,
+            "', ",
+            $column,
+            " = $3, finished_at = $4, lease_token = NULL, lease_expires_at = NULL, \
+             webhook_status = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, \
+             webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $4 END \
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'"
+        )
+    };
+}
+
+/// Marks a run succeeded.
+pub(crate) const SUCCEED: &str = final_state!("succeeded", "result");
+
+/// Marks a run failed for good.
+pub(crate) const FAIL: &str = final_state!("failed", "error");
+
+/// Queues a job again after a failed run.
+pub(crate) const RETRY: &str = "UPDATE keel_jobs SET status = 'queued', run_at = $3, error = $4, lease_token = NULL, lease_expires_at = NULL \
+     WHERE id = $1 AND lease_token = $2 AND status = 'running'";
+
+/// Gives a claimed job back without counting the attempt.
+pub(crate) const RELEASE: &str = "UPDATE keel_jobs SET status = 'queued', run_at = $3, attempts = attempts - 1, lease_token = NULL, lease_expires_at = NULL \
+     WHERE id = $1 AND lease_token = $2 AND status = 'running'";
+
+/// Re-queues (or, attempts spent, fails) running jobs whose lease expired.
+pub(crate) const RESCUE: &str = "UPDATE keel_jobs SET \
+     status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END, \
+     error = CASE WHEN attempts >= $1 THEN $2 ELSE error END, \
+     finished_at = CASE WHEN attempts >= $1 THEN $3 ELSE NULL END, \
+     webhook_status = CASE WHEN attempts >= $1 AND webhook_url IS NOT NULL THEN 'pending' ELSE webhook_status END, \
+     webhook_next_at = CASE WHEN attempts >= $1 AND webhook_url IS NOT NULL THEN $3 ELSE webhook_next_at END, \
+     run_at = $3, lease_token = NULL, lease_expires_at = NULL \
+     WHERE status = 'running' AND lease_expires_at < $3";
+
+/// Cancels a queued or running job; the webhook becomes due.
+pub(crate) const CANCEL: &str = "UPDATE keel_jobs SET status = 'cancelled', finished_at = $3, lease_token = NULL, lease_expires_at = NULL, \
+     webhook_status = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, \
+     webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $3 END \
+     WHERE tenant = $1 AND id = $2 AND status IN ('queued', 'running')";
+
+/// Records a delivered webhook.
+pub(crate) const DELIVERED: &str =
+    "UPDATE keel_jobs SET webhook_status = 'delivered', webhook_attempts = webhook_attempts + 1, \
+     webhook_last_error = NULL, webhook_next_at = NULL WHERE id = $1";
+
+/// Records a failed delivery attempt to be retried.
+pub(crate) const DELIVERY_RETRY: &str = "UPDATE keel_jobs SET webhook_attempts = webhook_attempts + 1, webhook_last_error = $2, webhook_next_at = $3 \
+     WHERE id = $1";
+
+/// Records a delivery that failed for good.
+pub(crate) const DELIVERY_FAILED: &str =
+    "UPDATE keel_jobs SET webhook_status = 'failed', webhook_attempts = webhook_attempts + 1, \
+     webhook_last_error = $2, webhook_next_at = NULL WHERE id = $1";
+
+/// Deletes up to 1,000 finished jobs past retention whose webhook is settled.
+pub(crate) const SWEEP_JOBS: &str = "DELETE FROM keel_jobs WHERE id IN (SELECT id FROM keel_jobs \
+     WHERE finished_at IS NOT NULL AND finished_at < $1 AND (webhook_status IS NULL OR webhook_status <> 'pending') LIMIT 1000)";
+
+/// Deletes up to 1,000 idempotency keys past their TTL.
+pub(crate) const SWEEP_KEYS: &str = "DELETE FROM keel_idempotency_keys WHERE (tenant, key) IN \
+     (SELECT tenant, key FROM keel_idempotency_keys WHERE created_at < $1 LIMIT 1000)";

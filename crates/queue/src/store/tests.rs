@@ -1,0 +1,564 @@
+//! The store suite, run against both backends: SQLite in memory and a fresh
+//! Postgres database per test (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), dropped at the end. Time is
+//! moved by passing a later `now`, never by sleeping.
+
+use std::sync::Arc;
+
+use sqlx::Connection as _;
+
+use super::*;
+use crate::job::{new_job_id, JobStatus, NewJob, WebhookStatus};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const NOW: i64 = 1_800_000_000_000;
+const LEASE: i64 = 30_000;
+
+/// A store on a database of its own.
+struct TestStore {
+    store: Arc<dyn JobStore>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestStore {
+    async fn sqlite() -> Result<Self, StoreError> {
+        let store = open("sqlite::memory:").await?;
+        store.migrate().await?;
+        Ok(Self {
+            store,
+            postgres: None,
+        })
+    }
+
+    async fn postgres() -> Result<Self, StoreError> {
+        let admin = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/test"));
+        let name = format!("keel_queue_test_{:016x}", fastrand::u64(..));
+        let mut connection = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut connection)
+            .await?;
+        connection.close().await?;
+        let base = admin.split('?').next().unwrap_or(&admin);
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap_or(base.len())]);
+        let store = open(&url).await?;
+        store.migrate().await?;
+        Ok(Self {
+            store,
+            postgres: Some((admin, name)),
+        })
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async; a thread of its own gets a runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut connection)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        });
+        let _ = dropped.join();
+    }
+}
+
+fn new_job(tenant: &str, webhook: Option<&str>, now: i64) -> NewJob {
+    NewJob {
+        id: new_job_id(now),
+        tenant: tenant.to_owned(),
+        model: String::from("chat"),
+        request: String::from(r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#),
+        metadata: None,
+        webhook_url: webhook.map(str::to_owned),
+    }
+}
+
+async fn enqueue(
+    store: &dyn JobStore,
+    job: &NewJob,
+    now: i64,
+) -> Result<JobRecord, Box<dyn std::error::Error>> {
+    match store.enqueue(job, None, now).await? {
+        Enqueued::Created(record) => Ok(record),
+        Enqueued::KeyExists(_) => Err("unexpected key".into()),
+    }
+}
+
+/// Instantiates each suite test for both backends.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::TestStore::sqlite().await?).await })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::TestStore::postgres().await?).await })*
+        }
+    };
+}
+
+both_backends!(
+    jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only,
+    jq1_an_idempotency_key_inserts_one_job_and_remembers_its_response,
+    jq2_concurrent_claims_never_take_the_same_job,
+    jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out,
+    jq3_a_rescued_job_with_attempts_spent_fails_and_its_webhook_becomes_due,
+    jq4_a_retry_waits_for_its_run_at_and_counts_attempts,
+    cancel_queued_then_final_jobs,
+    release_gives_a_job_back_without_counting_the_attempt,
+    list_is_newest_first_with_a_cursor_and_a_status_filter,
+    wh2_deliveries_are_claimed_once_retried_and_settled,
+    sweep_removes_old_finished_jobs_and_keys_only,
+);
+
+async fn jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only(db: TestStore) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    let record = enqueue(&*db.store, &job, NOW).await?;
+    assert_eq!(record.status, JobStatus::Queued);
+    assert_eq!(db.store.get("acme", &job.id).await?, Some(record));
+    assert_eq!(db.store.get("globex", &job.id).await?, None);
+    Ok(())
+}
+
+async fn jq1_an_idempotency_key_inserts_one_job_and_remembers_its_response(
+    db: TestStore,
+) -> TestResult {
+    let key = KeyClaim {
+        key: String::from("k1"),
+        request_hash: String::from("h1"),
+    };
+    let first = new_job("acme", None, NOW);
+    let Enqueued::Created(record) = db.store.enqueue(&first, Some(&key), NOW).await? else {
+        return Err("first insert".into());
+    };
+    let second = new_job("acme", None, NOW);
+    let Enqueued::KeyExists(stored) = db.store.enqueue(&second, Some(&key), NOW).await? else {
+        return Err("second insert".into());
+    };
+    assert_eq!(stored.request_hash, "h1");
+    assert_eq!(stored.response_status, Some(202));
+    assert_eq!(stored.response_body, Some(record.to_json()));
+    assert_eq!(db.store.get("acme", &second.id).await?, None);
+    // The same key is another tenant's own.
+    let other = new_job("globex", None, NOW);
+    assert!(matches!(
+        db.store.enqueue(&other, Some(&key), NOW).await?,
+        Enqueued::Created(_)
+    ));
+    Ok(())
+}
+
+async fn jq2_concurrent_claims_never_take_the_same_job(db: TestStore) -> TestResult {
+    let total = 200;
+    for index in 0..total {
+        enqueue(&*db.store, &new_job("acme", None, NOW + index), NOW).await?;
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = db.store.clone();
+        claimers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store.claim(7, NOW + LEASE, NOW).await?;
+                if claimed.is_empty() {
+                    return Ok::<_, StoreError>(mine);
+                }
+                mine.extend(claimed.into_iter().map(|job| job.id));
+            }
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some(claimed) = claimers.join_next().await {
+        for id in claimed?? {
+            assert!(seen.insert(id), "a job was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    Ok(())
+}
+
+async fn jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out(
+    db: TestStore,
+) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    let [first] = <[ClaimedJob; 1]>::try_from(db.store.claim(10, NOW + LEASE, NOW).await?)
+        .map_err(|_| "one claim")?;
+    assert_eq!(first.attempts, 1);
+    // Within the lease nothing is rescued and nobody else can claim it.
+    assert_eq!(db.store.rescue(5, "{}", NOW + LEASE - 1).await?, 0);
+    assert!(db
+        .store
+        .claim(10, NOW + 2 * LEASE, NOW + 1)
+        .await?
+        .is_empty());
+    // The worker died: after the lease the job is queued again.
+    let later = NOW + LEASE + 1;
+    assert_eq!(db.store.rescue(5, "{}", later).await?, 1);
+    let [second] = <[ClaimedJob; 1]>::try_from(db.store.claim(10, later + LEASE, later).await?)
+        .map_err(|_| "one re-claim")?;
+    assert_eq!(second.attempts, 2);
+    assert!(
+        !db.store
+            .heartbeat(&job.id, &first.token, later + LEASE)
+            .await?
+    );
+    assert!(
+        !db.store
+            .finish(
+                &job.id,
+                &first.token,
+                &Finish::Succeeded(String::from("{}")),
+                later
+            )
+            .await?
+    );
+    assert!(
+        db.store
+            .heartbeat(&job.id, &second.token, later + LEASE)
+            .await?
+    );
+    assert!(
+        db.store
+            .finish(
+                &job.id,
+                &second.token,
+                &Finish::Succeeded(String::from("{\"ok\":1}")),
+                later
+            )
+            .await?
+    );
+    let done = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!(
+        (done.status, done.attempts, done.result.as_deref()),
+        (JobStatus::Succeeded, 2, Some("{\"ok\":1}"))
+    );
+    Ok(())
+}
+
+async fn jq3_a_rescued_job_with_attempts_spent_fails_and_its_webhook_becomes_due(
+    db: TestStore,
+) -> TestResult {
+    let job = new_job("acme", Some("http://example.com/hook"), NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    db.store.claim(1, NOW + LEASE, NOW).await?;
+    let later = NOW + LEASE + 1;
+    assert_eq!(db.store.rescue(1, r#"{"message":"lost"}"#, later).await?, 1);
+    let failed = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some(r#"{"message":"lost"}"#));
+    assert_eq!(failed.webhook_status, Some(WebhookStatus::Pending));
+    assert_eq!(
+        db.store
+            .claim_deliveries(10, later + 1000, later)
+            .await?
+            .len(),
+        1
+    );
+    Ok(())
+}
+
+async fn jq4_a_retry_waits_for_its_run_at_and_counts_attempts(db: TestStore) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    let retry = Finish::Retry {
+        run_at: NOW + 5_000,
+        error: String::from(r#"{"message":"503"}"#),
+    };
+    assert!(
+        db.store
+            .finish(&job.id, &claimed.token, &retry, NOW)
+            .await?
+    );
+    let queued = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!((queued.status, queued.attempts), (JobStatus::Queued, 1));
+    assert_eq!(queued.error.as_deref(), Some(r#"{"message":"503"}"#));
+    assert!(db
+        .store
+        .claim(1, NOW + LEASE, NOW + 4_999)
+        .await?
+        .is_empty());
+    let again = db
+        .store
+        .claim(1, NOW + 5_000 + LEASE, NOW + 5_000)
+        .await?
+        .pop()
+        .ok_or("re-claim")?;
+    assert_eq!(again.attempts, 2);
+    assert!(
+        db.store
+            .finish(
+                &job.id,
+                &again.token,
+                &Finish::Failed(String::from("{}")),
+                NOW + 5_001
+            )
+            .await?
+    );
+    let failed = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!(
+        (failed.status, failed.finished_at),
+        (JobStatus::Failed, Some(NOW + 5_001))
+    );
+    // Terminal states do not change: a stale token cannot touch the job.
+    assert!(
+        !db.store
+            .finish(
+                &job.id,
+                &again.token,
+                &Finish::Succeeded(String::from("{}")),
+                NOW + 6_000
+            )
+            .await?
+    );
+    Ok(())
+}
+
+async fn cancel_queued_then_final_jobs(db: TestStore) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    assert!(matches!(
+        db.store.cancel("globex", &job.id, NOW).await?,
+        CancelOutcome::NotFound
+    ));
+    let CancelOutcome::Cancelled(cancelled) = db.store.cancel("acme", &job.id, NOW + 1).await?
+    else {
+        return Err("cancel".into());
+    };
+    assert_eq!(
+        (cancelled.status, cancelled.finished_at),
+        (JobStatus::Cancelled, Some(NOW + 1))
+    );
+    assert!(matches!(
+        db.store.cancel("acme", &job.id, NOW + 2).await?,
+        CancelOutcome::Cancelled(_)
+    ));
+    assert!(db.store.claim(1, NOW + LEASE, NOW + 3).await?.is_empty());
+    let done = new_job("acme", None, NOW);
+    enqueue(&*db.store, &done, NOW).await?;
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    db.store
+        .finish(
+            &done.id,
+            &claimed.token,
+            &Finish::Succeeded(String::from("{}")),
+            NOW,
+        )
+        .await?;
+    assert!(matches!(
+        db.store.cancel("acme", &done.id, NOW).await?,
+        CancelOutcome::AlreadyFinal(_)
+    ));
+    // A running job's lease is gone once cancelled: its heartbeat fails.
+    let running = new_job("acme", None, NOW);
+    enqueue(&*db.store, &running, NOW).await?;
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    assert!(matches!(
+        db.store.cancel("acme", &running.id, NOW).await?,
+        CancelOutcome::Cancelled(_)
+    ));
+    assert!(
+        !db.store
+            .heartbeat(&running.id, &claimed.token, NOW + LEASE)
+            .await?
+    );
+    Ok(())
+}
+
+async fn release_gives_a_job_back_without_counting_the_attempt(db: TestStore) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    assert!(db.store.release(&job.id, &claimed.token, NOW).await?);
+    let queued = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!((queued.status, queued.attempts), (JobStatus::Queued, 0));
+    assert_eq!(db.store.claim(1, NOW + LEASE, NOW).await?.len(), 1);
+    Ok(())
+}
+
+async fn list_is_newest_first_with_a_cursor_and_a_status_filter(db: TestStore) -> TestResult {
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        let job = new_job("acme", None, NOW + index);
+        enqueue(&*db.store, &job, NOW + index).await?;
+        ids.push(job.id);
+    }
+    enqueue(&*db.store, &new_job("globex", None, NOW + 9), NOW).await?;
+    let page = |after: Option<&String>, limit| ListQuery {
+        status: None,
+        after: after.cloned(),
+        limit,
+    };
+    let first: Vec<String> = db
+        .store
+        .list("acme", &page(None, 2))
+        .await?
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(first, vec![ids[4].clone(), ids[3].clone()]);
+    let second: Vec<String> = db
+        .store
+        .list("acme", &page(first.last(), 10))
+        .await?
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(second, vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    db.store.cancel("acme", &ids[1], NOW).await?;
+    let cancelled = ListQuery {
+        status: Some(JobStatus::Cancelled),
+        after: None,
+        limit: 10,
+    };
+    let only: Vec<String> = db
+        .store
+        .list("acme", &cancelled)
+        .await?
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(only, vec![ids[1].clone()]);
+    Ok(())
+}
+
+async fn wh2_deliveries_are_claimed_once_retried_and_settled(db: TestStore) -> TestResult {
+    let job = new_job("acme", Some("http://example.com/hook"), NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    assert!(
+        db.store
+            .claim_deliveries(10, NOW + 1000, NOW)
+            .await?
+            .is_empty(),
+        "not due before the job is final"
+    );
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    db.store
+        .finish(
+            &job.id,
+            &claimed.token,
+            &Finish::Succeeded(String::from("{}")),
+            NOW,
+        )
+        .await?;
+    assert_eq!(
+        db.store.claim_deliveries(10, NOW + 1000, NOW).await?.len(),
+        1
+    );
+    assert!(
+        db.store
+            .claim_deliveries(10, NOW + 1000, NOW)
+            .await?
+            .is_empty(),
+        "claimed deliveries are not handed out twice"
+    );
+    db.store
+        .record_delivery(
+            &job.id,
+            &DeliveryOutcome::Retry {
+                at: NOW + 5_000,
+                error: String::from("500"),
+            },
+        )
+        .await?;
+    assert!(db
+        .store
+        .claim_deliveries(10, NOW + 6_000, NOW + 4_999)
+        .await?
+        .is_empty());
+    let again = db
+        .store
+        .claim_deliveries(10, NOW + 6_000, NOW + 5_000)
+        .await?
+        .pop()
+        .ok_or("retry")?;
+    assert_eq!(
+        (
+            again.job.webhook_attempts,
+            again.job.webhook_last_error.as_deref()
+        ),
+        (1, Some("500"))
+    );
+    db.store
+        .record_delivery(&job.id, &DeliveryOutcome::Delivered)
+        .await?;
+    let delivered = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!(
+        (delivered.webhook_status, delivered.webhook_attempts),
+        (Some(WebhookStatus::Delivered), 2)
+    );
+    assert!(db
+        .store
+        .claim_deliveries(10, NOW + 99_000, NOW + 90_000)
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+async fn sweep_removes_old_finished_jobs_and_keys_only(db: TestStore) -> TestResult {
+    let old = new_job("acme", None, NOW);
+    let key = KeyClaim {
+        key: String::from("k"),
+        request_hash: String::from("h"),
+    };
+    db.store.enqueue(&old, Some(&key), NOW).await?;
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    db.store
+        .finish(
+            &old.id,
+            &claimed.token,
+            &Finish::Succeeded(String::from("{}")),
+            NOW,
+        )
+        .await?;
+    let queued = new_job("acme", None, NOW);
+    enqueue(&*db.store, &queued, NOW).await?;
+    let swept = db.store.sweep(NOW + 1, NOW + 1).await?;
+    assert_eq!(swept, Swept { jobs: 1, keys: 1 });
+    assert_eq!(db.store.get("acme", &old.id).await?, None);
+    assert!(db.store.get("acme", &queued.id).await?.is_some());
+    assert!(db.store.key("acme", "k").await?.is_none());
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! Webhook delivery per Standard Webhooks: the job object, signed, POSTed
+//! to the job's URL when it reaches a final state; retried on non-2xx,
+//! timeouts and connection errors per the retry schedule. Delivery state
+//! lives on the job row, so a restart loses no pending delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::redirect::Policy;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::backoff::plus_minus_ten_percent;
+use crate::store::{millis, Delivery, DeliveryOutcome};
+use crate::{now_ms, Queue};
+
+mod guard;
+mod sign;
+
+pub use guard::{check_url, is_blocked, GuardedResolver, Refused};
+pub use sign::{decode_secret, sign, InvalidSecret};
+
+/// How webhooks are delivered (from `webhooks:`).
+#[derive(Clone, Debug)]
+pub struct WebhookPolicy {
+    /// The HMAC key (the decoded `whsec_` secret); `None` refuses webhooks.
+    pub key: Option<Vec<u8>>,
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Allow private and loopback receivers.
+    pub allow_private: bool,
+    /// The delay before each retry after the first attempt.
+    pub retry_schedule: Vec<Duration>,
+    /// Deliveries in flight at once on this instance.
+    pub concurrency: usize,
+}
+
+/// How long an idle deliverer waits before looking for due retries.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Delivers due webhooks until `stop` turns true; deliveries in flight then
+/// finish (each is bounded by the attempt timeout).
+pub(crate) async fn run(
+    queue: Arc<Queue>,
+    policy: Arc<WebhookPolicy>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .redirect(Policy::none())
+        .timeout(policy.timeout)
+        .dns_resolver(Arc::new(GuardedResolver::new(policy.allow_private)))
+        .user_agent("keel-webhooks")
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the webhook HTTP client; webhooks are not delivered by this instance");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(policy.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    while !*stop.borrow() {
+        while tasks.try_join_next().is_some() {}
+        let free = u32::try_from(slots.available_permits())
+            .unwrap_or(u32::MAX)
+            .min(64);
+        let now = now_ms();
+        // A crashed deliverer's claim lapses after one attempt's timeout.
+        let retry_at = now + millis(policy.timeout) + 5_000;
+        let claimed = if free == 0 {
+            Ok(Vec::new())
+        } else {
+            queue.store().claim_deliveries(free, retry_at, now).await
+        };
+        let claimed = claimed.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot claim webhook deliveries");
+            Vec::new()
+        });
+        let idle = claimed.is_empty();
+        for delivery in claimed {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let (queue, policy, client) = (queue.clone(), policy.clone(), client.clone());
+            let span = tracing::info_span!("webhook.delivery", job = %delivery.job.id);
+            tasks.spawn(
+                async move {
+                    deliver(&queue, &policy, &client, delivery).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        if idle {
+            tokio::select! {
+                () = queue.webhook_wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Makes one attempt and records it.
+async fn deliver(
+    queue: &Queue,
+    policy: &WebhookPolicy,
+    client: &reqwest::Client,
+    delivery: Delivery,
+) {
+    let job = delivery.job;
+    let outcome = match attempt(policy, client, &job).await {
+        Ok(()) => DeliveryOutcome::Delivered,
+        Err(Failure::Final(error)) => DeliveryOutcome::Failed { error },
+        Err(Failure::Retryable(error)) => {
+            let done = usize::try_from(job.webhook_attempts).unwrap_or(usize::MAX);
+            match policy.retry_schedule.get(done) {
+                Some(delay) => DeliveryOutcome::Retry {
+                    at: now_ms() + millis(plus_minus_ten_percent(*delay)),
+                    error,
+                },
+                None => DeliveryOutcome::Failed { error },
+            }
+        }
+    };
+    match &outcome {
+        DeliveryOutcome::Delivered => tracing::info!(job = %job.id, "webhook delivered"),
+        DeliveryOutcome::Retry { error, .. } => {
+            tracing::warn!(job = %job.id, %error, "webhook delivery failed; will retry")
+        }
+        DeliveryOutcome::Failed { error } => {
+            tracing::warn!(job = %job.id, %error, "webhook delivery failed for good")
+        }
+    }
+    if let Err(error) = queue.store().record_delivery(&job.id, &outcome).await {
+        tracing::warn!(job = %job.id, %error, "cannot record a webhook delivery; it will be retried");
+    }
+}
+
+enum Failure {
+    /// Worth another attempt (non-2xx, timeout, connection error).
+    Retryable(String),
+    /// Never worth another attempt (refused address, no secret).
+    Final(String),
+}
+
+async fn attempt(
+    policy: &WebhookPolicy,
+    client: &reqwest::Client,
+    job: &crate::JobRecord,
+) -> Result<(), Failure> {
+    let Some(url) = job.webhook_url.as_deref() else {
+        return Ok(());
+    };
+    let Some(key) = policy.key.as_deref() else {
+        return Err(Failure::Final(String::from(
+            "webhooks.secret is not set on this gateway",
+        )));
+    };
+    let url = reqwest::Url::parse(url).map_err(|_| Failure::Final(Refused::NotHttp.to_string()))?;
+    if !policy.allow_private {
+        if let Some(address) = guard::literal_address(&url) {
+            guard::check_address(url.host_str().unwrap_or_default(), address)
+                .map_err(|refused| Failure::Final(refused.to_string()))?;
+        }
+    }
+    let body = job.to_json();
+    let timestamp = now_ms().div_euclid(1000);
+    let signature = sign(key, &job.id, timestamp, &body);
+    let sent = client
+        .post(url)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header("webhook-id", job.id.as_str())
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(Failure::Retryable(format!(
+            "the receiver answered {}",
+            response.status().as_u16()
+        ))),
+        Err(error) => Err(classify(&error)),
+    }
+}
+
+fn classify(error: &reqwest::Error) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<Refused>() {
+            return Failure::Final(refused.to_string());
+        }
+        source = current.source();
+    }
+    if error.is_timeout() {
+        Failure::Retryable(String::from("the receiver did not answer in time"))
+    } else if error.is_connect() {
+        Failure::Retryable(String::from("the receiver could not be reached"))
+    } else {
+        Failure::Retryable(String::from("the connection to the receiver failed"))
+    }
+}
