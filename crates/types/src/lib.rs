@@ -1,7 +1,9 @@
 //! Keel's wire types: the OpenAI-compatible request the gateway reads only as far
-//! as routing needs, the OpenAI error body, and the probe that classifies one
-//! streamed chunk without building a JSON tree of it.
+//! as routing needs, the OpenAI error body, the probe that classifies one
+//! streamed chunk without building a JSON tree of it, and the [`canonical`]
+//! request, response and stream delta that translating adapters meet in.
 
+pub mod canonical;
 mod chunk;
 mod error;
 mod raw_object;

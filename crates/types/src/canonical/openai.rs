@@ -1,0 +1,18 @@
+//! OpenAI Chat Completions ↔ canonical: the request a client sends, the
+//! completion and the chunks a client reads. Provider adapters write OpenAI
+//! completions and chunks from what their upstream sent; front ends in other
+//! formats read them back.
+
+mod chunk;
+mod request_in;
+mod request_out;
+mod response;
+
+pub use chunk::{read_chunk, ChunkMeta, ChunkWriter};
+pub use request_in::from_chat_request;
+pub use request_out::request_body;
+pub use response::{completion_json, read_completion};
+
+#[cfg(test)]
+#[path = "openai/tests.rs"]
+mod tests;

@@ -1,0 +1,242 @@
+//! OpenAI `chat.completion` JSON ↔ the canonical [`Response`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{FinishReason, Response, TokenUsage, ToolCall};
+
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceOut<'a>; 1],
+    usage: UsageOut,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// OpenAI usage with the cache counts in `prompt_tokens_details`
+/// (`cache_creation_tokens` is Keel's addition: OpenAI has no such count).
+#[derive(Serialize)]
+pub(crate) struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: PromptDetailsOut,
+}
+
+#[derive(Serialize)]
+struct PromptDetailsOut {
+    cached_tokens: u64,
+    cache_creation_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct CompletionIn {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    choices: Vec<ChoiceIn>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn {
+    message: MessageIn,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageIn {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default, alias = "reasoning")]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallIn>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn {
+    #[serde(default)]
+    id: String,
+    function: FunctionIn,
+}
+
+#[derive(Deserialize)]
+struct FunctionIn {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+/// OpenAI usage as read from a completion or a chunk.
+#[derive(Deserialize)]
+pub(crate) struct UsageIn {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetailsIn>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetailsIn {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_tokens: Option<u64>,
+}
+
+/// Writes `response` as an OpenAI `chat.completion`. Text blocks are joined;
+/// `content` is `null` only when the answer is tool calls alone.
+pub fn completion_json(response: &Response, created: u64) -> Vec<u8> {
+    let tool_calls: Vec<ToolCallOut<'_>> = response
+        .tool_calls
+        .iter()
+        .map(|call| ToolCallOut {
+            id: &call.id,
+            kind: "function",
+            function: FunctionOut {
+                name: &call.name,
+                arguments: &call.arguments,
+            },
+        })
+        .collect();
+    let content =
+        (!response.text.is_empty() || tool_calls.is_empty()).then(|| response.text.concat());
+    let message = MessageOut {
+        role: "assistant",
+        content,
+        reasoning_content: response.reasoning.as_deref(),
+        tool_calls,
+    };
+    let completion = CompletionOut {
+        id: &response.id,
+        object: "chat.completion",
+        created,
+        model: &response.model,
+        choices: [ChoiceOut {
+            index: 0,
+            message,
+            logprobs: None,
+            finish_reason: response.finish.map(FinishReason::openai),
+        }],
+        usage: UsageOut::from(response.usage),
+    };
+    // Serialising these types into a Vec cannot fail.
+    serde_json::to_vec(&completion).unwrap_or_default()
+}
+
+/// Reads an OpenAI `chat.completion` (its first choice) as a canonical response.
+pub fn read_completion(body: &[u8]) -> Result<Response, serde_json::Error> {
+    let completion: CompletionIn = serde_json::from_slice(body)?;
+    let mut response = Response {
+        id: completion.id,
+        model: completion.model,
+        usage: completion.usage.map(TokenUsage::from).unwrap_or_default(),
+        ..Response::default()
+    };
+    let Some(choice) = completion.choices.into_iter().next() else {
+        return Ok(response);
+    };
+    let message = choice.message;
+    response
+        .text
+        .extend(message.content.filter(|text| !text.is_empty()));
+    response
+        .text
+        .extend(message.refusal.filter(|text| !text.is_empty()));
+    response.reasoning = message.reasoning_content.filter(|text| !text.is_empty());
+    let calls = message.tool_calls.unwrap_or_default().into_iter();
+    response.tool_calls = calls
+        .map(|call| ToolCall {
+            id: call.id,
+            name: call.function.name,
+            arguments: call.function.arguments,
+        })
+        .collect();
+    response.finish = choice
+        .finish_reason
+        .as_deref()
+        .and_then(FinishReason::from_openai);
+    Ok(response)
+}
+
+// === impl UsageOut ===
+
+impl From<TokenUsage> for UsageOut {
+    fn from(usage: TokenUsage) -> Self {
+        let prompt_tokens = usage.prompt_total();
+        Self {
+            prompt_tokens,
+            completion_tokens: usage.output,
+            total_tokens: prompt_tokens.saturating_add(usage.output),
+            prompt_tokens_details: PromptDetailsOut {
+                cached_tokens: usage.cache_read,
+                cache_creation_tokens: usage.cache_creation,
+            },
+        }
+    }
+}
+
+// === impl TokenUsage ===
+
+impl From<UsageIn> for TokenUsage {
+    fn from(usage: UsageIn) -> Self {
+        let details = usage.prompt_tokens_details.unwrap_or(PromptDetailsIn {
+            cached_tokens: None,
+            cache_creation_tokens: None,
+        });
+        let cache_read = details.cached_tokens.unwrap_or(0);
+        let cache_creation = details.cache_creation_tokens.unwrap_or(0);
+        Self {
+            input: usage
+                .prompt_tokens
+                .saturating_sub(cache_read)
+                .saturating_sub(cache_creation),
+            output: usage.completion_tokens,
+            cache_read,
+            cache_creation,
+        }
+    }
+}

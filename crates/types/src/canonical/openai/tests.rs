@@ -1,0 +1,292 @@
+use super::*;
+use crate::canonical::{
+    Delta, FinishReason, Image, Part, Response, Role, TokenUsage, ToolCall, ToolChoice,
+};
+use crate::ChatRequest;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const FULL: &str = r#"{"model":"chat","messages":[
+ {"role":"system","content":"Be brief."},
+ {"role":"user","content":[{"type":"text","text":"What is in "},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBOR"}},{"type":"image_url","image_url":{"url":"https://x.test/a.jpg","detail":"low"}}]},
+ {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"look","arguments":"{\"q\":\"a\"}"}},{"id":"call_2","type":"function","function":{"name":"look","arguments":"{}"}}]},
+ {"role":"tool","tool_call_id":"call_1","content":"a cat"},
+ {"role":"tool","tool_call_id":"call_2","content":[{"type":"text","text":"a dog"}]},
+ {"role":"user","content":"thanks"}],
+ "tools":[{"type":"function","function":{"name":"look","description":"Looks","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}],
+ "tool_choice":{"type":"function","function":{"name":"look"}},"parallel_tool_calls":false,
+ "max_completion_tokens":99,"max_tokens":5,"temperature":0.2,"top_p":0.9,"stop":"END","user":"u-1",
+ "stream":true,"stream_options":{"include_usage":true},"seed":4}"#;
+
+#[test]
+fn an_openai_request_reads_into_every_canonical_field() -> TestResult {
+    let request = from_chat_request(&ChatRequest::parse(FULL.as_bytes())?)?;
+    assert_eq!(request.model, "chat");
+    assert_eq!(request.system_text().as_deref(), Some("Be brief."));
+    assert_eq!(request.messages.len(), 6);
+    assert_eq!(
+        request.messages[1].parts[1],
+        Part::Image(Image::Base64 {
+            media_type: "image/png".into(),
+            data: "iVBOR".into()
+        })
+    );
+    assert_eq!(
+        request.messages[1].parts[2],
+        Part::Image(Image::Url("https://x.test/a.jpg".into()))
+    );
+    let call = ToolCall {
+        id: "call_1".into(),
+        name: "look".into(),
+        arguments: r#"{"q":"a"}"#.into(),
+    };
+    assert_eq!(request.messages[2].parts[0], Part::ToolUse(call));
+    assert_eq!(request.messages[3].role, Role::User);
+    assert!(
+        matches!(&request.messages[4].parts[0], Part::ToolResult(result) if result.tool_call_id == "call_2" && result.content == [Part::Text("a dog".into())])
+    );
+    assert_eq!(
+        request.tools[0].parameters.as_ref().map(|raw| raw.get()),
+        Some(r#"{"type":"object","properties":{"q":{"type":"string"}}}"#)
+    );
+    assert_eq!(request.tool_choice, Some(ToolChoice::Named("look".into())));
+    assert_eq!(
+        (request.parallel_tool_calls, request.max_tokens),
+        (Some(false), Some(99))
+    );
+    assert_eq!((request.temperature, request.top_p), (Some(0.2), Some(0.9)));
+    assert_eq!(
+        (request.stop.as_slice(), request.user.as_deref()),
+        (&[String::from("END")][..], Some("u-1"))
+    );
+    assert!(request.stream && request.include_usage);
+    Ok(())
+}
+
+#[test]
+fn requests_the_canonical_form_cannot_carry_are_refused_with_the_parameter() -> TestResult {
+    let cases = [
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+            "n",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"function","name":"f","content":"x"}]}"#,
+            "messages",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
+            "messages",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+            "messages",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#,
+            "tool_choice",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom"}]}"#,
+            "tools",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+            "temperature",
+        ),
+    ];
+    for (body, param) in cases {
+        let error = from_chat_request(&ChatRequest::parse(body.as_bytes())?)
+            .err()
+            .ok_or(body)?;
+        assert_eq!(error.param, param, "{body}: {error}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_canonical_request_writes_back_as_openai_with_tool_messages_split_out() -> TestResult {
+    let request = from_chat_request(&ChatRequest::parse(FULL.as_bytes())?)?;
+    let body = String::from_utf8(request_body(&request))?;
+    let expected = concat!(
+        r#"{"model":"chat","messages":[{"role":"system","content":"Be brief."},"#,
+        r#"{"role":"user","content":[{"type":"text","text":"What is in "},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBOR"}},{"type":"image_url","image_url":{"url":"https://x.test/a.jpg"}}]},"#,
+        r#"{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"look","arguments":"{\"q\":\"a\"}"}},{"id":"call_2","type":"function","function":{"name":"look","arguments":"{}"}}]},"#,
+        r#"{"role":"tool","content":"a cat","tool_call_id":"call_1"},{"role":"tool","content":"a dog","tool_call_id":"call_2"},"#,
+        r#"{"role":"user","content":"thanks"}],"#,
+        r#""tools":[{"type":"function","function":{"name":"look","description":"Looks","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}],"#,
+        r#""tool_choice":{"type":"function","function":{"name":"look"}},"parallel_tool_calls":false,"max_tokens":99,"temperature":0.2,"top_p":0.9,"#,
+        r#""stop":["END"],"stream":true,"stream_options":{"include_usage":true},"user":"u-1"}"#
+    );
+    assert_eq!(body, expected);
+    // What was written reads back to the same canonical request.
+    assert_eq!(
+        from_chat_request(&ChatRequest::parse(body.as_bytes())?)?,
+        request
+    );
+    Ok(())
+}
+
+#[test]
+fn a_completion_writes_and_reads_back_with_cache_usage() -> TestResult {
+    let response = Response {
+        id: "msg_1".into(),
+        model: "claude".into(),
+        text: vec!["Hi ".into(), "there".into()],
+        reasoning: None,
+        tool_calls: vec![ToolCall {
+            id: "toolu_1".into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        }],
+        finish: Some(FinishReason::ToolCalls),
+        stop_sequence: None,
+        usage: TokenUsage {
+            input: 3,
+            output: 4,
+            cache_read: 10,
+            cache_creation: 2,
+        },
+    };
+    let json = String::from_utf8(completion_json(&response, 7))?;
+    assert_eq!(
+        json,
+        concat!(
+            r#"{"id":"msg_1","object":"chat.completion","created":7,"model":"claude","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there","#,
+            r#""tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"#,
+            r#""usage":{"prompt_tokens":15,"completion_tokens":4,"total_tokens":19,"prompt_tokens_details":{"cached_tokens":10,"cache_creation_tokens":2}}}"#
+        )
+    );
+    let back = read_completion(json.as_bytes())?;
+    assert_eq!(
+        back,
+        Response {
+            text: vec!["Hi there".into()],
+            ..response
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn an_empty_answer_has_empty_content_not_null() -> TestResult {
+    let json = String::from_utf8(completion_json(
+        &Response {
+            finish: Some(FinishReason::Stop),
+            ..Response::default()
+        },
+        0,
+    ))?;
+    assert!(
+        json.contains(r#""message":{"role":"assistant","content":""}"#),
+        "{json}"
+    );
+    Ok(())
+}
+
+#[test]
+fn chunks_are_written_per_delta_with_the_same_id() -> TestResult {
+    let writer = ChunkWriter::new("msg_1".into(), "m".into(), 9, true);
+    let text = |delta: Delta<'_>| String::from_utf8(writer.write(&delta));
+    let head = r#"{"id":"msg_1","object":"chat.completion.chunk","created":9,"model":"m","choices":[{"index":0,"delta":"#;
+    assert_eq!(
+        text(Delta::Role)?,
+        format!(
+            r#"{head}{{"role":"assistant","content":""}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+        )
+    );
+    assert_eq!(
+        text(Delta::Text("é".into()))?,
+        format!(
+            r#"{head}{{"content":"é"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+        )
+    );
+    let start = Delta::ToolCallStart {
+        index: 1,
+        id: "toolu_9".into(),
+        name: "f".into(),
+    };
+    assert_eq!(
+        text(start)?,
+        format!(
+            r#"{head}{{"tool_calls":[{{"index":1,"id":"toolu_9","type":"function","function":{{"name":"f","arguments":""}}}}]}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+        )
+    );
+    let finish = text(Delta::Finish(FinishReason::Length))?;
+    assert!(
+        finish.ends_with(r#""delta":{},"logprobs":null,"finish_reason":"length"}],"usage":null}"#),
+        "{finish}"
+    );
+    let usage = text(Delta::Usage(TokenUsage {
+        input: 1,
+        output: 2,
+        ..TokenUsage::default()
+    }))?;
+    assert!(usage.ends_with(r#""choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":0,"cache_creation_tokens":0}}}"#), "{usage}");
+    let quiet = ChunkWriter::new("i".into(), "m".into(), 0, false);
+    assert!(!String::from_utf8(quiet.write(&Delta::Role))?.contains("usage"));
+    Ok(())
+}
+
+#[test]
+fn chunks_read_back_into_the_deltas_they_were_written_from() -> TestResult {
+    let writer = ChunkWriter::new("c".into(), "m".into(), 0, true);
+    let deltas = [
+        Delta::Role,
+        Delta::Reasoning("hm".into()),
+        Delta::Text("naïve ".into()),
+        Delta::ToolCallStart {
+            index: 0,
+            id: "call_1".into(),
+            name: "f".into(),
+        },
+        Delta::ToolCallArguments {
+            index: 0,
+            fragment: r#"{"a":"#.into(),
+        },
+        Delta::Finish(FinishReason::ToolCalls),
+        Delta::Usage(TokenUsage {
+            input: 5,
+            output: 6,
+            cache_read: 7,
+            cache_creation: 0,
+        }),
+    ];
+    for delta in deltas {
+        let json = String::from_utf8(writer.write(&delta))?;
+        let mut seen = Vec::new();
+        let meta = read_chunk(&json, |delta| seen.push(delta.clone()))?;
+        assert_eq!((meta.id.as_ref(), meta.model.as_ref()), ("c", "m"));
+        assert_eq!(seen, [delta]);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_chunk_with_several_things_yields_them_in_order_and_skips_empty_text() -> TestResult {
+    let data = r#"{"id":"x","choices":[{"delta":{"role":"assistant","content":"","tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"f","arguments":""}},{"index":1,"id":"call_b","function":{"name":"g","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":null}"#;
+    let mut seen = Vec::new();
+    read_chunk(data, |delta| seen.push(delta))?;
+    assert_eq!(
+        seen,
+        [
+            Delta::Role,
+            Delta::ToolCallStart {
+                index: 0,
+                id: "call_a".into(),
+                name: "f".into()
+            },
+            Delta::ToolCallStart {
+                index: 1,
+                id: "call_b".into(),
+                name: "g".into()
+            },
+            Delta::ToolCallArguments {
+                index: 1,
+                fragment: "{}".into()
+            },
+            Delta::Finish(FinishReason::ToolCalls),
+        ]
+    );
+    Ok(())
+}
