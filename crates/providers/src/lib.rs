@@ -7,6 +7,8 @@
 //! on their own (beyond the connect timeout of their HTTP client): policy
 //! belongs to the router.
 
+mod anthropic;
+mod azure;
 mod error;
 mod openai;
 mod reply;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use keel_types::ChatRequest;
 
+pub use anthropic::{AnthropicProvider, AnthropicSettings, ANTHROPIC_VERSION};
+pub use azure::AzureSettings;
 pub use error::{Clock, ErrorKind, ProviderError};
 pub use openai::{OpenAiProvider, OpenAiSettings};
 pub use reply::{Completion, EventStream, Reply, StreamEvent};

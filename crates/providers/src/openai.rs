@@ -1,6 +1,7 @@
 //! The OpenAI Chat Completions adapter, for OpenAI itself and any
 //! OpenAI-compatible server (vLLM, Ollama, Groq, …, and Keel's own mock).
 //! The request body is forwarded verbatim with only `model` rewritten.
+//! Azure OpenAI (`azure.rs`) reuses it with a per-deployment URL.
 
 mod convert;
 
@@ -14,7 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT
 
 use crate::{Completion, ProviderError, Reply};
 
-pub(crate) use convert::{error_from_status, retry_after};
+pub(crate) use convert::{body_error, error_from_status, retry_after, send_error};
 
 /// What an OpenAI-compatible provider needs to be reached.
 #[derive(Clone, Debug)]
@@ -34,8 +35,21 @@ pub struct OpenAiSettings {
 /// An OpenAI-compatible upstream with its own pooled HTTP client.
 pub struct OpenAiProvider {
     name: Arc<str>,
-    url: String,
+    endpoint: Endpoint,
     client: reqwest::Client,
+}
+
+/// Where requests go: one URL, or one per Azure deployment (the upstream model).
+pub(crate) enum Endpoint {
+    /// `{base_url}/chat/completions`.
+    Fixed(String),
+    /// `{base}/openai/deployments/{model}/chat/completions?api-version={api_version}`.
+    Deployments {
+        /// The resource endpoint, without a trailing `/`.
+        base: String,
+        /// The `api-version` query value.
+        api_version: String,
+    },
 }
 
 // === impl OpenAiProvider ===
@@ -44,28 +58,51 @@ impl OpenAiProvider {
     /// Builds the provider and its HTTP client. Fails on an invalid header.
     pub fn new(settings: OpenAiSettings) -> Result<Self, String> {
         let headers = default_headers(&settings)?;
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .no_proxy()
-            .build()
-            .map_err(|error| {
-                format!(
-                    "providers.{}: cannot build HTTP client: {error}",
-                    settings.name
-                )
-            })?;
         let url = format!(
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
         );
+        Self::with_endpoint(
+            &settings.name,
+            Endpoint::Fixed(url),
+            headers,
+            settings.connect_timeout,
+        )
+    }
+
+    /// Builds the provider for `endpoint` with its HTTP client sending `headers`.
+    pub(crate) fn with_endpoint(
+        name: &str,
+        endpoint: Endpoint,
+        headers: HeaderMap,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy()
+            .build()
+            .map_err(|error| format!("providers.{name}: cannot build HTTP client: {error}"))?;
         Ok(Self {
-            name: Arc::from(settings.name),
-            url,
+            name: Arc::from(name),
+            endpoint,
             client,
         })
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    fn url(&self, upstream_model: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Fixed(url) => std::borrow::Cow::Borrowed(url),
+            Self::Deployments { base, api_version } => {
+                std::borrow::Cow::Owned(format!("{base}/openai/deployments/{upstream_model}/chat/completions?api-version={api_version}"))
+            }
+        }
     }
 }
 
@@ -82,18 +119,23 @@ fn default_headers(settings: &OpenAiSettings) -> Result<HeaderMap, String> {
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    for (name, value) in &settings.headers {
-        let invalid = || {
-            format!(
-                "providers.{}.headers.{name}: not a valid header",
-                settings.name
-            )
-        };
+    insert_extra_headers(&mut headers, &settings.name, &settings.headers)?;
+    Ok(headers)
+}
+
+/// Adds a provider's configured extra headers, replacing defaults of the same name.
+pub(crate) fn insert_extra_headers(
+    headers: &mut HeaderMap,
+    provider: &str,
+    extra: &[(String, String)],
+) -> Result<(), String> {
+    for (name, value) in extra {
+        let invalid = || format!("providers.{provider}.headers.{name}: not a valid header");
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
         let value = HeaderValue::from_str(value).map_err(|_| invalid())?;
         headers.insert(name, value);
     }
-    Ok(headers)
+    Ok(())
 }
 
 impl crate::Provider for OpenAiProvider {
@@ -107,7 +149,11 @@ impl crate::Provider for OpenAiProvider {
         upstream_model: Arc<str>,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
         let body = request.openai_body(&upstream_model);
-        let sent = self.client.post(&self.url).body(body).send();
+        let sent = self
+            .client
+            .post(self.endpoint.url(&upstream_model).as_ref())
+            .body(body)
+            .send();
         let name = self.name.clone();
         async move {
             let response = sent
@@ -137,6 +183,14 @@ impl crate::Provider for OpenAiProvider {
 
 /// Reads a bounded error body and classifies it.
 async fn read_error(name: &str, response: reqwest::Response) -> ProviderError {
+    let (status, retry_after, body) = read_error_body(response).await;
+    error_from_status(name, status, &body, retry_after)
+}
+
+/// The status, `Retry-After` and (at most 64 KiB of) the body of an error response.
+pub(crate) async fn read_error_body(
+    response: reqwest::Response,
+) -> (u16, Option<Duration>, Vec<u8>) {
     const MAX_ERROR_BODY: usize = 64 * 1024;
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
@@ -148,5 +202,5 @@ async fn read_error(name: &str, response: reqwest::Response) -> ProviderError {
             break;
         }
     }
-    error_from_status(name, status, &body, retry_after)
+    (status, retry_after, body)
 }

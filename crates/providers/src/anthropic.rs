@@ -1,0 +1,202 @@
+//! The Anthropic Messages adapter (`kind: anthropic`).
+//!
+//! The gateway's request is OpenAI's; this adapter reads it into the
+//! canonical request, writes Anthropic's body (`request`), sends it with
+//! `x-api-key` and `anthropic-version`, and turns the answer back into
+//! OpenAI's completion JSON (`response`) or chunks (`stream`). Anthropic
+//! errors become OpenAI-shape errors; 429 and 529 (`overloaded_error`) are
+//! retryable, other 4xx are the client's.
+
+mod request;
+mod response;
+mod stream;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use keel_types::canonical::openai::{completion_json, from_chat_request};
+use keel_types::canonical::TranslateError;
+use keel_types::{ChatRequest, ErrorBody};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+
+use crate::openai::{body_error, insert_extra_headers, read_error_body, send_error};
+use crate::{Completion, ProviderError, Reply};
+
+/// The Messages API version this adapter speaks.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// What an Anthropic provider needs to be reached.
+#[derive(Clone, Debug)]
+pub struct AnthropicSettings {
+    /// The provider name in providers.yaml.
+    pub name: String,
+    /// The API root, e.g. `https://api.anthropic.com` (a trailing `/v1` is
+    /// accepted too).
+    pub base_url: String,
+    /// The `x-api-key`; `None` for servers that need none.
+    pub api_key: Option<String>,
+    /// Extra headers sent on every request (e.g. `anthropic-beta`); they
+    /// override the defaults, `anthropic-version` included.
+    pub headers: Vec<(String, String)>,
+    /// `max_tokens` when the request has none (Anthropic requires one).
+    pub default_max_tokens: u32,
+    /// TCP + TLS handshake limit.
+    pub connect_timeout: Duration,
+}
+
+/// An Anthropic Messages upstream with its own pooled HTTP client.
+pub struct AnthropicProvider {
+    name: Arc<str>,
+    url: String,
+    default_max_tokens: u32,
+    client: reqwest::Client,
+}
+
+// === impl AnthropicProvider ===
+
+impl AnthropicProvider {
+    /// Builds the provider and its HTTP client. Fails on an invalid header.
+    pub fn new(settings: AnthropicSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .default_headers(default_headers(&settings)?)
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy()
+            .build()
+            .map_err(|error| {
+                format!(
+                    "providers.{}: cannot build HTTP client: {error}",
+                    settings.name
+                )
+            })?;
+        let base = settings.base_url.trim_end_matches('/');
+        let url = if base.ends_with("/v1") {
+            format!("{base}/messages")
+        } else {
+            format!("{base}/v1/messages")
+        };
+        Ok(Self {
+            name: Arc::from(settings.name),
+            url,
+            default_max_tokens: settings.default_max_tokens,
+            client,
+        })
+    }
+
+    /// The upstream body for one attempt, or the client's error.
+    #[expect(
+        clippy::result_large_err,
+        reason = "ProviderError is the crate's one error type"
+    )]
+    fn body(&self, request: &ChatRequest, upstream_model: &str) -> Result<Vec<u8>, ProviderError> {
+        let canonical = from_chat_request(request).map_err(|error| self.refusal(error))?;
+        request::request_body(&canonical, upstream_model, self.default_max_tokens)
+            .map_err(|error| self.refusal(error))
+    }
+
+    /// A request this provider cannot express: a client error, never retried.
+    fn refusal(&self, error: TranslateError) -> ProviderError {
+        let body = ErrorBody::new(
+            error.message,
+            "invalid_request_error",
+            Some(error.param),
+            None,
+        );
+        ProviderError::Status {
+            provider: self.name.to_string(),
+            status: 400,
+            body,
+            retry_after: None,
+        }
+    }
+}
+
+fn default_headers(settings: &AnthropicSettings) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        "anthropic-version",
+        HeaderValue::from_static(ANTHROPIC_VERSION),
+    );
+    if let Some(key) = &settings.api_key {
+        let mut value = HeaderValue::from_str(key).map_err(|_| {
+            format!(
+                "providers.{}.api_key: not a valid header value",
+                settings.name
+            )
+        })?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+    }
+    insert_extra_headers(&mut headers, &settings.name, &settings.headers)?;
+    Ok(headers)
+}
+
+impl crate::Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat(
+        &self,
+        request: Arc<ChatRequest>,
+        upstream_model: Arc<str>,
+    ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
+        let body = match self.body(&request, &upstream_model) {
+            Ok(body) => body,
+            Err(error) => return futures_util::future::ready(Err(error)).boxed(),
+        };
+        let sent = self.client.post(&self.url).body(body).send();
+        let name = self.name.clone();
+        async move {
+            let response = sent.await.map_err(|error| send_error(&name, &error))?;
+            if !response.status().is_success() {
+                let (status, retry_after, body) = read_error_body(response).await;
+                return Err(response::error_from_status(
+                    &name,
+                    status,
+                    &body,
+                    retry_after,
+                ));
+            }
+            if request.stream() {
+                let converter = stream::StreamConverter::new(unix_now(), request.include_usage());
+                return Ok(Reply::Stream(stream::event_stream(
+                    name,
+                    response.bytes_stream(),
+                    converter,
+                )));
+            }
+            let body = response
+                .bytes()
+                .await
+                .map_err(|error| body_error(&name, &error))?;
+            let message =
+                response::read_message(&body).map_err(|error| ProviderError::Protocol {
+                    provider: name.to_string(),
+                    detail: format!("the message is not valid JSON: {error}"),
+                })?;
+            let usage = Some(message.usage.openai());
+            Ok(Reply::Complete(Completion {
+                body: Bytes::from(completion_json(&message, unix_now())),
+                usage,
+            }))
+        }
+        .boxed()
+    }
+}
+
+/// Seconds since the Unix epoch, for OpenAI's `created`.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+#[path = "anthropic/tests.rs"]
+mod tests;

@@ -1,0 +1,163 @@
+//! Every request fixture through every provider kind, compared with its
+//! golden upstream request.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_providers::{
+    AnthropicProvider, AnthropicSettings, AzureSettings, OpenAiProvider, OpenAiSettings, Provider,
+    ProviderError,
+};
+use keel_types::ChatRequest;
+
+use crate::capture::{self, Captured};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Every kind answers 400, so the adapter returns at once; only the
+/// request it sent matters here.
+const REFUSAL: &str =
+    r#"{"type":"error","error":{"type":"invalid_request_error","message":"captured"}}"#;
+
+/// The extra header every provider is configured with.
+const EXTRA: (&str, &str) = ("x-team", "keel");
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    OpenAi,
+    Azure,
+    Anthropic,
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str), String> {
+    let headers = vec![(EXTRA.0.to_owned(), EXTRA.1.to_owned())];
+    let connect_timeout = Duration::from_secs(2);
+    Ok(match kind {
+        Kind::OpenAi => {
+            let settings = OpenAiSettings {
+                name: "openai".into(),
+                base_url: format!("{base}/v1"),
+                api_key: Some("sk-openai".into()),
+                headers,
+                connect_timeout,
+            };
+            (Arc::new(OpenAiProvider::new(settings)?), "gpt-4o-mini")
+        }
+        Kind::Azure => {
+            let settings = AzureSettings {
+                name: "azure".into(),
+                base_url: format!("{base}/"),
+                api_version: "2024-10-21".into(),
+                api_key: Some("az-key".into()),
+                headers,
+                connect_timeout,
+            };
+            (
+                Arc::new(OpenAiProvider::azure(settings)?),
+                "gpt-4o-deployment",
+            )
+        }
+        Kind::Anthropic => {
+            let settings = AnthropicSettings {
+                name: "anthropic".into(),
+                base_url: base.to_owned(),
+                api_key: Some("sk-ant".into()),
+                headers,
+                default_max_tokens: 4096,
+                connect_timeout,
+            };
+            (
+                Arc::new(AnthropicProvider::new(settings)?),
+                "claude-sonnet-4-5",
+            )
+        }
+    })
+}
+
+/// The upstream request as a small HTTP-like text, or the refusal when the
+/// adapter sent nothing.
+fn render(captured: Option<Captured>, outcome: Result<(), ProviderError>) -> String {
+    match (captured, outcome) {
+        (Some(captured), _) => {
+            let mut text = format!("{}\n", captured.request_line.trim_end_matches(" HTTP/1.1"));
+            for (name, value) in captured.headers {
+                text.push_str(&format!("{name}: {value}\n"));
+            }
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&captured.body));
+            text.push('\n');
+            text
+        }
+        (None, Err(error)) => format!("not sent: {error}\n"),
+        (None, Ok(())) => String::from("not sent, yet no error\n"),
+    }
+}
+
+fn golden(path: PathBuf, actual: &str) -> TestResult {
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, actual)?;
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(&path).map_err(|error| {
+        format!(
+            "{}: {error} (run with KEEL_BLESS=1 to create it)",
+            path.display()
+        )
+    })?;
+    assert_eq!(
+        actual,
+        expected,
+        "upstream request differs from {}",
+        path.display()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request() -> TestResult {
+    let mut features: Vec<PathBuf> = std::fs::read_dir(fixtures().join("requests"))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .collect();
+    features.sort();
+    assert!(features.len() >= 20, "{features:?}");
+    let mut capture = capture::start(400, REFUSAL).await?;
+    let base = format!("http://{}", capture.addr);
+    for kind in [Kind::OpenAi, Kind::Azure, Kind::Anthropic] {
+        let (provider, model) = provider(kind, &base)?;
+        for feature in &features {
+            let request = Arc::new(
+                ChatRequest::parse(&std::fs::read(feature)?)
+                    .map_err(|error| format!("{}: {error}", feature.display()))?,
+            );
+            let outcome = provider.chat(request, Arc::from(model)).await.map(|_| ());
+            assert!(
+                outcome
+                    .as_ref()
+                    .err()
+                    .is_some_and(|error| !error.is_retryable()),
+                "{kind:?} {}",
+                feature.display()
+            );
+            let captured = capture.requests.try_recv().ok();
+            let name = feature
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .ok_or("bad fixture name")?;
+            let kind_dir = format!("{kind:?}").to_ascii_lowercase();
+            golden(
+                fixtures().join(format!("golden/{kind_dir}/{name}.http")),
+                &render(captured, outcome),
+            )?;
+        }
+    }
+    Ok(())
+}
