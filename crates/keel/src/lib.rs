@@ -1,6 +1,7 @@
 //! Wiring: from a validated [`Config`] to a running gateway. The binary's
 //! `main` and the end-to-end tests both start Keel through [`start`].
 
+mod jobs;
 mod providers;
 mod warnings;
 
@@ -12,6 +13,7 @@ use keel_router::{RouteTable, Router};
 use keel_server::{AppState, TenantLimits, Tenants};
 use tokio::net::TcpListener;
 
+pub use jobs::migrate;
 pub use providers::build_providers;
 pub use warnings::unwired_features;
 
@@ -43,6 +45,8 @@ pub async fn start(
     );
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
+    let queue = jobs::open_queue(&config).await?;
+    let handler = Arc::new(jobs::RouterHandler::new(router.clone()));
     let state = Arc::new(AppState {
         router,
         tenants,
@@ -50,13 +54,12 @@ pub async fn start(
         limits,
         in_flight,
         metrics,
+        jobs: Some(queue.clone()),
     });
     tracing::info!(listen = %listener.local_addr()?, "keel is serving");
-    keel_server::serve(
-        listener,
-        keel_server::app(state),
-        shutdown,
-        config.server.shutdown_grace,
-    )
+    let grace = config.server.shutdown_grace;
+    jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
+        keel_server::serve(listener, keel_server::app(state), signal, grace)
+    })
     .await
 }

@@ -33,6 +33,12 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Apply the job store's migrations to `database.url`, then exit.
+    Migrate {
+        /// The configuration file [default: $KEEL_CONFIG, else ./providers.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the wire-faithful OpenAI + Anthropic mock upstream with its fault API.
     Mock {
         /// Address to listen on.
@@ -54,14 +60,31 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Check { file } => check(&file),
+        Command::Migrate { config } => runtime.block_on(migrate(config)),
         Command::Mock { listen } => runtime.block_on(mock(listen)),
     }
 }
 
+async fn migrate(path: Option<PathBuf>) -> ExitCode {
+    let Some(loaded) = load(&config_path(path)) else {
+        return ExitCode::from(2);
+    };
+    match keel::migrate(&loaded.config).await {
+        Ok(backend) => {
+            tracing::info!(backend, "migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&format!("database.url: {error}")),
+    }
+}
+
+fn config_path(path: Option<PathBuf>) -> PathBuf {
+    path.or_else(|| std::env::var_os("KEEL_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("providers.yaml"))
+}
+
 async fn serve(path: Option<PathBuf>) -> ExitCode {
-    let path = path
-        .or_else(|| std::env::var_os("KEEL_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("providers.yaml"));
+    let path = config_path(path);
     let Some(loaded) = load(&path) else {
         return ExitCode::from(2);
     };

@@ -17,8 +17,12 @@ use crate::{sse, ApiError, AppState, Tenant};
 pub async fn completions(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     ChatBody(request): ChatBody,
 ) -> Result<Response, ApiError> {
+    if crate::jobs::wants_async(&headers) {
+        return Ok(crate::jobs::submit_chat(&tenant, &state, &headers, &request).await);
+    }
     let reservation = state
         .limits
         .admit(&tenant.name, &request, request.body_len())

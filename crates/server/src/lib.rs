@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod error;
 mod extract;
+mod jobs;
 mod limits;
 mod request_id;
 mod routes;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Every Keel metric.
     pub metrics: Arc<keel_telemetry::Metrics>,
+    /// The async job queue; `None` turns the job endpoints off (503).
+    pub jobs: Option<Arc<keel_queue::Queue>>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting

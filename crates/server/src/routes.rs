@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 
-use crate::{chat, request_id, shed, ApiError, AppState, Tenant};
+use crate::{chat, jobs, request_id, shed, ApiError, AppState, Tenant};
 
 /// The whole HTTP API.
 pub fn app(state: Arc<AppState>) -> axum::Router {
@@ -16,6 +16,9 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed::shed,
@@ -64,7 +67,20 @@ async fn healthz() -> impl IntoResponse {
 /// Readiness: configuration is loaded and the router built (the store check
 /// joins it when the job queue does).
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ready", "models": state.router.model_names().count()}))
+    let store_ready = match &state.jobs {
+        Some(queue) => queue.ready().await,
+        None => true,
+    };
+    let models = state.router.model_names().count();
+    if !store_ready {
+        let body =
+            serde_json::json!({"status": "not ready", "models": models, "store": "unreachable"});
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    (
+        axum::http::StatusCode::OK,
+        Json(serde_json::json!({"status": "ready", "models": models})),
+    )
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -2,10 +2,13 @@
 //! ephemeral 127.0.0.1 port, and a small SSE parser for assertions.
 //! Used only from `[dev-dependencies]`.
 
+mod db;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use db::TestDatabase;
 pub use keel_mock::{FailNext, Faults, MockState, ModelStats};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -66,7 +69,11 @@ pub async fn start_gateway(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let loaded = keel_config::load_str(yaml, &vars)?;
+    let mut loaded = keel_config::load_str(yaml, &vars)?;
+    // Tests must neither share nor leave behind the default ./keel.db.
+    if loaded.config.database.url == "sqlite://keel.db" {
+        loaded.config.database.url = String::from("sqlite::memory:");
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (shutdown, signal) = oneshot::channel();

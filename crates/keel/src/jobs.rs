@@ -1,0 +1,221 @@
+//! The job queue's wiring: open and migrate the store named by
+//! `database.url`, map `jobs:` / `webhooks:` onto the queue's policies, and
+//! the [`JobHandler`] that runs a job through the router as a non-stream
+//! request.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keel_config::Config;
+use keel_providers::ProviderError;
+use keel_queue::{JobFailure, JobHandler, Queue, Retry, WebhookPolicy, WorkerPolicy};
+use keel_router::{Answer, RouteError, Router};
+use keel_types::{ChatRequest, ErrorDetail};
+
+/// Runs jobs through the router.
+pub struct RouterHandler {
+    router: Arc<Router>,
+}
+
+/// Opens the store, applies migrations and builds the queue.
+pub async fn open_queue(config: &Config) -> std::io::Result<Arc<Queue>> {
+    let store = keel_queue::open(&config.database.url)
+        .await
+        .map_err(store_error)?;
+    store.migrate().await.map_err(store_error)?;
+    tracing::info!(backend = ?store.backend(), "job store ready (migrations applied)");
+    Ok(Arc::new(Queue::new(store, &webhook_policy(config)?)))
+}
+
+/// `keel migrate`: applies the migrations of `database.url`.
+pub async fn migrate(config: &Config) -> Result<&'static str, keel_queue::StoreError> {
+    Ok(match keel_queue::migrate_url(&config.database.url).await? {
+        keel_queue::Backend::Postgres => "postgres",
+        keel_queue::Backend::Sqlite => "sqlite",
+    })
+}
+
+/// The worker policy of `jobs:` (and `server.shutdown_grace`, `idempotency.ttl`).
+pub fn worker_policy(config: &Config) -> WorkerPolicy {
+    WorkerPolicy {
+        workers: config.jobs.workers,
+        lease: config.jobs.lease,
+        max_attempts: config.jobs.max_attempts,
+        retry_base: config.jobs.retry.base_delay,
+        retry_max: config.jobs.retry.max_delay,
+        grace: config.server.shutdown_grace,
+        retention: config.jobs.retention,
+        idempotency_ttl: config.idempotency.ttl,
+    }
+}
+
+/// The webhook policy of `webhooks:`; a secret that is not `whsec_<base64>` is an error.
+pub fn webhook_policy(config: &Config) -> std::io::Result<WebhookPolicy> {
+    let key = match &config.webhooks.secret {
+        Some(secret) => {
+            Some(keel_queue::decode_secret(secret.expose()).map_err(std::io::Error::other)?)
+        }
+        None => None,
+    };
+    Ok(WebhookPolicy {
+        key,
+        timeout: config.webhooks.timeout,
+        allow_private: config.webhooks.allow_private,
+        retry_schedule: config.webhooks.retry_schedule.clone(),
+        concurrency: 32,
+    })
+}
+
+fn store_error(error: keel_queue::StoreError) -> std::io::Error {
+    std::io::Error::other(format!("database.url: {error}"))
+}
+
+// === impl RouterHandler ===
+
+impl RouterHandler {
+    /// A handler over `router`.
+    pub fn new(router: Arc<Router>) -> Self {
+        Self { router }
+    }
+}
+
+#[async_trait]
+impl JobHandler for RouterHandler {
+    async fn run(&self, request: &str) -> Result<String, JobFailure> {
+        let request = non_stream(request)
+            .map_err(|message| failure(&message, "invalid_request_error", Retry::Never))?;
+        match self.router.dispatch(Arc::new(request)).await {
+            Ok(routed) => match routed.answer {
+                Answer::Complete(completion) => match String::from_utf8(completion.body.to_vec()) {
+                    Ok(body)
+                        if serde_json::from_str::<&serde_json::value::RawValue>(&body).is_ok() =>
+                    {
+                        Ok(body)
+                    }
+                    _ => Err(failure(
+                        "the upstream answer is not JSON",
+                        "server_error",
+                        Retry::Later,
+                    )),
+                },
+                Answer::Stream { .. } => Err(failure(
+                    "the upstream answered with a stream",
+                    "server_error",
+                    Retry::Later,
+                )),
+            },
+            Err(error) => Err(route_failure(&error)),
+        }
+    }
+}
+
+/// The request with `stream: false` (a job's answer is one JSON document).
+fn non_stream(request: &str) -> Result<ChatRequest, String> {
+    let parsed = ChatRequest::parse(request.as_bytes()).map_err(|error| error.to_string())?;
+    if !parsed.stream() && parsed.raw().get("stream_options").is_none() {
+        return Ok(parsed);
+    }
+    let mut replacements = vec![("stream", "false")];
+    if parsed.raw().get("stream_options").is_some() {
+        replacements.push(("stream_options", "null"));
+    }
+    ChatRequest::parse(&parsed.raw().to_json_with(&replacements)).map_err(|error| error.to_string())
+}
+
+fn route_failure(error: &RouteError) -> JobFailure {
+    match error {
+        RouteError::Rejected {
+            error: ProviderError::Status { body, .. },
+            ..
+        } => JobFailure {
+            error: detail_json(&body.error),
+            retry: Retry::Never,
+        },
+        RouteError::Rejected { .. } | RouteError::UnknownModel { .. } => {
+            failure(&error.to_string(), "invalid_request_error", Retry::Never)
+        }
+        RouteError::NoTargets { .. } => failure(&error.to_string(), "server_error", Retry::Never),
+        RouteError::DeadlineExceeded { .. } => failure(&error.to_string(), "timeout", Retry::Later),
+        RouteError::Unavailable { .. } => failure(&error.to_string(), "server_error", Retry::Later),
+        RouteError::Exhausted { model, last, .. } => {
+            let message = format!(
+                "every target of the model '{model}' failed; the last, provider '{}', {}",
+                last.provider(),
+                summary(last)
+            );
+            let kind = if last.is_retryable() {
+                Retry::Later
+            } else {
+                Retry::Never
+            };
+            failure(&message, "server_error", kind)
+        }
+    }
+}
+
+/// A short description without upstream detail (as the live API gives).
+fn summary(error: &ProviderError) -> String {
+    match error {
+        ProviderError::Status { status, .. } => format!("answered with status {status}"),
+        ProviderError::Connect { .. } => String::from("could not be reached"),
+        _ => String::from("failed"),
+    }
+}
+
+fn failure(message: &str, kind: &str, retry: Retry) -> JobFailure {
+    let detail = ErrorDetail {
+        message: message.to_owned(),
+        kind: kind.to_owned(),
+        param: None,
+        code: None,
+    };
+    JobFailure {
+        error: detail_json(&detail),
+        retry,
+    }
+}
+
+fn detail_json(detail: &ErrorDetail) -> String {
+    serde_json::to_string(detail).unwrap_or_else(|_| {
+        String::from(r#"{"message":"job failed","type":"server_error","param":null,"code":null}"#)
+    })
+}
+
+/// Runs `serve` (the HTTP server, given the shutdown signal) and this
+/// instance's job workers and webhook deliverer together. On `shutdown`
+/// both stop: the server drains its requests, the workers stop claiming,
+/// let running jobs finish for `server.shutdown_grace` and release the rest.
+pub async fn serve_with_workers<F>(
+    config: &Config,
+    queue: Arc<Queue>,
+    handler: Arc<dyn JobHandler>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    serve: impl FnOnce(futures_util::future::BoxFuture<'static, ()>) -> F,
+) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let signal = {
+        let stop = stop.clone();
+        Box::pin(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+    };
+    let background = queue.run(
+        handler,
+        worker_policy(config),
+        webhook_policy(config)?,
+        stopped,
+    );
+    let serving = async {
+        let result = serve(signal).await;
+        // The server also stops on an error: take the workers down with it.
+        let _ = stop.send(true);
+        result
+    };
+    let (result, ()) = tokio::join!(serving, background);
+    result
+}

@@ -1,0 +1,314 @@
+//! The job endpoints: `POST /v1/jobs` (and `POST /v1/chat/completions` with
+//! `Prefer: respond-async`), `GET /v1/jobs/{id}`, `GET /v1/jobs` and
+//! `POST /v1/jobs/{id}/cancel`. A submission is validated here (a bad
+//! request is a 400 now, not a failed job later) and answered 202 only
+//! once the job row has committed.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keel_queue::{
+    new_job_id, now_ms, CancelOutcome, JobStatus, KeyClaim, ListQuery, NewJob, Queue, Submission,
+    Submitted,
+};
+use keel_types::ChatRequest;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{AppState, Tenant};
+
+mod error;
+
+pub use error::JobsError;
+
+/// `POST /v1/jobs`.
+pub async fn submit(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, JobsError> {
+    let queue = queue(&state)?;
+    let headers = request.headers().clone();
+    let body = read_body(request, state.max_body).await?;
+    let parsed: SubmitBody = serde_json::from_slice(&body).map_err(|error| JobsError::InvalidBody {
+        message: format!("the body must be {{\"request\": <chat completion request>, \"webhook\": {{\"url\": …}}, \"metadata\": {{…}}}}: {error}"),
+        param: None,
+    })?;
+    let chat = ChatRequest::parse(parsed.request.get().as_bytes())?;
+    if let Some(metadata) = &parsed.metadata {
+        if !metadata.get().starts_with('{') {
+            return Err(JobsError::InvalidBody {
+                message: String::from("metadata must be an object"),
+                param: Some(String::from("metadata")),
+            });
+        }
+    }
+    let job = Draft {
+        request: parsed.request.get().to_owned(),
+        metadata: parsed.metadata.map(|raw| raw.get().to_owned()),
+        webhook_url: parsed.webhook.map(|hook| hook.url),
+    };
+    let key = idempotency_key(&headers, "/v1/jobs", &body)?;
+    enqueue(&state, queue, &tenant, &chat, job, key).await
+}
+
+/// `POST /v1/chat/completions` with `Prefer: respond-async`: the request
+/// becomes a job (RFC 7240; the answer says `Preference-Applied`).
+pub(crate) async fn submit_chat(
+    tenant: &Tenant,
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    chat: &ChatRequest,
+) -> Response {
+    let result = async {
+        let queue = queue(state)?;
+        let request = String::from_utf8_lossy(&chat.raw().to_json_with(&[])).into_owned();
+        let key = idempotency_key(
+            headers,
+            "/v1/chat/completions respond-async",
+            request.as_bytes(),
+        )?;
+        let job = Draft {
+            request,
+            metadata: None,
+            webhook_url: None,
+        };
+        enqueue(state, queue, tenant, chat, job, key).await
+    }
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if response.status() == StatusCode::ACCEPTED {
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+    }
+    response
+}
+
+/// Whether the client prefers an asynchronous answer (`Prefer: respond-async`).
+pub(crate) fn wants_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            value.split(',').any(|preference| {
+                preference
+                    .split(';')
+                    .next()
+                    .is_some_and(|name| name.trim().eq_ignore_ascii_case("respond-async"))
+            })
+        })
+}
+
+/// `GET /v1/jobs/{id}`; `Retry-After` while the job is queued or running.
+pub async fn get(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, JobsError> {
+    let job = queue(&state)?
+        .get(&tenant.name, &id)
+        .await?
+        .ok_or(JobsError::NotFound(id))?;
+    let mut response = json(StatusCode::OK, job.to_json());
+    if !job.status.is_final() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
+
+/// `GET /v1/jobs?status=&limit=&after=`: newest first.
+pub async fn list(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, JobsError> {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            JobStatus::parse(text).ok_or_else(|| JobsError::InvalidQuery {
+                message: format!(
+                    "status: '{text}' is not one of queued, running, succeeded, failed, cancelled"
+                ),
+                param: "status",
+            })?,
+        ),
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => 20,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=100).contains(limit))
+            .ok_or_else(|| JobsError::InvalidQuery {
+                message: format!("limit: '{text}' is not a number from 1 to 100"),
+                param: "limit",
+            })?,
+    };
+    let query = ListQuery {
+        status,
+        after: params.after.filter(|after| !after.is_empty()),
+        limit,
+    };
+    let (jobs, has_more) = queue(&state)?.list(&tenant.name, &query).await?;
+    let data: Vec<String> = jobs.iter().map(keel_queue::JobRecord::to_json).collect();
+    Ok(json(
+        StatusCode::OK,
+        format!(
+            r#"{{"object":"list","data":[{}],"has_more":{has_more}}}"#,
+            data.join(",")
+        ),
+    ))
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+pub async fn cancel(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, JobsError> {
+    match queue(&state)?.cancel(&tenant.name, &id).await? {
+        CancelOutcome::Cancelled(job) => Ok(json(StatusCode::OK, job.to_json())),
+        CancelOutcome::AlreadyFinal(job) => Err(JobsError::NotCancellable {
+            id,
+            status: job.status.as_str(),
+        }),
+        CancelOutcome::NotFound => Err(JobsError::NotFound(id)),
+    }
+}
+
+/// The query of the job list.
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    request: Box<RawValue>,
+    #[serde(default)]
+    webhook: Option<WebhookSpec>,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSpec {
+    url: String,
+}
+
+/// A job before it has an id and a tenant.
+struct Draft {
+    request: String,
+    metadata: Option<String>,
+    webhook_url: Option<String>,
+}
+
+fn queue(state: &AppState) -> Result<&Arc<Queue>, JobsError> {
+    state.jobs.as_ref().ok_or(JobsError::Disabled)
+}
+
+async fn enqueue(
+    state: &AppState,
+    queue: &Queue,
+    tenant: &Tenant,
+    chat: &ChatRequest,
+    job: Draft,
+    key: Option<KeyClaim>,
+) -> Result<Response, JobsError> {
+    if !state.router.knows(chat.model()) {
+        return Err(JobsError::UnknownModel(chat.model().to_owned()));
+    }
+    let job = NewJob {
+        id: new_job_id(now_ms()),
+        tenant: tenant.name.to_string(),
+        model: chat.model().to_owned(),
+        request: job.request,
+        metadata: job.metadata.filter(|metadata| metadata != "null"),
+        webhook_url: job.webhook_url,
+    };
+    let (id, body, replayed) = match queue.submit(&Submission { job, key }).await? {
+        Submitted::Created(record) => (record.id.clone(), record.to_json(), false),
+        Submitted::Replayed { id, body } => (id, body, true),
+    };
+    let mut response = json(StatusCode::ACCEPTED, body);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` of a request, scoped later by tenant, with the
+/// fingerprint of what it was sent with.
+fn idempotency_key(
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<KeyClaim>, JobsError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| JobsError::BadKey)?.trim();
+    if key.is_empty() || key.len() > keel_queue::MAX_KEY_LENGTH {
+        return Err(JobsError::BadKey);
+    }
+    Ok(Some(KeyClaim {
+        key: key.to_owned(),
+        request_hash: keel_queue::request_hash("POST", path, body),
+    }))
+}
+
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, JobsError> {
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                JobsError::TooLarge(limit)
+            } else {
+                JobsError::InvalidBody {
+                    message: format!("the request body could not be read: {error}"),
+                    param: None,
+                }
+            }
+        })
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_respond_async_is_recognised_among_other_preferences() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_async(&headers));
+        headers.insert(
+            "prefer",
+            HeaderValue::from_static("return=minimal, respond-async; wait=10"),
+        );
+        assert!(wants_async(&headers));
+        headers.insert("prefer", HeaderValue::from_static("respond-asynchronously"));
+        assert!(!wants_async(&headers));
+    }
+}

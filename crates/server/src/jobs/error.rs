@@ -1,0 +1,160 @@
+//! Job endpoint failures and their responses (status, OpenAI error body),
+//! kept beside the endpoints; like `ApiError`, `IntoResponse` only records
+//! the message for the logging middleware.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keel_queue::{Refused, StoreError, SubmitError};
+use keel_types::{ErrorBody, RequestError};
+
+use crate::error::LoggedError;
+
+/// Why a job request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    /// This gateway has no job store.
+    #[error("async jobs are not enabled on this gateway")]
+    Disabled,
+    /// The submission body is not `{"request": …, "webhook"?: …, "metadata"?: …}`.
+    #[error("{message}")]
+    InvalidBody {
+        /// What is wrong.
+        message: String,
+        /// The parameter at fault.
+        param: Option<String>,
+    },
+    /// The chat request inside the submission is invalid.
+    #[error("request: {0}")]
+    InvalidRequest(#[from] RequestError),
+    /// The model is not configured.
+    #[error("the model '{0}' does not exist")]
+    UnknownModel(String),
+    /// The webhook URL may not be used.
+    #[error("webhook.url: {0}")]
+    Webhook(#[from] Refused),
+    /// The gateway cannot sign webhooks.
+    #[error("webhook.url: this gateway has no webhooks.secret, so it cannot sign webhooks")]
+    WebhooksDisabled,
+    /// The body is larger than the limit.
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    /// The `Idempotency-Key` header is empty, too long or not text.
+    #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters")]
+    BadKey,
+    /// The key was used with another request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    /// The key's first request is still in progress.
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    KeyInProgress,
+    /// No such job for this tenant.
+    #[error("no job with id '{0}'")]
+    NotFound(String),
+    /// The job already succeeded or failed.
+    #[error("the job '{id}' has already {status} and cannot be cancelled")]
+    NotCancellable {
+        /// The job id.
+        id: String,
+        /// Its final status.
+        status: &'static str,
+    },
+    /// A list parameter is invalid.
+    #[error("{message}")]
+    InvalidQuery {
+        /// What is wrong.
+        message: String,
+        /// The parameter.
+        param: &'static str,
+    },
+    /// The store failed.
+    #[error("the job store is unavailable")]
+    Store(#[from] StoreError),
+}
+
+// === impl JobsError ===
+
+impl JobsError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Disabled | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidBody { .. }
+            | Self::InvalidRequest(_)
+            | Self::UnknownModel(_)
+            | Self::Webhook(_)
+            | Self::WebhooksDisabled
+            | Self::BadKey
+            | Self::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::KeyInProgress | Self::NotCancellable { .. } => StatusCode::CONFLICT,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let message = self.to_string();
+        let invalid = |param: Option<&str>, code: Option<&str>| {
+            ErrorBody::new(message.clone(), "invalid_request_error", param, code)
+        };
+        match self {
+            Self::Disabled => ErrorBody::new(message, "server_error", None, Some("jobs_disabled")),
+            Self::Store(_) => {
+                ErrorBody::new(message, "server_error", None, Some("store_unavailable"))
+            }
+            Self::InvalidBody { param, .. } => invalid(param.as_deref(), None),
+            Self::InvalidRequest(error) => invalid(
+                error
+                    .param()
+                    .map(|param| format!("request.{param}"))
+                    .as_deref(),
+                None,
+            ),
+            Self::UnknownModel(_) => invalid(Some("request.model"), Some("model_not_found")),
+            Self::Webhook(_) | Self::WebhooksDisabled => {
+                invalid(Some("webhook.url"), Some("invalid_webhook_url"))
+            }
+            Self::TooLarge(_) => invalid(None, Some("body_too_large")),
+            Self::BadKey => invalid(None, Some("invalid_idempotency_key")),
+            Self::KeyReused => invalid(None, Some("idempotency_key_reused")),
+            Self::KeyInProgress => invalid(None, Some("idempotency_key_in_progress")),
+            Self::NotFound(_) => invalid(Some("id"), Some("job_not_found")),
+            Self::NotCancellable { .. } => invalid(None, Some("job_not_cancellable")),
+            Self::InvalidQuery { param, .. } => invalid(Some(param), None),
+        }
+    }
+}
+
+impl From<SubmitError> for JobsError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::KeyReused => Self::KeyReused,
+            SubmitError::KeyInProgress => Self::KeyInProgress,
+            SubmitError::Webhook(refused) => Self::Webhook(refused),
+            SubmitError::WebhooksDisabled => Self::WebhooksDisabled,
+            SubmitError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+impl IntoResponse for JobsError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            self.body().to_json(),
+        )
+            .into_response();
+        if matches!(self, Self::KeyInProgress | Self::Store(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // The store error's detail (SQL, hosts) goes to the log, not the client.
+        let logged = match &self {
+            Self::Store(error) => format!("{self}: {error}"),
+            _ => self.to_string(),
+        };
+        response.extensions_mut().insert(LoggedError(logged));
+        response
+    }
+}
