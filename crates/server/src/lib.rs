@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod jobs;
 mod limits;
+mod messages;
 mod request_id;
 mod routes;
 mod shed;

@@ -15,6 +15,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     // Health and metrics are never shed.
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/messages", post(crate::messages::create))
         .route("/v1/models", get(models))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))

@@ -1,0 +1,395 @@
+//! A committed OpenAI chunk stream → Anthropic's SSE event sequence:
+//! `message_start`, then per content block `content_block_start`,
+//! `content_block_delta`s and `content_block_stop`, then `message_delta`
+//! (stop reason and usage) and `message_stop`. A failure after the commit
+//! point ends the stream with Anthropic's `event: error`.
+//!
+//! Each chunk is read with one borrowing parse into canonical deltas and
+//! each event written straight into the output buffer.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{future, stream, StreamExt};
+use keel_providers::{EventStream, ProviderError, StreamEvent};
+use keel_types::canonical::openai::{read_chunk, ChunkMeta};
+use keel_types::canonical::{Delta, FinishReason, TokenUsage};
+use serde::Serialize;
+
+use super::response::{stop_reason, ToolInput, UsageOut};
+use crate::error::failure_summary;
+use crate::limits::Reservation;
+
+/// How many ready writes are joined into one at most.
+const MAX_WRITES_JOINED: usize = 64;
+
+/// The state of one stream's conversion.
+pub(crate) struct EventWriter {
+    model: String,
+    started: bool,
+    open: Option<(u32, Open)>,
+    next_index: u32,
+    /// OpenAI tool-call index → content block index.
+    tools: Vec<(u32, u32)>,
+    stop: Option<FinishReason>,
+    usage: TokenUsage,
+}
+
+/// The kind of the content block that is open.
+#[derive(Clone, Copy, PartialEq)]
+enum Open {
+    Text,
+    Thinking,
+    Tool(u32),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EventOut<'a> {
+    MessageStart {
+        message: StartMessage<'a>,
+    },
+    ContentBlockStart {
+        index: u32,
+        content_block: BlockStart<'a>,
+    },
+    ContentBlockDelta {
+        index: u32,
+        delta: BlockDelta<'a>,
+    },
+    ContentBlockStop {
+        index: u32,
+    },
+    MessageDelta {
+        delta: StopDelta,
+        usage: UsageOut,
+    },
+    MessageStop,
+    Error {
+        error: ErrorOut<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct StartMessage<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: [(); 0],
+    stop_reason: Option<()>,
+    stop_sequence: Option<()>,
+    usage: UsageOut,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockStart<'a> {
+    Text {
+        text: &'static str,
+    },
+    Thinking {
+        thinking: &'static str,
+        signature: &'static str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: ToolInput<'static>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum BlockDelta<'a> {
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
+}
+
+#[derive(Serialize)]
+struct StopDelta {
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+// === impl EventWriter ===
+
+impl EventWriter {
+    /// A writer for a stream answered by `model` (used until a chunk names it).
+    pub(crate) fn new(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            started: false,
+            open: None,
+            next_index: 0,
+            tools: Vec::new(),
+            stop: None,
+            usage: TokenUsage::default(),
+        }
+    }
+
+    /// Writes the events for one OpenAI chunk.
+    pub(crate) fn chunk(
+        &mut self,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), serde_json::Error> {
+        let text = std::str::from_utf8(data).map_err(serde::de::Error::custom)?;
+        read_chunk(text, |meta, delta| self.delta(meta, delta, out))
+    }
+
+    /// Ends a complete stream: the open block, `message_delta`, `message_stop`.
+    pub(crate) fn done(&mut self, out: &mut BytesMut) {
+        self.start(None, out);
+        self.close(out);
+        let delta = StopDelta {
+            stop_reason: stop_reason(self.stop),
+            stop_sequence: None,
+        };
+        write(
+            out,
+            "message_delta",
+            &EventOut::MessageDelta {
+                delta,
+                usage: UsageOut::from(self.usage),
+            },
+        );
+        write(out, "message_stop", &EventOut::MessageStop);
+    }
+
+    /// Ends a failed stream with Anthropic's error event.
+    pub(crate) fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
+        let message = format!(
+            "the stream from provider '{}' failed after it started: it {}",
+            error.provider(),
+            failure_summary(error)
+        );
+        let kind = match error {
+            ProviderError::InBand { body, .. }
+                if body.error.code.as_deref() == Some("overloaded_error") =>
+            {
+                "overloaded_error"
+            }
+            ProviderError::Timeout { .. } => "timeout_error",
+            _ => "api_error",
+        };
+        write(
+            out,
+            "error",
+            &EventOut::Error {
+                error: ErrorOut {
+                    kind,
+                    message: &message,
+                },
+            },
+        );
+    }
+
+    fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
+        self.start(Some(meta), out);
+        match delta {
+            Delta::Role => {}
+            Delta::Text(text) => {
+                self.block_delta(Open::Text, BlockDelta::Text { text: &text }, out)
+            }
+            Delta::Reasoning(text) => self.block_delta(
+                Open::Thinking,
+                BlockDelta::Thinking { thinking: &text },
+                out,
+            ),
+            Delta::ToolCallStart { index, id, name } => self.tool_start(index, &id, &name, out),
+            Delta::ToolCallArguments { index, fragment } => {
+                self.tool_arguments(index, &fragment, out)
+            }
+            Delta::Finish(reason) => {
+                self.stop = Some(reason);
+                self.close(out);
+            }
+            Delta::Usage(usage) => self.usage = usage,
+        }
+    }
+
+    /// `message_start`, once, before anything else.
+    fn start(&mut self, meta: Option<&ChunkMeta<'_>>, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let id = meta.map_or(Cow::Borrowed("msg_keel"), |meta| meta.id.clone());
+        if let Some(model) = meta
+            .map(|meta| &meta.model)
+            .filter(|model| !model.is_empty())
+        {
+            self.model = model.to_string();
+        }
+        let message = StartMessage {
+            id: &id,
+            kind: "message",
+            role: "assistant",
+            model: &self.model,
+            content: [],
+            stop_reason: None,
+            stop_sequence: None,
+            usage: UsageOut::from(self.usage),
+        };
+        write(out, "message_start", &EventOut::MessageStart { message });
+    }
+
+    /// A delta for a text or thinking block, opening one when another kind is open.
+    fn block_delta(&mut self, kind: Open, delta: BlockDelta<'_>, out: &mut BytesMut) {
+        let index = match self.open {
+            Some((index, open)) if open == kind => index,
+            _ => {
+                let content_block = if kind == Open::Thinking {
+                    BlockStart::Thinking {
+                        thinking: "",
+                        signature: "",
+                    }
+                } else {
+                    BlockStart::Text { text: "" }
+                };
+                self.open_block(kind, content_block, out)
+            }
+        };
+        write(
+            out,
+            "content_block_delta",
+            &EventOut::ContentBlockDelta { index, delta },
+        );
+    }
+
+    fn tool_start(&mut self, tool: u32, id: &str, name: &str, out: &mut BytesMut) {
+        let content_block = BlockStart::ToolUse {
+            id,
+            name,
+            input: ToolInput::Empty,
+        };
+        let index = self.open_block(Open::Tool(tool), content_block, out);
+        self.tools.push((tool, index));
+    }
+
+    /// Arguments go to their tool's block, even one already closed (the SDKs
+    /// accumulate by index); arguments for a tool never started are dropped.
+    fn tool_arguments(&mut self, tool: u32, fragment: &str, out: &mut BytesMut) {
+        let Some(&(_, index)) = self.tools.iter().rev().find(|(known, _)| *known == tool) else {
+            return;
+        };
+        write(
+            out,
+            "content_block_delta",
+            &EventOut::ContentBlockDelta {
+                index,
+                delta: BlockDelta::InputJson {
+                    partial_json: fragment,
+                },
+            },
+        );
+    }
+
+    fn open_block(&mut self, kind: Open, content_block: BlockStart<'_>, out: &mut BytesMut) -> u32 {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, kind));
+        write(
+            out,
+            "content_block_start",
+            &EventOut::ContentBlockStart {
+                index,
+                content_block,
+            },
+        );
+        index
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if let Some((index, _)) = self.open.take() {
+            write(
+                out,
+                "content_block_stop",
+                &EventOut::ContentBlockStop { index },
+            );
+        }
+    }
+}
+
+/// Writes one named SSE event.
+fn write(out: &mut BytesMut, name: &str, event: &EventOut<'_>) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Serialising these types into a buffer cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), event);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The SSE body: `head` first, then the rest of the upstream stream, each
+/// chunk converted as it arrives. Usage reported in the stream settles the
+/// tenant's token reservation.
+pub(crate) fn body(
+    head: Vec<StreamEvent>,
+    rest: EventStream,
+    writer: EventWriter,
+    reservation: Option<Reservation>,
+) -> Body {
+    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
+    let writes = events.scan((writer, false), move |(writer, ended), event| {
+        if *ended {
+            return future::ready(None);
+        }
+        let mut out = BytesMut::new();
+        match event {
+            Ok(StreamEvent::Chunk { data, usage, .. }) => {
+                if let (Some(reservation), Some(usage)) = (&reservation, usage) {
+                    reservation.settle(usage.total_tokens);
+                }
+                if let Err(error) = writer.chunk(&data, &mut out) {
+                    *ended = true;
+                    tracing::warn!(%error, "an upstream chunk could not be read after the first token");
+                    let error = ProviderError::Protocol { provider: String::from("upstream"), detail: error.to_string() };
+                    writer.error(&error, &mut out);
+                }
+            }
+            Ok(StreamEvent::Done) => {
+                *ended = true;
+                writer.done(&mut out);
+            }
+            Err(error) => {
+                *ended = true;
+                tracing::warn!(%error, "upstream stream failed after the first token");
+                writer.error(&error, &mut out);
+            }
+        }
+        future::ready(Some(out.freeze()))
+    });
+    let writes = writes
+        .filter(|write| future::ready(!write.is_empty()))
+        .ready_chunks(MAX_WRITES_JOINED)
+        .map(|writes| Ok::<_, Infallible>(join(writes)));
+    Body::from_stream(writes)
+}
+
+fn join(writes: Vec<Bytes>) -> Bytes {
+    if writes.len() == 1 {
+        return writes.into_iter().next().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(writes.iter().map(Bytes::len).sum());
+    for write in writes {
+        joined.extend_from_slice(&write);
+    }
+    joined.freeze()
+}

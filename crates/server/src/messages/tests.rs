@@ -1,0 +1,231 @@
+//! Golden tests of the `/v1/messages` conversions: each Anthropic request
+//! fixture → the exact OpenAI request the router gets, each OpenAI
+//! completion and stream fixture → the exact Anthropic JSON and SSE the
+//! client gets. Run with `KEEL_BLESS=1` to rewrite the golden files after
+//! an intended change, then review the diff.
+
+use std::path::PathBuf;
+
+use futures_util::{stream, StreamExt};
+use http_body_util::BodyExt;
+use keel_providers::{ProviderError, StreamEvent};
+use keel_types::canonical::openai::read_completion;
+use keel_types::RequestError;
+
+use super::request::chat_request;
+use super::response::message_json;
+use super::stream::{body, EventWriter};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/messages")
+}
+
+/// Compares `actual` with the golden file, or rewrites it under `KEEL_BLESS=1`.
+fn golden(path: PathBuf, actual: &str) -> TestResult {
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        std::fs::write(&path, actual)?;
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(&path).map_err(|error| {
+        format!(
+            "{}: {error} (run with KEEL_BLESS=1 to create it)",
+            path.display()
+        )
+    })?;
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+    Ok(())
+}
+
+/// The fixtures of `dir` ending in `extension` whose stem has no dot (the
+/// golden outputs have two extensions).
+fn fixture_names(dir: &str, extension: &str) -> Result<Vec<String>, std::io::Error> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures().join(dir))?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry
+                .file_name()
+                .to_str()?
+                .strip_suffix(extension)?
+                .to_owned();
+            (!name.contains('.')).then_some(name)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn every_messages_request_becomes_the_golden_openai_request() -> TestResult {
+    let names = fixture_names("requests", ".json")?;
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let body = std::fs::read(fixtures().join(format!("requests/{name}.json")))?;
+        let request = chat_request(&body).map_err(|error| format!("{name}: {error}"))?;
+        let mut text = String::from_utf8(request.openai_body(request.model()))?;
+        text.push('\n');
+        golden(
+            fixtures().join(format!("requests/{name}.openai.json")),
+            &text,
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn requests_openai_cannot_carry_are_refused_with_the_parameter() {
+    let cases = [
+        (
+            r#"{"max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#,
+            Some("model"),
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[]}"#,
+            Some("messages"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"x"}}]}]}"#,
+            Some("messages"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#,
+            Some("messages"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image","source":{"type":"file","file_id":"f"}}]}]}"#,
+            Some("messages"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+            Some("tools"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"tool"}}"#,
+            Some("tool_choice"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"many"}"#,
+            Some("max_tokens"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"system":[{"type":"image"}]}"#,
+            Some("system"),
+        ),
+        ("[1]", None),
+        ("{", None),
+    ];
+    for (body, param) in cases {
+        match chat_request(body.as_bytes()) {
+            Ok(_) => panic!("{body} was accepted"),
+            Err(error) => assert_eq!(error.param(), param, "{body}: {error}"),
+        }
+    }
+}
+
+#[test]
+fn every_completion_becomes_the_golden_anthropic_message() -> TestResult {
+    let names = fixture_names("responses", ".json")?;
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let body = std::fs::read(fixtures().join(format!("responses/{name}.json")))?;
+        let mut text = String::from_utf8(message_json(&read_completion(&body)?))?;
+        text.push('\n');
+        golden(
+            fixtures().join(format!("responses/{name}.anthropic.json")),
+            &text,
+        )?;
+    }
+    Ok(())
+}
+
+/// The events of an OpenAI SSE fixture; without `[DONE]` it ends truncated.
+fn events(text: &str) -> Vec<Result<StreamEvent, ProviderError>> {
+    let chunks = text.lines().filter_map(|line| line.strip_prefix("data: "));
+    let plain = chunks.map(|data| match data {
+        "[DONE]" => StreamEvent::Done,
+        chunk => StreamEvent::Chunk {
+            data: bytes::Bytes::from(chunk.to_owned()),
+            token: true,
+            usage: None,
+        },
+    });
+    let mut events: Vec<Result<StreamEvent, ProviderError>> = plain.map(Ok).collect();
+    if !matches!(events.last(), Some(Ok(StreamEvent::Done))) {
+        let provider = String::from("openai");
+        events.push(Err(ProviderError::Truncated { provider }));
+    }
+    events
+}
+
+async fn convert(text: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let rest = stream::iter(events(text)).boxed();
+    let bytes = body(Vec::new(), rest, EventWriter::new("fallback-model"), None)
+        .collect()
+        .await?
+        .to_bytes();
+    Ok(String::from_utf8(bytes.to_vec())?)
+}
+
+#[tokio::test]
+async fn every_chunk_stream_becomes_the_golden_anthropic_event_sequence() -> TestResult {
+    let names = fixture_names("streams", ".sse")?;
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names {
+        let text = std::fs::read_to_string(fixtures().join(format!("streams/{name}.sse")))?;
+        golden(
+            fixtures().join(format!("streams/{name}.anthropic.sse")),
+            &convert(&text).await?,
+        )?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_event_sequence_is_the_one_anthropic_documents() -> TestResult {
+    for name in [
+        "text",
+        "parallel_tool_calls",
+        "reasoning_text_tool_length",
+        "empty",
+    ] {
+        let text = std::fs::read_to_string(fixtures().join(format!("streams/{name}.sse")))?;
+        let output = convert(&text).await?;
+        let names: Vec<&str> = output
+            .lines()
+            .filter_map(|line| line.strip_prefix("event: "))
+            .collect();
+        assert_eq!(names.first(), Some(&"message_start"), "{name}");
+        assert_eq!(
+            &names[names.len() - 2..],
+            ["message_delta", "message_stop"],
+            "{name}"
+        );
+        // Every block opens, gets deltas, and closes before the next opens.
+        let mut open = false;
+        for event in &names[1..names.len() - 2] {
+            match *event {
+                "content_block_start" => {
+                    assert!(!std::mem::replace(&mut open, true), "{name}: {names:?}")
+                }
+                "content_block_stop" => {
+                    assert!(std::mem::replace(&mut open, false), "{name}: {names:?}")
+                }
+                "content_block_delta" => {}
+                other => panic!("{name}: unexpected {other}"),
+            }
+        }
+        assert!(!open, "{name}: a block was left open");
+    }
+    Ok(())
+}
+
+#[test]
+fn unknown_fields_and_nulls_are_ignored() -> Result<(), RequestError> {
+    let request = chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_k":5,"service_tier":"auto","temperature":null}"#)?;
+    assert_eq!(
+        String::from_utf8_lossy(&request.openai_body("m")),
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#
+    );
+    Ok(())
+}
