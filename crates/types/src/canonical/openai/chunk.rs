@@ -210,14 +210,19 @@ impl ChunkWriter {
     }
 }
 
-/// Reads one OpenAI chunk, calling `on_delta` for each delta it carries in
-/// order (role, reasoning, text, tool calls, finish, usage); returns the
-/// chunk's id and model. Empty text and empty argument fragments are skipped.
+/// Reads one OpenAI chunk, calling `on_delta` with the chunk's id and model
+/// and each delta it carries, in order (role, reasoning, text, tool calls,
+/// finish, usage). Empty text and empty argument fragments are skipped.
 pub fn read_chunk<'a>(
     data: &'a str,
-    mut on_delta: impl FnMut(Delta<'a>),
-) -> Result<ChunkMeta<'a>, serde_json::Error> {
+    mut on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
+) -> Result<(), serde_json::Error> {
     let chunk: ChunkIn<'a> = serde_json::from_str(data)?;
+    let meta = ChunkMeta {
+        id: chunk.id,
+        model: chunk.model,
+    };
+    let mut on_delta = |delta| on_delta(&meta, delta);
     for choice in chunk.choices {
         if let Some(delta) = choice.delta {
             read_delta(delta, &mut on_delta);
@@ -233,10 +238,7 @@ pub fn read_chunk<'a>(
     if let Some(usage) = chunk.usage {
         on_delta(Delta::Usage(TokenUsage::from(usage)));
     }
-    Ok(ChunkMeta {
-        id: chunk.id,
-        model: chunk.model,
-    })
+    Ok(())
 }
 
 fn read_delta<'a>(delta: DeltaIn<'a>, on_delta: &mut impl FnMut(Delta<'a>)) {

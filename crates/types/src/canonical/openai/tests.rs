@@ -255,9 +255,10 @@ fn chunks_read_back_into_the_deltas_they_were_written_from() -> TestResult {
     for delta in deltas {
         let json = String::from_utf8(writer.write(&delta))?;
         let mut seen = Vec::new();
-        let meta = read_chunk(&json, |delta| seen.push(delta.clone()))?;
-        assert_eq!((meta.id.as_ref(), meta.model.as_ref()), ("c", "m"));
-        assert_eq!(seen, [delta]);
+        read_chunk(&json, |meta, delta| {
+            seen.push((meta.id.to_string(), meta.model.to_string(), delta))
+        })?;
+        assert_eq!(seen, [(String::from("c"), String::from("m"), delta)]);
     }
     Ok(())
 }
@@ -266,7 +267,7 @@ fn chunks_read_back_into_the_deltas_they_were_written_from() -> TestResult {
 fn a_chunk_with_several_things_yields_them_in_order_and_skips_empty_text() -> TestResult {
     let data = r#"{"id":"x","choices":[{"delta":{"role":"assistant","content":"","tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"f","arguments":""}},{"index":1,"id":"call_b","function":{"name":"g","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":null}"#;
     let mut seen = Vec::new();
-    read_chunk(data, |delta| seen.push(delta))?;
+    read_chunk(data, |_, delta| seen.push(delta))?;
     assert_eq!(
         seen,
         [
