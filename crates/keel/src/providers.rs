@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keel_config::{Config, ProviderConfig, ProviderKind};
-use keel_providers::{OpenAiProvider, OpenAiSettings, Provider};
+use keel_providers::{
+    AnthropicProvider, AnthropicSettings, AzureSettings, OpenAiProvider, OpenAiSettings, Provider,
+};
 
 /// The enabled providers by name. Disabled ones were reported by the config
 /// loader; kinds this build cannot reach yet are reported here, once each.
@@ -23,7 +25,7 @@ pub async fn build_providers(
             ProviderKind::Openai => provider.base_url.clone().unwrap_or_default(),
             ProviderKind::Mock => start_mock(&provider.name).await?,
             ProviderKind::Anthropic | ProviderKind::Azure => {
-                tracing::warn!(provider = %provider.name, kind = ?provider.kind, "this provider kind is not supported by this build yet; provider disabled");
+                providers.insert(provider.name.clone(), other_kind(provider)?);
                 continue;
             }
         };
@@ -42,6 +44,38 @@ fn openai_settings(provider: &ProviderConfig, base_url: String) -> OpenAiSetting
         headers: provider.headers.clone(),
         connect_timeout: provider.timeouts.connect,
     }
+}
+
+/// The Anthropic adapter, or the OpenAI adapter in its Azure form.
+fn other_kind(provider: &ProviderConfig) -> std::io::Result<Arc<dyn Provider>> {
+    let name = provider.name.clone();
+    let base_url = provider.base_url.clone().unwrap_or_default();
+    let api_key = provider.api_key.as_ref().map(|key| key.expose().to_owned());
+    let (headers, connect_timeout) = (provider.headers.clone(), provider.timeouts.connect);
+    let adapter: Arc<dyn Provider> = if provider.kind == ProviderKind::Azure {
+        let api_version = provider.api_version.clone().unwrap_or_default();
+        let settings = AzureSettings {
+            name,
+            base_url,
+            api_version,
+            api_key,
+            headers,
+            connect_timeout,
+        };
+        Arc::new(OpenAiProvider::azure(settings).map_err(std::io::Error::other)?)
+    } else {
+        let default_max_tokens = provider.default_max_tokens;
+        let settings = AnthropicSettings {
+            name,
+            base_url,
+            api_key,
+            headers,
+            default_max_tokens,
+            connect_timeout,
+        };
+        Arc::new(AnthropicProvider::new(settings).map_err(std::io::Error::other)?)
+    };
+    Ok(adapter)
 }
 
 async fn start_mock(name: &str) -> std::io::Result<String> {
