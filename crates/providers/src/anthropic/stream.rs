@@ -101,6 +101,8 @@ struct DeltaIn<'a> {
     thinking: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     stop_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stop_sequence: Option<Cow<'a, str>>,
 }
 
 // === impl StreamConverter ===
@@ -238,14 +240,15 @@ impl StreamConverter {
         if let Some(usage) = event.usage {
             usage.apply(&mut self.usage);
         }
-        if let Some(reason) = event.delta.and_then(|delta| delta.stop_reason) {
-            self.finish(finish_reason(&reason), out);
+        let Some(delta) = event.delta else { return };
+        if let Some(reason) = delta.stop_reason {
+            self.finish(finish_reason(&reason), delta.stop_sequence, out);
         }
     }
 
     fn message_stop(&mut self, out: &mut VecDeque<StreamEvent>) {
         if !self.finished {
-            self.finish(FinishReason::Stop, out);
+            self.finish(FinishReason::Stop, None, out);
         }
         if self.include_usage {
             self.push(&Delta::Usage(self.usage), out);
@@ -258,9 +261,21 @@ impl StreamConverter {
 
     /// The finish chunk; it carries the usage for the router when the client
     /// gets no usage chunk.
-    fn finish(&mut self, reason: FinishReason, out: &mut VecDeque<StreamEvent>) {
+    fn finish(
+        &mut self,
+        reason: FinishReason,
+        stop_sequence: Option<Cow<'_, str>>,
+        out: &mut VecDeque<StreamEvent>,
+    ) {
         self.finished = true;
-        self.push(&Delta::Finish(reason), out);
+        let stop_sequence = stop_sequence.filter(|_| reason == FinishReason::StopSequence);
+        self.push(
+            &Delta::Finish {
+                reason,
+                stop_sequence,
+            },
+            out,
+        );
         if !self.include_usage {
             if let Some(StreamEvent::Chunk { usage, .. }) = out.back_mut() {
                 *usage = Some(self.usage.openai());
@@ -290,7 +305,7 @@ impl StreamConverter {
             {
                 return
             }
-            Delta::Role | Delta::Finish(_) | Delta::Usage(_) => false,
+            Delta::Role | Delta::Finish { .. } | Delta::Usage(_) => false,
             Delta::Text(_)
             | Delta::Reasoning(_)
             | Delta::ToolCallStart { .. }

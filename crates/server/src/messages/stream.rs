@@ -34,6 +34,7 @@ pub(crate) struct EventWriter {
     /// OpenAI tool-call index → content block index.
     tools: Vec<(u32, u32)>,
     stop: Option<FinishReason>,
+    stop_sequence: Option<String>,
     usage: TokenUsage,
 }
 
@@ -63,7 +64,7 @@ enum EventOut<'a> {
         index: u32,
     },
     MessageDelta {
-        delta: StopDelta,
+        delta: StopDelta<'a>,
         usage: UsageOut,
     },
     MessageStop,
@@ -114,9 +115,9 @@ enum BlockDelta<'a> {
 }
 
 #[derive(Serialize)]
-struct StopDelta {
+struct StopDelta<'a> {
     stop_reason: &'static str,
-    stop_sequence: Option<()>,
+    stop_sequence: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -138,6 +139,7 @@ impl EventWriter {
             next_index: 0,
             tools: Vec::new(),
             stop: None,
+            stop_sequence: None,
             usage: TokenUsage::default(),
         }
     }
@@ -158,7 +160,7 @@ impl EventWriter {
         self.close(out);
         let delta = StopDelta {
             stop_reason: stop_reason(self.stop),
-            stop_sequence: None,
+            stop_sequence: self.stop_sequence.as_deref(),
         };
         write(
             out,
@@ -215,8 +217,12 @@ impl EventWriter {
             Delta::ToolCallArguments { index, fragment } => {
                 self.tool_arguments(index, &fragment, out)
             }
-            Delta::Finish(reason) => {
+            Delta::Finish {
+                reason,
+                stop_sequence,
+            } => {
                 self.stop = Some(reason);
+                self.stop_sequence = stop_sequence.map(Cow::into_owned);
                 self.close(out);
             }
             Delta::Usage(usage) => self.usage = usage,

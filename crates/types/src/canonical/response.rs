@@ -84,8 +84,13 @@ pub enum Delta<'a> {
         /// The next fragment of the arguments text.
         fragment: Cow<'a, str>,
     },
-    /// Generation stopped.
-    Finish(FinishReason),
+    /// Generation stopped, by a stop sequence when it is named.
+    Finish {
+        /// Why.
+        reason: FinishReason,
+        /// The stop sequence that matched, when the upstream says.
+        stop_sequence: Option<Cow<'a, str>>,
+    },
     /// The answer's token usage.
     Usage(TokenUsage),
 }

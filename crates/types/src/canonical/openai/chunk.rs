@@ -6,8 +6,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::response::{UsageIn, UsageOut};
-use crate::canonical::{Delta, FinishReason, TokenUsage};
+use super::response::{finish, StopText, UsageIn, UsageOut};
+use crate::canonical::{Delta, TokenUsage};
 
 /// Writes the chunks of one stream: the same `id`, `created` and `model` on
 /// every chunk, and `"usage": null` on each when the client asked for usage
@@ -46,6 +46,9 @@ struct ChoiceOut<'a> {
     delta: DeltaOut<'a>,
     logprobs: Option<()>,
     finish_reason: Option<&'static str>,
+    /// The stop sequence that matched, where vLLM reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a str>,
 }
 
 #[derive(Serialize, Default)]
@@ -95,6 +98,8 @@ struct ChoiceIn<'a> {
     delta: Option<DeltaIn<'a>>,
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stop_reason: StopText,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +163,7 @@ impl ChunkWriter {
             delta: DeltaOut::default(),
             logprobs: None,
             finish_reason: None,
+            stop_reason: None,
         };
         match delta {
             Delta::Role => {
@@ -190,7 +196,13 @@ impl ChunkWriter {
                     function,
                 }]);
             }
-            Delta::Finish(reason) => choice.finish_reason = Some(reason.openai()),
+            Delta::Finish {
+                reason,
+                stop_sequence,
+            } => {
+                choice.finish_reason = Some(reason.openai());
+                choice.stop_reason = stop_sequence.as_deref();
+            }
             Delta::Usage(_) => {}
         }
         self.serialise(&[choice], None)
@@ -227,12 +239,14 @@ pub fn read_chunk<'a>(
         if let Some(delta) = choice.delta {
             read_delta(delta, &mut on_delta);
         }
-        if let Some(reason) = choice
-            .finish_reason
-            .as_deref()
-            .and_then(FinishReason::from_openai)
+        if let Some((reason, stop_sequence)) =
+            finish(choice.finish_reason.as_deref(), choice.stop_reason)
         {
-            on_delta(Delta::Finish(reason));
+            let stop_sequence = stop_sequence.map(Cow::Owned);
+            on_delta(Delta::Finish {
+                reason,
+                stop_sequence,
+            });
         }
     }
     if let Some(usage) = chunk.usage {

@@ -20,6 +20,9 @@ struct ChoiceOut<'a> {
     message: MessageOut<'a>,
     logprobs: Option<()>,
     finish_reason: Option<&'static str>,
+    /// The stop sequence that matched, where vLLM reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -79,7 +82,16 @@ struct ChoiceIn {
     message: MessageIn,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    stop_reason: StopText,
 }
+
+/// A choice's `stop_reason` (vLLM's extension, also written by Keel): the
+/// matched stop sequence when it is text; a token id or `null` reads as none.
+#[derive(Default)]
+pub(crate) struct StopText(Option<String>);
+
+struct StopTextVisitor;
 
 #[derive(Deserialize)]
 struct MessageIn {
@@ -160,6 +172,7 @@ pub fn completion_json(response: &Response, created: u64) -> Vec<u8> {
             message,
             logprobs: None,
             finish_reason: response.finish.map(FinishReason::openai),
+            stop_reason: response.stop_sequence.as_deref(),
         }],
         usage: UsageOut::from(response.usage),
     };
@@ -195,11 +208,62 @@ pub fn read_completion(body: &[u8]) -> Result<Response, serde_json::Error> {
             arguments: call.function.arguments,
         })
         .collect();
-    response.finish = choice
-        .finish_reason
-        .as_deref()
-        .and_then(FinishReason::from_openai);
+    if let Some((reason, stop_sequence)) =
+        finish(choice.finish_reason.as_deref(), choice.stop_reason)
+    {
+        response.finish = Some(reason);
+        response.stop_sequence = stop_sequence;
+    }
     Ok(response)
+}
+
+/// The canonical finish of an OpenAI choice: a `stop` with a textual
+/// `stop_reason` was a stop sequence.
+pub(crate) fn finish(
+    finish_reason: Option<&str>,
+    stop_reason: StopText,
+) -> Option<(FinishReason, Option<String>)> {
+    let reason = FinishReason::from_openai(finish_reason?)?;
+    match (reason, stop_reason.0) {
+        (FinishReason::Stop, Some(sequence)) => Some((FinishReason::StopSequence, Some(sequence))),
+        (reason, _) => Some((reason, None)),
+    }
+}
+
+// === impl StopText ===
+
+impl<'de> Deserialize<'de> for StopText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StopTextVisitor)
+    }
+}
+
+impl serde::de::Visitor<'_> for StopTextVisitor {
+    type Value = StopText;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a stop sequence, a token id or null")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StopText, E> {
+        Ok(StopText(Some(text.to_owned())))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<StopText, E> {
+        Ok(StopText(None))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<StopText, E> {
+        Ok(StopText(None))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<StopText, E> {
+        Ok(StopText(None))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<StopText, E> {
+        Ok(StopText(None))
+    }
 }
 
 // === impl UsageOut ===

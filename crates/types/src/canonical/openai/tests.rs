@@ -6,6 +6,13 @@ use crate::ChatRequest;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+fn finish(reason: FinishReason) -> Delta<'static> {
+    Delta::Finish {
+        reason,
+        stop_sequence: None,
+    }
+}
+
 const FULL: &str = r#"{"model":"chat","messages":[
  {"role":"system","content":"Be brief."},
  {"role":"user","content":[{"type":"text","text":"What is in "},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBOR"}},{"type":"image_url","image_url":{"url":"https://x.test/a.jpg","detail":"low"}}]},
@@ -212,7 +219,7 @@ fn chunks_are_written_per_delta_with_the_same_id() -> TestResult {
             r#"{head}{{"tool_calls":[{{"index":1,"id":"toolu_9","type":"function","function":{{"name":"f","arguments":""}}}}]}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
         )
     );
-    let finish = text(Delta::Finish(FinishReason::Length))?;
+    let finish = text(finish(FinishReason::Length))?;
     assert!(
         finish.ends_with(r#""delta":{},"logprobs":null,"finish_reason":"length"}],"usage":null}"#),
         "{finish}"
@@ -244,7 +251,7 @@ fn chunks_read_back_into_the_deltas_they_were_written_from() -> TestResult {
             index: 0,
             fragment: r#"{"a":"#.into(),
         },
-        Delta::Finish(FinishReason::ToolCalls),
+        finish(FinishReason::ToolCalls),
         Delta::Usage(TokenUsage {
             input: 5,
             output: 6,
@@ -286,8 +293,39 @@ fn a_chunk_with_several_things_yields_them_in_order_and_skips_empty_text() -> Te
                 index: 1,
                 fragment: "{}".into()
             },
-            Delta::Finish(FinishReason::ToolCalls),
+            finish(FinishReason::ToolCalls),
         ]
     );
+    Ok(())
+}
+
+#[test]
+fn a_matched_stop_sequence_survives_chunks_and_completions() -> TestResult {
+    let writer = ChunkWriter::new("c".into(), "m".into(), 0, false);
+    let delta = Delta::Finish {
+        reason: FinishReason::StopSequence,
+        stop_sequence: Some("END".into()),
+    };
+    let json = String::from_utf8(writer.write(&delta))?;
+    assert!(
+        json.ends_with(r#""finish_reason":"stop","stop_reason":"END"}]}"#),
+        "{json}"
+    );
+    let mut seen = Vec::new();
+    read_chunk(&json, |_, delta| seen.push(delta))?;
+    assert_eq!(seen, [delta]);
+    // vLLM reports a stop token id there; that is a natural stop.
+    let vllm = r#"{"id":"x","choices":[{"delta":{},"finish_reason":"stop","stop_reason":128009}]}"#;
+    let mut seen = Vec::new();
+    read_chunk(vllm, |_, delta| seen.push(delta))?;
+    assert_eq!(seen, [finish(FinishReason::Stop)]);
+    let response = Response {
+        finish: Some(FinishReason::StopSequence),
+        stop_sequence: Some("END".into()),
+        text: vec!["1, 2".into()],
+        ..Response::default()
+    };
+    let json = completion_json(&response, 0);
+    assert_eq!(read_completion(&json)?, response);
     Ok(())
 }
