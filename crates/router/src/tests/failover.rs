@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use keel_providers::ProviderError;
 
-use super::scripted::{plain, request, router, Scripted, Step, MINUTE};
+use super::scripted::{bounded, plain, request, router, Scripted, Step, MINUTE};
 use crate::{Answer, ModelRoute, RouteError};
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -212,7 +212,7 @@ async fn to2_a_committed_stream_is_never_retried() -> Result<(), RouteError> {
     let Answer::Stream { rest, .. } = routed.answer else {
         panic!("expected a stream")
     };
-    let rest: Vec<_> = rest.collect().await;
+    let rest: Vec<_> = bounded(rest.collect()).await;
     assert!(matches!(
         rest.last(),
         Some(Err(ProviderError::Timeout {

@@ -218,3 +218,12 @@ pub fn request(stream: bool) -> Arc<ChatRequest> {
 }
 
 pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Awaits `future` for at most an hour of (paused) time, so a stream that
+/// a broken control fails to end makes its test fail instead of hang.
+pub async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(3600), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("nothing ended the stream within an hour"),
+    }
+}

@@ -7,7 +7,9 @@ use futures_util::StreamExt;
 use keel_providers::{Clock, ProviderError};
 use tokio::time::Instant;
 
-use super::scripted::{request, router, target, Scripted, Step, BACKOFF, BREAKER, CLOCKS, MINUTE};
+use super::scripted::{
+    bounded, request, router, target, Scripted, Step, BACKOFF, BREAKER, CLOCKS, MINUTE,
+};
 use crate::{Answer, Clocks, ProviderControls, RouteError};
 
 fn with_clocks(provider: &std::sync::Arc<Scripted>, clocks: Clocks) -> crate::Target {
@@ -137,7 +139,7 @@ async fn to3_the_inactivity_clock_ends_a_stalled_stream() -> Result<(), RouteErr
     let Answer::Stream { rest, .. } = routed.answer else {
         panic!("expected a stream")
     };
-    let events: Vec<_> = rest.collect().await;
+    let events: Vec<_> = bounded(rest.collect()).await;
     assert_eq!(events.len(), 3, "two more tokens, then the timeout");
     assert!(matches!(
         events.last(),
@@ -170,7 +172,7 @@ async fn the_total_clock_bounds_a_trickling_stream() -> Result<(), RouteError> {
     let Answer::Stream { rest, .. } = routed.answer else {
         panic!("expected a stream")
     };
-    let events: Vec<_> = rest.collect().await;
+    let events: Vec<_> = bounded(rest.collect()).await;
     assert!(matches!(
         events.last(),
         Some(Err(ProviderError::Timeout {
