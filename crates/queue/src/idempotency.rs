@@ -2,13 +2,15 @@
 //! in one transaction together with the response to replay, so a key is
 //! never seen half done; a duplicate waits on the first (Postgres blocks
 //! the second insert until the first commits) and replays its response.
+//! Live requests (non-stream chat completions) take the key first
+//! (`in progress`), then store the response or release the key.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::store::StoredKey;
-use crate::{Submission, SubmitError, Submitted};
+use crate::store::{millis, KeyClaim, StoredKey};
+use crate::{now_ms, Queue, StoreError, Submission, SubmitError, Submitted};
 
 /// The longest key accepted (longer is a 400).
 pub const MAX_KEY_LENGTH: usize = 255;
@@ -18,6 +20,25 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// How often a waiting duplicate looks again.
 pub(crate) const WAIT_STEP: Duration = Duration::from_millis(50);
+
+/// How long a live request's key may stay in progress before another
+/// request with the same key and body may take it over (the first gateway
+/// died mid-request); longer than any request budget.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What [`Queue::begin_request`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// This request owns the key: run it, then complete or release the key.
+    Owned,
+    /// The stored response of the first request with this key and body.
+    Replay {
+        /// Its status code.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
+}
 
 /// The fingerprint of a request: hex SHA-256 of method, path and body, so
 /// the same key on another endpoint or with another body is a mismatch.
@@ -57,6 +78,63 @@ pub(crate) fn replay(
         })
         .unwrap_or_default();
     Ok(Some(Submitted::Replayed { id, body }))
+}
+
+// === impl Queue ===
+
+impl Queue {
+    /// Starts a live (non-job) request that carries an `Idempotency-Key`:
+    /// owns the key, or replays its stored response, or waits (bounded)
+    /// while another request with the key is in progress.
+    pub async fn begin_request(
+        &self,
+        tenant: &str,
+        claim: &KeyClaim,
+    ) -> Result<KeyState, SubmitError> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = now_ms();
+            match self
+                .store
+                .begin_key(tenant, claim, now, now - millis(LOCK_TIMEOUT))
+                .await?
+            {
+                None => return Ok(KeyState::Owned),
+                Some(stored) if stored.request_hash != claim.request_hash => {
+                    return Err(SubmitError::KeyReused)
+                }
+                Some(StoredKey {
+                    response_status: Some(status),
+                    response_body: Some(body),
+                    ..
+                }) => {
+                    return Ok(KeyState::Replay { status, body });
+                }
+                Some(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SubmitError::KeyInProgress);
+            }
+            tokio::time::sleep(WAIT_STEP).await;
+        }
+    }
+
+    /// Stores the response of an owned key for replay.
+    pub async fn complete_request(
+        &self,
+        tenant: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.store.complete_key(tenant, key, status, body).await
+    }
+
+    /// Releases an owned key whose request produced nothing worth replaying
+    /// (a 5xx, a rejection before execution, a client that went away).
+    pub async fn release_request(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        self.store.release_key(tenant, key).await
+    }
 }
 
 #[cfg(test)]

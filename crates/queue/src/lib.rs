@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
 pub use backoff::{ceiling as backoff_ceiling, full_jitter};
-pub use idempotency::{request_hash, MAX_KEY_LENGTH};
+pub use idempotency::{request_hash, KeyState, LOCK_TIMEOUT, MAX_KEY_LENGTH};
 pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
 pub use store::{
     migrate_url, millis, open, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,

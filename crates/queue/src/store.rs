@@ -222,6 +222,27 @@ pub trait JobStore: Send + Sync {
     async fn record_delivery(&self, id: &str, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
     /// The idempotency key `key` of `tenant`.
     async fn key(&self, tenant: &str, key: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// Marks `claim` in progress for `tenant`: `None` when this caller now
+    /// owns it (new, or abandoned since before `stale_before`), else the
+    /// stored key (in progress elsewhere, or complete).
+    async fn begin_key(
+        &self,
+        tenant: &str,
+        claim: &KeyClaim,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<Option<StoredKey>, StoreError>;
+    /// Stores the response of a key this caller owns.
+    async fn complete_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    /// Deletes a key still in progress (its request failed before a
+    /// response worth replaying).
+    async fn release_key(&self, tenant: &str, key: &str) -> Result<(), StoreError>;
     /// Deletes finished jobs older than `jobs_before` whose webhook is
     /// settled, and keys older than `keys_before` (in batches).
     async fn sweep(&self, jobs_before: i64, keys_before: i64) -> Result<Swept, StoreError>;

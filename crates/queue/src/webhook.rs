@@ -116,16 +116,8 @@ async fn deliver(
     let outcome = match attempt(policy, client, &job).await {
         Ok(()) => DeliveryOutcome::Delivered,
         Err(Failure::Final(error)) => DeliveryOutcome::Failed { error },
-        Err(Failure::Retryable(error)) => {
-            let done = usize::try_from(job.webhook_attempts).unwrap_or(usize::MAX);
-            match policy.retry_schedule.get(done) {
-                Some(delay) => DeliveryOutcome::Retry {
-                    at: now_ms() + millis(plus_minus_ten_percent(*delay)),
-                    error,
-                },
-                None => DeliveryOutcome::Failed { error },
-            }
-        }
+        Err(Failure::Retryable(error)) => retry(policy, &job, error, Duration::ZERO),
+        Err(Failure::RetryAfter(error, at_least)) => retry(policy, &job, error, at_least),
     };
     match &outcome {
         DeliveryOutcome::Delivered => tracing::info!(job = %job.id, "webhook delivered"),
@@ -141,9 +133,32 @@ async fn deliver(
     }
 }
 
+/// The next attempt per the schedule (±10 %), or failed when it is spent;
+/// a receiver's longer `Retry-After` is honoured.
+fn retry(
+    policy: &WebhookPolicy,
+    job: &crate::JobRecord,
+    error: String,
+    at_least: Duration,
+) -> DeliveryOutcome {
+    let done = usize::try_from(job.webhook_attempts).unwrap_or(usize::MAX);
+    match policy.retry_schedule.get(done) {
+        Some(delay) => {
+            let delay = plus_minus_ten_percent(*delay).max(at_least);
+            DeliveryOutcome::Retry {
+                at: now_ms() + millis(delay),
+                error,
+            }
+        }
+        None => DeliveryOutcome::Failed { error },
+    }
+}
+
 enum Failure {
     /// Worth another attempt (non-2xx, timeout, connection error).
     Retryable(String),
+    /// Worth another attempt, not before the receiver's `Retry-After`.
+    RetryAfter(String, Duration),
     /// Never worth another attempt (refused address, no secret).
     Final(String),
 }
@@ -182,11 +197,34 @@ async fn attempt(
         .await;
     match sent {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(Failure::Retryable(format!(
-            "the receiver answered {}",
-            response.status().as_u16()
-        ))),
+        Ok(response) => Err(judge(&response)),
         Err(error) => Err(classify(&error)),
+    }
+}
+
+/// A non-2xx answer: 410 Gone and `webhook-delivery: abort-message` stop
+/// the retries (Standard Webhooks, Svix); anything else, redirects included
+/// (they are never followed), is retried.
+fn judge(response: &reqwest::Response) -> Failure {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    if status == 410 {
+        return Failure::Final(String::from("the receiver answered 410 Gone; not retried"));
+    }
+    if header("webhook-delivery").is_some_and(|value| value.eq_ignore_ascii_case("abort-message")) {
+        return Failure::Final(format!(
+            "the receiver answered {status} with webhook-delivery: abort-message; not retried"
+        ));
+    }
+    let error = format!("the receiver answered {status}");
+    match header("retry-after").and_then(|value| value.trim().parse::<u64>().ok()) {
+        Some(seconds) => Failure::RetryAfter(error, Duration::from_secs(seconds)),
+        None => Failure::Retryable(error),
     }
 }
 

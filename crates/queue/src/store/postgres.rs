@@ -285,6 +285,72 @@ impl JobStore for PostgresStore {
         }))
     }
 
+    async fn begin_key(
+        &self,
+        tenant: &str,
+        claim: &KeyClaim,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let inserted = sqlx::query(sql::INSERT_KEY)
+            .bind(tenant)
+            .bind(&claim.key)
+            .bind(&claim.request_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(None);
+        }
+        let taken = sqlx::query(sql::TAKE_OVER_KEY)
+            .bind(tenant)
+            .bind(&claim.key)
+            .bind(&claim.request_hash)
+            .bind(now)
+            .bind(stale_before)
+            .execute(&self.pool)
+            .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(None);
+        }
+        // Released between the two statements: report it in progress, and
+        // the caller's next try inserts it.
+        let in_progress = StoredKey {
+            request_hash: claim.request_hash.clone(),
+            response_status: None,
+            response_body: None,
+        };
+        Ok(Some(
+            self.key(tenant, &claim.key).await?.unwrap_or(in_progress),
+        ))
+    }
+
+    async fn complete_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::COMPLETE_KEY)
+            .bind(tenant)
+            .bind(key)
+            .bind(i32::from(status))
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_key(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RELEASE_KEY)
+            .bind(tenant)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn sweep(&self, jobs_before: i64, keys_before: i64) -> Result<Swept, StoreError> {
         let jobs = sqlx::query(sql::SWEEP_JOBS)
             .bind(jobs_before)

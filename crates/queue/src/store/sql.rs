@@ -87,3 +87,12 @@ pub(crate) const SWEEP_JOBS: &str = "DELETE FROM keel_jobs WHERE id IN (SELECT i
 /// Deletes up to 1,000 idempotency keys past their TTL.
 pub(crate) const SWEEP_KEYS: &str = "DELETE FROM keel_idempotency_keys WHERE (tenant, key) IN \
      (SELECT tenant, key FROM keel_idempotency_keys WHERE created_at < $1 LIMIT 1000)";
+
+/// Takes over a key whose request was abandoned (in progress past the lock
+/// timeout, e.g. the gateway was killed mid-request) for the same request.
+pub(crate) const TAKE_OVER_KEY: &str = "UPDATE keel_idempotency_keys SET created_at = $4 \
+     WHERE tenant = $1 AND key = $2 AND request_hash = $3 AND response_status IS NULL AND created_at < $5";
+
+/// Releases an in-progress key so the request can be retried with it.
+pub(crate) const RELEASE_KEY: &str =
+    "DELETE FROM keel_idempotency_keys WHERE tenant = $1 AND key = $2 AND response_status IS NULL";
