@@ -256,7 +256,7 @@ async fn enqueue(
 
 /// The `Idempotency-Key` of a request, scoped later by tenant, with the
 /// fingerprint of what it was sent with.
-fn idempotency_key(
+pub(crate) fn idempotency_key(
     headers: &HeaderMap,
     path: &str,
     body: &[u8],

@@ -8,13 +8,19 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 
-use crate::{chat, jobs, request_id, shed, ApiError, AppState, Tenant};
+use crate::{chat, idempotency, jobs, request_id, shed, ApiError, AppState, Tenant};
 
 /// The whole HTTP API.
 pub fn app(state: Arc<AppState>) -> axum::Router {
     // Health and metrics are never shed.
     let api = axum::Router::new()
-        .route("/v1/chat/completions", post(chat::completions))
+        .route(
+            "/v1/chat/completions",
+            post(chat::completions).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::chat,
+            )),
+        )
         .route("/v1/messages", post(crate::messages::create))
         .route("/v1/models", get(models))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))

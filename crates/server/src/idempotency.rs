@@ -1,0 +1,148 @@
+//! `Idempotency-Key` on non-stream `POST /v1/chat/completions`, as a
+//! middleware on that route: the key is taken (`in progress`) before the
+//! handler runs; a response the upstream produced (a 2xx, or a 4xx the
+//! upstream answered) is stored and replayed byte for byte to later requests
+//! with the same key and body (`Idempotent-Replayed: true`); anything else
+//! (5xx, a request rejected before execution, a client that went away)
+//! releases the key. Same key, other body: 422. A concurrent duplicate waits
+//! for the first (bounded), then gets 409. Job submissions handle their key
+//! in `jobs`; streams pass through untouched.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keel_queue::{KeyState, Queue};
+use keel_types::ChatRequest;
+
+use crate::jobs::{self, JobsError};
+use crate::{AppState, Tenant};
+
+/// The route's path, part of the request fingerprint.
+const PATH: &str = "/v1/chat/completions";
+
+/// The middleware of `POST /v1/chat/completions`.
+pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(queue) = state.jobs.clone() else {
+        return next.run(request).await;
+    };
+    if !request.headers().contains_key("idempotency-key") || jobs::wants_async(request.headers()) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    // Without a tenant the handler answers 401, which is never stored.
+    let Ok(tenant) = Tenant::from_request_parts(&mut parts, &state).await else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, state.max_body).await else {
+        return JobsError::TooLarge(state.max_body).into_response();
+    };
+    let stream = ChatRequest::parse(&bytes)
+        .map(|request| request.stream())
+        .unwrap_or(false);
+    let claim = match jobs::idempotency_key(&parts.headers, PATH, &bytes) {
+        Ok(Some(claim)) if !stream => claim,
+        Ok(_) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(error) => return error.into_response(),
+    };
+    match queue.begin_request(&tenant.name, &claim).await {
+        Ok(KeyState::Owned) => {}
+        Ok(KeyState::Replay { status, body }) => return replay(status, body),
+        Err(error) => return JobsError::from(error).into_response(),
+    }
+    let owned = Owned {
+        queue,
+        tenant: tenant.name.to_string(),
+        key: Some(claim.key),
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    owned.settle(response).await
+}
+
+/// A key this request holds; released if the request is dropped unsettled.
+struct Owned {
+    queue: Arc<Queue>,
+    tenant: String,
+    key: Option<String>,
+}
+
+// === impl Owned ===
+
+impl Owned {
+    /// Stores a replayable response, or releases the key.
+    async fn settle(mut self, response: Response) -> Response {
+        let Some(key) = self.key.take() else {
+            return response;
+        };
+        let executed = response
+            .headers()
+            .get("x-keel-attempts")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u32>().ok())
+            .is_some_and(|attempts| attempts > 0);
+        let status = response.status();
+        if status.is_server_error() || !executed {
+            self.release(&key).await;
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            self.release(&key).await;
+            return JobsError::InvalidBody {
+                message: String::from("the upstream answer could not be read"),
+                param: None,
+            }
+            .into_response();
+        };
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => {
+                if let Err(error) = self
+                    .queue
+                    .complete_request(&self.tenant, &key, status.as_u16(), text)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot store an idempotent response; the key is released");
+                    self.release(&key).await;
+                }
+            }
+            Err(_) => self.release(&key).await,
+        }
+        Response::from_parts(parts, Body::from(bytes))
+    }
+
+    async fn release(&self, key: &str) {
+        if let Err(error) = self.queue.release_request(&self.tenant, key).await {
+            tracing::warn!(%error, "cannot release an idempotency key; it expires after the lock timeout");
+        }
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // The client went away mid-request: free the key for its retry.
+        if let Some(key) = self.key.take() {
+            let (queue, tenant) = (self.queue.clone(), std::mem::take(&mut self.tenant));
+            tokio::spawn(async move {
+                let _ = queue.release_request(&tenant, &key).await;
+            });
+        }
+    }
+}
+
+fn replay(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
