@@ -6,6 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each on a database of its own.
 
 #[path = "jobs/support.rs"]
+#[allow(dead_code, reason = "shared by the job test crates; each uses a part")]
 mod support;
 
 use std::time::Duration;
@@ -42,6 +43,7 @@ both_stores!(
     wh1_webhook_is_signed_and_delivered_with_the_job_object,
     wh2_webhook_is_retried_after_two_500s_with_a_stable_id,
     wh4_a_private_webhook_url_is_refused_at_submit,
+    wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries,
 );
 
 async fn jq1_submit_is_202_with_a_committed_job_that_succeeds_with_a_chat_completion(
@@ -631,5 +633,53 @@ async fn wh4_a_private_webhook_url_is_refused_at_submit(store: Store) -> TestRes
         .await?;
     assert_eq!(list["data"], json!([]));
     assert!(receiver.requests().is_empty());
+    Ok(())
+}
+
+async fn wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries(
+    store: Store,
+) -> TestResult {
+    let setup = Setup::start(store, Options::default()).await?;
+    let redirecting = Receiver::start(vec![302]).await?;
+    let job: Value = setup
+        .submit(
+            ACME,
+            &json!({"request": chat_request(), "webhook": {"url": redirecting.url}}),
+        )
+        .await?
+        .json()
+        .await?;
+    let done = setup
+        .wait_for(job["id"].as_str().ok_or("id")?, |job| {
+            job["webhook"]["status"] == "delivered"
+        })
+        .await?;
+    assert_eq!(
+        done["webhook"]["attempts"], 2,
+        "the 302 counted as a failed attempt: {done}"
+    );
+    assert_eq!(redirecting.requests().len(), 2);
+    let gone = Receiver::start(vec![410]).await?;
+    let job: Value = setup
+        .submit(
+            ACME,
+            &json!({"request": chat_request(), "webhook": {"url": gone.url}}),
+        )
+        .await?
+        .json()
+        .await?;
+    let failed = setup
+        .wait_for(job["id"].as_str().ok_or("id")?, |job| {
+            job["webhook"]["status"] == "failed"
+        })
+        .await?;
+    assert_eq!(failed["webhook"]["attempts"], 1, "{failed}");
+    assert!(
+        failed["webhook"]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("410")),
+        "{failed}"
+    );
+    assert_eq!(gone.requests().len(), 1);
     Ok(())
 }
