@@ -23,7 +23,7 @@ use keel_types::{ChatRequest, ErrorBody};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 
 use crate::openai::{body_error, insert_extra_headers, read_error_body, send_error};
-use crate::{Completion, ProviderError, Reply};
+use crate::{Completion, ProviderError, Reply, UpstreamModel};
 
 /// The Messages API version this adapter speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -92,9 +92,14 @@ impl AnthropicProvider {
         clippy::result_large_err,
         reason = "ProviderError is the crate's one error type"
     )]
-    fn body(&self, request: &ChatRequest, upstream_model: &str) -> Result<Vec<u8>, ProviderError> {
+    fn body(
+        &self,
+        request: &ChatRequest,
+        upstream_model: &str,
+        default_max_tokens: u32,
+    ) -> Result<Vec<u8>, ProviderError> {
         let canonical = from_chat_request(request).map_err(|error| self.refusal(error))?;
-        request::request_body(&canonical, upstream_model, self.default_max_tokens)
+        request::request_body(&canonical, upstream_model, default_max_tokens)
             .map_err(|error| self.refusal(error))
     }
 
@@ -144,9 +149,10 @@ impl crate::Provider for AnthropicProvider {
     fn chat(
         &self,
         request: Arc<ChatRequest>,
-        upstream_model: Arc<str>,
+        upstream: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
-        let body = match self.body(&request, &upstream_model) {
+        let max_tokens = upstream.max_tokens.unwrap_or(self.default_max_tokens);
+        let body = match self.body(&request, &upstream.name, max_tokens) {
             Ok(body) => body,
             Err(error) => return futures_util::future::ready(Err(error)).boxed(),
         };

@@ -24,18 +24,37 @@ pub use error::{Clock, ErrorKind, ProviderError};
 pub use openai::{OpenAiProvider, OpenAiSettings};
 pub use reply::{Completion, EventStream, Reply, StreamEvent};
 
+/// The upstream model one call is for, with its target's own settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamModel {
+    /// The model name the upstream knows.
+    pub name: Arc<str>,
+    /// The target's `max_tokens` default, which overrides the provider's
+    /// for upstreams that require one (Anthropic).
+    pub max_tokens: Option<u32>,
+}
+
+impl From<&str> for UpstreamModel {
+    fn from(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            max_tokens: None,
+        }
+    }
+}
+
 /// One upstream API behind one provider name.
 pub trait Provider: Send + Sync + 'static {
     /// The provider's name in providers.yaml.
     fn name(&self) -> &str;
 
-    /// Sends one chat completion attempt for `upstream_model`. The future
+    /// Sends one chat completion attempt for `upstream`. The future
     /// resolves when the response head (or, for a non-stream request, the
     /// whole body) has arrived; dropping it, or the stream it returns, aborts
     /// the upstream call.
     fn chat(
         &self,
         request: Arc<ChatRequest>,
-        upstream_model: Arc<str>,
+        upstream: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>>;
 }

@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use keel_types::ChatRequest;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
-use crate::{Completion, ProviderError, Reply};
+use crate::{Completion, ProviderError, Reply, UpstreamModel};
 
 pub(crate) use convert::{body_error, error_from_status, retry_after, send_error};
 
@@ -146,8 +146,9 @@ impl crate::Provider for OpenAiProvider {
     fn chat(
         &self,
         request: Arc<ChatRequest>,
-        upstream_model: Arc<str>,
+        upstream: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
+        let upstream_model = upstream.name;
         let body = request.openai_body(&upstream_model);
         let sent = self
             .client

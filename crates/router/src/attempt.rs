@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use keel_providers::{Clock, ErrorKind, ProviderError, Reply, StreamEvent};
+use keel_providers::{Clock, ErrorKind, ProviderError, Reply, StreamEvent, UpstreamModel};
 use keel_resilience::{BulkheadPermit, Outcome, TrialPermit};
 use keel_telemetry::{AttemptLabels, Metrics};
 use keel_types::ChatRequest;
@@ -131,7 +131,13 @@ async fn until_commit(
     };
     let reply = tokio::time::timeout_at(
         head_deadline.0,
-        target.provider.chat(request, target.model.clone()),
+        target.provider.chat(
+            request,
+            UpstreamModel {
+                name: target.model.clone(),
+                max_tokens: target.max_tokens,
+            },
+        ),
     )
     .await
     .map_err(|_| timeout(head_deadline.1))??;

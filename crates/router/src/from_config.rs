@@ -58,7 +58,7 @@ impl Parts<'_> {
         }
         let targets = configured
             .into_iter()
-            .filter_map(|target| self.target(&target.provider, &target.model))
+            .filter_map(|target| self.target(&target.provider, &target.model, target.max_tokens))
             .collect();
         let budget = model.timeout.unwrap_or(self.config.server.request_timeout);
         ModelRoute {
@@ -69,7 +69,12 @@ impl Parts<'_> {
         }
     }
 
-    fn target(&mut self, provider_name: &str, model: &str) -> Option<Target> {
+    fn target(
+        &mut self,
+        provider_name: &str,
+        model: &str,
+        max_tokens: Option<u32>,
+    ) -> Option<Target> {
         let provider = self.providers.get(provider_name)?.clone();
         let settings = self.config.provider(provider_name)?;
         let controls = self
@@ -96,6 +101,7 @@ impl Parts<'_> {
         Some(Target {
             provider_name: Arc::from(provider_name),
             model: Arc::from(model),
+            max_tokens,
             provider,
             controls,
             breaker,

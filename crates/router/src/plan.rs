@@ -18,6 +18,8 @@ pub struct Target {
     pub provider_name: Arc<str>,
     /// The upstream model name.
     pub model: Arc<str>,
+    /// The target's `max_tokens` default, when it sets one.
+    pub max_tokens: Option<u32>,
     /// The adapter that reaches it.
     pub provider: Arc<dyn Provider>,
     /// The provider's clocks, retry policy, budget, bulkhead and rate limits.

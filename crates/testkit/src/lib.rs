@@ -36,10 +36,12 @@ pub const TEST_KEY: &str = "sk-test-key";
 /// A configuration with one tenant (key [`TEST_KEY`]), one OpenAI-kind
 /// provider per `(name, base_url)`, and a model `chat` whose targets are
 /// those providers in order, each serving the upstream model `gpt-mock`.
+/// Each provider gets one try (`retry.attempts: 1`), so an attempt count in
+/// a test is the number of targets tried; retries have their own tests.
 pub fn yaml_with_targets(providers: &[(&str, &str)]) -> String {
     let mut yaml = format!("tenants:\n  - name: test\n    keys: [\"{TEST_KEY}\"]\nproviders:\n");
     for (name, base_url) in providers {
-        yaml.push_str(&format!("  {name}:\n    kind: openai\n    base_url: {base_url}\n    timeouts: {{connect: 1s}}\n"));
+        yaml.push_str(&format!("  {name}:\n    kind: openai\n    base_url: {base_url}\n    timeouts: {{connect: 1s}}\n    retry: {{attempts: 1}}\n"));
     }
     yaml.push_str("models:\n  chat:\n    targets:\n");
     for (name, _) in providers {

@@ -138,7 +138,10 @@ async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request
                 ChatRequest::parse(&std::fs::read(feature)?)
                     .map_err(|error| format!("{}: {error}", feature.display()))?,
             );
-            let outcome = provider.chat(request, Arc::from(model)).await.map(|_| ());
+            let outcome = provider
+                .chat(request, keel_providers::UpstreamModel::from(model))
+                .await
+                .map(|_| ());
             assert!(
                 outcome
                     .as_ref()

@@ -343,7 +343,13 @@ async fn bh1_a_full_bulkhead_skips_the_target_without_queueing() -> Result<(), R
             })
         })
         .collect();
-    tokio::task::yield_now().await;
+    // Let both held calls take their slots before the third arrives.
+    for _ in 0..100 {
+        if slow.calls() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     let started = Instant::now();
     assert_eq!(&*router.dispatch(request(false)).await?.provider, "good");
     assert_eq!(started.elapsed(), Duration::ZERO);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{stream, FutureExt, StreamExt};
-use keel_providers::{Completion, Provider, ProviderError, Reply, StreamEvent};
+use keel_providers::{Completion, Provider, ProviderError, Reply, StreamEvent, UpstreamModel};
 use keel_resilience::{Backoff, BreakerPolicy, CircuitBreaker};
 use keel_telemetry::Metrics;
 use keel_types::{ChatRequest, ErrorBody};
@@ -94,7 +94,7 @@ impl Provider for Scripted {
     fn chat(
         &self,
         _request: Arc<ChatRequest>,
-        _model: Arc<str>,
+        _model: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.call_times
@@ -178,6 +178,7 @@ pub fn target(
     Target {
         provider_name: Arc::from(provider.name),
         model: Arc::from("up"),
+        max_tokens: None,
         provider: provider.clone(),
         controls,
         breaker: CircuitBreaker::new(provider.name, breaker),
