@@ -66,7 +66,7 @@ pub(crate) async fn attempt(
     number: u32,
     deadline: Instant,
     admission: Admission,
-    metrics: &Metrics,
+    metrics: Arc<Metrics>,
 ) -> Result<Answer, ProviderError> {
     let span = tracing::debug_span!("keel.attempt", provider = %target.provider_name, attempt = number, hedge = false);
     let started = Instant::now();
@@ -84,6 +84,7 @@ pub(crate) async fn attempt(
         outcome: outcome.to_owned(),
     };
     metrics.upstream_attempts.get_or_create(&labels).inc();
+    let metrics = &metrics;
     match result {
         Err(error) => {
             admission.trial.record(breaker_outcome(&error));
@@ -97,7 +98,15 @@ pub(crate) async fn attempt(
         }
         Ok(Committed::Stream { head, rest }) => {
             observe(metrics, target, started.elapsed(), None);
-            let rest = Guarded::new(rest, target, deadlines.total, admission, started).boxed();
+            let rest = Guarded::new(
+                rest,
+                target,
+                deadlines.total,
+                admission,
+                started,
+                metrics.clone(),
+            )
+            .boxed();
             Ok(Answer::Stream { head, rest })
         }
     }

@@ -4,12 +4,14 @@
 //! outcome, and charges real token usage to the provider's bucket.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Future, Stream};
 use keel_providers::{Clock, EventStream, ProviderError, StreamEvent};
 use keel_resilience::Outcome;
+use keel_telemetry::Metrics;
 use tokio::time::{Instant, Sleep};
 
 use crate::attempt::{breaker_outcome, settle_tokens, Admission};
@@ -25,6 +27,7 @@ pub(crate) struct Guarded {
     total_clock: Clock,
     admission: Option<Admission>,
     started: Instant,
+    metrics: Arc<Metrics>,
 }
 
 // === impl Guarded ===
@@ -36,6 +39,7 @@ impl Guarded {
         total: (Instant, Clock),
         admission: Admission,
         started: Instant,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let inactivity = target.controls.clocks.inactivity;
         Self {
@@ -47,12 +51,18 @@ impl Guarded {
             total_clock: total.1,
             admission: Some(admission),
             started,
+            metrics,
         }
     }
 
     fn finish(&mut self, outcome: Outcome) {
         if let Some(admission) = self.admission.take() {
             admission.trial.record(outcome);
+            let labels = keel_telemetry::target(&self.target.provider_name, &self.target.model);
+            self.metrics
+                .upstream_duration
+                .get_or_create(&labels)
+                .observe(self.started.elapsed().as_secs_f64());
             tracing::debug!(provider = %self.target.provider_name, elapsed = ?self.started.elapsed(), "upstream stream ended");
         }
     }

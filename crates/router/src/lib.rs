@@ -176,7 +176,7 @@ impl Router {
                 walk.attempts,
                 deadline,
                 admission,
-                &self.metrics,
+                self.metrics.clone(),
             )
             .await
             {

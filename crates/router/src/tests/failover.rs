@@ -223,3 +223,86 @@ async fn to2_a_committed_stream_is_never_retried() -> Result<(), RouteError> {
     assert_eq!((stalls.calls(), other.calls()), (1, 0));
     Ok(())
 }
+
+/// TO-2: across 1,000 randomised fault runs, a client never receives tokens
+/// from two attempts: every chunk of a committed stream comes from the one
+/// target the headers name.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn to2_no_client_ever_receives_tokens_from_two_attempts() {
+    use super::scripted::{target, BACKOFF, BREAKER};
+    use crate::{Clocks, ProviderControls};
+    let clocks = Clocks {
+        first_token: Duration::from_secs(1),
+        inactivity: Duration::from_secs(1),
+        ..super::scripted::CLOCKS
+    };
+    let step = |pick: u32| match pick % 5 {
+        0 => Step::Status {
+            status: 503,
+            retry_after: None,
+        },
+        1 => Step::Refused,
+        2 => Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, false)],
+            complete: false,
+        },
+        3 => Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, true), (Duration::from_millis(10), true)],
+            complete: false,
+        },
+        _ => Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![
+                (Duration::ZERO, false),
+                (Duration::ZERO, true),
+                (Duration::ZERO, true),
+            ],
+            complete: true,
+        },
+    };
+    let mut answered = 0;
+    for _ in 0..1000 {
+        let names = ["a", "b", "c"];
+        let providers: Vec<_> = names
+            .iter()
+            .map(|name| Scripted::new(name, vec![step(fastrand::u32(..)), step(fastrand::u32(..))]))
+            .collect();
+        let targets = providers
+            .iter()
+            .map(|provider| {
+                target(
+                    provider,
+                    ProviderControls::unlimited(clocks, 2, BACKOFF),
+                    BREAKER,
+                )
+            })
+            .collect();
+        let Ok(routed) = router(targets, MINUTE, vec![])
+            .dispatch(request(true))
+            .await
+        else {
+            continue;
+        };
+        answered += 1;
+        let Answer::Stream { head, rest } = routed.answer else {
+            panic!("expected a stream")
+        };
+        let rest: Vec<_> = bounded(rest.collect()).await;
+        let marker = format!(r#"{{"from":"{}"}}"#, routed.provider);
+        for event in head.into_iter().map(Ok).chain(rest) {
+            if let Ok(keel_providers::StreamEvent::Chunk { data, .. }) = event {
+                assert_eq!(
+                    data,
+                    marker.as_bytes(),
+                    "a chunk from another attempt reached the client"
+                );
+            }
+        }
+    }
+    assert!(
+        answered > 500,
+        "only {answered} of 1,000 runs reached an answer"
+    );
+}

@@ -78,9 +78,11 @@ impl Scripted {
     }
 }
 
-fn chunk(token: bool) -> StreamEvent {
+/// A chunk that names the provider it came from, so tests can tell whose
+/// tokens a client received.
+fn chunk(provider: &str, token: bool) -> StreamEvent {
     StreamEvent::Chunk {
-        data: Bytes::from_static(b"{}"),
+        data: Bytes::from(format!("{{\"from\":\"{provider}\"}}")),
         token,
         usage: None,
     }
@@ -131,9 +133,12 @@ impl Provider for Scripted {
                     complete,
                 } => {
                     tokio::time::sleep(head).await;
-                    let chunks = stream::iter(chunks).then(|(gap, token)| async move {
-                        tokio::time::sleep(gap).await;
-                        Ok(chunk(token))
+                    let chunks = stream::iter(chunks).then(move |(gap, token)| {
+                        let provider = provider.clone();
+                        async move {
+                            tokio::time::sleep(gap).await;
+                            Ok(chunk(&provider, token))
+                        }
                     });
                     let end = if complete {
                         stream::iter(vec![Ok(StreamEvent::Done)]).boxed()
