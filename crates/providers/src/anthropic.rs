@@ -88,10 +88,6 @@ impl AnthropicProvider {
     }
 
     /// The upstream body for one attempt, or the client's error.
-    #[expect(
-        clippy::result_large_err,
-        reason = "ProviderError is the crate's one error type"
-    )]
     fn body(
         &self,
         request: &ChatRequest,

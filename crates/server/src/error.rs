@@ -52,7 +52,7 @@ pub enum ApiError {
         /// When the request would be admitted.
         retry_after: std::time::Duration,
         /// The `x-ratelimit-*` headers.
-        headers: axum::http::HeaderMap,
+        headers: Box<axum::http::HeaderMap>,
     },
 }
 
@@ -232,7 +232,7 @@ impl IntoResponse for ApiError {
             ..
         } = &self
         {
-            headers.extend(limits.clone());
+            headers.extend((**limits).clone());
             headers.insert(
                 axum::http::header::RETRY_AFTER,
                 HeaderValue::from(retry_after_seconds(retry_after)),

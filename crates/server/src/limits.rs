@@ -38,7 +38,7 @@ pub struct Exceeded {
     /// Time until the request would be admitted.
     pub retry_after: Duration,
     /// The rate-limit headers for the refusal.
-    pub headers: HeaderMap,
+    pub headers: Box<HeaderMap>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -112,7 +112,7 @@ impl Buckets {
         Exceeded {
             limit,
             retry_after,
-            headers: self.headers(),
+            headers: Box::new(self.headers()),
         }
     }
 

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 /// The whole error body as OpenAI sends it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// The error itself.
-    pub error: ErrorDetail,
+    /// The error itself, boxed so that error enums carrying a body stay
+    /// small on the happy path.
+    pub error: Box<ErrorDetail>,
 }
 
 /// One error: a human message, a machine type, the offending parameter and a code.
@@ -37,12 +38,12 @@ impl ErrorBody {
         code: Option<&str>,
     ) -> Self {
         Self {
-            error: ErrorDetail {
+            error: Box::new(ErrorDetail {
                 message: message.into(),
                 kind: kind.to_owned(),
                 param: param.map(str::to_owned),
                 code: code.map(str::to_owned),
-            },
+            }),
         }
     }
 

@@ -6,12 +6,6 @@
 //! calls are indexed among tool calls, so the converter keeps one small
 //! table from block index to what the block is.
 
-// `ProviderError` is the crate's one error type; its size is its owner's call.
-#![expect(
-    clippy::result_large_err,
-    reason = "the conversion fails with the crate's ProviderError"
-)]
-
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
