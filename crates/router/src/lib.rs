@@ -20,7 +20,7 @@ mod plan;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_providers::{Completion, ErrorKind, EventStream, ProviderError, StreamEvent};
+use keel_providers::Completion;
 use keel_resilience::BreakerState;
 use keel_telemetry::Metrics;
 use keel_types::ChatRequest;
@@ -30,6 +30,9 @@ use tracing::Instrument;
 use attempt::Admission;
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
+/// The attempt-level types the server encodes, re-exported so the front end
+/// depends on the router only, never on the provider adapters.
+pub use keel_providers::{Clock, ErrorKind, EventStream, ProviderError, StreamEvent};
 pub use plan::{ModelRoute, RouteTable, Target};
 
 /// The gateway's router: the route table, the dispatch loop and its metrics.

@@ -3,8 +3,8 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use keel_providers::{ErrorKind, ProviderError};
 use keel_router::RouteError;
+use keel_router::{ErrorKind, ProviderError};
 use keel_types::{ErrorBody, RequestError};
 
 /// Every error the HTTP API returns.

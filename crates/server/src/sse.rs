@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::{future, stream, StreamExt};
-use keel_providers::{EventStream, ProviderError, StreamEvent};
+use keel_router::{EventStream, ProviderError, StreamEvent};
 use keel_sse::{data_frame, DONE_FRAME};
 use keel_types::ErrorBody;
 

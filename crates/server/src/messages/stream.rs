@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{future, stream, StreamExt};
-use keel_providers::{EventStream, ProviderError, StreamEvent};
+use keel_router::{EventStream, ProviderError, StreamEvent};
 use keel_types::canonical::openai::{read_chunk, ChunkMeta};
 use keel_types::canonical::{Delta, FinishReason, TokenUsage};
 use serde::Serialize;

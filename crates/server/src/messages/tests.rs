@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use futures_util::{stream, StreamExt};
 use http_body_util::BodyExt;
-use keel_providers::{ProviderError, StreamEvent};
+use keel_router::{ProviderError, StreamEvent};
 use keel_types::canonical::openai::read_completion;
 use keel_types::RequestError;
 
