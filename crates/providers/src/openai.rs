@@ -41,8 +41,9 @@ pub struct OpenAiProvider {
 
 /// Where requests go: one URL, or one per Azure deployment (the upstream model).
 pub(crate) enum Endpoint {
-    /// `{base_url}/chat/completions`.
-    Fixed(String),
+    /// `{base_url}/chat/completions`, parsed once: parsing it per request
+    /// showed up in profiles.
+    Fixed(reqwest::Url),
     /// `{base}/openai/deployments/{model}/chat/completions?api-version={api_version}`.
     Deployments {
         /// The resource endpoint, without a trailing `/`.
@@ -62,6 +63,12 @@ impl OpenAiProvider {
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
         );
+        let url = reqwest::Url::parse(&url).map_err(|error| {
+            format!(
+                "providers.{}.base_url: not a valid URL: {error}",
+                settings.name
+            )
+        })?;
         Self::with_endpoint(
             &settings.name,
             Endpoint::Fixed(url),
@@ -96,12 +103,12 @@ impl OpenAiProvider {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn url(&self, upstream_model: &str) -> std::borrow::Cow<'_, str> {
+    fn request(&self, client: &reqwest::Client, upstream_model: &str) -> reqwest::RequestBuilder {
         match self {
-            Self::Fixed(url) => std::borrow::Cow::Borrowed(url),
-            Self::Deployments { base, api_version } => {
-                std::borrow::Cow::Owned(format!("{base}/openai/deployments/{upstream_model}/chat/completions?api-version={api_version}"))
-            }
+            Self::Fixed(url) => client.post(url.clone()),
+            Self::Deployments { base, api_version } => client.post(format!(
+                "{base}/openai/deployments/{upstream_model}/chat/completions?api-version={api_version}"
+            )),
         }
     }
 }
@@ -151,8 +158,8 @@ impl crate::Provider for OpenAiProvider {
         let upstream_model = upstream.name;
         let body = request.openai_body(&upstream_model);
         let sent = self
-            .client
-            .post(self.endpoint.url(&upstream_model).as_ref())
+            .endpoint
+            .request(&self.client, &upstream_model)
             .body(body)
             .send();
         let name = self.name.clone();

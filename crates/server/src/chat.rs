@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use keel_router::{Answer, Routed};
 
 use crate::extract::ChatBody;
+use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::limits::Reservation;
 use crate::{sse, ApiError, AppState, Tenant};
 
@@ -73,11 +74,11 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     if let Ok(value) = HeaderValue::from_str(&provider) {
-        headers.insert("x-keel-provider", value);
+        headers.insert(X_KEEL_PROVIDER, value);
     }
     if let Ok(value) = HeaderValue::from_str(&model) {
-        headers.insert("x-keel-model", value);
+        headers.insert(X_KEEL_MODEL, value);
     }
-    headers.insert("x-keel-attempts", HeaderValue::from(attempts));
+    headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(attempts));
     response
 }

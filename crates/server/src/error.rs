@@ -211,7 +211,10 @@ impl IntoResponse for ApiError {
             .into_response();
         let headers = response.headers_mut();
         if let Self::Route(route) = &self {
-            headers.insert("x-keel-attempts", HeaderValue::from(route.attempts()));
+            headers.insert(
+                crate::headers::X_KEEL_ATTEMPTS,
+                HeaderValue::from(route.attempts()),
+            );
             let retry_after = match route {
                 RouteError::Exhausted { last, .. } | RouteError::Rejected { error: last, .. } => {
                     last.retry_after()

@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod error;
 mod extract;
+mod headers;
 mod idempotency;
 mod jobs;
 mod limits;

@@ -21,6 +21,7 @@ use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion;
 use keel_types::ChatRequest;
 
+use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::limits::Reservation;
 use crate::{ApiError, AppState, Tenant};
 
@@ -95,12 +96,12 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     if let Ok(value) = HeaderValue::from_str(&provider) {
-        headers.insert("x-keel-provider", value);
+        headers.insert(X_KEEL_PROVIDER, value);
     }
     if let Ok(value) = HeaderValue::from_str(&model) {
-        headers.insert("x-keel-model", value);
+        headers.insert(X_KEEL_MODEL, value);
     }
-    headers.insert("x-keel-attempts", HeaderValue::from(attempts));
+    headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(attempts));
     response
 }
 

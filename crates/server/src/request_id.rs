@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::error::LoggedError;
 use crate::AppState;
 
-const REQUEST_ID: &str = "x-request-id";
+use crate::headers::X_REQUEST_ID as REQUEST_ID;
 
 /// Echoes the client's `x-request-id` (or makes one), records it on the
 /// request span, logs errors put in the response by `ApiError`, and counts

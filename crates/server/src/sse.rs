@@ -1,8 +1,8 @@
 //! Encodes a committed upstream stream as the client's SSE body.
 //!
-//! Frames are forwarded as they arrive; frames that are already waiting are
-//! written together (never waiting for more), which costs far less than one
-//! write per frame when an upstream sends chunks in bursts. After the commit
+//! Frames are forwarded as they arrive; frames that arrive together are
+//! written together (`keel_sse::coalesce`, never waiting for more data), which
+//! costs far less than one write per frame when an upstream sends bursts. After the commit
 //! point a failure or truncation ends the stream with an OpenAI-style error
 //! event and `[DONE]`, never a silent cut.
 
@@ -17,9 +17,6 @@ use keel_types::ErrorBody;
 
 use crate::error::failure_summary;
 use crate::limits::Reservation;
-
-/// How many ready frames are joined into one write at most.
-const MAX_FRAMES_PER_WRITE: usize = 64;
 
 /// The SSE body: `head` first, then the rest of the upstream stream. Usage
 /// reported in the stream settles the tenant's token reservation.
@@ -48,9 +45,7 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
         };
         future::ready(Some(frame))
     });
-    let writes = frames
-        .ready_chunks(MAX_FRAMES_PER_WRITE)
-        .map(|frames| Ok::<_, Infallible>(join(frames)));
+    let writes = keel_sse::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>);
     Body::from_stream(writes)
 }
 
@@ -65,15 +60,4 @@ pub fn error_frames(error: &ProviderError) -> Bytes {
     let mut frames = BytesMut::from(&data_frame(body.to_json().as_bytes())[..]);
     frames.extend_from_slice(DONE_FRAME);
     frames.freeze()
-}
-
-fn join(frames: Vec<Bytes>) -> Bytes {
-    if frames.len() == 1 {
-        return frames.into_iter().next().unwrap_or_default();
-    }
-    let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-    for frame in frames {
-        joined.extend_from_slice(&frame);
-    }
-    joined.freeze()
 }

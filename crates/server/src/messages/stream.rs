@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 
 use axum::body::Body;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures_util::{future, stream, StreamExt};
 use keel_router::{EventStream, ProviderError, StreamEvent};
 use keel_types::canonical::openai::{read_chunk, ChunkMeta};
@@ -21,9 +21,6 @@ use serde::Serialize;
 use super::response::{stop_reason, ToolInput, UsageOut};
 use crate::error::failure_summary;
 use crate::limits::Reservation;
-
-/// How many ready writes are joined into one at most.
-const MAX_WRITES_JOINED: usize = 64;
 
 /// The state of one stream's conversion.
 pub(crate) struct EventWriter {
@@ -382,20 +379,6 @@ pub(crate) fn body(
         }
         future::ready(Some(out.freeze()))
     });
-    let writes = writes
-        .filter(|write| future::ready(!write.is_empty()))
-        .ready_chunks(MAX_WRITES_JOINED)
-        .map(|writes| Ok::<_, Infallible>(join(writes)));
-    Body::from_stream(writes)
-}
-
-fn join(writes: Vec<Bytes>) -> Bytes {
-    if writes.len() == 1 {
-        return writes.into_iter().next().unwrap_or_default();
-    }
-    let mut joined = BytesMut::with_capacity(writes.iter().map(Bytes::len).sum());
-    for write in writes {
-        joined.extend_from_slice(&write);
-    }
-    joined.freeze()
+    let writes = writes.filter(|write| future::ready(!write.is_empty()));
+    Body::from_stream(keel_sse::coalesce(Box::pin(writes)).map(Ok::<_, Infallible>))
 }

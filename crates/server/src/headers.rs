@@ -1,0 +1,13 @@
+//! The gateway's own header names, made once: inserting a custom header by
+//! `&str` allocates its name on every response.
+
+use axum::http::HeaderName;
+
+/// The provider that answered.
+pub const X_KEEL_PROVIDER: HeaderName = HeaderName::from_static("x-keel-provider");
+/// The upstream model that answered.
+pub const X_KEEL_MODEL: HeaderName = HeaderName::from_static("x-keel-model");
+/// Upstream attempts made, failed ones included.
+pub const X_KEEL_ATTEMPTS: HeaderName = HeaderName::from_static("x-keel-attempts");
+/// The request's id, echoed or made.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

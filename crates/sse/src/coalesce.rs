@@ -1,0 +1,128 @@
+//! Joins frames that arrive together into one write.
+//!
+//! An upstream that sends a burst of chunks still hands them over one at a
+//! time: the HTTP client's connection task decodes one chunk, passes it on,
+//! and only decodes the next when it runs again. Writing each frame as it
+//! comes makes one `writev` per frame. [`coalesce`] instead, when its input
+//! has nothing ready, gives the other tasks one turn (a self-wake) before
+//! writing what it holds; if more frames arrived in that turn they join the
+//! same write. A lone frame waits one scheduler turn, never for more data.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+/// The most bytes joined into one write.
+const MAX_WRITE: usize = 64 * 1024;
+
+/// Joins frames that are ready together; see the module documentation.
+pub fn coalesce<S: Stream<Item = Bytes> + Unpin>(frames: S) -> Coalesce<S> {
+    Coalesce {
+        frames,
+        held: BytesMut::new(),
+        yielded: false,
+        ended: false,
+    }
+}
+
+/// The stream returned by [`coalesce`].
+pub struct Coalesce<S> {
+    frames: S,
+    held: BytesMut,
+    yielded: bool,
+    ended: bool,
+}
+
+// === impl Coalesce ===
+
+impl<S> Coalesce<S> {
+    fn take(&mut self) -> Poll<Option<Bytes>> {
+        self.yielded = false;
+        Poll::Ready(Some(self.held.split().freeze()))
+    }
+}
+
+impl<S: Stream<Item = Bytes> + Unpin> Stream for Coalesce<S> {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        loop {
+            if self.ended {
+                return if self.held.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    self.take()
+                };
+            }
+            match Pin::new(&mut self.frames).poll_next(cx) {
+                Poll::Ready(Some(frame)) => {
+                    self.held.extend_from_slice(&frame);
+                    self.yielded = false;
+                    if self.held.len() >= MAX_WRITE {
+                        return self.take();
+                    }
+                }
+                Poll::Ready(None) => self.ended = true,
+                Poll::Pending if self.held.is_empty() => return Poll::Pending,
+                Poll::Pending if !self.yielded => {
+                    // Let the tasks that feed us run once before writing.
+                    self.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Pending => return self.take(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{stream, StreamExt};
+
+    #[test]
+    fn frames_ready_together_leave_in_one_write() {
+        let frames = stream::iter([&b"a"[..], b"b", b"c"].map(Bytes::from_static));
+        let writes: Vec<Bytes> = futures_executor::block_on(coalesce(frames).collect());
+        assert_eq!(writes, vec![Bytes::from_static(b"abc")]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_frame_fed_by_another_task_in_the_same_turn_joins_the_write() {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let feeder = tokio::spawn(async move {
+            for frame in ["a", "b", "c"] {
+                if sender
+                    .send(Bytes::from_static(frame.as_bytes()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let frames = tokio_stream_from(receiver);
+        let writes: Vec<Bytes> = coalesce(frames).collect().await;
+        let _ = feeder.await;
+        assert_eq!(writes.concat(), b"abc");
+        assert!(writes.len() < 3, "each frame was written alone: {writes:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_lone_frame_is_not_held_back_waiting_for_more() {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let mut writes = coalesce(tokio_stream_from(receiver));
+        let _ = sender.send(Bytes::from_static(b"a")).await;
+        let first = tokio::time::timeout(std::time::Duration::from_millis(1), writes.next()).await;
+        assert_eq!(first.ok().flatten(), Some(Bytes::from_static(b"a")));
+    }
+
+    fn tokio_stream_from(
+        mut receiver: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> impl Stream<Item = Bytes> + Unpin {
+        Box::pin(stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    }
+}
