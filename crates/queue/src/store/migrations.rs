@@ -13,17 +13,31 @@ use super::{Backend, StoreError};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
-const POSTGRES: Embedded = Embedded(&[(
-    20_261_127_000_001,
-    "jobs",
-    include_str!("../../../../migrations/postgres/20261127000001_jobs.sql"),
-)]);
+const POSTGRES: Embedded = Embedded(&[
+    (
+        20_261_127_000_001,
+        "jobs",
+        include_str!("../../../../migrations/postgres/20261127000001_jobs.sql"),
+    ),
+    (
+        20_261_127_000_002,
+        "notify_from_gateway",
+        include_str!("../../../../migrations/postgres/20261127000002_notify_from_gateway.sql"),
+    ),
+]);
 
-const SQLITE: Embedded = Embedded(&[(
-    20_261_127_000_001,
-    "jobs",
-    include_str!("../../../../migrations/sqlite/20261127000001_jobs.sql"),
-)]);
+const SQLITE: Embedded = Embedded(&[
+    (
+        20_261_127_000_001,
+        "jobs",
+        include_str!("../../../../migrations/sqlite/20261127000001_jobs.sql"),
+    ),
+    (
+        20_261_127_000_002,
+        "notify_from_gateway",
+        include_str!("../../../../migrations/sqlite/20261127000002_notify_from_gateway.sql"),
+    ),
+]);
 
 /// Opens `url` and applies its migrations (`keel migrate`).
 pub async fn migrate_url(url: &str) -> Result<Backend, StoreError> {

@@ -1,9 +1,13 @@
 //! The Postgres store: shared by every Keel instance. Claims use
-//! `FOR UPDATE SKIP LOCKED`; an insert trigger sends `NOTIFY keel_jobs`,
-//! which [`JobStore::listen`] turns into wake-ups of idle workers.
+//! `FOR UPDATE SKIP LOCKED`. After enqueues the store sends one
+//! `NOTIFY keel_jobs` per burst (not per job: a NOTIFY in every insert
+//! serialises commits), which [`JobStore::listen`] on every instance turns
+//! into wake-ups of idle workers.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
@@ -21,11 +25,34 @@ use crate::job::{JobRecord, NewJob};
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    notify_pending: Arc<AtomicBool>,
 }
+
+/// How long a burst of enqueues is collected into one NOTIFY.
+const NOTIFY_DELAY: Duration = Duration::from_millis(10);
 
 // === impl PostgresStore ===
 
 impl PostgresStore {
+    /// Sends `NOTIFY keel_jobs` shortly, once for every job committed
+    /// until then; called after a commit, so the wake-up never precedes it.
+    fn notify_soon(&self) {
+        if self.notify_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, pending) = (self.pool.clone(), self.notify_pending.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(NOTIFY_DELAY).await;
+            pending.store(false, Ordering::Release);
+            if let Err(error) = sqlx::query("SELECT pg_notify('keel_jobs', '')")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(%error, "NOTIFY keel_jobs failed; other instances fall back to polling");
+            }
+        });
+    }
+
     /// Connects to `url` (nothing is migrated yet).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
@@ -33,7 +60,10 @@ impl PostgresStore {
             .max_connections(24)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            notify_pending: Arc::new(AtomicBool::new(false)),
+        })
     }
 }
 
@@ -65,6 +95,7 @@ impl JobStore for PostgresStore {
         let record = super::queued_record(job, now);
         let Some(key) = key else {
             insert_job(&self.pool, job, now).await?;
+            self.notify_soon();
             return Ok(Enqueued::Created(record));
         };
         let mut transaction = self.pool.begin().await?;
@@ -92,6 +123,7 @@ impl JobStore for PostgresStore {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        self.notify_soon();
         Ok(Enqueued::Created(record))
     }
 

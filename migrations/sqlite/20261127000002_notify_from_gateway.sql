@@ -1,0 +1,2 @@
+-- Postgres only (SQLite has no NOTIFY); kept so both backends share versions.
+SELECT 1;
