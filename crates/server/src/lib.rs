@@ -4,6 +4,7 @@
 
 mod auth;
 mod chat;
+mod coalesce;
 mod error;
 mod extract;
 mod headers;

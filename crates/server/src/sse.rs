@@ -45,7 +45,7 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
         };
         future::ready(Some(frame))
     });
-    let writes = keel_sse::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>);
+    let writes = crate::coalesce::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>);
     Body::from_stream(writes)
 }
 

@@ -4,12 +4,9 @@
 //! (never re-scanning what it already read). Encoding writes the few frame
 //! shapes Keel sends to clients.
 
-mod coalesce;
-
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-pub use coalesce::{coalesce, Coalesce};
 pub use eventsource_stream::Event;
 
 /// The terminal frame of an OpenAI stream.

@@ -380,5 +380,5 @@ pub(crate) fn body(
         future::ready(Some(out.freeze()))
     });
     let writes = writes.filter(|write| future::ready(!write.is_empty()));
-    Body::from_stream(keel_sse::coalesce(Box::pin(writes)).map(Ok::<_, Infallible>))
+    Body::from_stream(crate::coalesce::coalesce(Box::pin(writes)).map(Ok::<_, Infallible>))
 }

@@ -4,10 +4,14 @@
 //! time: the HTTP client's connection task decodes one chunk, passes it on,
 //! and only decodes the next when it runs again. Writing each frame as it
 //! comes makes one `writev` per frame. [`coalesce`] instead, when its input
-//! has nothing ready, gives the other tasks one turn (a self-wake) before
-//! writing what it holds; if more frames arrived in that turn they join the
-//! same write. A lone frame waits one scheduler turn, never for more data.
+//! has nothing ready, yields once to the scheduler (`tokio::task::yield_now`,
+//! which lets every other ready task run first, the upstream connection's
+//! included) before writing what it holds; frames that arrived meanwhile
+//! join the same write. A lone frame waits one scheduler turn, never for
+//! more data. (A plain self-wake is not enough: tokio runs the woken task
+//! again at once, before the connection task that would feed it.)
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -17,21 +21,30 @@ use futures_util::Stream;
 /// The most bytes joined into one write.
 const MAX_WRITE: usize = 64 * 1024;
 
+/// Scheduler turns with no new frame before the held frames are written.
+const IDLE_TURNS: u32 = 2;
+
 /// Joins frames that are ready together; see the module documentation.
 pub fn coalesce<S: Stream<Item = Bytes> + Unpin>(frames: S) -> Coalesce<S> {
     Coalesce {
         frames,
         held: BytesMut::new(),
-        yielded: false,
+        pause: None,
+        idle_turns: 0,
         ended: false,
     }
 }
+
+type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The stream returned by [`coalesce`].
 pub struct Coalesce<S> {
     frames: S,
     held: BytesMut,
-    yielded: bool,
+    /// The yield in progress while frames are held.
+    pause: Option<Pause>,
+    /// Turns yielded since the last frame came.
+    idle_turns: u32,
     ended: bool,
 }
 
@@ -39,7 +52,8 @@ pub struct Coalesce<S> {
 
 impl<S> Coalesce<S> {
     fn take(&mut self) -> Poll<Option<Bytes>> {
-        self.yielded = false;
+        self.pause = None;
+        self.idle_turns = 0;
         Poll::Ready(Some(self.held.split().freeze()))
     }
 }
@@ -59,20 +73,28 @@ impl<S: Stream<Item = Bytes> + Unpin> Stream for Coalesce<S> {
             match Pin::new(&mut self.frames).poll_next(cx) {
                 Poll::Ready(Some(frame)) => {
                     self.held.extend_from_slice(&frame);
-                    self.yielded = false;
+                    self.pause = None;
+                    self.idle_turns = 0;
                     if self.held.len() >= MAX_WRITE {
                         return self.take();
                     }
                 }
                 Poll::Ready(None) => self.ended = true,
                 Poll::Pending if self.held.is_empty() => return Poll::Pending,
-                Poll::Pending if !self.yielded => {
-                    // Let the tasks that feed us run once before writing.
-                    self.yielded = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                Poll::Pending => {
+                    let pause = self
+                        .pause
+                        .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
+                    match pause.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        // Everything else had its turns and nothing came: write.
+                        Poll::Ready(()) if self.idle_turns + 1 >= IDLE_TURNS => return self.take(),
+                        Poll::Ready(()) => {
+                            self.idle_turns += 1;
+                            self.pause = None;
+                        }
+                    }
                 }
-                Poll::Pending => return self.take(),
             }
         }
     }
@@ -83,10 +105,10 @@ mod tests {
     use super::*;
     use futures_util::{stream, StreamExt};
 
-    #[test]
-    fn frames_ready_together_leave_in_one_write() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_ready_together_leave_in_one_write() {
         let frames = stream::iter([&b"a"[..], b"b", b"c"].map(Bytes::from_static));
-        let writes: Vec<Bytes> = futures_executor::block_on(coalesce(frames).collect());
+        let writes: Vec<Bytes> = coalesce(frames).collect().await;
         assert_eq!(writes, vec![Bytes::from_static(b"abc")]);
     }
 
