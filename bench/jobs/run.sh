@@ -8,6 +8,7 @@
 #
 #   bench/jobs/run.sh                 # uses $KEEL_BIN or target-jobs/release/keel or target/release/keel
 # Knobs: JOBS=20000 CONNS=64 WORKERS=64 BACKENDS="postgres sqlite" PGBENCH_CLIENTS=16
+#        PG_POOL=64 (Keel's Postgres pool: database.url ...?max_connections=N)
 #        DATABASE_URL=postgres://postgres@127.0.0.1:5432/test BENCH_OUT=bench/results
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +18,7 @@ CONNS=${CONNS:-64}
 WORKERS=${WORKERS:-64}
 BACKENDS=${BACKENDS:-postgres sqlite}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-16}
+PG_POOL=${PG_POOL:-64}
 ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 PG_ROOT=${ADMIN_URL%/*}
 OUT_DIR=${BENCH_OUT:-bench/results}
@@ -97,7 +99,7 @@ BODY='{"request":{"model":"chat","messages":[{"role":"user","content":"benchmark
     echo "# Job queue benchmark $STAMP"
     echo
     echo "- machine: $(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-    echo "- keel: $KEEL_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); jobs: $JOBS; oha connections: $CONNS; workers: $WORKERS"
+    echo "- keel: $KEEL_BIN ($(git -C "$ROOT" rev-parse --short HEAD)); jobs: $JOBS; oha connections: $CONNS; workers: $WORKERS; Postgres pool: $PG_POOL"
     echo "- $(psql "$ADMIN_URL" -Atc 'SELECT version()' | cut -d, -f1)"
     echo
     echo "| store | enqueue (jobs/s, HTTP 202) | non-202 | end-to-end completion (jobs/s) |"
@@ -109,11 +111,13 @@ for backend in $BACKENDS; do
         psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS keel_jobs_bench WITH (FORCE)" >/dev/null
         psql "$ADMIN_URL" -qc "CREATE DATABASE keel_jobs_bench" >/dev/null
         URL="$PG_ROOT/keel_jobs_bench"
+        KEEL_URL="$URL?max_connections=$PG_POOL"
     else
         URL="sqlite://$WORK/bench.db"
+        KEEL_URL=$URL
     fi
     API_PORT=$(free_port)
-    config "$URL" 0 "$API_PORT" >"$WORK/api.yaml"
+    config "$KEEL_URL" 0 "$API_PORT" >"$WORK/api.yaml"
     start_keel "$WORK/api.yaml"; API_PID=$KEEL_PID
     wait_http "http://127.0.0.1:$API_PORT/readyz"
     log "$backend: enqueueing $JOBS jobs over $CONNS connections"
@@ -126,7 +130,7 @@ for backend in $BACKENDS; do
     QUEUED=$(count_done "$backend" "$URL" >/dev/null; if [ "$backend" = postgres ]; then psql "$URL" -Atc "SELECT count(*) FROM keel_jobs"; else sqlite3 "${URL#sqlite://}" "SELECT count(*) FROM keel_jobs"; fi)
     log "$backend: $ENQUEUE jobs/s enqueued ($QUEUED rows); draining with $WORKERS workers"
     WORKER_PORT=$(free_port)
-    config "$URL" "$WORKERS" "$WORKER_PORT" >"$WORK/worker.yaml"
+    config "$KEEL_URL" "$WORKERS" "$WORKER_PORT" >"$WORK/worker.yaml"
     start_keel "$WORK/worker.yaml"; WORKER_PID=$KEEL_PID
     for _ in $(seq 1 1200); do
         [ "$(count_done "$backend" "$URL")" -ge "$QUEUED" ] && break

@@ -28,6 +28,9 @@ pub struct PostgresStore {
     notify_pending: Arc<AtomicBool>,
 }
 
+/// The pool size when the URL does not say.
+const DEFAULT_POOL_SIZE: u32 = 32;
+
 /// How long a burst of enqueues is collected into one NOTIFY.
 const NOTIFY_DELAY: Duration = Duration::from_millis(10);
 
@@ -54,18 +57,47 @@ impl PostgresStore {
     }
 
     /// Connects to `url` (nothing is migrated yet).
+    /// Connects to `url` (nothing is migrated yet). The URL may carry
+    /// `max_connections=N` (default 32), the pool size of this instance;
+    /// the rest goes to Postgres as it is.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?;
-        // Enough connections for Postgres to group many enqueue commits into
+        let (url, max_connections) = pool_size(url);
+        let options = PgConnectOptions::from_str(&url)?;
+        // Many connections let Postgres group concurrent enqueue commits into
         // one WAL flush: the enqueue rate is bounded by flushes, not CPU.
         let pool = PgPoolOptions::new()
-            .max_connections(64)
+            .max_connections(max_connections)
             .connect_with(options)
             .await?;
         Ok(Self {
             pool,
             notify_pending: Arc::new(AtomicBool::new(false)),
         })
+    }
+}
+
+/// Takes `max_connections=N` out of the URL's query.
+fn pool_size(url: &str) -> (String, u32) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), DEFAULT_POOL_SIZE);
+    };
+    let mut size = DEFAULT_POOL_SIZE;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(
+            |pair| match pair.strip_prefix("max_connections=").map(str::parse::<u32>) {
+                Some(Ok(value)) if value > 0 => {
+                    size = value;
+                    false
+                }
+                _ => true,
+            },
+        )
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), size)
+    } else {
+        (format!("{base}?{}", rest.join("&")), size)
     }
 }
 
@@ -427,4 +459,29 @@ async fn insert_job<'e>(
         .execute(executor)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_size;
+
+    #[test]
+    fn the_pool_size_comes_out_of_the_url() {
+        assert_eq!(
+            pool_size("postgres://h/db"),
+            (String::from("postgres://h/db"), 32)
+        );
+        assert_eq!(
+            pool_size("postgres://h/db?max_connections=64"),
+            (String::from("postgres://h/db"), 64)
+        );
+        assert_eq!(
+            pool_size("postgres://h/db?sslmode=disable&max_connections=8"),
+            (String::from("postgres://h/db?sslmode=disable"), 8)
+        );
+        assert_eq!(
+            pool_size("postgres://h/db?max_connections=x"),
+            (String::from("postgres://h/db?max_connections=x"), 32)
+        );
+    }
 }
