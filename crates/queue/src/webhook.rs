@@ -244,3 +244,83 @@ fn classify(error: &reqwest::Error) -> Failure {
         Failure::Retryable(String::from("the connection to the receiver failed"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobRecord, JobStatus};
+
+    fn job(webhook_attempts: i64) -> JobRecord {
+        JobRecord {
+            id: String::from("job_1"),
+            tenant: String::from("acme"),
+            status: JobStatus::Succeeded,
+            model: String::from("chat"),
+            metadata: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            attempts: 1,
+            result: None,
+            error: None,
+            webhook_url: Some(String::from("https://example.com/hook")),
+            webhook_status: None,
+            webhook_attempts,
+            webhook_last_error: None,
+        }
+    }
+
+    /// WH-2: against a receiver that always fails, attempt n + 1 is due
+    /// `retry_schedule[n]` (±10 %) after attempt n; after the first attempt
+    /// and one retry per entry (8 with the default schedule), the delivery
+    /// fails for good. A longer Retry-After wins over the schedule.
+    #[test]
+    fn wh2_failed_deliveries_follow_the_schedule_then_fail() {
+        let schedule: Vec<Duration> = [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect();
+        let policy = WebhookPolicy {
+            key: None,
+            timeout: Duration::from_secs(10),
+            allow_private: false,
+            retry_schedule: schedule.clone(),
+            concurrency: 1,
+        };
+        for (done, delay) in schedule.iter().enumerate() {
+            let before = now_ms();
+            let DeliveryOutcome::Retry { at, .. } = retry(
+                &policy,
+                &job(i64::try_from(done).unwrap_or(0)),
+                String::from("500"),
+                Duration::ZERO,
+            ) else {
+                panic!("attempt {} should be retried", done + 1);
+            };
+            let waited = at - before;
+            let (low, high) = (millis(delay.mul_f64(0.9)), millis(delay.mul_f64(1.1)) + 50);
+            assert!(
+                (low..=high).contains(&waited),
+                "retry {done}: waited {waited} ms, expected {low}..={high}"
+            );
+        }
+        let exhausted = retry(&policy, &job(7), String::from("500"), Duration::ZERO);
+        assert!(
+            matches!(exhausted, DeliveryOutcome::Failed { .. }),
+            "8 attempts, then failed"
+        );
+        let before = now_ms();
+        let DeliveryOutcome::Retry { at, .. } = retry(
+            &policy,
+            &job(0),
+            String::from("503"),
+            Duration::from_secs(60),
+        ) else {
+            panic!("a 503 is retried");
+        };
+        assert!(
+            at - before >= 60_000,
+            "Retry-After: 60 beats the 5 s schedule entry"
+        );
+    }
+}
