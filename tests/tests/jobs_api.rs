@@ -44,6 +44,7 @@ both_stores!(
     wh2_webhook_is_retried_after_two_500s_with_a_stable_id,
     wh4_a_private_webhook_url_is_refused_at_submit,
     wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries,
+    readyz_reports_the_store,
 );
 
 async fn jq1_submit_is_202_with_a_committed_job_that_succeeds_with_a_chat_completion(
@@ -681,5 +682,14 @@ async fn wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries(
         "{failed}"
     );
     assert_eq!(gone.requests().len(), 1);
+    Ok(())
+}
+
+async fn readyz_reports_the_store(store: Store) -> TestResult {
+    let setup = Setup::start(store, Options::default()).await?;
+    let response = setup.http.get(setup.gateway.url("/readyz")).send().await?;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await?;
+    assert_eq!(body["status"], "ready");
     Ok(())
 }
