@@ -24,20 +24,45 @@ async fn rl1_a_tenant_over_its_rpm_gets_429_with_openai_headers() -> TestResult 
     let client = reqwest::Client::new();
     let url = gateway.url("/v1/chat/completions");
     for expected_remaining in ["2", "1", "0"] {
-        let response = client.post(&url).bearer_auth("sk-small").body(BODY).send().await?;
+        let response = client
+            .post(&url)
+            .bearer_auth("sk-small")
+            .body(BODY)
+            .send()
+            .await?;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-ratelimit-limit-requests"], "3");
-        assert_eq!(response.headers()["x-ratelimit-remaining-requests"], expected_remaining);
+        assert_eq!(
+            response.headers()["x-ratelimit-remaining-requests"],
+            expected_remaining
+        );
     }
-    let refused = client.post(&url).bearer_auth("sk-small").body(BODY).send().await?;
+    let refused = client
+        .post(&url)
+        .bearer_auth("sk-small")
+        .body(BODY)
+        .send()
+        .await?;
     assert_eq!(refused.status(), 429);
     let retry_after: u64 = refused.headers()["retry-after"].to_str()?.parse()?;
-    assert!((1..=20).contains(&retry_after), "one request comes back every 20 s: {retry_after}");
+    assert!(
+        (1..=20).contains(&retry_after),
+        "one request comes back every 20 s: {retry_after}"
+    );
     assert!(refused.headers().contains_key("x-ratelimit-reset-requests"));
     let body: serde_json::Value = serde_json::from_slice(&refused.bytes().await?)?;
     assert_eq!(body["error"]["type"], "rate_limit_error");
-    assert_eq!(mock.state.stats("gpt-mock").requests, 3, "the refused request never reached the upstream");
-    let other = client.post(&url).bearer_auth(TEST_KEY).body(BODY).send().await?;
+    assert_eq!(
+        mock.state.stats("gpt-mock").requests,
+        3,
+        "the refused request never reached the upstream"
+    );
+    let other = client
+        .post(&url)
+        .bearer_auth(TEST_KEY)
+        .body(BODY)
+        .send()
+        .await?;
     assert_eq!(other.status(), 200);
     Ok(())
 }
@@ -48,12 +73,23 @@ async fn rl1_a_tenant_over_its_rpm_gets_429_with_openai_headers() -> TestResult 
 #[tokio::test]
 async fn rl2_load_beyond_max_in_flight_is_shed_and_health_still_answers() -> TestResult {
     let mock = start_mock().await?;
-    mock.state.set_faults("gpt-mock", Faults { first_token_delay_ms: 1500, ..Faults::default() });
-    let yaml = format!("server: {{max_in_flight: 3}}\n{}", yaml_with_targets(&[("up", &mock.base_url())]));
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            first_token_delay_ms: 1500,
+            ..Faults::default()
+        },
+    );
+    let yaml = format!(
+        "server: {{max_in_flight: 3}}\n{}",
+        yaml_with_targets(&[("up", &mock.base_url())])
+    );
     let gateway = start_gateway(&yaml, &[]).await?;
     let client = reqwest::Client::new();
     let url = gateway.url("/v1/chat/completions");
-    let held: Vec<_> = (0..3).map(|_| client.post(&url).bearer_auth(TEST_KEY).body(BODY).send()).collect();
+    let held: Vec<_> = (0..3)
+        .map(|_| client.post(&url).bearer_auth(TEST_KEY).body(BODY).send())
+        .collect();
     let held = tokio::spawn(join_all(held));
     let deadline = Instant::now() + Duration::from_secs(2);
     while mock.state.stats("gpt-mock").requests < 3 {
@@ -61,18 +97,36 @@ async fn rl2_load_beyond_max_in_flight_is_shed_and_health_still_answers() -> Tes
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = Instant::now();
-    let shed = client.post(&url).bearer_auth(TEST_KEY).body(BODY).send().await?;
+    let shed = client
+        .post(&url)
+        .bearer_auth(TEST_KEY)
+        .body(BODY)
+        .send()
+        .await?;
     assert_eq!(shed.status(), 503);
-    assert!(started.elapsed() < Duration::from_millis(500), "shedding waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "shedding waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(shed.headers()["retry-after"], "1");
     let health = client.get(gateway.url("/healthz")).send().await?;
     assert_eq!(health.status(), 200);
-    let metrics = client.get(gateway.url("/metrics")).send().await?.text().await?;
+    let metrics = client
+        .get(gateway.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(metrics.contains("keel_shed_requests_total 1"), "{metrics}");
     for response in held.await? {
         assert_eq!(response?.status(), 200);
     }
-    assert_eq!(mock.state.stats("gpt-mock").requests, 3, "the shed request never reached the upstream");
+    assert_eq!(
+        mock.state.stats("gpt-mock").requests,
+        3,
+        "the shed request never reached the upstream"
+    );
     Ok(())
 }
 
@@ -87,7 +141,12 @@ async fn to1_the_connect_clock_leaves_an_unreachable_upstream() -> TestResult {
     // Fill the accept queue: further SYNs are dropped and connects hang.
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(address)).await {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
             fillers.push(stream);
         }
     }
@@ -98,12 +157,25 @@ async fn to1_the_connect_clock_leaves_an_unreachable_upstream() -> TestResult {
     );
     let gateway = start_gateway(&yaml, &[]).await?;
     let started = Instant::now();
-    let response = reqwest::Client::new().post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(BODY).send().await?;
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(TEST_KEY)
+        .body(BODY)
+        .send()
+        .await?;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-keel-provider"], "backup");
-    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1500), "failed over after {elapsed:?}");
-    let metrics = reqwest::Client::new().get(gateway.url("/metrics")).send().await?.text().await?;
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1500),
+        "failed over after {elapsed:?}"
+    );
+    let metrics = reqwest::Client::new()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(metrics.contains(r#"keel_upstream_attempts_total{provider="dead",model="gpt-mock",outcome="connect_error"} 1"#), "{metrics}");
     drop(fillers);
     Ok(())
@@ -115,9 +187,19 @@ async fn metrics_are_exported_in_prometheus_text_format() -> TestResult {
     let mock = start_mock().await?;
     let gateway = start_gateway(&yaml_with_targets(&[("up", &mock.base_url())]), &[]).await?;
     let client = reqwest::Client::new();
-    let response = client.post(gateway.url("/v1/chat/completions")).bearer_auth(TEST_KEY).body(BODY).send().await?;
+    let response = client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(TEST_KEY)
+        .body(BODY)
+        .send()
+        .await?;
     assert_eq!(response.status(), 200);
-    let metrics = client.get(gateway.url("/metrics")).send().await?.text().await?;
+    let metrics = client
+        .get(gateway.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     for name in [
         r#"keel_upstream_attempts_total{provider="up",model="gpt-mock",outcome="ok"} 1"#,
         r#"keel_circuit_state{provider="up",model="gpt-mock"} 0"#,
