@@ -558,6 +558,19 @@ async fn wh1_webhook_is_signed_and_delivered_with_the_job_object(store: Store) -
         .wait_for(id, |job| job["webhook"]["status"] == "delivered")
         .await?;
     assert_eq!(done["webhook"]["attempts"], 1);
+    let metrics = setup
+        .http
+        .get(setup.gateway.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in [
+        r#"keel_queue_jobs{state="succeeded"} 1"#,
+        r#"keel_webhook_deliveries_total{outcome="delivered"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
     // A tampered body no longer verifies.
     let mut tampered = received[0].clone();
     tampered.body.push(' ');

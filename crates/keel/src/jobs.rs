@@ -17,14 +17,20 @@ pub struct RouterHandler {
     router: Arc<Router>,
 }
 
-/// Opens the store, applies migrations and builds the queue.
-pub async fn open_queue(config: &Config) -> std::io::Result<Arc<Queue>> {
+/// Opens the store, applies migrations and builds the queue, recording into
+/// `metrics`.
+pub async fn open_queue(
+    config: &Config,
+    metrics: Arc<keel_telemetry::Metrics>,
+) -> std::io::Result<Arc<Queue>> {
     let store = keel_queue::open(&config.database.url)
         .await
         .map_err(store_error)?;
     store.migrate().await.map_err(store_error)?;
     tracing::info!(backend = ?store.backend(), "job store ready (migrations applied)");
-    Ok(Arc::new(Queue::new(store, &webhook_policy(config)?)))
+    Ok(Arc::new(
+        Queue::new(store, &webhook_policy(config)?).with_metrics(metrics),
+    ))
 }
 
 /// `keel migrate`: applies the migrations of `database.url`.

@@ -45,7 +45,7 @@ pub async fn start(
     );
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
-    let queue = jobs::open_queue(&config).await?;
+    let queue = jobs::open_queue(&config, metrics.clone()).await?;
     let handler = Arc::new(jobs::RouterHandler::new(router.clone()));
     let state = Arc::new(AppState {
         router,

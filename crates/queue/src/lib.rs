@@ -45,6 +45,7 @@ pub struct Queue {
     running: Mutex<HashMap<String, oneshot::Sender<()>>>,
     allow_private_webhooks: bool,
     webhooks_enabled: bool,
+    metrics: Option<Arc<keel_telemetry::Metrics>>,
 }
 
 /// A job submission, validated by the server.
@@ -111,6 +112,39 @@ impl Queue {
             running: Mutex::new(HashMap::new()),
             allow_private_webhooks: webhooks.allow_private,
             webhooks_enabled: webhooks.key.is_some(),
+            metrics: None,
+        }
+    }
+
+    /// Records webhook deliveries into `metrics` (and lets
+    /// [`Queue::export_gauges`] set the job gauges there).
+    pub fn with_metrics(mut self, metrics: Arc<keel_telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics this queue records into, if any.
+    pub fn metrics(&self) -> Option<&Arc<keel_telemetry::Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Sets `keel_queue_jobs{state}` from the store (called at scrape time).
+    pub async fn export_gauges(&self) {
+        let Some(metrics) = &self.metrics else { return };
+        match self.store.counts().await {
+            Ok(counts) => {
+                for state in ["queued", "running", "succeeded", "failed", "cancelled"] {
+                    let count = counts
+                        .iter()
+                        .find(|(name, _)| name == state)
+                        .map_or(0, |(_, count)| *count);
+                    let labels = keel_telemetry::StateLabels {
+                        state: state.to_owned(),
+                    };
+                    metrics.queue_jobs.get_or_create(&labels).set(count);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot count jobs for /metrics"),
         }
     }
 

@@ -170,6 +170,9 @@ pub trait JobStore: Send + Sync {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How many jobs are in each status (for the `keel_queue_jobs` gauge).
+    async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Inserts a job, with its idempotency key and the response to replay
     /// (the job object as first returned), in one transaction. When the key already exists
     /// nothing is written and the stored key is returned.

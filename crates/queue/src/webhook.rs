@@ -119,6 +119,17 @@ async fn deliver(
         Err(Failure::Retryable(error)) => retry(policy, &job, error, Duration::ZERO),
         Err(Failure::RetryAfter(error, at_least)) => retry(policy, &job, error, at_least),
     };
+    if let Some(metrics) = queue.metrics() {
+        let outcome = match &outcome {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retry { .. } => "retry",
+            DeliveryOutcome::Failed { .. } => "failed",
+        };
+        let labels = keel_telemetry::OutcomeLabels {
+            outcome: outcome.to_owned(),
+        };
+        metrics.webhook_deliveries.get_or_create(&labels).inc();
+    }
     match &outcome {
         DeliveryOutcome::Delivered => tracing::info!(job = %job.id, "webhook delivered"),
         DeliveryOutcome::Retry { error, .. } => {

@@ -57,6 +57,9 @@ async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl Int
 /// Prometheus text format; gauges read from live state first.
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.router.export_gauges();
+    if let Some(jobs) = &state.jobs {
+        jobs.export_gauges().await;
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -56,6 +56,20 @@ pub struct LimitLabels {
     pub name: String,
 }
 
+/// Labels naming a job status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+}
+
+/// Labels naming an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `delivered`, `retry` or `failed`.
+    pub outcome: String,
+}
+
 /// Labels of a finished HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -96,6 +110,10 @@ pub struct Metrics {
     pub first_token: Family<TargetLabels, Histogram>,
     /// `keel_upstream_duration_seconds{provider,model}` (whole attempt).
     pub upstream_duration: Family<TargetLabels, Histogram>,
+    /// `keel_queue_jobs{state}`: jobs in the store by status (read at scrape).
+    pub queue_jobs: Family<StateLabels, Gauge>,
+    /// `keel_webhook_deliveries_total{outcome}`: delivery attempts by this instance.
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 // === impl Metrics ===
@@ -184,6 +202,18 @@ impl Metrics {
             "Upstream attempt duration",
             upstream_duration.clone(),
         );
+        let queue_jobs = Family::default();
+        let webhook_deliveries = Family::default();
+        registry.register(
+            "queue_jobs",
+            "Jobs in the store by status",
+            queue_jobs.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            webhook_deliveries.clone(),
+        );
         Self {
             registry,
             requests,
@@ -200,6 +230,8 @@ impl Metrics {
             shed,
             first_token,
             upstream_duration,
+            queue_jobs,
+            webhook_deliveries,
         }
     }
 

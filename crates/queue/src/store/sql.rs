@@ -96,3 +96,6 @@ pub(crate) const TAKE_OVER_KEY: &str = "UPDATE keel_idempotency_keys SET created
 /// Releases an in-progress key so the request can be retried with it.
 pub(crate) const RELEASE_KEY: &str =
     "DELETE FROM keel_idempotency_keys WHERE tenant = $1 AND key = $2 AND response_status IS NULL";
+
+/// Jobs per status.
+pub(crate) const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM keel_jobs GROUP BY status";

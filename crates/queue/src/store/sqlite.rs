@@ -71,6 +71,15 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(sql::COUNT_BY_STATUS)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
     async fn enqueue(
         &self,
         job: &NewJob,
