@@ -24,6 +24,18 @@ pub async fn completions(
     if crate::jobs::wants_async(&headers) {
         return Ok(crate::jobs::submit_chat(&tenant, &state, &headers, &request).await);
     }
+    dispatch(&state, &tenant, request, respond).await
+}
+
+/// Admits a request under the tenant's limits, routes it, and answers with
+/// `respond` (or the routing error), adding the tenant's rate-limit headers.
+/// Both front ends answer through here.
+pub(crate) async fn dispatch(
+    state: &AppState,
+    tenant: &Tenant,
+    request: keel_types::ChatRequest,
+    respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
+) -> Result<Response, ApiError> {
     let reservation = state
         .limits
         .admit(&tenant.name, &request, request.body_len())
@@ -40,8 +52,7 @@ pub async fn completions(
             }
         })?;
     let limit_headers = reservation.as_ref().map(Reservation::headers);
-    let result = state.router.dispatch(Arc::new(request)).await;
-    let mut response = match result {
+    let mut response = match state.router.dispatch(Arc::new(request)).await {
         Ok(routed) => respond(routed, reservation),
         Err(error) => ApiError::from(error).into_response(),
     };
@@ -67,16 +78,28 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         }
         Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest, reservation)),
     };
+    answered(content_type, body, &provider, &model, attempts)
+}
+
+/// A 200 with the body of a committed answer and the headers naming who
+/// answered.
+pub(crate) fn answered(
+    content_type: &'static str,
+    body: Body,
+    provider: &str,
+    model: &str,
+    attempts: u32,
+) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if content_type == "text/event-stream" {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
-    if let Ok(value) = HeaderValue::from_str(&provider) {
+    if let Ok(value) = HeaderValue::from_str(provider) {
         headers.insert(X_KEEL_PROVIDER, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&model) {
+    if let Ok(value) = HeaderValue::from_str(model) {
         headers.insert(X_KEEL_MODEL, value);
     }
     headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(attempts));

@@ -18,18 +18,23 @@ impl FromRequest<Arc<AppState>> for ChatBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let limit = state.max_body;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|error| {
-                let too_large = std::error::Error::source(&error)
-                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-                if too_large {
-                    ApiError::BodyTooLarge { limit }
-                } else {
-                    ApiError::BodyUnreadable(error.to_string())
-                }
-            })?;
+        let bytes = read_body(request, state.max_body).await?;
         Ok(Self(ChatRequest::parse(&bytes)?))
     }
+}
+
+/// Reads a request body of at most `limit` bytes: 413 beyond, 400 when the
+/// connection fails mid-body.
+pub(crate) async fn read_body(request: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::BodyUnreadable(error.to_string())
+            }
+        })
 }

@@ -15,13 +15,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion;
 use keel_types::ChatRequest;
 
-use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::limits::Reservation;
 use crate::{ApiError, AppState, Tenant};
 
@@ -35,30 +34,7 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     MessagesBody(request): MessagesBody,
 ) -> Result<Response, ApiError> {
-    let reservation = state
-        .limits
-        .admit(&tenant.name, &request, request.body_len())
-        .map_err(|exceeded| {
-            let labels = keel_telemetry::LimitLabels {
-                scope: String::from("tenant"),
-                name: tenant.name.to_string(),
-            };
-            state.metrics.rate_limited.get_or_create(&labels).inc();
-            ApiError::TenantLimited {
-                limit: exceeded.limit,
-                retry_after: exceeded.retry_after,
-                headers: exceeded.headers,
-            }
-        })?;
-    let limit_headers = reservation.as_ref().map(Reservation::headers);
-    let mut response = match state.router.dispatch(Arc::new(request)).await {
-        Ok(routed) => respond(routed, reservation),
-        Err(error) => ApiError::from(error).into_response(),
-    };
-    if let Some(headers) = limit_headers {
-        response.headers_mut().extend(headers);
-    }
-    Ok(response)
+    crate::chat::dispatch(&state, &tenant, request, respond).await
 }
 
 fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
@@ -89,20 +65,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
             )
         }
     };
-    let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if content_type == "text/event-stream" {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
-    if let Ok(value) = HeaderValue::from_str(&provider) {
-        headers.insert(X_KEEL_PROVIDER, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&model) {
-        headers.insert(X_KEEL_MODEL, value);
-    }
-    headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(attempts));
-    response
+    crate::chat::answered(content_type, body, &provider, &model, attempts)
 }
 
 /// A completion that passed the adapter's checks but is not one: a 502.
@@ -129,18 +92,7 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let limit = state.max_body;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|error| {
-                let too_large = std::error::Error::source(&error)
-                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-                if too_large {
-                    ApiError::BodyTooLarge { limit }
-                } else {
-                    ApiError::BodyUnreadable(error.to_string())
-                }
-            })?;
+        let bytes = crate::extract::read_body(request, state.max_body).await?;
         Ok(Self(request::chat_request(&bytes)?))
     }
 }
