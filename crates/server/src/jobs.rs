@@ -18,7 +18,7 @@ use keel_types::ChatRequest;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{AppState, Tenant};
+use crate::{ApiError, AppState, Tenant};
 
 mod error;
 
@@ -275,19 +275,14 @@ pub(crate) fn idempotency_key(
 }
 
 async fn read_body(request: Request, limit: usize) -> Result<Bytes, JobsError> {
-    axum::body::to_bytes(request.into_body(), limit)
+    crate::extract::read_body(request, limit)
         .await
-        .map_err(|error| {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                JobsError::TooLarge(limit)
-            } else {
-                JobsError::InvalidBody {
-                    message: format!("the request body could not be read: {error}"),
-                    param: None,
-                }
-            }
+        .map_err(|error| match error {
+            ApiError::BodyTooLarge { limit } => JobsError::TooLarge(limit),
+            other => JobsError::InvalidBody {
+                message: other.to_string(),
+                param: None,
+            },
         })
 }
 
