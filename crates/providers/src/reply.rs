@@ -1,8 +1,12 @@
 //! What an upstream attempt yields: a complete body, or a stream of events
 //! already classified for the router (token, terminal, usage).
 
+use std::future::Future;
+
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{self, BoxStream};
+use futures_util::StreamExt;
+use keel_sse::DecodeError;
 use keel_types::Usage;
 
 use crate::ProviderError;
@@ -44,4 +48,41 @@ pub enum StreamEvent {
     },
     /// The upstream's terminal event: the answer is complete.
     Done,
+}
+
+/// The adapters' stream loop: calls `next` for one event at a time and ends
+/// the stream after the first terminal item (`Done` or an error), so nothing
+/// an upstream sends after its end, or after a failure, is ever forwarded.
+pub(crate) fn until_terminal<State, Next, Fut>(state: State, mut next: Next) -> EventStream
+where
+    State: Send + 'static,
+    Next: FnMut(State) -> Fut + Send + 'static,
+    Fut: Future<Output = (Result<StreamEvent, ProviderError>, State)> + Send + 'static,
+{
+    stream::unfold(Some(state), move |state| {
+        let step = state.map(&mut next);
+        async move {
+            let (item, state) = step?.await;
+            let more = matches!(item, Ok(StreamEvent::Chunk { .. }));
+            Some((item, more.then_some(state)))
+        }
+    })
+    .boxed()
+}
+
+/// A failure of the SSE byte stream, as the attempt's error.
+pub(crate) fn decode_failure<E: std::fmt::Display>(
+    provider: &str,
+    error: DecodeError<E>,
+) -> ProviderError {
+    match error {
+        DecodeError::Transport(error) => ProviderError::Transport {
+            provider: provider.to_owned(),
+            detail: error.to_string(),
+        },
+        DecodeError::Parse(detail) => ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail,
+        },
+    }
 }

@@ -11,13 +11,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use keel_sse::{DecodeError, Event};
 use keel_types::canonical::openai::ChunkWriter;
 use keel_types::canonical::{Delta, FinishReason, TokenUsage};
 use serde::Deserialize;
 
 use super::response::{finish_reason, in_band_error, UsageIn};
+use crate::reply::{decode_failure, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// The state of one stream's conversion.
@@ -318,7 +319,6 @@ struct StreamState<S> {
     provider: Arc<str>,
     converter: StreamConverter,
     pending: VecDeque<StreamEvent>,
-    ended: bool,
 }
 
 /// Turns the upstream body into OpenAI chunk events. A stream that ends
@@ -338,17 +338,11 @@ where
         provider,
         converter,
         pending: VecDeque::new(),
-        ended: false,
     };
-    stream::unfold(state, |mut state| async move {
-        if state.ended {
-            return None;
-        }
+    until_terminal(state, |mut state| async move {
         let item = next_event(&mut state).await;
-        state.ended = !matches!(item, Ok(StreamEvent::Chunk { .. }));
-        Some((item, state))
+        (item, state)
     })
-    .boxed()
 }
 
 async fn next_event<S, E>(state: &mut StreamState<S>) -> Result<StreamEvent, ProviderError>
@@ -367,18 +361,7 @@ where
                     provider: provider.to_owned(),
                 })
             }
-            Some(Err(DecodeError::Transport(error))) => {
-                return Err(ProviderError::Transport {
-                    provider: provider.to_owned(),
-                    detail: error.to_string(),
-                })
-            }
-            Some(Err(DecodeError::Parse(detail))) => {
-                return Err(ProviderError::Protocol {
-                    provider: provider.to_owned(),
-                    detail,
-                })
-            }
+            Some(Err(error)) => return Err(decode_failure(provider, error)),
             Some(Ok(event)) if event.data.is_empty() => {}
             Some(Ok(event)) => {
                 state

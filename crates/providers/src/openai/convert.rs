@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use keel_sse::{DecodeError, Event, DONE_DATA};
 use keel_types::{inspect_chunk, ErrorBody, Usage};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
+use crate::reply::{decode_failure, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// What one SSE event means for the stream.
@@ -56,7 +57,6 @@ struct StreamState<S> {
     events: S,
     provider: Arc<str>,
     finished: bool,
-    ended: bool,
 }
 
 /// Turns the upstream body into events. A stream that ends after a
@@ -72,17 +72,11 @@ where
         events,
         provider,
         finished: false,
-        ended: false,
     };
-    stream::unfold(state, |mut state| async move {
-        if state.ended {
-            return None;
-        }
+    until_terminal(state, |mut state| async move {
         let item = next_event(&mut state).await;
-        state.ended = !matches!(item, Ok(StreamEvent::Chunk { .. }));
-        Some((item, state))
+        (item, state)
     })
-    .boxed()
 }
 
 async fn next_event<S, E>(state: &mut StreamState<S>) -> Result<StreamEvent, ProviderError>
@@ -99,18 +93,7 @@ where
                     provider: provider.to_owned(),
                 })
             }
-            Some(Err(DecodeError::Transport(error))) => {
-                return Err(ProviderError::Transport {
-                    provider: provider.to_owned(),
-                    detail: error.to_string(),
-                })
-            }
-            Some(Err(DecodeError::Parse(detail))) => {
-                return Err(ProviderError::Protocol {
-                    provider: provider.to_owned(),
-                    detail,
-                })
-            }
+            Some(Err(error)) => return Err(decode_failure(provider, error)),
             Some(Ok(event)) => match classify_event(provider, event)? {
                 Classified::Skip => continue,
                 Classified::Done => return Ok(StreamEvent::Done),
