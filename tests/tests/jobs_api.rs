@@ -44,6 +44,7 @@ both_stores!(
     wh2_webhook_is_retried_after_two_500s_with_a_stable_id,
     wh4_a_private_webhook_url_is_refused_at_submit,
     wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries,
+    wh3_a_disabled_endpoint_gets_no_calls_until_a_failed_webhook_is_redelivered,
     readyz_reports_the_store,
 );
 
@@ -695,6 +696,124 @@ async fn wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries(
         "{failed}"
     );
     assert_eq!(gone.requests().len(), 1);
+    Ok(())
+}
+
+/// WH-3 (with WH-2's "410 disables the endpoint at once"): after a 410 the
+/// endpoint gets no more calls, so the next job's webhook fails at once;
+/// failed webhooks are listed by `webhook_status=failed` and redelivered by
+/// hand with their original `webhook-id`, which enables the endpoint again.
+async fn wh3_a_disabled_endpoint_gets_no_calls_until_a_failed_webhook_is_redelivered(
+    store: Store,
+) -> TestResult {
+    let setup = Setup::start(store, Options::default()).await?;
+    let receiver = Receiver::start(vec![410]).await?;
+    let with_webhook = json!({"request": chat_request(), "webhook": {"url": receiver.url}});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let job: Value = setup.submit(ACME, &with_webhook).await?.json().await?;
+        let id = job["id"].as_str().ok_or("id")?.to_owned();
+        let failed = setup
+            .wait_for(&id, |job| job["webhook"]["status"] == "failed")
+            .await?;
+        assert_eq!(failed["webhook"]["attempts"], 1, "{failed}");
+        ids.push(id);
+    }
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "the disabled endpoint got no call for the second job"
+    );
+    let second = setup.job(ACME, &ids[1]).await?.1;
+    assert!(
+        second["webhook"]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("disabled")),
+        "{second}"
+    );
+    let failed: Value = setup
+        .http
+        .get(setup.gateway.url("/v1/jobs?webhook_status=failed"))
+        .bearer_auth(ACME)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let listed: Vec<&str> = failed["data"]
+        .as_array()
+        .ok_or("data")?
+        .iter()
+        .filter_map(|job| job["id"].as_str())
+        .collect();
+    assert_eq!(listed, vec![ids[1].as_str(), ids[0].as_str()]);
+    for (redelivered, id) in ids.iter().enumerate() {
+        let response = setup
+            .http
+            .post(
+                setup
+                    .gateway
+                    .url(&format!("/v1/jobs/{id}/webhook/redeliver")),
+            )
+            .bearer_auth(ACME)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        let job: Value = response.json().await?;
+        assert_eq!(job["webhook"]["status"], "pending", "{job}");
+        let delivered = setup
+            .wait_for(id, |job| job["webhook"]["status"] == "delivered")
+            .await?;
+        assert_eq!(delivered["webhook"]["attempts"], 1, "{delivered}");
+        assert_eq!(receiver.requests().len(), redelivered + 2);
+    }
+    let webhook_ids: Vec<String> = receiver
+        .requests()
+        .iter()
+        .filter_map(|request| {
+            request
+                .headers
+                .get("webhook-id")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        webhook_ids,
+        vec![ids[0].clone(), ids[0].clone(), ids[1].clone()],
+        "a redelivery keeps the webhook-id of the first delivery"
+    );
+    let foreign = setup
+        .http
+        .post(
+            setup
+                .gateway
+                .url(&format!("/v1/jobs/{}/webhook/redeliver", ids[0])),
+        )
+        .bearer_auth(GLOBEX)
+        .send()
+        .await?;
+    assert_eq!(foreign.status(), 404);
+    let plain: Value = setup
+        .submit(ACME, &json!({"request": chat_request()}))
+        .await?
+        .json()
+        .await?;
+    let plain_id = plain["id"].as_str().ok_or("id")?;
+    setup.wait_final(plain_id).await?;
+    let no_webhook = setup
+        .http
+        .post(
+            setup
+                .gateway
+                .url(&format!("/v1/jobs/{plain_id}/webhook/redeliver")),
+        )
+        .bearer_auth(ACME)
+        .send()
+        .await?;
+    assert_eq!(no_webhook.status(), 409);
+    let body: Value = no_webhook.json().await?;
+    assert_eq!(body["error"]["code"], "webhook_not_redeliverable");
     Ok(())
 }
 

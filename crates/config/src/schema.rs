@@ -139,6 +139,9 @@ pub struct WebhooksConfig {
     /// Delay before each retry after the first delivery; default
     /// `[5s, 5m, 30m, 2h, 5h, 10h, 10h]`. Empty means no retries.
     pub retry_schedule: Vec<Duration>,
+    /// An endpoint (tenant + URL) whose deliveries have failed without a
+    /// single success for this long is disabled; default 120 h (5 days).
+    pub disable_after: Duration,
 }
 
 /// `idempotency:` `Idempotency-Key` handling.
@@ -266,6 +269,7 @@ impl Default for WebhooksConfig {
                 minutes(600),
                 minutes(600),
             ],
+            disable_after: Duration::from_secs(120 * 3600),
         }
     }
 }

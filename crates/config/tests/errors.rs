@@ -170,6 +170,9 @@ fn rows() -> Vec<Row> {
         with_base("webhook secret without whsec_", "webhooks: {secret: not-a-secret}", Error(
             "webhooks.secret: must be \"whsec_\" followed by base64 (the Standard Webhooks format), e.g. whsec_ plus the output of `openssl rand -base64 32`",
         )),
+        with_base("webhook disable_after without a unit", "webhooks: {disable_after: 120}", Error(
+            "webhooks.disable_after: invalid duration \"120\": add a unit, e.g. 120s or 120ms",
+        )),
         with_base("slo with an unknown model", "slos: [{name: s, model: chat-huge, sli: availability, target: 99%}]", Error(
             "slos[0].model: unknown model \"chat-huge\"",
         )),

@@ -193,6 +193,7 @@ fn spec_example_other_sections_and_slos() -> Result<(), ConfigError> {
         hours(10),
     ];
     assert_eq!(config.webhooks.retry_schedule, schedule);
+    assert_eq!(config.webhooks.disable_after, hours(120), "the default");
     assert_eq!(config.idempotency.ttl, hours(24));
     let [availability, ttft] = config.slos.as_slice() else {
         return Err(missing("two SLOs"));

@@ -69,6 +69,7 @@ pub fn webhook_policy(config: &Config) -> std::io::Result<WebhookPolicy> {
         allow_private: config.webhooks.allow_private,
         retry_schedule: config.webhooks.retry_schedule.clone(),
         concurrency: 32,
+        disable_after: config.webhooks.disable_after,
     })
 }
 

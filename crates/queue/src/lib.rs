@@ -26,8 +26,8 @@ pub use idempotency::{request_hash, KeyState, LOCK_TIMEOUT, MAX_KEY_LENGTH};
 pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
 pub use store::{
     migrate_url, millis, open, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
-    Enqueued, Finish, JobStore, KeyClaim, ListQuery, PostgresStore, SqliteStore, StoreError,
-    StoredKey, Swept,
+    Enqueued, Finish, JobStore, KeyClaim, ListQuery, PostgresStore, RedeliverOutcome, SqliteStore,
+    StoreError, StoredKey, Swept,
 };
 pub use webhook::{
     check_url, decode_secret, is_blocked, sign, GuardedResolver, InvalidSecret, Refused,
@@ -217,6 +217,16 @@ impl Queue {
             if let Some(cancel) = running {
                 let _ = cancel.send(());
             }
+            self.webhook_wake.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Makes a final job's webhook due again (same `webhook-id`, schedule
+    /// from the start) and enables its endpoint again.
+    pub async fn redeliver(&self, tenant: &str, id: &str) -> Result<RedeliverOutcome, StoreError> {
+        let outcome = self.store.redeliver(tenant, id, now_ms()).await?;
+        if let RedeliverOutcome::Redelivering(_) = &outcome {
             self.webhook_wake.notify_one();
         }
         Ok(outcome)

@@ -141,11 +141,26 @@ pub enum DeliveryOutcome {
     },
 }
 
+/// What a manual webhook redelivery found.
+#[derive(Clone, Debug)]
+pub enum RedeliverOutcome {
+    /// The webhook is due again (same `webhook-id`, schedule from the start)
+    /// and its endpoint is enabled again.
+    Redelivering(JobRecord),
+    /// The job has no webhook, is not final yet, or its webhook is still
+    /// being delivered.
+    NotRedeliverable(JobRecord),
+    /// No such job for this tenant.
+    NotFound,
+}
+
 /// Filters of the job list.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     /// Only jobs in this state.
     pub status: Option<JobStatus>,
+    /// Only jobs whose webhook is in this state.
+    pub webhook_status: Option<WebhookStatus>,
     /// Only jobs older than this id (the cursor).
     pub after: Option<String>,
     /// At most this many jobs.
@@ -223,6 +238,34 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Vec<Delivery>, StoreError>;
     /// Records one delivery attempt.
     async fn record_delivery(&self, id: &str, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
+    /// When the tenant's endpoint `url` was disabled, if it is.
+    async fn endpoint_disabled_at(
+        &self,
+        tenant: &str,
+        url: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// A delivery to the endpoint succeeded: its failure clock stops.
+    async fn endpoint_succeeded(&self, tenant: &str, url: &str) -> Result<(), StoreError>;
+    /// A delivery to the endpoint failed: its failure clock starts (if it
+    /// is not running) and the endpoint is disabled when the clock started
+    /// at or before `disable_if_failing_since`. `true` when this call
+    /// disabled it.
+    async fn endpoint_failed(
+        &self,
+        tenant: &str,
+        url: &str,
+        error: &str,
+        now: i64,
+        disable_if_failing_since: i64,
+    ) -> Result<bool, StoreError>;
+    /// Makes a final job's settled webhook due again at `now` and enables
+    /// its endpoint again.
+    async fn redeliver(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<RedeliverOutcome, StoreError>;
     /// The idempotency key `key` of `tenant`.
     async fn key(&self, tenant: &str, key: &str) -> Result<Option<StoredKey>, StoreError>;
     /// Marks `claim` in progress for `tenant`: `None` when this caller now
@@ -329,8 +372,8 @@ pub(crate) fn queued_record(job: &NewJob, now: i64) -> JobRecord {
     }
 }
 
-/// The list query; parameters: `$1` tenant, `$2` limit, then status and
-/// cursor when present, in that order.
+/// The list query; parameters: `$1` tenant, `$2` limit, then status,
+/// webhook status and cursor when present, in that order.
 pub(crate) fn list_sql(query: &ListQuery) -> String {
     let mut text = format!("SELECT {JOB_COLUMNS} FROM keel_jobs WHERE tenant = $1");
     let mut next = 3;
@@ -338,11 +381,23 @@ pub(crate) fn list_sql(query: &ListQuery) -> String {
         text.push_str(&format!(" AND status = ${next}"));
         next += 1;
     }
+    if query.webhook_status.is_some() {
+        text.push_str(&format!(" AND webhook_status = ${next}"));
+        next += 1;
+    }
     if query.after.is_some() {
         text.push_str(&format!(" AND id < ${next}"));
     }
     text.push_str(" ORDER BY id DESC LIMIT $2");
     text
+}
+
+/// What a redelivery that updated nothing found.
+pub(crate) fn redeliver_outcome(job: Option<JobRecord>) -> RedeliverOutcome {
+    job.map_or(
+        RedeliverOutcome::NotFound,
+        RedeliverOutcome::NotRedeliverable,
+    )
 }
 
 /// What a cancel that updated nothing found.

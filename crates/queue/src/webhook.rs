@@ -35,6 +35,8 @@ pub struct WebhookPolicy {
     pub retry_schedule: Vec<Duration>,
     /// Deliveries in flight at once on this instance.
     pub concurrency: usize,
+    /// An endpoint failing this long without a success is disabled.
+    pub disable_after: Duration,
 }
 
 /// How long an idle deliverer waits before looking for due retries.
@@ -113,11 +115,19 @@ async fn deliver(
     delivery: Delivery,
 ) {
     let job = delivery.job;
-    let outcome = match attempt(policy, client, &job).await {
-        Ok(()) => DeliveryOutcome::Delivered,
-        Err(Failure::Final(error)) => DeliveryOutcome::Failed { error },
-        Err(Failure::Retryable(error)) => retry(policy, &job, error, Duration::ZERO),
-        Err(Failure::RetryAfter(error, at_least)) => retry(policy, &job, error, at_least),
+    let outcome = match endpoint_disabled_at(queue, &job).await {
+        Some(disabled_at) => DeliveryOutcome::Failed {
+            error: format!(
+                "the endpoint was disabled at {} (Unix ms) after failing continuously; \
+                 POST /v1/jobs/{}/webhook/redeliver enables it again",
+                disabled_at, job.id
+            ),
+        },
+        None => {
+            let result = attempt(policy, client, &job).await;
+            let disabled = record_endpoint(queue, policy, &job, &result).await;
+            judge_attempt(policy, &job, result, disabled)
+        }
     };
     if let Some(metrics) = queue.metrics() {
         let outcome = match &outcome {
@@ -141,6 +151,96 @@ async fn deliver(
     }
     if let Err(error) = queue.store().record_delivery(&job.id, &outcome).await {
         tracing::warn!(job = %job.id, %error, "cannot record a webhook delivery; it will be retried");
+    }
+}
+
+/// When the job's endpoint was disabled, if it is (a store error counts
+/// as enabled: the attempt is then simply made).
+async fn endpoint_disabled_at(queue: &Queue, job: &crate::JobRecord) -> Option<i64> {
+    let url = job.webhook_url.as_deref()?;
+    match queue.store().endpoint_disabled_at(&job.tenant, url).await {
+        Ok(disabled_at) => disabled_at,
+        Err(error) => {
+            tracing::warn!(job = %job.id, %error, "cannot read the webhook endpoint's state");
+            None
+        }
+    }
+}
+
+/// Moves the endpoint's failure clock by one attempt's result; `true` when
+/// this attempt disabled the endpoint (410 Gone at once, any other receiver
+/// failure once the clock has run for `disable_after`). Refusals of ours
+/// and `abort-message` say nothing of the endpoint's health.
+async fn record_endpoint(
+    queue: &Queue,
+    policy: &WebhookPolicy,
+    job: &crate::JobRecord,
+    result: &Result<(), Failure>,
+) -> bool {
+    let Some(url) = job.webhook_url.as_deref() else {
+        return false;
+    };
+    let now = now_ms();
+    let recorded = match result {
+        Ok(()) => queue
+            .store()
+            .endpoint_succeeded(&job.tenant, url)
+            .await
+            .map(|()| false),
+        Err(Failure::Final(_)) => return false,
+        Err(Failure::Gone(error)) => {
+            queue
+                .store()
+                .endpoint_failed(&job.tenant, url, error, now, i64::MAX)
+                .await
+        }
+        Err(Failure::Retryable(error) | Failure::RetryAfter(error, _)) => {
+            let since = now.saturating_sub(millis(policy.disable_after));
+            queue
+                .store()
+                .endpoint_failed(&job.tenant, url, error, now, since)
+                .await
+        }
+    };
+    match recorded {
+        Ok(true) => {
+            tracing::error!(
+                tenant = %job.tenant,
+                url,
+                "webhook endpoint disabled: it answered 410 Gone or has failed every delivery for {:?}; \
+                 its webhooks fail until one is redelivered by hand",
+                policy.disable_after
+            );
+            if let Some(metrics) = queue.metrics() {
+                metrics.webhook_endpoints_disabled.inc();
+            }
+            true
+        }
+        Ok(false) => false,
+        Err(error) => {
+            tracing::warn!(job = %job.id, %error, "cannot record the webhook endpoint's state");
+            false
+        }
+    }
+}
+
+/// The delivery outcome of one attempt.
+fn judge_attempt(
+    policy: &WebhookPolicy,
+    job: &crate::JobRecord,
+    result: Result<(), Failure>,
+    endpoint_disabled: bool,
+) -> DeliveryOutcome {
+    match result {
+        Ok(()) => DeliveryOutcome::Delivered,
+        Err(Failure::Final(error) | Failure::Gone(error)) => DeliveryOutcome::Failed { error },
+        Err(Failure::Retryable(error) | Failure::RetryAfter(error, _)) if endpoint_disabled => {
+            DeliveryOutcome::Failed {
+                error: format!("{error}; the endpoint is now disabled"),
+            }
+        }
+        Err(Failure::Retryable(error)) => retry(policy, job, error, Duration::ZERO),
+        Err(Failure::RetryAfter(error, at_least)) => retry(policy, job, error, at_least),
     }
 }
 
@@ -170,8 +270,11 @@ enum Failure {
     Retryable(String),
     /// Worth another attempt, not before the receiver's `Retry-After`.
     RetryAfter(String, Duration),
-    /// Never worth another attempt (refused address, no secret).
+    /// Never worth another attempt (refused address, no secret,
+    /// `abort-message`).
     Final(String),
+    /// 410 Gone: the endpoint is disabled at once.
+    Gone(String),
 }
 
 async fn attempt(
@@ -225,7 +328,9 @@ fn judge(response: &reqwest::Response) -> Failure {
             .and_then(|value| value.to_str().ok())
     };
     if status == 410 {
-        return Failure::Final(String::from("the receiver answered 410 Gone; not retried"));
+        return Failure::Gone(String::from(
+            "the receiver answered 410 Gone; not retried, and the endpoint is disabled",
+        ));
     }
     if header("webhook-delivery").is_some_and(|value| value.eq_ignore_ascii_case("abort-message")) {
         return Failure::Final(format!(
@@ -297,6 +402,7 @@ mod tests {
             allow_private: false,
             retry_schedule: schedule.clone(),
             concurrency: 1,
+            disable_after: Duration::from_secs(120 * 3600),
         };
         for (done, delay) in schedule.iter().enumerate() {
             let before = now_ms();

@@ -11,8 +11,8 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keel_queue::{
-    new_job_id, now_ms, CancelOutcome, JobStatus, KeyClaim, ListQuery, NewJob, Queue, Submission,
-    Submitted,
+    new_job_id, now_ms, CancelOutcome, JobStatus, KeyClaim, ListQuery, NewJob, Queue,
+    RedeliverOutcome, Submission, Submitted, WebhookStatus,
 };
 use keel_types::ChatRequest;
 use serde::Deserialize;
@@ -124,7 +124,7 @@ pub async fn get(
     Ok(response)
 }
 
-/// `GET /v1/jobs?status=&limit=&after=`: newest first.
+/// `GET /v1/jobs?status=&webhook_status=&limit=&after=`: newest first.
 pub async fn list(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
@@ -152,8 +152,20 @@ pub async fn list(
                 param: "limit",
             })?,
     };
+    let webhook_status = match params.webhook_status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            WebhookStatus::parse(text).ok_or_else(|| JobsError::InvalidQuery {
+                message: format!(
+                    "webhook_status: '{text}' is not one of pending, delivered, failed"
+                ),
+                param: "webhook_status",
+            })?,
+        ),
+    };
     let query = ListQuery {
         status,
+        webhook_status,
         after: params.after.filter(|after| !after.is_empty()),
         limit,
     };
@@ -184,10 +196,35 @@ pub async fn cancel(
     }
 }
 
+/// `POST /v1/jobs/{id}/webhook/redeliver`: sends a final job's webhook
+/// again with the same `webhook-id` (the retry schedule starts over) and
+/// enables its endpoint again if deliveries to it had been disabled.
+pub async fn redeliver(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, JobsError> {
+    match queue(&state)?.redeliver(&tenant.name, &id).await? {
+        RedeliverOutcome::Redelivering(job) => Ok(json(StatusCode::OK, job.to_json())),
+        RedeliverOutcome::NotRedeliverable(job) => Err(JobsError::NotRedeliverable {
+            id,
+            why: if job.webhook_url.is_none() {
+                "has no webhook"
+            } else if !job.status.is_final() {
+                "has not finished; its webhook is sent when it does"
+            } else {
+                "has a webhook delivery in progress"
+            },
+        }),
+        RedeliverOutcome::NotFound => Err(JobsError::NotFound(id)),
+    }
+}
+
 /// The query of the job list.
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     status: Option<String>,
+    webhook_status: Option<String>,
     limit: Option<String>,
     after: Option<String>,
 }

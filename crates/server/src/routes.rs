@@ -26,6 +26,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/webhook/redeliver", post(jobs::redeliver))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed::shed,

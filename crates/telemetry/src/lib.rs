@@ -114,6 +114,9 @@ pub struct Metrics {
     pub queue_jobs: Family<StateLabels, Gauge>,
     /// `keel_webhook_deliveries_total{outcome}`: delivery attempts by this instance.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// `keel_webhook_endpoints_disabled_total`: endpoints this instance
+    /// disabled (410 Gone, or failing for `webhooks.disable_after`).
+    pub webhook_endpoints_disabled: Counter,
 }
 
 // === impl Metrics ===
@@ -214,6 +217,12 @@ impl Metrics {
             "Webhook delivery attempts by outcome",
             webhook_deliveries.clone(),
         );
+        let webhook_endpoints_disabled = Counter::default();
+        registry.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled after 410 Gone or continuous failure",
+            webhook_endpoints_disabled.clone(),
+        );
         Self {
             registry,
             requests,
@@ -232,6 +241,7 @@ impl Metrics {
             upstream_duration,
             queue_jobs,
             webhook_deliveries,
+            webhook_endpoints_disabled,
         }
     }
 

@@ -195,6 +195,7 @@ pub(crate) struct RawWebhooks {
     pub(crate) timeout: Option<Scalar>,
     pub(crate) allow_private: Option<Scalar>,
     pub(crate) retry_schedule: Option<ScalarList>,
+    pub(crate) disable_after: Option<Scalar>,
 }
 
 /// `idempotency:`

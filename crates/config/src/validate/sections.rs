@@ -178,6 +178,11 @@ impl Checker {
                 defaults.allow_private,
             ),
             retry_schedule,
+            disable_after: self.duration(
+                raw.disable_after.as_ref(),
+                &path.key("disable_after"),
+                defaults.disable_after,
+            ),
         }
     }
 

@@ -24,6 +24,11 @@ const POSTGRES: Embedded = Embedded(&[
         "notify_from_gateway",
         include_str!("../../../../migrations/postgres/20261127000002_notify_from_gateway.sql"),
     ),
+    (
+        20_261_127_000_003,
+        "webhook_endpoints",
+        include_str!("../../../../migrations/postgres/20261127000003_webhook_endpoints.sql"),
+    ),
 ]);
 
 const SQLITE: Embedded = Embedded(&[
@@ -36,6 +41,11 @@ const SQLITE: Embedded = Embedded(&[
         20_261_127_000_002,
         "notify_from_gateway",
         include_str!("../../../../migrations/sqlite/20261127000002_notify_from_gateway.sql"),
+    ),
+    (
+        20_261_127_000_003,
+        "webhook_endpoints",
+        include_str!("../../../../migrations/sqlite/20261127000003_webhook_endpoints.sql"),
     ),
 ]);
 

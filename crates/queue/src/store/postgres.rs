@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use super::sql;
 use super::{
     job_from_row, lease_token, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
-    Enqueued, Finish, JobStore, KeyClaim, ListQuery, StoreError, StoredKey, Swept, JOB_COLUMNS,
+    Enqueued, Finish, JobStore, KeyClaim, ListQuery, RedeliverOutcome, StoreError, StoredKey,
+    Swept, JOB_COLUMNS,
 };
 use crate::job::{JobRecord, NewJob};
 
@@ -189,6 +190,9 @@ impl JobStore for PostgresStore {
         if let Some(status) = query.status {
             statement = statement.bind(status.as_str());
         }
+        if let Some(webhook_status) = query.webhook_status {
+            statement = statement.bind(webhook_status.as_str());
+        }
         if let Some(after) = &query.after {
             statement = statement.bind(after);
         }
@@ -341,6 +345,76 @@ impl JobStore for PostgresStore {
         };
         statement.execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn endpoint_disabled_at(
+        &self,
+        tenant: &str,
+        url: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let disabled_at: Option<Option<i64>> = sqlx::query_scalar(sql::ENDPOINT_DISABLED_AT)
+            .bind(tenant)
+            .bind(url)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(disabled_at.flatten())
+    }
+
+    async fn endpoint_succeeded(&self, tenant: &str, url: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::ENDPOINT_RESET)
+            .bind(tenant)
+            .bind(url)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn endpoint_failed(
+        &self,
+        tenant: &str,
+        url: &str,
+        error: &str,
+        now: i64,
+        disable_if_failing_since: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(sql::ENDPOINT_FAILED)
+            .bind(tenant)
+            .bind(url)
+            .bind(now)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        let disabled = sqlx::query(sql::ENDPOINT_DISABLE)
+            .bind(tenant)
+            .bind(url)
+            .bind(now)
+            .bind(disable_if_failing_since)
+            .execute(&self.pool)
+            .await?;
+        Ok(disabled.rows_affected() == 1)
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<RedeliverOutcome, StoreError> {
+        let query = format!("{} RETURNING {JOB_COLUMNS}", sql::REDELIVER);
+        let Some(row) = sqlx::query(&query)
+            .bind(tenant)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(super::redeliver_outcome(self.get(tenant, id).await?));
+        };
+        let job = job_from_row!(row);
+        if let Some(url) = &job.webhook_url {
+            self.endpoint_succeeded(tenant, url).await?;
+        }
+        Ok(RedeliverOutcome::Redelivering(job))
     }
 
     async fn key(&self, tenant: &str, key: &str) -> Result<Option<StoredKey>, StoreError> {

@@ -99,3 +99,24 @@ pub(crate) const RELEASE_KEY: &str =
 
 /// Jobs per status.
 pub(crate) const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM keel_jobs GROUP BY status";
+
+/// Makes a final job's settled webhook due again, its schedule from the start.
+pub(crate) const REDELIVER: &str = "UPDATE keel_jobs SET webhook_status = 'pending', webhook_attempts = 0, \
+     webhook_last_error = NULL, webhook_next_at = $3 \
+     WHERE tenant = $1 AND id = $2 AND webhook_url IS NOT NULL AND webhook_status IN ('delivered', 'failed')";
+
+/// When an endpoint was disabled (no row: healthy; NULL: failing, not disabled).
+pub(crate) const ENDPOINT_DISABLED_AT: &str =
+    "SELECT disabled_at FROM keel_webhook_endpoints WHERE tenant = $1 AND url = $2";
+
+/// Starts an endpoint's failure clock unless it runs, and keeps the last error.
+pub(crate) const ENDPOINT_FAILED: &str = "INSERT INTO keel_webhook_endpoints (tenant, url, failing_since, last_error) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, url) DO UPDATE SET last_error = excluded.last_error";
+
+/// Disables an endpoint whose failure clock started early enough.
+pub(crate) const ENDPOINT_DISABLE: &str = "UPDATE keel_webhook_endpoints SET disabled_at = $3 \
+     WHERE tenant = $1 AND url = $2 AND disabled_at IS NULL AND failing_since <= $4";
+
+/// Forgets an endpoint's failures (a success, or a manual redelivery).
+pub(crate) const ENDPOINT_RESET: &str =
+    "DELETE FROM keel_webhook_endpoints WHERE tenant = $1 AND url = $2";

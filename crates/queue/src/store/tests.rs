@@ -120,6 +120,8 @@ both_backends!(
     list_is_newest_first_with_a_cursor_and_a_status_filter,
     wh2_deliveries_are_claimed_once_retried_and_settled,
     sweep_removes_old_finished_jobs_and_keys_only,
+    wh3_an_endpoint_failing_for_the_whole_window_is_disabled_and_a_success_resets_the_clock,
+    wh3_failed_webhooks_are_listed_and_redelivered_with_the_same_id,
 );
 
 async fn jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only(db: TestStore) -> TestResult {
@@ -418,6 +420,7 @@ async fn list_is_newest_first_with_a_cursor_and_a_status_filter(db: TestStore) -
     enqueue(&*db.store, &new_job("globex", None, NOW + 9), NOW).await?;
     let page = |after: Option<&String>, limit| ListQuery {
         status: None,
+        webhook_status: None,
         after: after.cloned(),
         limit,
     };
@@ -440,6 +443,7 @@ async fn list_is_newest_first_with_a_cursor_and_a_status_filter(db: TestStore) -
     db.store.cancel("acme", &ids[1], NOW).await?;
     let cancelled = ListQuery {
         status: Some(JobStatus::Cancelled),
+        webhook_status: None,
         after: None,
         limit: 10,
     };
@@ -560,5 +564,151 @@ async fn sweep_removes_old_finished_jobs_and_keys_only(db: TestStore) -> TestRes
     assert_eq!(db.store.get("acme", &old.id).await?, None);
     assert!(db.store.get("acme", &queued.id).await?.is_some());
     assert!(db.store.key("acme", "k").await?.is_none());
+    Ok(())
+}
+
+const HOUR: i64 = 3_600_000;
+const WINDOW: i64 = 120 * HOUR;
+
+/// One failed delivery to `url` at `now` with the 120 h window.
+async fn fail_at(db: &TestStore, tenant: &str, url: &str, now: i64) -> Result<bool, StoreError> {
+    db.store
+        .endpoint_failed(tenant, url, "500", now, now - WINDOW)
+        .await
+}
+
+async fn wh3_an_endpoint_failing_for_the_whole_window_is_disabled_and_a_success_resets_the_clock(
+    db: TestStore,
+) -> TestResult {
+    let url = "https://hooks.example.com/keel";
+    assert!(!fail_at(&db, "acme", url, NOW).await?);
+    // A success inside the window stops the clock...
+    db.store.endpoint_succeeded("acme", url).await?;
+    assert!(!fail_at(&db, "acme", url, NOW + 119 * HOUR).await?);
+    assert!(
+        !fail_at(&db, "acme", url, NOW + WINDOW).await?,
+        "the clock restarted at the first failure after the success"
+    );
+    // ...so it takes 120 h from the first failure after it.
+    let start = NOW + 119 * HOUR;
+    assert!(!fail_at(&db, "acme", url, start + WINDOW - 1).await?);
+    assert_eq!(db.store.endpoint_disabled_at("acme", url).await?, None);
+    assert!(fail_at(&db, "acme", url, start + WINDOW).await?, "disabled");
+    assert_eq!(
+        db.store.endpoint_disabled_at("acme", url).await?,
+        Some(start + WINDOW)
+    );
+    assert!(
+        !fail_at(&db, "acme", url, start + WINDOW + 1).await?,
+        "disabled once, reported once"
+    );
+    // Endpoints are per tenant.
+    assert_eq!(db.store.endpoint_disabled_at("globex", url).await?, None);
+    // 410 Gone disables at once (the caller passes i64::MAX).
+    let gone = "https://gone.example.com/keel";
+    assert!(
+        db.store
+            .endpoint_failed("acme", gone, "410", NOW, i64::MAX)
+            .await?
+    );
+    assert_eq!(
+        db.store.endpoint_disabled_at("acme", gone).await?,
+        Some(NOW)
+    );
+    Ok(())
+}
+
+async fn wh3_failed_webhooks_are_listed_and_redelivered_with_the_same_id(
+    db: TestStore,
+) -> TestResult {
+    let url = "https://hooks.example.com/keel";
+    let job = new_job("acme", Some(url), NOW);
+    enqueue(&*db.store, &job, NOW).await?;
+    assert!(
+        matches!(
+            db.store.redeliver("acme", &job.id, NOW).await?,
+            RedeliverOutcome::NotRedeliverable(_)
+        ),
+        "a queued job has no webhook to redeliver yet"
+    );
+    let claimed = db
+        .store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    db.store
+        .finish(
+            &job.id,
+            &claimed.token,
+            &Finish::Succeeded(String::from("{}")),
+            NOW,
+        )
+        .await?;
+    db.store.claim_deliveries(1, NOW + 1_000, NOW).await?;
+    db.store
+        .record_delivery(
+            &job.id,
+            &DeliveryOutcome::Failed {
+                error: String::from("410"),
+            },
+        )
+        .await?;
+    db.store
+        .endpoint_failed("acme", url, "410", NOW, i64::MAX)
+        .await?;
+    let failed_only = ListQuery {
+        webhook_status: Some(WebhookStatus::Failed),
+        limit: 10,
+        ..ListQuery::default()
+    };
+    let listed: Vec<String> = db
+        .store
+        .list("acme", &failed_only)
+        .await?
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(listed, vec![job.id.clone()]);
+    assert!(db.store.list("globex", &failed_only).await?.is_empty());
+    assert!(matches!(
+        db.store.redeliver("globex", &job.id, NOW).await?,
+        RedeliverOutcome::NotFound
+    ));
+    let RedeliverOutcome::Redelivering(record) =
+        db.store.redeliver("acme", &job.id, NOW + 10).await?
+    else {
+        return Err("redeliver".into());
+    };
+    assert_eq!(
+        (
+            record.webhook_status,
+            record.webhook_attempts,
+            record.webhook_last_error
+        ),
+        (Some(WebhookStatus::Pending), 0, None)
+    );
+    assert_eq!(
+        db.store.endpoint_disabled_at("acme", url).await?,
+        None,
+        "a redelivery enables the endpoint again"
+    );
+    assert!(
+        matches!(
+            db.store.redeliver("acme", &job.id, NOW + 10).await?,
+            RedeliverOutcome::NotRedeliverable(_)
+        ),
+        "not twice while the first redelivery is pending"
+    );
+    let due = db.store.claim_deliveries(5, NOW + 1_000, NOW + 10).await?;
+    let ids: Vec<&str> = due
+        .iter()
+        .map(|delivery| delivery.job.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![job.id.as_str()],
+        "the same job, so the same webhook-id"
+    );
     Ok(())
 }

@@ -58,6 +58,14 @@ pub enum JobsError {
         /// Its final status.
         status: &'static str,
     },
+    /// The job's webhook cannot be redelivered now.
+    #[error("the job '{id}' {why}")]
+    NotRedeliverable {
+        /// The job id.
+        id: String,
+        /// Why not.
+        why: &'static str,
+    },
     /// A list parameter is invalid.
     #[error("{message}")]
     InvalidQuery {
@@ -86,7 +94,9 @@ impl JobsError {
             | Self::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::KeyInProgress | Self::NotCancellable { .. } => StatusCode::CONFLICT,
+            Self::KeyInProgress | Self::NotCancellable { .. } | Self::NotRedeliverable { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
         }
     }
@@ -119,6 +129,7 @@ impl JobsError {
             Self::KeyInProgress => invalid(None, Some("idempotency_key_in_progress")),
             Self::NotFound(_) => invalid(Some("id"), Some("job_not_found")),
             Self::NotCancellable { .. } => invalid(None, Some("job_not_cancellable")),
+            Self::NotRedeliverable { .. } => invalid(None, Some("webhook_not_redeliverable")),
             Self::InvalidQuery { param, .. } => invalid(Some(param), None),
         }
     }
