@@ -27,7 +27,7 @@ pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
 pub use store::{
     migrate_url, millis, open, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
     Enqueued, Finish, JobStore, KeyClaim, ListQuery, PostgresStore, RedeliverOutcome, SqliteStore,
-    StoreError, StoredKey, Swept,
+    StoreError, StoredKey, SweepBefore, Swept, SWEEP_BATCH,
 };
 pub use webhook::{
     check_url, decode_secret, is_blocked, sign, GuardedResolver, InvalidSecret, Refused,

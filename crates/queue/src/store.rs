@@ -167,6 +167,21 @@ pub struct ListQuery {
     pub limit: u32,
 }
 
+/// Rows one sweep statement deletes at most, so a sweep never holds locks
+/// on a large part of a table.
+pub const SWEEP_BATCH: i64 = 1_000;
+
+/// The cut-offs of a sweep (Unix ms).
+#[derive(Clone, Copy, Debug)]
+pub struct SweepBefore {
+    /// Finished jobs that finished before this (`jobs.retention`).
+    pub jobs: i64,
+    /// Keys created before this (`idempotency.ttl`).
+    pub keys: i64,
+    /// Keys still in progress since before this (the lock timeout).
+    pub abandoned_keys: i64,
+}
+
 /// What one sweep removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -289,9 +304,9 @@ pub trait JobStore: Send + Sync {
     /// Deletes a key still in progress (its request failed before a
     /// response worth replaying).
     async fn release_key(&self, tenant: &str, key: &str) -> Result<(), StoreError>;
-    /// Deletes finished jobs older than `jobs_before` whose webhook is
-    /// settled, and keys older than `keys_before` (in batches).
-    async fn sweep(&self, jobs_before: i64, keys_before: i64) -> Result<Swept, StoreError>;
+    /// Deletes one batch ([`SWEEP_BATCH`] rows at most) of each: finished
+    /// jobs whose webhook is settled, and expired or abandoned keys.
+    async fn sweep(&self, before: &SweepBefore) -> Result<Swept, StoreError>;
     /// Calls `wake.notify_waiters()` whenever another instance enqueues a
     /// job; runs until the connection fails for good. Stores without
     /// cross-instance notifications never return.

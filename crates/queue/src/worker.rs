@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::backoff::full_jitter;
-use crate::store::{millis, ClaimedJob, Finish};
+use crate::store::{millis, ClaimedJob, Finish, SweepBefore, Swept, SWEEP_BATCH};
+use crate::LOCK_TIMEOUT;
 use crate::{now_ms, Queue};
 
 /// What runs a job: the binary passes one that sends the request through
@@ -289,24 +290,41 @@ pub(crate) async fn maintain(
         }
         if last_sweep.is_none_or(|at| at.elapsed() >= sweep_every) {
             last_sweep = Some(tokio::time::Instant::now());
-            let swept = queue
-                .store()
-                .sweep(
-                    now - millis(policy.retention),
-                    now - millis(policy.idempotency_ttl),
-                )
-                .await;
-            match swept {
-                Ok(swept) if swept.jobs + swept.keys > 0 => {
-                    tracing::info!(jobs = swept.jobs, keys = swept.keys, "swept expired rows")
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "cannot sweep expired rows"),
-            }
+            sweep(&queue, &policy, now).await;
         }
         tokio::select! {
             () = tokio::time::sleep(rescue_every) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// Sweeps expired rows batch by batch until a batch comes back short (at
+/// most 100 batches a round, so one round stays short).
+async fn sweep(queue: &Queue, policy: &WorkerPolicy, now: i64) {
+    let before = SweepBefore {
+        jobs: now - millis(policy.retention),
+        keys: now - millis(policy.idempotency_ttl),
+        abandoned_keys: now - millis(LOCK_TIMEOUT),
+    };
+    let mut total = Swept::default();
+    for _ in 0..100 {
+        match queue.store().sweep(&before).await {
+            Ok(swept) => {
+                total.jobs += swept.jobs;
+                total.keys += swept.keys;
+                let full = |count: u64| i64::try_from(count).is_ok_and(|n| n >= SWEEP_BATCH);
+                if !full(swept.jobs) && !full(swept.keys) {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot sweep expired rows");
+                break;
+            }
+        }
+    }
+    if total.jobs + total.keys > 0 {
+        tracing::info!(jobs = total.jobs, keys = total.keys, "swept expired rows");
     }
 }

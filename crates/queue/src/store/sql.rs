@@ -80,13 +80,16 @@ pub(crate) const DELIVERY_FAILED: &str =
     "UPDATE keel_jobs SET webhook_status = 'failed', webhook_attempts = webhook_attempts + 1, \
      webhook_last_error = $2, webhook_next_at = NULL WHERE id = $1";
 
-/// Deletes up to 1,000 finished jobs past retention whose webhook is settled.
+/// Deletes a batch (`$2` rows) of finished jobs past retention whose webhook is settled.
 pub(crate) const SWEEP_JOBS: &str = "DELETE FROM keel_jobs WHERE id IN (SELECT id FROM keel_jobs \
-     WHERE finished_at IS NOT NULL AND finished_at < $1 AND (webhook_status IS NULL OR webhook_status <> 'pending') LIMIT 1000)";
+     WHERE finished_at IS NOT NULL AND finished_at < $1 AND (webhook_status IS NULL OR webhook_status <> 'pending') LIMIT $2)";
 
-/// Deletes up to 1,000 idempotency keys past their TTL.
+/// Deletes a batch (`$3` rows) of idempotency keys past their TTL, and of
+/// keys left in progress past the lock timeout (their gateway died
+/// mid-request), so none stays locked longer than the timeout and a sweep.
 pub(crate) const SWEEP_KEYS: &str = "DELETE FROM keel_idempotency_keys WHERE (tenant, key) IN \
-     (SELECT tenant, key FROM keel_idempotency_keys WHERE created_at < $1 LIMIT 1000)";
+     (SELECT tenant, key FROM keel_idempotency_keys \
+      WHERE created_at < $1 OR (response_status IS NULL AND created_at < $2) LIMIT $3)";
 
 /// Takes over a key whose request was abandoned (in progress past the lock
 /// timeout, e.g. the gateway was killed mid-request) for the same request.

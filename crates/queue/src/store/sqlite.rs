@@ -18,7 +18,7 @@ use super::sql;
 use super::{
     job_from_row, lease_token, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
     Enqueued, Finish, JobStore, KeyClaim, ListQuery, RedeliverOutcome, StoreError, StoredKey,
-    Swept, JOB_COLUMNS,
+    SweepBefore, Swept, JOB_COLUMNS, SWEEP_BATCH,
 };
 use crate::job::{JobRecord, NewJob};
 
@@ -449,14 +449,17 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    async fn sweep(&self, jobs_before: i64, keys_before: i64) -> Result<Swept, StoreError> {
+    async fn sweep(&self, before: &SweepBefore) -> Result<Swept, StoreError> {
         let jobs = sqlx::query(sql::SWEEP_JOBS)
-            .bind(jobs_before)
+            .bind(before.jobs)
+            .bind(SWEEP_BATCH)
             .execute(&self.pool)
             .await?
             .rows_affected();
         let keys = sqlx::query(sql::SWEEP_KEYS)
-            .bind(keys_before)
+            .bind(before.keys)
+            .bind(before.abandoned_keys)
+            .bind(SWEEP_BATCH)
             .execute(&self.pool)
             .await?
             .rows_affected();

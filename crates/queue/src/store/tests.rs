@@ -122,6 +122,8 @@ both_backends!(
     sweep_removes_old_finished_jobs_and_keys_only,
     wh3_an_endpoint_failing_for_the_whole_window_is_disabled_and_a_success_resets_the_clock,
     wh3_failed_webhooks_are_listed_and_redelivered_with_the_same_id,
+    id5_a_key_abandoned_in_progress_is_freed_after_the_lock_timeout_and_no_sooner,
+    id5_expired_keys_are_swept_in_batches_and_then_run_anew,
 );
 
 async fn jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only(db: TestStore) -> TestResult {
@@ -559,7 +561,14 @@ async fn sweep_removes_old_finished_jobs_and_keys_only(db: TestStore) -> TestRes
         .await?;
     let queued = new_job("acme", None, NOW);
     enqueue(&*db.store, &queued, NOW).await?;
-    let swept = db.store.sweep(NOW + 1, NOW + 1).await?;
+    let swept = db
+        .store
+        .sweep(&SweepBefore {
+            jobs: NOW + 1,
+            keys: NOW + 1,
+            abandoned_keys: NOW + 1,
+        })
+        .await?;
     assert_eq!(swept, Swept { jobs: 1, keys: 1 });
     assert_eq!(db.store.get("acme", &old.id).await?, None);
     assert!(db.store.get("acme", &queued.id).await?.is_some());
@@ -709,6 +718,91 @@ async fn wh3_failed_webhooks_are_listed_and_redelivered_with_the_same_id(
         ids,
         vec![job.id.as_str()],
         "the same job, so the same webhook-id"
+    );
+    Ok(())
+}
+
+const LOCK: i64 = 600_000;
+
+/// Takes `key` at `now` the way a live request does (abandoned locks are
+/// those older than the lock timeout): `true` when this caller owns it.
+async fn take_key(db: &TestStore, key: &str, now: i64) -> Result<bool, StoreError> {
+    let claim = KeyClaim {
+        key: key.to_owned(),
+        request_hash: String::from("h"),
+    };
+    Ok(db
+        .store
+        .begin_key("acme", &claim, now, now - LOCK)
+        .await?
+        .is_none())
+}
+
+fn sweep_at(now: i64) -> SweepBefore {
+    SweepBefore {
+        jobs: now - 7 * 24 * HOUR,
+        keys: now - 24 * HOUR,
+        abandoned_keys: now - LOCK,
+    }
+}
+
+/// ID-5: a gateway killed between the provider's answer and storing it
+/// leaves its key in progress. Until the lock timeout the key still blocks
+/// duplicates and the sweeper keeps it; after it, the next request with the
+/// key takes it over (and runs once more: at-least-once), or the sweeper
+/// deletes it. A key released on an error exit is free at once.
+async fn id5_a_key_abandoned_in_progress_is_freed_after_the_lock_timeout_and_no_sooner(
+    db: TestStore,
+) -> TestResult {
+    assert!(take_key(&db, "taken-over", NOW).await?);
+    assert!(take_key(&db, "swept", NOW).await?);
+    // The gateway dies here: neither key is completed nor released.
+    let just_before = NOW + LOCK - 1;
+    assert!(
+        !take_key(&db, "taken-over", just_before).await?,
+        "still locked"
+    );
+    assert_eq!(db.store.sweep(&sweep_at(just_before)).await?.keys, 0);
+    let after = NOW + LOCK + 1;
+    assert!(take_key(&db, "taken-over", after).await?, "taken over");
+    assert!(
+        !take_key(&db, "taken-over", after).await?,
+        "only one request takes an abandoned key over"
+    );
+    assert_eq!(
+        db.store.sweep(&sweep_at(after)).await?.keys,
+        1,
+        "the abandoned key is swept; the one just taken over is kept"
+    );
+    assert!(db.store.key("acme", "swept").await?.is_none());
+    assert!(db.store.key("acme", "taken-over").await?.is_some());
+    // A completed key is kept for the TTL, whatever its age against the lock.
+    db.store
+        .complete_key("acme", "taken-over", 200, "{}")
+        .await?;
+    assert_eq!(db.store.sweep(&sweep_at(after + 2 * LOCK)).await?.keys, 0);
+    // An error exit releases the key at once.
+    assert!(take_key(&db, "released", NOW).await?);
+    db.store.release_key("acme", "released").await?;
+    assert!(take_key(&db, "released", NOW).await?);
+    Ok(())
+}
+
+/// ID-5: keys past the TTL go in batches of 1,000, and a key used again
+/// after its sweep runs anew.
+async fn id5_expired_keys_are_swept_in_batches_and_then_run_anew(db: TestStore) -> TestResult {
+    for index in 0..=1_000 {
+        let key = format!("k{index}");
+        assert!(take_key(&db, &key, NOW).await?);
+        db.store.complete_key("acme", &key, 200, "{}").await?;
+    }
+    let expired = NOW + 24 * HOUR + 1;
+    assert_eq!(db.store.sweep(&sweep_at(expired)).await?.keys, 1_000);
+    assert_eq!(db.store.sweep(&sweep_at(expired)).await?.keys, 1);
+    assert_eq!(db.store.sweep(&sweep_at(expired)).await?.keys, 0);
+    assert!(
+        take_key(&db, "k7", expired).await?,
+        "a fresh run, not a replay"
     );
     Ok(())
 }
