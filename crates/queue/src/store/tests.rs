@@ -111,7 +111,7 @@ macro_rules! both_backends {
 both_backends!(
     jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only,
     jq1_an_idempotency_key_inserts_one_job_and_remembers_its_response,
-    jq2_concurrent_claims_never_take_the_same_job,
+    jq2_sixteen_workers_share_ten_thousand_jobs_without_double_claims,
     jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out,
     jq3_a_rescued_job_with_attempts_spent_fails_and_its_webhook_becomes_due,
     jq4_a_retry_waits_for_its_run_at_and_counts_attempts,
@@ -163,32 +163,126 @@ async fn jq1_an_idempotency_key_inserts_one_job_and_remembers_its_response(
     Ok(())
 }
 
-async fn jq2_concurrent_claims_never_take_the_same_job(db: TestStore) -> TestResult {
-    let total = 200;
-    for index in 0..total {
-        enqueue(&*db.store, &new_job("acme", None, NOW + index), NOW).await?;
-    }
-    let mut claimers = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let store = db.store.clone();
-        claimers.spawn(async move {
-            let mut mine = Vec::new();
+/// One claim in the claim log of the JQ-2 test.
+#[derive(Clone, Debug)]
+struct Claim {
+    id: String,
+    attempt: i64,
+    worker: usize,
+    executed: bool,
+}
+
+/// Sixteen workers claim and run jobs until none is left; when `dies`,
+/// worker 0 stops without finishing after its first claim.
+async fn claim_until_empty(
+    store: &Arc<dyn JobStore>,
+    claim_size: u32,
+    now: i64,
+    dies: bool,
+) -> Result<Vec<Claim>, StoreError> {
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let store = store.clone();
+        workers.spawn(async move {
+            let mut log = Vec::new();
             loop {
-                let claimed = store.claim(7, NOW + LEASE, NOW).await?;
+                let claimed = store.claim(claim_size, now + LEASE, now).await?;
                 if claimed.is_empty() {
-                    return Ok::<_, StoreError>(mine);
+                    return Ok::<_, StoreError>(log);
                 }
-                mine.extend(claimed.into_iter().map(|job| job.id));
+                for job in claimed {
+                    let dead = dies && worker == 0;
+                    let executed = !dead
+                        && store
+                            .finish(
+                                &job.id,
+                                &job.token,
+                                &Finish::Succeeded(String::from("{}")),
+                                now,
+                            )
+                            .await?;
+                    log.push(Claim {
+                        id: job.id,
+                        attempt: job.attempts,
+                        worker,
+                        executed,
+                    });
+                }
+                if dies && worker == 0 {
+                    return Ok(log);
+                }
             }
         });
     }
-    let mut seen = std::collections::HashSet::new();
-    while let Some(claimed) = claimers.join_next().await {
-        for id in claimed?? {
-            assert!(seen.insert(id), "a job was claimed twice");
+    let mut log = Vec::new();
+    while let Some(claims) = workers.join_next().await {
+        log.extend(claims.map_err(|error| StoreError::Corrupt(error.to_string()))??);
+    }
+    Ok(log)
+}
+
+/// JQ-2 at its stated scale: 16 workers, 10,000 jobs. No (job, attempt) is
+/// claimed twice; the only job claimed twice are the dead worker's, each
+/// re-claimed once after its lease expired, with the next attempt number;
+/// every job succeeds, executed exactly once.
+async fn jq2_sixteen_workers_share_ten_thousand_jobs_without_double_claims(
+    db: TestStore,
+) -> TestResult {
+    const JOBS: usize = 10_000;
+    let mut inserts = tokio::task::JoinSet::new();
+    for lane in 0..16 {
+        let store = db.store.clone();
+        inserts.spawn(async move {
+            for index in (lane..JOBS).step_by(16) {
+                let at = NOW + i64::try_from(index).unwrap_or(0);
+                if let Enqueued::KeyExists(_) =
+                    store.enqueue(&new_job("acme", None, at), None, NOW).await?
+                {
+                    return Err(StoreError::Corrupt(String::from("no key was given")));
+                }
+            }
+            Ok::<_, StoreError>(())
+        });
+    }
+    while let Some(inserted) = inserts.join_next().await {
+        inserted??;
+    }
+    let mut log = claim_until_empty(&db.store, 8, NOW, true).await?;
+    let stranded: Vec<&Claim> = log.iter().filter(|claim| claim.worker == 0).collect();
+    assert_eq!(stranded.len(), 8, "the dead worker held one batch");
+    // The dead worker's lease runs out; its jobs are rescued and run again.
+    let later = NOW + LEASE + 1;
+    assert_eq!(db.store.rescue(5, "{}", later).await?, 8);
+    log.extend(claim_until_empty(&db.store, 8, later, false).await?);
+
+    let mut per_job: std::collections::HashMap<&str, Vec<&Claim>> =
+        std::collections::HashMap::new();
+    for claim in &log {
+        per_job.entry(&claim.id).or_default().push(claim);
+    }
+    assert_eq!(per_job.len(), JOBS, "every job was claimed");
+    let mut reclaimed = 0;
+    for (id, claims) in &per_job {
+        let mut attempts: Vec<i64> = claims.iter().map(|claim| claim.attempt).collect();
+        attempts.sort_unstable();
+        attempts.dedup();
+        assert_eq!(
+            attempts.len(),
+            claims.len(),
+            "job {id}: one attempt claimed twice: {claims:?}"
+        );
+        let executions = claims.iter().filter(|claim| claim.executed).count();
+        assert_eq!(executions, 1, "job {id} ran {executions} times: {claims:?}");
+        if claims.len() > 1 {
+            assert_eq!(attempts, vec![1, 2], "job {id}: {claims:?}");
+            assert!(!claims[0].executed, "the first claim was the dead worker's");
+            reclaimed += 1;
         }
     }
-    assert_eq!(seen.len(), 200);
+    assert_eq!(reclaimed, 8, "duplicates only where a lease expired");
+    assert_eq!(log.len(), JOBS + 8, "claims = jobs + rescued");
+    let counts = db.store.counts().await?;
+    assert_eq!(counts, vec![(String::from("succeeded"), 10_000)]);
     Ok(())
 }
 
