@@ -115,6 +115,7 @@ both_backends!(
     jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out,
     jq3_a_rescued_job_with_attempts_spent_fails_and_its_webhook_becomes_due,
     jq4_a_retry_waits_for_its_run_at_and_counts_attempts,
+    jq4_random_operations_never_leave_the_state_diagram,
     cancel_queued_then_final_jobs,
     release_gives_a_job_back_without_counting_the_attempt,
     list_is_newest_first_with_a_cursor_and_a_status_filter,
@@ -898,5 +899,116 @@ async fn id5_expired_keys_are_swept_in_batches_and_then_run_anew(db: TestStore) 
         take_key(&db, "k7", expired).await?,
         "a fresh run, not a replay"
     );
+    Ok(())
+}
+
+/// Whether `from → to` is an edge of the job state diagram (staying put is
+/// always allowed): queued → running | cancelled; running → queued (retry,
+/// release, rescue) | succeeded | failed | cancelled; final states never
+/// change (there is no manual retry).
+fn allowed(from: JobStatus, to: JobStatus) -> bool {
+    use JobStatus::{Cancelled, Failed, Queued, Running, Succeeded};
+    from == to
+        || matches!(
+            (from, to),
+            (Queued, Running | Cancelled) | (Running, Queued | Succeeded | Failed | Cancelled)
+        )
+}
+
+/// One random operation against the store, as a worker, a client or the
+/// maintenance loop would make it, with stale lease tokens kept around.
+async fn random_operation(
+    store: &dyn JobStore,
+    rng: &mut fastrand::Rng,
+    now: &mut i64,
+    ids: &mut Vec<String>,
+    leases: &mut Vec<(String, String)>,
+) -> Result<(), StoreError> {
+    const MAX_ATTEMPTS: u32 = 3;
+    let lease = |leases: &Vec<(String, String)>, rng: &mut fastrand::Rng| {
+        (!leases.is_empty()).then(|| leases[rng.usize(..leases.len())].clone())
+    };
+    match rng.u8(..9) {
+        0 => {
+            let job = new_job("acme", None, *now);
+            store.enqueue(&job, None, *now).await?;
+            ids.push(job.id);
+        }
+        1 | 2 => {
+            for job in store.claim(rng.u32(1..3), *now + LEASE, *now).await? {
+                leases.push((job.id, job.token));
+            }
+        }
+        3 => {
+            if let Some((id, token)) = lease(leases, rng) {
+                let finish = match rng.u8(..3) {
+                    0 => Finish::Succeeded(String::from("{}")),
+                    1 => Finish::Failed(String::from("{}")),
+                    _ => Finish::Retry {
+                        run_at: *now + rng.i64(0..LEASE),
+                        error: String::from("{}"),
+                    },
+                };
+                store.finish(&id, &token, &finish, *now).await?;
+            }
+        }
+        4 => {
+            if let Some((id, token)) = lease(leases, rng) {
+                store.release(&id, &token, *now).await?;
+            }
+        }
+        5 => {
+            if let Some((id, token)) = lease(leases, rng) {
+                store.heartbeat(&id, &token, *now + LEASE).await?;
+            }
+        }
+        6 => {
+            if !ids.is_empty() {
+                store
+                    .cancel("acme", &ids[rng.usize(..ids.len())], *now)
+                    .await?;
+            }
+        }
+        7 => {
+            store.rescue(MAX_ATTEMPTS, "{}", *now).await?;
+        }
+        _ => *now += rng.i64(0..LEASE),
+    }
+    Ok(())
+}
+
+/// JQ-4: random sequences of claims, finishes, releases, heartbeats,
+/// cancels, rescues and clock jumps (stale lease tokens included) never
+/// move a job along an edge outside the state diagram, never change a
+/// final job in any way, and set `finished_at` exactly on final jobs.
+async fn jq4_random_operations_never_leave_the_state_diagram(db: TestStore) -> TestResult {
+    for seed in 0..12_u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut now = NOW + i64::try_from(seed).unwrap_or(0) * 1_000_000;
+        let (mut ids, mut leases) = (Vec::new(), Vec::new());
+        let mut seen: std::collections::HashMap<String, JobRecord> = Default::default();
+        for step in 0..150 {
+            random_operation(&*db.store, &mut rng, &mut now, &mut ids, &mut leases).await?;
+            for id in &ids {
+                let job = db.store.get("acme", id).await?.ok_or("a job vanished")?;
+                if let Some(before) = seen.insert(id.clone(), job.clone()) {
+                    assert!(
+                        allowed(before.status, job.status),
+                        "seed {seed} step {step}: job {id} went {:?} → {:?}",
+                        before.status,
+                        job.status
+                    );
+                    if before.status.is_final() {
+                        assert_eq!(before, job, "seed {seed} step {step}: a final job changed");
+                    }
+                }
+                assert_eq!(
+                    job.status.is_final(),
+                    job.finished_at.is_some(),
+                    "seed {seed} step {step}: {job:?}"
+                );
+            }
+        }
+    }
     Ok(())
 }
