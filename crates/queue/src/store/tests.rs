@@ -18,15 +18,24 @@ const LEASE: i64 = 30_000;
 /// A store on a database of its own.
 struct TestStore {
     store: Arc<dyn JobStore>,
+    /// The database's URL, for statements the store does not make.
+    url: String,
     postgres: Option<(String, String)>,
 }
 
 impl TestStore {
     async fn sqlite() -> Result<Self, StoreError> {
-        let store = open("sqlite::memory:").await?;
+        // A named in-memory database with a shared cache, so a second
+        // connection (see `execute`) sees the store's tables.
+        let url = format!(
+            "sqlite:file:keel_queue_test_{:016x}?mode=memory&cache=shared",
+            fastrand::u64(..)
+        );
+        let store = open(&url).await?;
         store.migrate().await?;
         Ok(Self {
             store,
+            url,
             postgres: None,
         })
     }
@@ -46,8 +55,22 @@ impl TestStore {
         store.migrate().await?;
         Ok(Self {
             store,
+            url,
             postgres: Some((admin, name)),
         })
+    }
+
+    /// Runs `sql` on the store's database over a connection of its own.
+    async fn execute(&self, sql: &str) -> Result<(), sqlx::Error> {
+        if self.postgres.is_some() {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await?;
+            sqlx::raw_sql(sql).execute(&mut connection).await?;
+            connection.close().await
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await?;
+            sqlx::raw_sql(sql).execute(&mut connection).await?;
+            connection.close().await
+        }
     }
 }
 
@@ -111,6 +134,7 @@ macro_rules! both_backends {
 both_backends!(
     jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only,
     jq1_an_idempotency_key_inserts_one_job_and_remembers_its_response,
+    jq1_a_fault_between_insert_and_commit_leaves_no_job_and_no_key,
     jq2_sixteen_workers_share_ten_thousand_jobs_without_double_claims,
     jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out,
     jq3_a_rescued_job_with_attempts_spent_fails_and_its_webhook_becomes_due,
@@ -133,6 +157,77 @@ async fn jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only(db: TestSto
     assert_eq!(record.status, JobStatus::Queued);
     assert_eq!(db.store.get("acme", &job.id).await?, Some(record));
     assert_eq!(db.store.get("globex", &job.id).await?, None);
+    Ok(())
+}
+
+/// JQ-1: a fault injected after the job row is inserted and before the
+/// transaction commits (a trigger that fails the key's completion, the last
+/// statement before COMMIT) fails the submission and leaves nothing: no job
+/// to poll, list, run or send a webhook for, and no key, so the client's
+/// retry with the same key goes through once the fault is gone.
+async fn jq1_a_fault_between_insert_and_commit_leaves_no_job_and_no_key(
+    db: TestStore,
+) -> TestResult {
+    let (fault, heal) = if db.postgres.is_some() {
+        (
+            "CREATE FUNCTION keel_fault() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; \
+             CREATE TRIGGER keel_fault BEFORE UPDATE ON keel_idempotency_keys \
+             FOR EACH ROW EXECUTE FUNCTION keel_fault();",
+            "DROP TRIGGER keel_fault ON keel_idempotency_keys; DROP FUNCTION keel_fault();",
+        )
+    } else {
+        (
+            "CREATE TRIGGER keel_fault BEFORE UPDATE ON keel_idempotency_keys \
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+            "DROP TRIGGER keel_fault;",
+        )
+    };
+    db.execute(fault).await?;
+    let key = KeyClaim {
+        key: String::from("k1"),
+        request_hash: String::from("h1"),
+    };
+    let job = new_job("acme", Some("https://example.com/hook"), NOW);
+    let failed = db.store.enqueue(&job, Some(&key), NOW).await;
+    assert!(
+        failed.is_err(),
+        "the fault fails the submission: {failed:?}"
+    );
+    assert_eq!(
+        db.store.get("acme", &job.id).await?,
+        None,
+        "no poll-visible id"
+    );
+    assert!(db
+        .store
+        .list(
+            "acme",
+            &ListQuery {
+                limit: 10,
+                ..ListQuery::default()
+            }
+        )
+        .await?
+        .is_empty());
+    assert!(
+        db.store.claim(10, NOW + LEASE, NOW).await?.is_empty(),
+        "nothing to run"
+    );
+    assert!(
+        db.store
+            .claim_deliveries(10, NOW + 1_000, NOW + 1)
+            .await?
+            .is_empty(),
+        "no webhook"
+    );
+    assert_eq!(db.store.key("acme", "k1").await?, None, "no key");
+    db.execute(heal).await?;
+    assert!(matches!(
+        db.store.enqueue(&job, Some(&key), NOW).await?,
+        Enqueued::Created(_)
+    ));
+    assert!(db.store.get("acme", &job.id).await?.is_some());
     Ok(())
 }
 
