@@ -1,7 +1,9 @@
 """Verifies webhooks Keel sent with the reference `standardwebhooks` library.
 
-Reads {"secret": "whsec_...", "messages": [{"headers": {...}, "body": "..."}]}
-on stdin; prints "N verified" or the first failure and exits non-zero.
+Reads {"secrets": ["whsec_...", ...], "messages": [{"headers": {...}, "body": "..."}]}
+on stdin; every message must verify with every secret (Keel signs with each
+secret of a rotation). Prints "N verified with K secrets" or the first
+failure and exits non-zero.
 """
 import json
 import sys
@@ -9,18 +11,19 @@ import sys
 from standardwebhooks import Webhook
 
 payload = json.load(sys.stdin)
-webhook = Webhook(payload["secret"])
-for index, message in enumerate(payload["messages"]):
+for secret in payload["secrets"]:
+    webhook = Webhook(secret)
+    for index, message in enumerate(payload["messages"]):
+        try:
+            webhook.verify(message["body"], message["headers"])
+        except Exception as error:  # noqa: BLE001 - report any verification failure
+            print(f"message {index} rejected with secret {secret[:10]}...: {error!r}")
+            sys.exit(1)
+    tampered = dict(payload["messages"][0])
     try:
-        webhook.verify(message["body"], message["headers"])
-    except Exception as error:  # noqa: BLE001 - report any verification failure
-        print(f"message {index} rejected: {error!r}")
+        webhook.verify(tampered["body"] + " ", tampered["headers"])
+        print("a tampered body was accepted")
         sys.exit(1)
-tampered = dict(payload["messages"][0])
-try:
-    webhook.verify(tampered["body"] + " ", tampered["headers"])
-    print("a tampered body was accepted")
-    sys.exit(1)
-except Exception:  # noqa: BLE001 - rejection is the expected outcome
-    pass
-print(f"{len(payload['messages'])} verified")
+    except Exception:  # noqa: BLE001 - rejection is the expected outcome
+        pass
+print(f"{len(payload['messages'])} verified with {len(payload['secrets'])} secrets")

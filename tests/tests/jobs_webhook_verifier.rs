@@ -1,5 +1,6 @@
 //! WH-1: webhooks Keel sends (a first attempt that the receiver fails, then
-//! the retry) verify with the reference `standardwebhooks` Python library.
+//! the retry) verify with the reference `standardwebhooks` Python library,
+//! with either secret of a rotation (two signatures per message).
 //! `scripts/test` installs it into `.venv` and sets `KEEL_TEST_PYTHON`;
 //! without it the test uses `python3`.
 
@@ -11,9 +12,18 @@ use serde_json::{json, Value};
 use support::{chat_request, Options, Receiver, Setup, Store, TestResult, ACME, SECRET};
 use tokio::io::AsyncWriteExt;
 
+/// A new secret first, the old one (the suites' usual) second.
+const NEW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ROTATION: &str =
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
 #[tokio::test]
 async fn wh1_the_reference_standard_webhooks_library_verifies_keel_webhooks() -> TestResult {
-    let setup = Setup::start(Store::Sqlite, Options::default()).await?;
+    let options = Options {
+        secret: ROTATION,
+        ..Options::default()
+    };
+    let setup = Setup::start(Store::Sqlite, options).await?;
     let receiver = Receiver::start(vec![500]).await?;
     let job: Value = setup
         .submit(
@@ -46,6 +56,16 @@ async fn wh1_the_reference_standard_webhooks_library_verifies_keel_webhooks() ->
         })
         .collect();
     assert_eq!(messages.len(), 2);
+    for message in &messages {
+        let signatures = message["headers"]["webhook-signature"]
+            .as_str()
+            .ok_or("no signature")?;
+        assert_eq!(
+            signatures.split(' ').count(),
+            2,
+            "one per secret: {signatures}"
+        );
+    }
     let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -61,7 +81,7 @@ async fn wh1_the_reference_standard_webhooks_library_verifies_keel_webhooks() ->
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     stdin
         .write_all(
-            json!({"secret": SECRET, "messages": messages})
+            json!({"secrets": [NEW_SECRET, SECRET], "messages": messages})
                 .to_string()
                 .as_bytes(),
         )
@@ -71,6 +91,6 @@ async fn wh1_the_reference_standard_webhooks_library_verifies_keel_webhooks() ->
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "verification failed (run scripts/test, which installs tests/sdk/requirements.txt):\n{stdout}\n{stderr}");
-    assert!(stdout.contains("2 verified"), "{stdout}");
+    assert!(stdout.contains("2 verified with 2 secrets"), "{stdout}");
     Ok(())
 }

@@ -168,7 +168,10 @@ fn rows() -> Vec<Row> {
             "database.url: unsupported scheme \"mysql\": use sqlite://keel.db or postgres://user:password@host/database",
         )),
         with_base("webhook secret without whsec_", "webhooks: {secret: not-a-secret}", Error(
-            "webhooks.secret: must be \"whsec_\" followed by base64 (the Standard Webhooks format), e.g. whsec_ plus the output of `openssl rand -base64 32`",
+            "webhooks.secret: must be \"whsec_\" followed by base64 (the Standard Webhooks format), e.g. whsec_ plus the output of `openssl rand -base64 32`; several secrets separated by spaces during a rotation",
+        )),
+        with_base("a second webhook secret without whsec_", "webhooks: {secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}", Error(
+            "webhooks.secret: must be \"whsec_\" followed by base64 (the Standard Webhooks format), e.g. whsec_ plus the output of `openssl rand -base64 32`; several secrets separated by spaces during a rotation",
         )),
         with_base("webhook disable_after without a unit", "webhooks: {disable_after: 120}", Error(
             "webhooks.disable_after: invalid duration \"120\": add a unit, e.g. 120s or 120ms",

@@ -57,14 +57,17 @@ pub fn worker_policy(config: &Config) -> WorkerPolicy {
 
 /// The webhook policy of `webhooks:`; a secret that is not `whsec_<base64>` is an error.
 pub fn webhook_policy(config: &Config) -> std::io::Result<WebhookPolicy> {
-    let key = match &config.webhooks.secret {
-        Some(secret) => {
-            Some(keel_queue::decode_secret(secret.expose()).map_err(std::io::Error::other)?)
-        }
-        None => None,
+    let keys = match &config.webhooks.secret {
+        Some(secrets) => secrets
+            .expose()
+            .split_whitespace()
+            .map(keel_queue::decode_secret)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?,
+        None => Vec::new(),
     };
     Ok(WebhookPolicy {
-        key,
+        keys,
         timeout: config.webhooks.timeout,
         allow_private: config.webhooks.allow_private,
         retry_schedule: config.webhooks.retry_schedule.clone(),

@@ -30,8 +30,8 @@ pub use store::{
     StoreError, StoredKey, SweepBefore, Swept, SWEEP_BATCH,
 };
 pub use webhook::{
-    check_url, decode_secret, is_blocked, sign, GuardedResolver, InvalidSecret, Refused,
-    WebhookPolicy,
+    check_url, decode_secret, is_blocked, signature_header, verify, GuardedResolver, InvalidSecret,
+    Refused, Unverified, WebhookPolicy, TIMESTAMP_TOLERANCE,
 };
 pub use worker::{JobFailure, JobHandler, Retry, WorkerPolicy};
 
@@ -111,7 +111,7 @@ impl Queue {
             webhook_wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             allow_private_webhooks: webhooks.allow_private,
-            webhooks_enabled: webhooks.key.is_some(),
+            webhooks_enabled: !webhooks.keys.is_empty(),
             metrics: None,
         }
     }

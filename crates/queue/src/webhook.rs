@@ -20,13 +20,17 @@ mod guard;
 mod sign;
 
 pub use guard::{check_url, is_blocked, GuardedResolver, Refused};
-pub use sign::{decode_secret, sign, InvalidSecret};
+pub(crate) use sign::sign;
+pub use sign::{
+    decode_secret, signature_header, verify, InvalidSecret, Unverified, TIMESTAMP_TOLERANCE,
+};
 
 /// How webhooks are delivered (from `webhooks:`).
 #[derive(Clone, Debug)]
 pub struct WebhookPolicy {
-    /// The HMAC key (the decoded `whsec_` secret); `None` refuses webhooks.
-    pub key: Option<Vec<u8>>,
+    /// The HMAC keys (the decoded `whsec_` secrets), each of which signs
+    /// every message (several during a rotation); none refuses webhooks.
+    pub keys: Vec<Vec<u8>>,
     /// Timeout of one attempt.
     pub timeout: Duration,
     /// Allow private and loopback receivers.
@@ -285,11 +289,11 @@ async fn attempt(
     let Some(url) = job.webhook_url.as_deref() else {
         return Ok(());
     };
-    let Some(key) = policy.key.as_deref() else {
+    if policy.keys.is_empty() {
         return Err(Failure::Final(String::from(
             "webhooks.secret is not set on this gateway",
         )));
-    };
+    }
     let url = reqwest::Url::parse(url).map_err(|_| Failure::Final(Refused::NotHttp.to_string()))?;
     if !policy.allow_private {
         if let Some(address) = guard::literal_address(&url) {
@@ -299,7 +303,7 @@ async fn attempt(
     }
     let body = job.to_json();
     let timestamp = now_ms().div_euclid(1000);
-    let signature = sign(key, &job.id, timestamp, &body);
+    let signature = signature_header(&policy.keys, &job.id, timestamp, &body);
     let sent = client
         .post(url)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -397,7 +401,7 @@ mod tests {
             .map(Duration::from_secs)
             .collect();
         let policy = WebhookPolicy {
-            key: None,
+            keys: Vec::new(),
             timeout: Duration::from_secs(10),
             allow_private: false,
             retry_schedule: schedule.clone(),

@@ -39,6 +39,8 @@ pub struct Options {
     pub max_attempts: u32,
     pub allow_private: bool,
     pub lease: &'static str,
+    /// `webhooks.secret` (several, space-separated, during a rotation).
+    pub secret: &'static str,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             max_attempts: 3,
             allow_private: true,
             lease: "5s",
+            secret: SECRET,
         }
     }
 }
@@ -68,13 +71,14 @@ models:
   chat: {{targets: [{{provider: first, model: gpt-mock}}]}}
 database: {{url: "{url}"}}
 jobs: {{workers: 4, lease: {lease}, max_attempts: {max_attempts}, retry: {{base_delay: 10ms, max_delay: 40ms}}}}
-webhooks: {{secret: "{SECRET}", timeout: 2s, allow_private: {allow_private}, retry_schedule: [50ms, 50ms, 50ms]}}
+webhooks: {{secret: "{secret}", timeout: 2s, allow_private: {allow_private}, retry_schedule: [50ms, 50ms, 50ms]}}
 "#,
             base = mock.base_url(),
             url = database.url(),
             lease = options.lease,
             max_attempts = options.max_attempts,
             allow_private = options.allow_private,
+            secret = options.secret,
         );
         let gateway = start_gateway(&yaml, &[]).await?;
         Ok(Self {

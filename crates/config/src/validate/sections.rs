@@ -192,20 +192,25 @@ impl Checker {
         path: &KeyPath,
     ) -> Option<SecretString> {
         let secret = value?.text();
-        if secret.is_empty() {
+        if secret.trim().is_empty() {
             return None;
         }
-        match secret.strip_prefix(WEBHOOK_SECRET_PREFIX) {
-            Some(encoded) if is_base64(encoded) => Some(SecretString::new(secret)),
-            _ => {
-                self.problems.push(
-                    path,
-                    "must be \"whsec_\" followed by base64 (the Standard Webhooks format), \
-                     e.g. whsec_ plus the output of `openssl rand -base64 32`",
-                );
-                None
-            }
+        // Several secrets, separated by spaces, sign every message during
+        // a rotation (one signature each).
+        let valid = secret.split_whitespace().all(|part| {
+            part.strip_prefix(WEBHOOK_SECRET_PREFIX)
+                .is_some_and(is_base64)
+        });
+        if valid {
+            return Some(SecretString::new(secret));
         }
+        self.problems.push(
+            path,
+            "must be \"whsec_\" followed by base64 (the Standard Webhooks format), \
+             e.g. whsec_ plus the output of `openssl rand -base64 32`; several \
+             secrets separated by spaces during a rotation",
+        );
+        None
     }
 
     pub(super) fn idempotency(&mut self, raw: Option<RawIdempotency>) -> IdempotencyConfig {
