@@ -52,9 +52,34 @@ async fn id1_a_replay_is_byte_identical_and_calls_no_provider(store: Store) -> T
     let first = send(&setup, ACME, "chat-1", &chat_request()).await?;
     assert_eq!(first.status(), 200);
     assert!(first.headers().get("idempotent-replayed").is_none());
+    let of_record = |response: &reqwest::Response| {
+        [
+            "x-keel-provider",
+            "x-keel-model",
+            "x-keel-attempts",
+            "content-type",
+        ]
+        .map(|name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+    };
+    let first_headers = of_record(&first);
+    assert!(
+        first_headers.iter().all(Option::is_some),
+        "{first_headers:?}"
+    );
     let first_body = first.text().await?;
     let replay = send(&setup, ACME, "chat-1", &chat_request()).await?;
     assert_eq!(replay.status(), 200);
+    assert_eq!(
+        of_record(&replay),
+        first_headers,
+        "the headers of record are replayed"
+    );
     assert_eq!(
         replay
             .headers()

@@ -37,6 +37,8 @@ pub enum KeyState {
         status: u16,
         /// Its body.
         body: String,
+        /// Its headers of record (JSON `[[name, value], …]`).
+        headers: Option<String>,
     },
 }
 
@@ -106,9 +108,14 @@ impl Queue {
                 Some(StoredKey {
                     response_status: Some(status),
                     response_body: Some(body),
+                    response_headers: headers,
                     ..
                 }) => {
-                    return Ok(KeyState::Replay { status, body });
+                    return Ok(KeyState::Replay {
+                        status,
+                        body,
+                        headers,
+                    });
                 }
                 Some(_) => {}
             }
@@ -119,15 +126,19 @@ impl Queue {
         }
     }
 
-    /// Stores the response of an owned key for replay.
+    /// Stores the response of an owned key, with its headers of record
+    /// (JSON `[[name, value], …]`), for replay.
     pub async fn complete_request(
         &self,
         tenant: &str,
         key: &str,
         status: u16,
         body: &str,
+        headers: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.store.complete_key(tenant, key, status, body).await
+        self.store
+            .complete_key(tenant, key, status, body, headers)
+            .await
     }
 
     /// Releases an owned key whose request produced nothing worth replaying

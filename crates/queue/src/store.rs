@@ -64,6 +64,8 @@ pub struct StoredKey {
     pub response_status: Option<u16>,
     /// The stored response body.
     pub response_body: Option<String>,
+    /// The stored response's headers of record (JSON `[[name, value], …]`).
+    pub response_headers: Option<String>,
 }
 
 /// What an enqueue did.
@@ -293,13 +295,15 @@ pub trait JobStore: Send + Sync {
         now: i64,
         stale_before: i64,
     ) -> Result<Option<StoredKey>, StoreError>;
-    /// Stores the response of a key this caller owns.
+    /// Stores the response of a key this caller owns, with its headers of
+    /// record (JSON `[[name, value], …]`) when it has some.
     async fn complete_key(
         &self,
         tenant: &str,
         key: &str,
         status: u16,
         body: &str,
+        headers: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Deletes a key still in progress (its request failed before a
     /// response worth replaying).

@@ -20,7 +20,7 @@ mod guard;
 mod sign;
 
 pub use guard::{check_url, is_blocked, GuardedResolver, Refused};
-pub(crate) use sign::sign;
+
 pub use sign::{
     decode_secret, signature_header, verify, InvalidSecret, Unverified, TIMESTAMP_TOLERANCE,
 };

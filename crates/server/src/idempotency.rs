@@ -54,7 +54,11 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
     };
     match queue.begin_request(&tenant.name, &claim).await {
         Ok(KeyState::Owned) => {}
-        Ok(KeyState::Replay { status, body }) => return replay(status, body),
+        Ok(KeyState::Replay {
+            status,
+            body,
+            headers,
+        }) => return replay(status, body, headers.as_deref()),
         Err(error) => return JobsError::from(error).into_response(),
     }
     let owned = Owned {
@@ -95,6 +99,7 @@ impl Owned {
             return response;
         }
         let (parts, body) = response.into_parts();
+        let headers = headers_of_record(&parts.headers);
         let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
             self.release(&key).await;
             return JobsError::InvalidBody {
@@ -107,7 +112,7 @@ impl Owned {
             Ok(text) => {
                 if let Err(error) = self
                     .queue
-                    .complete_request(&self.tenant, &key, status.as_u16(), text)
+                    .complete_request(&self.tenant, &key, status.as_u16(), text, Some(&headers))
                     .await
                 {
                     tracing::warn!(%error, "cannot store an idempotent response; the key is released");
@@ -138,9 +143,33 @@ impl Drop for Owned {
     }
 }
 
-fn replay(status: u16, body: String) -> Response {
+/// The gateway headers stored with a response and replayed with it: they
+/// say which provider and upstream model answered and after how many
+/// attempts (the request id is the replaying request's own).
+const HEADERS_OF_RECORD: [&str; 3] = ["x-keel-provider", "x-keel-model", "x-keel-attempts"];
+
+fn headers_of_record(headers: &header::HeaderMap) -> String {
+    let pairs: Vec<[&str; 2]> = HEADERS_OF_RECORD
+        .iter()
+        .filter_map(|name| Some([*name, headers.get(*name)?.to_str().ok()?]))
+        .collect();
+    serde_json::to_string(&pairs).unwrap_or_default()
+}
+
+fn replay(status: u16, body: String, headers: Option<&str>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let stored: Vec<(String, String)> = headers
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    for (name, value) in stored {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));

@@ -29,6 +29,11 @@ const POSTGRES: Embedded = Embedded(&[
         "webhook_endpoints",
         include_str!("../../../../migrations/postgres/20261127000003_webhook_endpoints.sql"),
     ),
+    (
+        20_261_127_000_004,
+        "idempotency_headers",
+        include_str!("../../../../migrations/postgres/20261127000004_idempotency_headers.sql"),
+    ),
 ]);
 
 const SQLITE: Embedded = Embedded(&[
@@ -46,6 +51,11 @@ const SQLITE: Embedded = Embedded(&[
         20_261_127_000_003,
         "webhook_endpoints",
         include_str!("../../../../migrations/sqlite/20261127000003_webhook_endpoints.sql"),
+    ),
+    (
+        20_261_127_000_004,
+        "idempotency_headers",
+        include_str!("../../../../migrations/sqlite/20261127000004_idempotency_headers.sql"),
     ),
 ]);
 

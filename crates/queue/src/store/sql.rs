@@ -11,10 +11,11 @@ pub(crate) const INSERT_KEY: &str =
      VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, key) DO NOTHING";
 
 /// Stores the response of a key.
-pub(crate) const COMPLETE_KEY: &str = "UPDATE keel_idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant = $1 AND key = $2";
+pub(crate) const COMPLETE_KEY: &str = "UPDATE keel_idempotency_keys SET response_status = $3, response_body = $4, response_headers = $5 \
+     WHERE tenant = $1 AND key = $2";
 
 /// Reads a key.
-pub(crate) const SELECT_KEY: &str = "SELECT request_hash, response_status, response_body FROM keel_idempotency_keys WHERE tenant = $1 AND key = $2";
+pub(crate) const SELECT_KEY: &str = "SELECT request_hash, response_status, response_body, response_headers FROM keel_idempotency_keys WHERE tenant = $1 AND key = $2";
 
 /// Extends a held lease.
 pub(crate) const HEARTBEAT: &str = "UPDATE keel_jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'running'";

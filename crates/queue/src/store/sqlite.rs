@@ -114,6 +114,7 @@ impl JobStore for SqliteStore {
             .bind(&key.key)
             .bind(202_i32)
             .bind(record.to_json())
+            .bind(None::<&str>)
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
@@ -380,6 +381,7 @@ impl JobStore for SqliteStore {
             request_hash: row.try_get("request_hash")?,
             response_status: status.and_then(|status| u16::try_from(status).ok()),
             response_body: row.try_get("response_body")?,
+            response_headers: row.try_get("response_headers")?,
         }))
     }
 
@@ -417,6 +419,7 @@ impl JobStore for SqliteStore {
             request_hash: claim.request_hash.clone(),
             response_status: None,
             response_body: None,
+            response_headers: None,
         };
         Ok(Some(
             self.key(tenant, &claim.key).await?.unwrap_or(in_progress),
@@ -429,12 +432,14 @@ impl JobStore for SqliteStore {
         key: &str,
         status: u16,
         body: &str,
+        headers: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(sql::COMPLETE_KEY)
             .bind(tenant)
             .bind(key)
             .bind(i32::from(status))
             .bind(body)
+            .bind(headers)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -968,7 +968,7 @@ async fn id5_a_key_abandoned_in_progress_is_freed_after_the_lock_timeout_and_no_
     assert!(db.store.key("acme", "taken-over").await?.is_some());
     // A completed key is kept for the TTL, whatever its age against the lock.
     db.store
-        .complete_key("acme", "taken-over", 200, "{}")
+        .complete_key("acme", "taken-over", 200, "{}", None)
         .await?;
     assert_eq!(db.store.sweep(&sweep_at(after + 2 * LOCK)).await?.keys, 0);
     // An error exit releases the key at once.
@@ -984,7 +984,7 @@ async fn id5_expired_keys_are_swept_in_batches_and_then_run_anew(db: TestStore) 
     for index in 0..=1_000 {
         let key = format!("k{index}");
         assert!(take_key(&db, &key, NOW).await?);
-        db.store.complete_key("acme", &key, 200, "{}").await?;
+        db.store.complete_key("acme", &key, 200, "{}", None).await?;
     }
     let expired = NOW + 24 * HOUR + 1;
     assert_eq!(db.store.sweep(&sweep_at(expired)).await?.keys, 1_000);
