@@ -6,7 +6,9 @@
 //! still refused (no DNS-rebinding hole).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
@@ -29,10 +31,25 @@ pub enum Refused {
     Unresolvable(String),
 }
 
+/// How a host name becomes addresses: the system resolver, or a scripted
+/// one in tests (a DNS-rebinding server, say).
+type Lookup =
+    Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
 /// The resolver the delivery client uses.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct GuardedResolver {
     allow_private: bool,
+    lookup: Lookup,
+}
+
+impl std::fmt::Debug for GuardedResolver {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GuardedResolver")
+            .field("allow_private", &self.allow_private)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether an address must never be reached by a webhook: loopback,
@@ -62,7 +79,7 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<(), Refused> {
     if let Some(address) = literal_address(&url) {
         return check_address(&host, address);
     }
-    let addresses = resolve_checked(&host, false).await?;
+    let addresses = resolve_checked(&system_lookup(), &host, false).await?;
     if addresses.is_empty() {
         return Err(Refused::Unresolvable(host));
     }
@@ -93,30 +110,51 @@ pub fn check_address(host: &str, address: IpAddr) -> Result<(), Refused> {
 // === impl GuardedResolver ===
 
 impl GuardedResolver {
-    /// A resolver; `allow_private` turns the check off.
+    /// A resolver over the system's; `allow_private` turns the check off.
     pub fn new(allow_private: bool) -> Self {
-        Self { allow_private }
+        Self {
+            allow_private,
+            lookup: system_lookup(),
+        }
+    }
+
+    /// A resolver over a lookup of the caller's (tests script DNS with it).
+    #[cfg(test)]
+    pub(crate) fn with_lookup(allow_private: bool, lookup: Lookup) -> Self {
+        Self {
+            allow_private,
+            lookup,
+        }
     }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let (allow_private, lookup) = (self.allow_private, self.lookup.clone());
         Box::pin(async move {
-            let addresses = resolve_checked(name.as_str(), allow_private).await?;
+            let addresses = resolve_checked(&lookup, name.as_str(), allow_private).await?;
             let addrs: Addrs = Box::new(addresses.into_iter());
             Ok(addrs)
         })
     }
 }
 
+fn system_lookup() -> Lookup {
+    Arc::new(|host: String| {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, 0)).await?.collect()) })
+    })
+}
+
 /// Resolves `host`; when any address is blocked the host is refused as a
 /// whole rather than tried on its other addresses.
-async fn resolve_checked(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, Refused> {
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+async fn resolve_checked(
+    lookup: &Lookup,
+    host: &str,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let addresses = lookup(host.to_owned())
         .await
-        .map_err(|_| Refused::Unresolvable(host.to_owned()))?
-        .collect();
+        .map_err(|_| Refused::Unresolvable(host.to_owned()))?;
     if !allow_private {
         for address in &addresses {
             check_address(host, address.ip())?;

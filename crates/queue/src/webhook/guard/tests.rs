@@ -107,3 +107,86 @@ async fn wh5_the_connecting_resolver_refuses_blocked_hosts(
     assert!(GuardedResolver::new(true).resolve(name).await.is_ok());
     Ok(())
 }
+
+/// A scripted DNS server: each lookup of any name answers the next entry
+/// (the last one for ever), like a rebinding server with TTL 0.
+fn scripted_lookup(answers: Vec<Vec<SocketAddr>>) -> Lookup {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Arc::new(move |_host: String| {
+        let index = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let answer = answers
+            .get(index.min(answers.len().saturating_sub(1)))
+            .cloned()
+            .unwrap_or_default();
+        Box::pin(async move { Ok(answer) })
+    })
+}
+
+/// A loopback listener that counts the connections it accepts.
+async fn counting_listener() -> std::io::Result<(
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    Ok((port, count, task))
+}
+
+/// WH-5 with a rebinding DNS server: the host answers a public address to
+/// the check made at submit time and 127.0.0.1 to the delivery client; the
+/// client's own resolver refuses it, so the loopback listener sees no
+/// connection. A host with one public and one blocked record is refused as
+/// a whole, not tried on the public one.
+#[tokio::test]
+async fn wh5_a_rebinding_host_never_reaches_loopback() -> Result<(), Box<dyn std::error::Error>> {
+    let (port, connections, listener) = counting_listener().await?;
+    let public: SocketAddr = "1.1.1.1:0".parse()?;
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let cases = [
+        vec![vec![public], vec![loopback]],
+        vec![vec![public, loopback]],
+    ];
+    for answers in cases {
+        let resolver = GuardedResolver::with_lookup(false, scripted_lookup(answers.clone()));
+        if answers.len() > 1 {
+            let checked = resolver.resolve("hooks.example.com".parse()?).await;
+            assert!(
+                checked.is_ok(),
+                "the first answer (public) passes the submit-time check"
+            );
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(2))
+            .dns_resolver(Arc::new(resolver))
+            .build()?;
+        let sent = client
+            .post(format!("http://hooks.example.com:{port}/hook"))
+            .body("{}")
+            .send()
+            .await;
+        let error = sent.err().ok_or("the delivery was not refused")?;
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut refused = false;
+        while let Some(current) = source {
+            refused |= matches!(
+                current.downcast_ref::<Refused>(),
+                Some(Refused::Private { .. })
+            );
+            source = current.source();
+        }
+        assert!(refused, "refused by the guard: {error}");
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    listener.abort();
+    Ok(())
+}
