@@ -7,7 +7,12 @@
 # physical limit of the store. See bench/jobs/README.md.
 #
 #   bench/jobs/run.sh                 # uses $KEEL_BIN or target-jobs/release/keel or target/release/keel
+# Then pickup latency (JQ-5): jobs submitted at a steady LATENCY_RATE to an
+# idle worker instance (and, on Postgres, to a separate API-only instance, so
+# the wake-up crosses instances by LISTEN/NOTIFY); enqueue->start =
+# started_at - created_at from the rows.
 # Knobs: JOBS=20000 CONNS=64 WORKERS=64 BACKENDS="postgres sqlite" PGBENCH_CLIENTS=16
+#        LATENCY_RATE=200 LATENCY_JOBS=2000
 #        PG_POOL=64 (Keel's Postgres pool: database.url ...?max_connections=N)
 #        DATABASE_URL=postgres://postgres@127.0.0.1:5432/test BENCH_OUT=bench/results
 set -euo pipefail
@@ -19,6 +24,8 @@ WORKERS=${WORKERS:-64}
 BACKENDS=${BACKENDS:-postgres sqlite}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-16}
 PG_POOL=${PG_POOL:-64}
+LATENCY_RATE=${LATENCY_RATE:-200}
+LATENCY_JOBS=${LATENCY_JOBS:-2000}
 ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 PG_ROOT=${ADMIN_URL%/*}
 OUT_DIR=${BENCH_OUT:-bench/results}
@@ -95,6 +102,33 @@ span_ms() { # $1 = backend, $2 = url: last finished_at - first started_at
 }
 
 BODY='{"request":{"model":"chat","messages":[{"role":"user","content":"benchmark job"}],"max_tokens":16}}'
+LATENCY_ROWS=$WORK/latency.md
+
+sql_rows() { # $1 = backend, $2 = url, $3 = query
+    if [ "$1" = postgres ]; then psql "$2" -Atc "$3"; else sqlite3 "${2#sqlite://}" "$3"; fi
+}
+
+# Submits LATENCY_JOBS jobs tagged $4 at LATENCY_RATE/s to port $3, waits
+# for them, and appends enqueue->start percentiles to the latency table.
+latency_phase() { # $1 = backend, $2 = url, $3 = port, $4 = tag, $5 = label
+    local body="{\"request\":{\"model\":\"chat\",\"messages\":[{\"role\":\"user\",\"content\":\"latency\"}]},\"metadata\":{\"phase\":\"$4\"}}"
+    local where="metadata LIKE '%\"$4\"%'"
+    log "$1: pickup latency, $LATENCY_JOBS jobs at $LATENCY_RATE/s ($5)"
+    "$OHA_BIN" --no-tui --output-format json -n "$LATENCY_JOBS" -c 8 -q "$LATENCY_RATE" -m POST \
+        -H 'authorization: Bearer sk-bench' -H 'content-type: application/json' -d "$body" \
+        "http://127.0.0.1:$3/v1/jobs" >/dev/null
+    for _ in $(seq 1 600); do
+        [ "$(sql_rows "$1" "$2" "SELECT count(*) FROM keel_jobs WHERE status = 'succeeded' AND $where")" -ge "$LATENCY_JOBS" ] && break
+        sleep 0.1
+    done
+    sql_rows "$1" "$2" "SELECT started_at - created_at FROM keel_jobs WHERE started_at IS NOT NULL AND $where" \
+        | python3 -c '
+import sys
+label = sys.argv[1]
+delays = sorted(int(line) for line in sys.stdin if line.strip())
+pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))]
+print(f"| {label} | {len(delays)} | {pick(0.5)} | {pick(0.99)} | {delays[-1]} |")' "$1, $5" >>"$LATENCY_ROWS"
+}
 {
     echo "# Job queue benchmark $STAMP"
     echo
@@ -139,6 +173,15 @@ for backend in $BACKENDS; do
     DONE=$(count_done "$backend" "$URL")
     SPAN=$(span_ms "$backend" "$URL")
     COMPLETE=$(python3 -c "import sys; print(round(int(sys.argv[1]) / (max(int(sys.argv[2]), 1) / 1000)))" "$DONE" "$SPAN")
+    latency_phase "$backend" "$URL" "$WORKER_PORT" "same-$backend" "submitted to the worker instance"
+    if [ "$backend" = postgres ]; then
+        API_PORT=$(free_port)
+        config "$KEEL_URL" 0 "$API_PORT" >"$WORK/api.yaml"
+        start_keel "$WORK/api.yaml"; API_PID=$KEEL_PID
+        wait_http "http://127.0.0.1:$API_PORT/readyz"
+        latency_phase "$backend" "$URL" "$API_PORT" "cross-$backend" "submitted to another instance (LISTEN/NOTIFY)"
+        kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true
+    fi
     kill -TERM "$WORKER_PID"; wait "$WORKER_PID" 2>/dev/null || true
     log "$backend: $DONE jobs completed in ${SPAN} ms: $COMPLETE jobs/s"
     echo "| $backend | $ENQUEUE | $NON202 | $COMPLETE ($DONE jobs in $SPAN ms) |" >>"$REPORT"
@@ -172,6 +215,14 @@ if [[ " $BACKENDS " == *" postgres "* ]]; then
         echo "|---|---|---|"
         echo "| claim 1 (FOR UPDATE SKIP LOCKED) + finish 1, Keel's statements (claim.sql) | $(printf '%.0f' "$TPS") | $RATIO |"
         echo "| claim 16 + finish 16 in one statement each (claim_batch.sql, upper bound) | $BATCH_JOBS | $BATCH_RATIO |"
+    } >>"$REPORT"
+fi
+if [ -s "$LATENCY_ROWS" ]; then
+    {
+        echo
+        echo "| pickup latency at $LATENCY_RATE jobs/s, idle workers | jobs | enqueue->start p50 (ms) | p99 (ms) | max (ms) |"
+        echo "|---|---|---|---|---|"
+        cat "$LATENCY_ROWS"
     } >>"$REPORT"
 fi
 log "report: $REPORT"
