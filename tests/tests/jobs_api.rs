@@ -46,6 +46,7 @@ both_stores!(
     wh2_a_redirect_is_a_failure_not_followed_and_410_stops_retries,
     wh3_a_disabled_endpoint_gets_no_calls_until_a_failed_webhook_is_redelivered,
     readyz_reports_the_store,
+    jobs_count_against_the_tenant_rate_limit_and_wait_instead_of_failing,
 );
 
 async fn jq1_submit_is_202_with_a_committed_job_that_succeeds_with_a_chat_completion(
@@ -814,6 +815,70 @@ async fn wh3_a_disabled_endpoint_gets_no_calls_until_a_failed_webhook_is_redeliv
     assert_eq!(no_webhook.status(), 409);
     let body: Value = no_webhook.json().await?;
     assert_eq!(body["error"]["code"], "webhook_not_redeliverable");
+    Ok(())
+}
+
+/// A job run is admitted by its tenant's limits like a live request: with
+/// `rpm: 6` (a burst of 6, then one every 10 s) six of seven jobs run at
+/// once, the seventh waits queued (its attempt not counted) while a live
+/// request of the same tenant gets 429, then runs when a token is back.
+async fn jobs_count_against_the_tenant_rate_limit_and_wait_instead_of_failing(
+    store: Store,
+) -> TestResult {
+    let options = Options {
+        acme_limits: Some("{rpm: 6}"),
+        ..Options::default()
+    };
+    let setup = Setup::start(store, options).await?;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let job: Value = setup
+            .submit(ACME, &json!({"request": chat_request()}))
+            .await?
+            .json()
+            .await?;
+        ids.push(job["id"].as_str().ok_or("id")?.to_owned());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let succeeded = loop {
+        let mut succeeded = Vec::new();
+        for id in &ids {
+            if setup.job(ACME, id).await?.1["status"] == "succeeded" {
+                succeeded.push(id.clone());
+            }
+        }
+        if succeeded.len() >= 6 || tokio::time::Instant::now() > deadline {
+            break succeeded;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(succeeded.len(), 6, "the burst of 6, no more");
+    let waiting = ids
+        .iter()
+        .find(|id| !succeeded.contains(id))
+        .ok_or("the seventh job")?;
+    // A deferred run is released within moments of its claim.
+    let job = setup
+        .wait_for(waiting, |job| job["status"] == "queued")
+        .await?;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("queued"), Some(0)),
+        "over the limit, the job waits without spending an attempt: {job}"
+    );
+    let live = setup
+        .http
+        .post(setup.gateway.url("/v1/chat/completions"))
+        .bearer_auth(ACME)
+        .json(&chat_request())
+        .send()
+        .await?;
+    assert_eq!(live.status(), 429, "the jobs spent the tenant's requests");
+    let done = setup
+        .wait_for(waiting, |job| job["status"] == "succeeded")
+        .await?;
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_eq!(setup.mock.state.stats("gpt-mock").requests, 7);
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The job queue's wiring: open and migrate the store named by
 //! `database.url`, map `jobs:` / `webhooks:` onto the queue's policies, and
 //! the [`JobHandler`] that runs a job through the router as a non-stream
-//! request.
+//! request, under its tenant's rate limits.
 
 use std::sync::Arc;
 
@@ -10,11 +10,15 @@ use keel_config::Config;
 use keel_providers::ProviderError;
 use keel_queue::{JobFailure, JobHandler, Queue, Retry, WebhookPolicy, WorkerPolicy};
 use keel_router::{Answer, RouteError, Router};
+use keel_server::TenantLimits;
 use keel_types::{ChatRequest, ErrorDetail};
 
-/// Runs jobs through the router.
+/// Runs jobs through the router, each run admitted by its tenant's rate
+/// limits like a live request (a run over the limit waits in the queue
+/// instead of failing).
 pub struct RouterHandler {
     router: Arc<Router>,
+    limits: Arc<TenantLimits>,
 }
 
 /// Opens the store, applies migrations and builds the queue, recording into
@@ -83,31 +87,50 @@ fn store_error(error: keel_queue::StoreError) -> std::io::Error {
 // === impl RouterHandler ===
 
 impl RouterHandler {
-    /// A handler over `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { router }
+    /// A handler over `router`, admitting runs under `limits`.
+    pub fn new(router: Arc<Router>, limits: Arc<TenantLimits>) -> Self {
+        Self { router, limits }
     }
 }
 
 #[async_trait]
 impl JobHandler for RouterHandler {
-    async fn run(&self, request: &str) -> Result<String, JobFailure> {
+    async fn run(&self, tenant: &str, request: &str) -> Result<String, JobFailure> {
         let request = non_stream(request)
             .map_err(|message| failure(&message, "invalid_request_error", Retry::Never))?;
+        let reservation = self
+            .limits
+            .admit(tenant, &request, request.body_len())
+            .map_err(|exceeded| {
+                let message = format!(
+                    "the tenant is over its {} per minute limit; the job waits in the queue",
+                    exceeded.limit
+                );
+                let wait = exceeded
+                    .retry_after
+                    .max(std::time::Duration::from_millis(1));
+                failure(&message, "rate_limit_error", Retry::NotBefore(wait))
+            })?;
         match self.router.dispatch(Arc::new(request)).await {
             Ok(routed) => match routed.answer {
-                Answer::Complete(completion) => match String::from_utf8(completion.body.to_vec()) {
-                    Ok(body)
-                        if serde_json::from_str::<&serde_json::value::RawValue>(&body).is_ok() =>
-                    {
-                        Ok(body)
+                Answer::Complete(completion) => {
+                    if let (Some(reservation), Some(usage)) = (&reservation, completion.usage) {
+                        reservation.settle(usage.total_tokens);
                     }
-                    _ => Err(failure(
-                        "the upstream answer is not JSON",
-                        "server_error",
-                        Retry::Later,
-                    )),
-                },
+                    match String::from_utf8(completion.body.to_vec()) {
+                        Ok(body)
+                            if serde_json::from_str::<&serde_json::value::RawValue>(&body)
+                                .is_ok() =>
+                        {
+                            Ok(body)
+                        }
+                        _ => Err(failure(
+                            "the upstream answer is not JSON",
+                            "server_error",
+                            Retry::Later,
+                        )),
+                    }
+                }
                 Answer::Stream { .. } => Err(failure(
                     "the upstream answered with a stream",
                     "server_error",

@@ -37,16 +37,14 @@ pub async fn start(
             .iter()
             .map(|tenant| (tenant.name.as_str(), tenant.key_hashes.as_slice())),
     );
-    let limits = TenantLimits::new(
-        config
-            .tenants
-            .iter()
-            .map(|tenant| (tenant.name.as_str(), tenant.limits.rpm, tenant.limits.tpm)),
-    );
+    let limits =
+        Arc::new(TenantLimits::new(config.tenants.iter().map(|tenant| {
+            (tenant.name.as_str(), tenant.limits.rpm, tenant.limits.tpm)
+        })));
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
     let queue = jobs::open_queue(&config, metrics.clone()).await?;
-    let handler = Arc::new(jobs::RouterHandler::new(router.clone()));
+    let handler = Arc::new(jobs::RouterHandler::new(router.clone(), limits.clone()));
     let state = Arc::new(AppState {
         router,
         tenants,

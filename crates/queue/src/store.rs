@@ -82,6 +82,8 @@ pub enum Enqueued {
 pub struct ClaimedJob {
     /// The job id.
     pub id: String,
+    /// Its tenant (whose rate limits the run counts against).
+    pub tenant: String,
     /// The request JSON.
     pub request: String,
     /// Runs started, this one included.
@@ -239,9 +241,10 @@ pub trait JobStore: Send + Sync {
         finish: &Finish,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Gives a claimed job back unrun (shutdown): queued again, lease
-    /// cleared, the attempt not counted.
-    async fn release(&self, id: &str, token: &str, now: i64) -> Result<bool, StoreError>;
+    /// Gives a claimed job back unrun (shutdown, or its tenant over its
+    /// rate limit): queued again from `run_at`, lease cleared, the attempt
+    /// not counted.
+    async fn release(&self, id: &str, token: &str, run_at: i64) -> Result<bool, StoreError>;
     /// Re-queues running jobs whose lease expired (or fails them when their
     /// attempts are spent, with `error`). Returns how many it touched.
     async fn rescue(&self, max_attempts: u32, error: &str, now: i64) -> Result<u64, StoreError>;

@@ -20,9 +20,10 @@ use crate::{now_ms, Queue};
 /// the router.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
-    /// Runs the request (JSON text) and returns the result JSON. Dropping
-    /// the future must abort the work (that is how cancellation works).
-    async fn run(&self, request: &str) -> Result<String, JobFailure>;
+    /// Runs `tenant`'s request (JSON text) and returns the result JSON.
+    /// Dropping the future must abort the work (that is how cancellation
+    /// works).
+    async fn run(&self, tenant: &str, request: &str) -> Result<String, JobFailure>;
 }
 
 /// A failed run.
@@ -41,6 +42,9 @@ pub enum Retry {
     Later,
     /// The request itself is at fault: fail now.
     Never,
+    /// Not run at all (the tenant is over its rate limit): the job goes
+    /// back to the queue, the attempt not counted, runnable after this.
+    NotBefore(Duration),
 }
 
 /// How the workers of this instance behave (from `jobs:` and `server:`).
@@ -188,7 +192,7 @@ async fn run_one(
     let (cancel, cancelled) = oneshot::channel();
     queue.register_running(&job.id, cancel);
     let ended = {
-        let run = handler.run(&job.request);
+        let run = handler.run(&job.tenant, &job.request);
         tokio::pin!(run);
         let heartbeat = (policy.lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticks =
@@ -219,6 +223,20 @@ async fn record(queue: &Queue, policy: &WorkerPolicy, job: &ClaimedJob, ended: E
     let now = now_ms();
     let finish = match ended {
         Ended::Ran(Ok(result)) => Finish::Succeeded(result),
+        Ended::Ran(Err(crate::JobFailure {
+            retry: crate::Retry::NotBefore(delay),
+            ..
+        })) => {
+            tracing::debug!(
+                delay_ms = millis(delay),
+                "job deferred: its tenant is over its rate limit"
+            );
+            let run_at = now + millis(delay);
+            if let Err(error) = queue.store().release(&job.id, &job.token, run_at).await {
+                tracing::warn!(%error, "cannot defer a job; it runs again after its lease expires");
+            }
+            return;
+        }
         Ended::Ran(Err(failure))
             if failure.retry == crate::Retry::Later
                 && job.attempts < i64::from(policy.max_attempts) =>

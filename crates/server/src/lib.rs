@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 pub use auth::{Tenant, Tenants};
 pub use error::ApiError;
-pub use limits::TenantLimits;
+pub use limits::{Exceeded, Reservation, TenantLimits};
 pub use routes::app;
 
 /// What every handler shares.
@@ -37,8 +37,9 @@ pub struct AppState {
     pub tenants: Tenants,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
-    /// Tenant rate limits.
-    pub limits: TenantLimits,
+    /// Tenant rate limits (shared with the job workers, whose runs count
+    /// against them too).
+    pub limits: Arc<TenantLimits>,
     /// Requests in flight on this instance; beyond its size, load is shed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Every Keel metric.

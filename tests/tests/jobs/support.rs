@@ -41,6 +41,8 @@ pub struct Options {
     pub lease: &'static str,
     /// `webhooks.secret` (several, space-separated, during a rotation).
     pub secret: &'static str,
+    /// acme's `limits:` (YAML flow mapping), if any.
+    pub acme_limits: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             allow_private: true,
             lease: "5s",
             secret: SECRET,
+            acme_limits: None,
         }
     }
 }
@@ -63,7 +66,7 @@ impl Setup {
         let mock = start_mock().await?;
         let yaml = format!(
             r#"tenants:
-  - {{name: acme, keys: ["{ACME}"]}}
+  - {{name: acme, keys: ["{ACME}"]{acme_limits}}}
   - {{name: globex, keys: ["{GLOBEX}"]}}
 providers:
   first: {{kind: openai, base_url: "{base}", timeouts: {{connect: 1s}}, retry: {{attempts: 1}}}}
@@ -79,6 +82,10 @@ webhooks: {{secret: "{secret}", timeout: 2s, allow_private: {allow_private}, ret
             max_attempts = options.max_attempts,
             allow_private = options.allow_private,
             secret = options.secret,
+            acme_limits = options
+                .acme_limits
+                .map(|limits| format!(", limits: {limits}"))
+                .unwrap_or_default(),
         );
         let gateway = start_gateway(&yaml, &[]).await?;
         Ok(Self {

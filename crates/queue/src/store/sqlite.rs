@@ -179,7 +179,7 @@ impl JobStore for SqliteStore {
             "UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_token = $1, lease_expires_at = $2, \
              started_at = COALESCE(started_at, $3) \
              WHERE id IN (SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at LIMIT $4) \
-             RETURNING id, request, attempts",
+             RETURNING id, tenant, request, attempts",
         )
         .bind(&token)
         .bind(lease_until)
@@ -191,6 +191,7 @@ impl JobStore for SqliteStore {
         for row in rows {
             claimed.push(ClaimedJob {
                 id: row.try_get("id")?,
+                tenant: row.try_get("tenant")?,
                 request: row.try_get("request")?,
                 attempts: row.try_get("attempts")?,
                 token: token.clone(),
@@ -236,11 +237,11 @@ impl JobStore for SqliteStore {
         Ok(statement.execute(&self.pool).await?.rows_affected() == 1)
     }
 
-    async fn release(&self, id: &str, token: &str, now: i64) -> Result<bool, StoreError> {
+    async fn release(&self, id: &str, token: &str, run_at: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(sql::RELEASE)
             .bind(id)
             .bind(token)
-            .bind(now)
+            .bind(run_at)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
