@@ -1,7 +1,9 @@
 //! Webhook delivery per Standard Webhooks: the job object, signed, POSTed
 //! to the job's URL when it reaches a final state; retried on non-2xx,
 //! timeouts and connection errors per the retry schedule. Delivery state
-//! lives on the job row, so a restart loses no pending delivery.
+//! lives on the job row, so a restart loses no pending delivery. Each
+//! endpoint (tenant + URL) keeps a failure clock: 410 Gone, or failing for
+//! `disable_after` without a success, disables it until a redelivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,6 @@ mod guard;
 mod sign;
 
 pub use guard::{check_url, is_blocked, GuardedResolver, Refused};
-
 pub use sign::{
     decode_secret, signature_header, verify, InvalidSecret, Unverified, TIMESTAMP_TOLERANCE,
 };
