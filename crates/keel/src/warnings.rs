@@ -15,7 +15,6 @@ pub fn unwired_features(config: &Config) -> Vec<String> {
             .collect()
     };
     for (feature, models) in [
-        ("hedge", per_model(|m| m.hedge.is_some())),
         ("cache", per_model(|m| m.cache.is_some())),
     ] {
         if !models.is_empty() {

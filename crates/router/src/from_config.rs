@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keel_config::{Config, ModelConfig, Strategy};
+use keel_config::{Config, HedgeDelay, ModelConfig, Strategy};
 use keel_providers::Provider;
 use keel_resilience::{BreakerPolicy, CircuitBreaker};
 
-use crate::{ModelRoute, ProviderControls, RouteTable, Target};
+use crate::{Hedge, ModelRoute, ProviderControls, RouteTable, Target};
 
 /// What targets are built from, shared across models.
 struct Parts<'a> {
@@ -66,6 +66,10 @@ impl Parts<'_> {
             targets,
             fallback: model.fallback.clone(),
             budget,
+            hedge: model.hedge.map(|hedge| match hedge.after {
+                HedgeDelay::Fixed(after) => Hedge::fixed(after, hedge.max, hedge.budget),
+                HedgeDelay::P95 => Hedge::p95(hedge.max, hedge.budget),
+            }),
         }
     }
 

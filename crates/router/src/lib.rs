@@ -8,17 +8,22 @@
 //! budget) up to `retry.attempts` tries, then the router moves on to the next
 //! target; the client never sees it. A target whose breaker is open, whose
 //! bulkhead is full or whose rate limit is empty is skipped, not waited on.
-//! After the commit point the answer belongs to that target.
+//! After the commit point the answer belongs to that target. A model with
+//! `hedge:` races further walks against a slow one (see [`hedge`]).
 
 mod attempt;
 mod controls;
 mod error;
 mod from_config;
 mod guarded;
+mod hedge;
 mod plan;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use keel_providers::Completion;
 use keel_resilience::BreakerState;
@@ -30,6 +35,7 @@ use tracing::Instrument;
 use attempt::Admission;
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
+pub use hedge::{Hedge, HedgeAfter};
 /// The attempt-level types the server encodes, re-exported so the front end
 /// depends on the router only, never on the provider adapters.
 pub use keel_providers::{Clock, ErrorKind, EventStream, ProviderError, StreamEvent};
@@ -47,8 +53,10 @@ pub struct Routed {
     pub provider: Arc<str>,
     /// The upstream model that answered.
     pub model: Arc<str>,
-    /// Upstream attempts made for this request, failed ones included.
+    /// Upstream attempts made for this request, failed ones and hedges included.
     pub attempts: u32,
+    /// Whether the answer came from a hedged attempt.
+    pub hedged: bool,
     /// The answer.
     pub answer: Answer,
 }
@@ -68,10 +76,10 @@ pub enum Answer {
     },
 }
 
-/// What one request's walk through its plan has seen so far.
+/// What one walk through a plan has seen so far (a request makes one
+/// walk, more when it is hedged).
 #[derive(Default)]
 struct Walk {
-    attempts: u32,
     last_failure: Option<ProviderError>,
     /// The shortest wait named by a control that refused a target.
     refused_for: Option<Duration>,
@@ -81,6 +89,16 @@ enum TargetResult {
     Answered(Answer),
     Rejected(ProviderError),
     Next,
+}
+
+/// How a walk through a plan ended.
+enum Walked<'p> {
+    /// A target reached its commit point.
+    Answered(&'p Target, Answer),
+    /// An upstream refused the request itself (never retried).
+    Rejected(ProviderError),
+    /// Every target failed or was skipped, or the budget ran out.
+    Failed(Walk),
 }
 
 // === impl Router ===
@@ -120,30 +138,133 @@ impl Router {
             .ok_or_else(|| RouteError::UnknownModel {
                 model: model.to_owned(),
             })?;
-        let deadline = Instant::now() + route.budget;
+        let started = Instant::now();
+        let deadline = started + route.budget;
+        let plan = self.table.plan(model)?;
+        let attempts = AtomicU32::new(0);
+        let (walked, hedged) = match &route.hedge {
+            Some(hedge) => {
+                self.hedged(hedge, route, &plan, &request, deadline, &attempts)
+                    .await
+            }
+            None => (self.walk(&plan, &request, deadline, &attempts).await, false),
+        };
+        let attempts = attempts.load(Ordering::Relaxed);
+        match walked {
+            Walked::Answered(target, answer) => {
+                if let Some(hedge) = &route.hedge {
+                    hedge.record_commit(started.elapsed());
+                }
+                Ok(Routed {
+                    provider: target.provider_name.clone(),
+                    model: target.model.clone(),
+                    attempts,
+                    hedged,
+                    answer,
+                })
+            }
+            Walked::Rejected(error) => Err(RouteError::Rejected { error, attempts }),
+            Walked::Failed(walk) => Err(walk.into_error(model, deadline, attempts)),
+        }
+    }
+
+    /// Walks `plan` in order until a target commits.
+    async fn walk<'p>(
+        &self,
+        plan: &[&'p Target],
+        request: &Arc<ChatRequest>,
+        deadline: Instant,
+        attempts: &AtomicU32,
+    ) -> Walked<'p> {
         let mut walk = Walk::default();
-        for target in self.table.plan(model)? {
-            match self.try_target(target, &request, deadline, &mut walk).await {
-                TargetResult::Answered(answer) => {
-                    let (provider, model) = (target.provider_name.clone(), target.model.clone());
-                    return Ok(Routed {
-                        provider,
-                        model,
-                        attempts: walk.attempts,
-                        answer,
-                    });
-                }
-                TargetResult::Rejected(error) => {
-                    return Err(RouteError::Rejected {
-                        error,
-                        attempts: walk.attempts,
-                    })
-                }
+        for &target in plan {
+            match self
+                .try_target(target, request, deadline, &mut walk, attempts)
+                .await
+            {
+                TargetResult::Answered(answer) => return Walked::Answered(target, answer),
+                TargetResult::Rejected(error) => return Walked::Rejected(error),
                 TargetResult::Next if Instant::now() >= deadline => break,
                 TargetResult::Next => {}
             }
         }
-        Err(walk.into_error(model, deadline))
+        Walked::Failed(walk)
+    }
+
+    /// Races the walk of `plan` against hedges: each `hedge.delay()` without
+    /// a commit, while the request has hedges left and the budget allows,
+    /// another walk starts at the next target of the plan. The first walk
+    /// to commit wins and the others are dropped (their upstream calls are
+    /// closed); a request the upstream refuses ends the race at once; a
+    /// failed walk leaves the others running. `true` when a hedge won.
+    async fn hedged<'p>(
+        &self,
+        hedge: &Hedge,
+        route: &ModelRoute,
+        plan: &[&'p Target],
+        request: &Arc<ChatRequest>,
+        deadline: Instant,
+        attempts: &AtomicU32,
+    ) -> (Walked<'p>, bool) {
+        hedge.record_request();
+        let labels = keel_telemetry::ModelLabels {
+            model: route.name.clone(),
+        };
+        let walk_from = |first: usize| {
+            let rotated: Vec<&'p Target> = plan
+                .iter()
+                .cycle()
+                .skip(first % plan.len().max(1))
+                .take(plan.len())
+                .copied()
+                .collect();
+            async move {
+                let walked = self.walk(&rotated, request, deadline, attempts).await;
+                (first, walked)
+            }
+        };
+        let mut running = FuturesUnordered::new();
+        running.push(walk_from(0));
+        let mut hedges = 0;
+        loop {
+            let next_hedge = hedge
+                .delay()
+                .filter(|_| hedges < hedge.max())
+                .map(|delay| (Instant::now() + delay).min(deadline));
+            tokio::select! {
+                Some((index, walked)) = running.next() => match walked {
+                    // The last walk to fail speaks for the request.
+                    Walked::Failed(walk) if running.is_empty() => {
+                        return (Walked::Failed(walk), false);
+                    }
+                    Walked::Failed(_) => {}
+                    committed => {
+                        let hedged = index > 0;
+                        if hedged && matches!(committed, Walked::Answered(..)) {
+                            self.metrics.hedge_wins.get_or_create(&labels).inc();
+                        }
+                        return (committed, hedged);
+                    }
+                },
+                () = sleep_until_some(next_hedge) => {
+                    if Instant::now() >= deadline {
+                        // No budget left to hedge with; the walks end on
+                        // the deadline by themselves.
+                        hedges = hedge.max();
+                        continue;
+                    }
+                    hedges += 1;
+                    if hedge.try_hedge() {
+                        self.metrics.hedges.get_or_create(&labels).inc();
+                        tracing::debug!(model = %route.name, hedge = hedges, "no commit yet; hedging");
+                        running.push(walk_from(hedges as usize));
+                    } else {
+                        self.metrics.hedge_budget_exhausted.get_or_create(&labels).inc();
+                        hedges = hedge.max();
+                    }
+                }
+            }
+        }
     }
 
     /// Up to `retry.attempts` tries on one target.
@@ -153,6 +274,7 @@ impl Router {
         request: &Arc<ChatRequest>,
         deadline: Instant,
         walk: &mut Walk,
+        attempts: &AtomicU32,
     ) -> TargetResult {
         let controls = &target.controls;
         for retry in 0..controls.attempts {
@@ -172,11 +294,11 @@ impl Router {
             if retry == 0 {
                 controls.budget.record_first_try();
             }
-            walk.attempts += 1;
+            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             match attempt::attempt(
                 target,
                 request.clone(),
-                walk.attempts,
+                number,
                 deadline,
                 admission,
                 self.metrics.clone(),
@@ -318,9 +440,8 @@ impl Walk {
         self.refused_for = Some(self.refused_for.map_or(wait, |shortest| shortest.min(wait)));
     }
 
-    fn into_error(self, model: &str, deadline: Instant) -> RouteError {
+    fn into_error(self, model: &str, deadline: Instant, attempts: u32) -> RouteError {
         let model = model.to_owned();
-        let attempts = self.attempts;
         if Instant::now() >= deadline {
             return RouteError::DeadlineExceeded { model, attempts };
         }
@@ -337,6 +458,14 @@ impl Walk {
             },
             (None, None) => RouteError::NoTargets { model },
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is no `at`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

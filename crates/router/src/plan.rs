@@ -38,6 +38,8 @@ pub struct ModelRoute {
     pub fallback: Vec<String>,
     /// The whole request's time budget, all attempts included.
     pub budget: Duration,
+    /// First-token hedging, when the model has `hedge:`.
+    pub hedge: Option<crate::Hedge>,
 }
 
 /// Every public model, indexed by name.

@@ -4,5 +4,6 @@
 
 mod controls;
 mod failover;
+mod hedging;
 mod scripted;
 mod timeouts;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use keel_router::{Answer, Routed};
 
 use crate::extract::ChatBody;
-use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_MODEL, X_KEEL_PROVIDER};
+use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::limits::Reservation;
 use crate::{sse, ApiError, AppState, Tenant};
 
@@ -67,6 +67,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         provider,
         model,
         attempts,
+        hedged,
         answer,
     } = routed;
     let (content_type, body) = match answer {
@@ -78,17 +79,18 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         }
         Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest, reservation)),
     };
-    answered(content_type, body, &provider, &model, attempts)
+    answered(content_type, body, &provider, &model, attempts, hedged)
 }
 
 /// A 200 with the body of a committed answer and the headers naming who
-/// answered.
+/// answered (and `x-keel-hedged: true` when a hedge did).
 pub(crate) fn answered(
     content_type: &'static str,
     body: Body,
     provider: &str,
     model: &str,
     attempts: u32,
+    hedged: bool,
 ) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
@@ -103,5 +105,8 @@ pub(crate) fn answered(
         headers.insert(X_KEEL_MODEL, value);
     }
     headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(attempts));
+    if hedged {
+        headers.insert(X_KEEL_HEDGED, HeaderValue::from_static("true"));
+    }
     response
 }

@@ -9,5 +9,7 @@ pub const X_KEEL_PROVIDER: HeaderName = HeaderName::from_static("x-keel-provider
 pub const X_KEEL_MODEL: HeaderName = HeaderName::from_static("x-keel-model");
 /// Upstream attempts made, failed ones included.
 pub const X_KEEL_ATTEMPTS: HeaderName = HeaderName::from_static("x-keel-attempts");
+/// `true` when the answer came from a hedged attempt.
+pub const X_KEEL_HEDGED: HeaderName = HeaderName::from_static("x-keel-hedged");
 /// The request's id, echoed or made.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

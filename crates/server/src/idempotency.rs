@@ -146,7 +146,12 @@ impl Drop for Owned {
 /// The gateway headers stored with a response and replayed with it: they
 /// say which provider and upstream model answered and after how many
 /// attempts (the request id is the replaying request's own).
-const HEADERS_OF_RECORD: [&str; 3] = ["x-keel-provider", "x-keel-model", "x-keel-attempts"];
+const HEADERS_OF_RECORD: [&str; 4] = [
+    "x-keel-provider",
+    "x-keel-model",
+    "x-keel-attempts",
+    "x-keel-hedged",
+];
 
 fn headers_of_record(headers: &header::HeaderMap) -> String {
     let pairs: Vec<[&str; 2]> = HEADERS_OF_RECORD

@@ -42,6 +42,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         provider,
         model,
         attempts,
+        hedged,
         answer,
     } = routed;
     let (content_type, body) = match answer {
@@ -65,7 +66,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
             )
         }
     };
-    crate::chat::answered(content_type, body, &provider, &model, attempts)
+    crate::chat::answered(content_type, body, &provider, &model, attempts, hedged)
 }
 
 /// A completion that passed the adapter's checks but is not one: a 502.

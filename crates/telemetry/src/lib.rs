@@ -56,6 +56,13 @@ pub struct LimitLabels {
     pub name: String,
 }
 
+/// Labels naming a public model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// The public model name.
+    pub model: String,
+}
+
 /// Labels naming a job status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -114,6 +121,12 @@ pub struct Metrics {
     pub queue_jobs: Family<StateLabels, Gauge>,
     /// `keel_webhook_deliveries_total{outcome}`: delivery attempts by this instance.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// `keel_hedges_total{model}`: hedged attempts started.
+    pub hedges: Family<ModelLabels, Counter>,
+    /// `keel_hedge_wins_total{model}`: answers that came from a hedge.
+    pub hedge_wins: Family<ModelLabels, Counter>,
+    /// `keel_hedge_budget_exhausted_total{model}`: hedges the budget refused.
+    pub hedge_budget_exhausted: Family<ModelLabels, Counter>,
     /// `keel_webhook_endpoints_disabled_total`: endpoints this instance
     /// disabled (410 Gone, or failing for `webhooks.disable_after`).
     pub webhook_endpoints_disabled: Counter,
@@ -217,6 +230,20 @@ impl Metrics {
             "Webhook delivery attempts by outcome",
             webhook_deliveries.clone(),
         );
+        let hedges = Family::default();
+        let hedge_wins = Family::default();
+        let hedge_budget_exhausted = Family::default();
+        registry.register("hedges", "Hedged attempts started", hedges.clone());
+        registry.register(
+            "hedge_wins",
+            "Answers that came from a hedged attempt",
+            hedge_wins.clone(),
+        );
+        registry.register(
+            "hedge_budget_exhausted",
+            "Hedges refused by the hedge budget",
+            hedge_budget_exhausted.clone(),
+        );
         let webhook_endpoints_disabled = Counter::default();
         registry.register(
             "webhook_endpoints_disabled",
@@ -241,6 +268,9 @@ impl Metrics {
             upstream_duration,
             queue_jobs,
             webhook_deliveries,
+            hedges,
+            hedge_wins,
+            hedge_budget_exhausted,
             webhook_endpoints_disabled,
         }
     }

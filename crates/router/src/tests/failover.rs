@@ -129,6 +129,7 @@ async fn fallback_models_are_tried_after_every_target_failed() -> Result<(), Rou
         targets: vec![plain(&small)],
         fallback: vec![String::from("m")],
         budget: MINUTE,
+        hedge: None,
     };
     let routed = router(vec![plain(&bad)], MINUTE, vec![fallback])
         .dispatch(request(false))

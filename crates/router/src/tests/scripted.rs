@@ -43,6 +43,25 @@ pub struct Scripted {
     last: Mutex<Step>,
     pub calls: AtomicU32,
     pub call_times: Mutex<Vec<Instant>>,
+    /// Calls dropped before their answer or stream head was ready.
+    pub cancelled: Arc<AtomicU32>,
+}
+
+/// Counts a call as cancelled when dropped before it is disarmed.
+struct CancelGuard(Option<Arc<AtomicU32>>);
+
+impl CancelGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(cancelled) = self.0.take() {
+            cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Scripted {
@@ -57,11 +76,16 @@ impl Scripted {
             last: Mutex::new(last),
             calls: AtomicU32::new(0),
             call_times: Mutex::new(Vec::new()),
+            cancelled: Arc::new(AtomicU32::new(0)),
         })
     }
 
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn cancelled(&self) -> u32 {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     fn next_step(&self) -> Step {
@@ -105,10 +129,12 @@ impl Provider for Scripted {
             .push(Instant::now());
         let provider = self.name.to_owned();
         let step = self.next_step();
+        let guard = CancelGuard(Some(self.cancelled.clone()));
         async move {
             match step {
                 Step::Answer { delay } => {
                     tokio::time::sleep(delay).await;
+                    guard.disarm();
                     Ok(Reply::Complete(Completion {
                         body: Bytes::from_static(b"{}"),
                         usage: None,
@@ -117,22 +143,29 @@ impl Provider for Scripted {
                 Step::Status {
                     status,
                     retry_after,
-                } => Err(ProviderError::Status {
-                    provider,
-                    status,
-                    body: ErrorBody::new("no", "t", None, None),
-                    retry_after,
-                }),
-                Step::Refused => Err(ProviderError::Connect {
-                    provider,
-                    detail: String::from("refused"),
-                }),
+                } => {
+                    guard.disarm();
+                    Err(ProviderError::Status {
+                        provider,
+                        status,
+                        body: ErrorBody::new("no", "t", None, None),
+                        retry_after,
+                    })
+                }
+                Step::Refused => {
+                    guard.disarm();
+                    Err(ProviderError::Connect {
+                        provider,
+                        detail: String::from("refused"),
+                    })
+                }
                 Step::Stream {
                     head,
                     chunks,
                     complete,
                 } => {
                     tokio::time::sleep(head).await;
+                    guard.disarm();
                     let chunks = stream::iter(chunks).then(move |(gap, token)| {
                         let provider = provider.clone();
                         async move {
@@ -202,12 +235,23 @@ pub fn plain(provider: &Arc<Scripted>) -> Target {
 /// A router with one model `m` (budget `budget`) over `targets` and the
 /// given fallbacks, plus any extra models.
 pub fn router(targets: Vec<Target>, budget: Duration, extra: Vec<ModelRoute>) -> Router {
+    hedged_router(targets, budget, extra, None)
+}
+
+/// [`router`] with `hedge` on the model `m`.
+pub fn hedged_router(
+    targets: Vec<Target>,
+    budget: Duration,
+    extra: Vec<ModelRoute>,
+    hedge: Option<crate::Hedge>,
+) -> Router {
     let fallback = extra.iter().map(|model| model.name.clone()).collect();
     let mut models = vec![ModelRoute {
         name: String::from("m"),
         targets,
         fallback,
         budget,
+        hedge,
     }];
     models.extend(extra);
     Router::new(RouteTable::new(models), Arc::new(Metrics::new()))
