@@ -14,9 +14,7 @@ pub fn unwired_features(config: &Config) -> Vec<String> {
             .map(|m| m.name.as_str())
             .collect()
     };
-    for (feature, models) in [
-        ("cache", per_model(|m| m.cache.is_some())),
-    ] {
+    for (feature, models) in [("cache", per_model(|m| m.cache.is_some()))] {
         if !models.is_empty() {
             lines.push(format!(
                 "models.*.{feature} (set for {}): not active yet",
