@@ -126,7 +126,7 @@ impl Router {
 
     /// Routes one request to its first target that reaches the commit point.
     pub async fn dispatch(&self, request: Arc<ChatRequest>) -> Result<Routed, RouteError> {
-        let span = tracing::info_span!("keel.route", gen_ai.request.model = request.model());
+        let span = tracing::debug_span!("keel.route", gen_ai.request.model = request.model());
         self.dispatch_inner(request).instrument(span).await
     }
 

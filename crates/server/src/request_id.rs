@@ -26,10 +26,13 @@ pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: N
         Some(value) if value.len() <= 128 => value.clone(),
         _ => new_id(),
     };
-    let span = tracing::info_span!("keel.request", request_id = ?id, method = %request.method(), path = request.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    // A debug span: at the default `info` level, creating and formatting a
+    // span per request cost about 11 % of the gateway's instructions per
+    // request (callgrind). The failure line below carries the id itself.
+    let span = tracing::debug_span!("keel.request", request_id = ?id, method = %request.method(), path = request.uri().path());
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Some(LoggedError(message)) = response.extensions().get::<LoggedError>() {
-        span.in_scope(|| tracing::info!(status = response.status().as_u16(), error = %message, "request failed"));
+        tracing::info!(request_id = ?id, route, status = response.status().as_u16(), error = %message, "request failed");
     }
     response.headers_mut().insert(REQUEST_ID, id);
     let labels = RequestLabels {
