@@ -17,10 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::Uri;
 use keel_types::canonical::openai::{completion_json, from_chat_request};
 use keel_types::canonical::TranslateError;
 use keel_types::{ChatRequest, ErrorBody};
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+
+use crate::http::HttpClient;
 
 use crate::openai::{body_error, insert_extra_headers, read_error_body, send_error};
 use crate::{Completion, ProviderError, Reply, UpstreamModel};
@@ -50,9 +53,9 @@ pub struct AnthropicSettings {
 /// An Anthropic Messages upstream with its own pooled HTTP client.
 pub struct AnthropicProvider {
     name: Arc<str>,
-    url: String,
+    url: Uri,
     default_max_tokens: u32,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 // === impl AnthropicProvider ===
@@ -60,13 +63,7 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     /// Builds the provider and its HTTP client. Fails on an invalid header.
     pub fn new(settings: AnthropicSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .default_headers(default_headers(&settings)?)
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .no_proxy()
-            .build()
+        let client = HttpClient::new(default_headers(&settings)?, settings.connect_timeout)
             .map_err(|error| {
                 format!(
                     "providers.{}: cannot build HTTP client: {error}",
@@ -79,6 +76,12 @@ impl AnthropicProvider {
         } else {
             format!("{base}/v1/messages")
         };
+        let url = url.parse::<Uri>().map_err(|error| {
+            format!(
+                "providers.{}.base_url: not a valid URL: {error}",
+                settings.name
+            )
+        })?;
         Ok(Self {
             name: Arc::from(settings.name),
             url,
@@ -152,7 +155,7 @@ impl crate::Provider for AnthropicProvider {
             Ok(body) => body,
             Err(error) => return futures_util::future::ready(Err(error)).boxed(),
         };
-        let sent = self.client.post(&self.url).body(body).send();
+        let sent = self.client.post(self.url.clone(), body);
         let name = self.name.clone();
         async move {
             let response = sent.await.map_err(|error| send_error(&name, &error))?;
@@ -169,12 +172,11 @@ impl crate::Provider for AnthropicProvider {
                 let converter = stream::StreamConverter::new(unix_now(), request.include_usage());
                 return Ok(Reply::Stream(stream::event_stream(
                     name,
-                    response.bytes_stream(),
+                    crate::http::body_stream(response),
                     converter,
                 )));
             }
-            let body = response
-                .bytes()
+            let body = crate::http::read_body(response)
                 .await
                 .map_err(|error| body_error(&name, &error))?;
             let message =

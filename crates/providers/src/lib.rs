@@ -10,6 +10,7 @@
 mod anthropic;
 mod azure;
 mod error;
+mod http;
 mod openai;
 mod reply;
 

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::Uri;
 use keel_types::ChatRequest;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
+use crate::http::HttpClient;
 use crate::{Completion, ProviderError, Reply, UpstreamModel};
 
 pub(crate) use convert::{body_error, error_from_status, retry_after, send_error};
@@ -36,14 +38,14 @@ pub struct OpenAiSettings {
 pub struct OpenAiProvider {
     name: Arc<str>,
     endpoint: Endpoint,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 /// Where requests go: one URL, or one per Azure deployment (the upstream model).
 pub(crate) enum Endpoint {
     /// `{base_url}/chat/completions`, parsed once: parsing it per request
     /// showed up in profiles.
-    Fixed(reqwest::Url),
+    Fixed(Uri),
     /// `{base}/openai/deployments/{model}/chat/completions?api-version={api_version}`.
     Deployments {
         /// The resource endpoint, without a trailing `/`.
@@ -63,7 +65,7 @@ impl OpenAiProvider {
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
         );
-        let url = reqwest::Url::parse(&url).map_err(|error| {
+        let url = url.parse::<Uri>().map_err(|error| {
             format!(
                 "providers.{}.base_url: not a valid URL: {error}",
                 settings.name
@@ -84,13 +86,7 @@ impl OpenAiProvider {
         headers: HeaderMap,
         connect_timeout: Duration,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .no_proxy()
-            .build()
+        let client = HttpClient::new(headers, connect_timeout)
             .map_err(|error| format!("providers.{name}: cannot build HTTP client: {error}"))?;
         Ok(Self {
             name: Arc::from(name),
@@ -103,12 +99,14 @@ impl OpenAiProvider {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn request(&self, client: &reqwest::Client, upstream_model: &str) -> reqwest::RequestBuilder {
+    fn uri(&self, upstream_model: &str) -> Result<Uri, String> {
         match self {
-            Self::Fixed(url) => client.post(url.clone()),
-            Self::Deployments { base, api_version } => client.post(format!(
+            Self::Fixed(uri) => Ok(uri.clone()),
+            Self::Deployments { base, api_version } => format!(
                 "{base}/openai/deployments/{upstream_model}/chat/completions?api-version={api_version}"
-            )),
+            )
+            .parse()
+            .map_err(|error| format!("the deployment URL is not valid: {error}")),
         }
     }
 }
@@ -156,12 +154,17 @@ impl crate::Provider for OpenAiProvider {
         upstream: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
         let upstream_model = upstream.name;
-        let body = request.openai_body(&upstream_model);
-        let sent = self
-            .endpoint
-            .request(&self.client, &upstream_model)
-            .body(body)
-            .send();
+        let uri = match self.endpoint.uri(&upstream_model) {
+            Ok(uri) => uri,
+            Err(detail) => {
+                let error = ProviderError::Transport {
+                    provider: self.name.to_string(),
+                    detail,
+                };
+                return futures_util::future::ready(Err(error)).boxed();
+            }
+        };
+        let sent = self.client.post(uri, request.openai_body(&upstream_model));
         let name = self.name.clone();
         async move {
             let response = sent
@@ -174,11 +177,10 @@ impl crate::Provider for OpenAiProvider {
             if request.stream() {
                 Ok(Reply::Stream(convert::event_stream(
                     name,
-                    response.bytes_stream(),
+                    crate::http::body_stream(response),
                 )))
             } else {
-                let body = response
-                    .bytes()
+                let body = crate::http::read_body(response)
                     .await
                     .map_err(|error| convert::body_error(&name, &error))?;
                 let usage = convert::completion_usage(&name, &body)?;
@@ -190,20 +192,20 @@ impl crate::Provider for OpenAiProvider {
 }
 
 /// Reads a bounded error body and classifies it.
-async fn read_error(name: &str, response: reqwest::Response) -> ProviderError {
+async fn read_error(name: &str, response: http::Response<hyper::body::Incoming>) -> ProviderError {
     let (status, retry_after, body) = read_error_body(response).await;
     error_from_status(name, status, &body, retry_after)
 }
 
 /// The status, `Retry-After` and (at most 64 KiB of) the body of an error response.
 pub(crate) async fn read_error_body(
-    response: reqwest::Response,
+    response: http::Response<hyper::body::Incoming>,
 ) -> (u16, Option<Duration>, Vec<u8>) {
     const MAX_ERROR_BODY: usize = 64 * 1024;
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
     let mut body = Vec::new();
-    let mut chunks = response.bytes_stream();
+    let mut chunks = std::pin::pin!(crate::http::body_stream(response));
     while let Some(Ok(chunk)) = chunks.next().await {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_ERROR_BODY {

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use http::header::{HeaderMap, RETRY_AFTER};
 use keel_sse::{DecodeError, Event, DONE_DATA};
 use keel_types::{inspect_chunk, ErrorBody, Usage};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 
 use crate::reply::{decode_failure, until_terminal};
@@ -191,39 +191,31 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Classifies an error from `send()`: no response head arrived.
-pub(crate) fn send_error(provider: &str, error: &reqwest::Error) -> ProviderError {
-    let detail = error_chain(error);
-    if error.is_connect() || error.is_timeout() {
+/// Classifies an error from sending: no response head arrived.
+pub(crate) fn send_error(
+    provider: &str,
+    error: &hyper_util::client::legacy::Error,
+) -> ProviderError {
+    let failed = crate::http::send_error(error);
+    if failed.connect {
         ProviderError::Connect {
             provider: provider.to_owned(),
-            detail,
+            detail: failed.detail,
         }
     } else {
         ProviderError::Transport {
             provider: provider.to_owned(),
-            detail,
+            detail: failed.detail,
         }
     }
 }
 
 /// Classifies an error while reading a body.
-pub(crate) fn body_error(provider: &str, error: &reqwest::Error) -> ProviderError {
+pub(crate) fn body_error(provider: &str, error: &hyper::Error) -> ProviderError {
     ProviderError::Transport {
         provider: provider.to_owned(),
-        detail: error_chain(error),
+        detail: crate::http::error_chain(error),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 fn truncate(text: &str) -> String {

@@ -1,0 +1,102 @@
+//! The upstream HTTP client: hyper's pooled client (HTTP/1.1 and HTTP/2 by
+//! ALPN) over rustls with the webpki roots, with the provider's default
+//! headers. reqwest is not used here: its redirect layer parses the URL twice
+//! per request even with redirects off, about a tenth of a plain request's
+//! instructions (bench/README.md). Keel never follows upstream redirects.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::header::{HeaderMap, HeaderValue, ACCEPT};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyDataStream, BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// A pooled client for one provider.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    headers: HeaderMap,
+}
+
+/// Why no response head arrived.
+#[derive(Debug)]
+pub(crate) struct SendError {
+    /// The connection could not be made (refused, unreachable, TLS).
+    pub(crate) connect: bool,
+    /// The error and its causes.
+    pub(crate) detail: String,
+}
+
+// === impl HttpClient ===
+
+impl HttpClient {
+    /// A client sending `headers` on every request, with `accept: */*`
+    /// unless they set one.
+    pub(crate) fn new(mut headers: HeaderMap, connect_timeout: Duration) -> Result<Self, String> {
+        headers
+            .entry(ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(Self { client, headers })
+    }
+
+    /// POSTs `body` to `uri`.
+    pub(crate) fn post(&self, uri: Uri, body: impl Into<Bytes>) -> ResponseFuture {
+        let mut request = Request::new(Full::new(body.into()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.headers.clone();
+        self.client.request(request)
+    }
+}
+
+/// Classifies a failed send.
+pub(crate) fn send_error(error: &hyper_util::client::legacy::Error) -> SendError {
+    SendError {
+        connect: error.is_connect(),
+        detail: error_chain(error),
+    }
+}
+
+/// The whole body.
+pub(crate) async fn read_body(response: Response<Incoming>) -> Result<Bytes, hyper::Error> {
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+/// The body as a stream of data chunks.
+pub(crate) fn body_stream(
+    response: Response<Incoming>,
+) -> impl Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static {
+    BodyDataStream::new(response.into_body())
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
