@@ -78,12 +78,16 @@ pub(crate) async fn attempt(
         Ok(_) => "ok",
         Err(error) => error.kind().as_str(),
     };
-    let labels = AttemptLabels {
-        provider: target.provider_name.to_string(),
-        model: target.model.to_string(),
-        outcome: outcome.to_owned(),
-    };
-    metrics.upstream_attempts.get_or_create(&labels).inc();
+    if outcome == "ok" {
+        target.metrics(&metrics).ok_attempts.inc();
+    } else {
+        let labels = AttemptLabels {
+            provider: target.provider_name.to_string(),
+            model: target.model.to_string(),
+            outcome: outcome.to_owned(),
+        };
+        metrics.upstream_attempts.get_or_create(&labels).inc();
+    }
     let metrics = &metrics;
     match result {
         Err(error) => {
@@ -197,15 +201,9 @@ pub(crate) fn settle_tokens(target: &Target, total_tokens: Option<u64>) {
 }
 
 fn observe(metrics: &Metrics, target: &Target, first_token: Duration, whole: Option<Duration>) {
-    let labels = keel_telemetry::target(&target.provider_name, &target.model);
-    metrics
-        .first_token
-        .get_or_create(&labels)
-        .observe(first_token.as_secs_f64());
+    let handles = target.metrics(metrics);
+    handles.first_token.observe(first_token.as_secs_f64());
     if let Some(whole) = whole {
-        metrics
-            .upstream_duration
-            .get_or_create(&labels)
-            .observe(whole.as_secs_f64());
+        handles.upstream_duration.observe(whole.as_secs_f64());
     }
 }

@@ -109,6 +109,7 @@ impl Parts<'_> {
             provider,
             controls,
             breaker,
+            handles: Arc::default(),
         })
     }
 }

@@ -58,10 +58,9 @@ impl Guarded {
     fn finish(&mut self, outcome: Outcome) {
         if let Some(admission) = self.admission.take() {
             admission.trial.record(outcome);
-            let labels = keel_telemetry::target(&self.target.provider_name, &self.target.model);
-            self.metrics
+            self.target
+                .metrics(&self.metrics)
                 .upstream_duration
-                .get_or_create(&labels)
                 .observe(self.started.elapsed().as_secs_f64());
             tracing::debug!(provider = %self.target.provider_name, elapsed = ?self.started.elapsed(), "upstream stream ended");
         }

@@ -355,7 +355,6 @@ impl Router {
     /// Passes the target's breaker, bulkhead and rate limits, or says why not.
     fn admit(&self, target: &Target, walk: &mut Walk) -> Option<Admission> {
         let controls = &target.controls;
-        let provider = keel_telemetry::provider(&target.provider_name);
         let trial = match target.breaker.try_acquire() {
             Ok(trial) => trial,
             Err(wait) => {
@@ -377,7 +376,7 @@ impl Router {
                 None => {
                     self.metrics
                         .bulkhead_rejections
-                        .get_or_create(&provider)
+                        .get_or_create(&keel_telemetry::provider(&target.provider_name))
                         .inc();
                     walk.refused(Duration::from_secs(1));
                     return None;

@@ -2,12 +2,13 @@
 //! the plan of targets one request walks through.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use std::time::Duration;
 
 use keel_providers::Provider;
 use keel_resilience::CircuitBreaker;
+use keel_telemetry::{Counter, Histogram, Metrics};
 
 use crate::{ProviderControls, RouteError};
 
@@ -26,6 +27,40 @@ pub struct Target {
     pub controls: Arc<ProviderControls>,
     /// The breaker of this provider + model.
     pub breaker: Arc<CircuitBreaker>,
+    /// This target's metric handles, looked up once (a label lookup
+    /// allocates its label strings and hashes them on every use).
+    pub handles: Arc<OnceLock<TargetMetrics>>,
+}
+
+/// The metrics every attempt on a target records, resolved once.
+pub struct TargetMetrics {
+    /// `keel_upstream_attempts_total{outcome="ok"}`.
+    pub ok_attempts: Counter,
+    /// `keel_time_to_first_token_seconds`.
+    pub first_token: Histogram,
+    /// `keel_upstream_duration_seconds`.
+    pub upstream_duration: Histogram,
+}
+
+// === impl Target ===
+
+impl Target {
+    /// The target's metric handles in `metrics` (a target belongs to one router).
+    pub fn metrics(&self, metrics: &Metrics) -> &TargetMetrics {
+        self.handles.get_or_init(|| {
+            let labels = keel_telemetry::target(&self.provider_name, &self.model);
+            let ok = keel_telemetry::AttemptLabels {
+                provider: self.provider_name.to_string(),
+                model: self.model.to_string(),
+                outcome: String::from("ok"),
+            };
+            TargetMetrics {
+                ok_attempts: metrics.upstream_attempts.get_or_create(&ok).clone(),
+                first_token: metrics.first_token.get_or_create(&labels).clone(),
+                upstream_duration: metrics.upstream_duration.get_or_create(&labels).clone(),
+            }
+        })
+    }
 }
 
 /// A public model: its targets in the order to try them, then its fallbacks.

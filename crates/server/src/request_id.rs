@@ -8,7 +8,6 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use keel_telemetry::RequestLabels;
 use tokio::time::Instant;
 
 use crate::error::LoggedError;
@@ -35,16 +34,11 @@ pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: N
         tracing::info!(request_id = ?id, route, status = response.status().as_u16(), error = %message, "request failed");
     }
     response.headers_mut().insert(REQUEST_ID, id);
-    let labels = RequestLabels {
-        route: route.to_owned(),
-        status: response.status().as_str().to_owned(),
-    };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .request_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.record_request(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

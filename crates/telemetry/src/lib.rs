@@ -4,10 +4,11 @@
 //! words, never keys, ids or prompts.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Span names, one per hop.
@@ -121,6 +122,9 @@ pub struct Metrics {
     pub queue_jobs: Family<StateLabels, Gauge>,
     /// `keel_webhook_deliveries_total{outcome}`: delivery attempts by this instance.
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    /// Handles of `requests` and `request_duration` by (route, status),
+    /// so recording a request allocates no label strings.
+    request_handles: std::sync::RwLock<Vec<RequestHandles>>,
     /// `keel_hedges_total{model}`: hedged attempts started.
     pub hedges: Family<ModelLabels, Counter>,
     /// `keel_hedge_wins_total{model}`: answers that came from a hedge.
@@ -130,6 +134,15 @@ pub struct Metrics {
     /// `keel_webhook_endpoints_disabled_total`: endpoints this instance
     /// disabled (410 Gone, or failing for `webhooks.disable_after`).
     pub webhook_endpoints_disabled: Counter,
+}
+
+/// The request metrics of one (route, status).
+#[derive(Debug)]
+struct RequestHandles {
+    route: &'static str,
+    status: u16,
+    count: Counter,
+    duration: Histogram,
 }
 
 // === impl Metrics ===
@@ -268,11 +281,41 @@ impl Metrics {
             upstream_duration,
             queue_jobs,
             webhook_deliveries,
+            request_handles: std::sync::RwLock::default(),
             hedges,
             hedge_wins,
             hedge_budget_exhausted,
             webhook_endpoints_disabled,
         }
+    }
+
+    /// Counts one finished request and observes its duration.
+    pub fn record_request(&self, route: &'static str, status: u16, seconds: f64) {
+        let cached = self.request_handles.read().ok().and_then(|handles| {
+            handles
+                .iter()
+                .find(|handles| handles.route == route && handles.status == status)
+                .map(|handles| (handles.count.clone(), handles.duration.clone()))
+        });
+        let (count, duration) = cached.unwrap_or_else(|| {
+            let labels = RequestLabels {
+                route: route.to_owned(),
+                status: status.to_string(),
+            };
+            let count = self.requests.get_or_create(&labels).clone();
+            let duration = self.request_duration.get_or_create(&labels).clone();
+            if let Ok(mut handles) = self.request_handles.write() {
+                handles.push(RequestHandles {
+                    route,
+                    status,
+                    count: count.clone(),
+                    duration: duration.clone(),
+                });
+            }
+            (count, duration)
+        });
+        count.inc();
+        duration.observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.

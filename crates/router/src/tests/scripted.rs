@@ -220,6 +220,7 @@ pub fn target(
         provider: provider.clone(),
         controls,
         breaker: CircuitBreaker::new(provider.name, breaker),
+        handles: Arc::default(),
     }
 }
 
