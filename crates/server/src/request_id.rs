@@ -55,7 +55,37 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// `req_` and 24 random hex digits, written without `format!` (the
+/// formatter showed up at 1.8 % of a request's instructions).
 fn new_id() -> HeaderValue {
-    let id = format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_unknown"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"req_000000000000000000000000";
+    let random = (u128::from(fastrand::u64(..)) << 32) | u128::from(fastrand::u32(..));
+    for (index, digit) in id[4..].iter_mut().enumerate() {
+        let shift = 4 * (23 - index);
+        *digit = HEX[((random >> shift) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("req_unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_req_and_24_hex_digits_and_differ() {
+        let (first, second) = (new_id(), new_id());
+        for id in [&first, &second] {
+            let text = id.to_str().unwrap_or_default();
+            assert_eq!(text.len(), 28, "{text}");
+            assert!(text.starts_with("req_"), "{text}");
+            assert!(
+                text[4..]
+                    .bytes()
+                    .all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()),
+                "{text}"
+            );
+        }
+        assert_ne!(first, second);
+    }
 }
