@@ -63,13 +63,7 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     /// Builds the provider and its HTTP client. Fails on an invalid header.
     pub fn new(settings: AnthropicSettings) -> Result<Self, String> {
-        let client = HttpClient::new(default_headers(&settings)?, settings.connect_timeout)
-            .map_err(|error| {
-                format!(
-                    "providers.{}: cannot build HTTP client: {error}",
-                    settings.name
-                )
-            })?;
+        let client = HttpClient::new(default_headers(&settings)?, settings.connect_timeout);
         let base = settings.base_url.trim_end_matches('/');
         let url = if base.ends_with("/v1") {
             format!("{base}/messages")

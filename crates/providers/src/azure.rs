@@ -49,6 +49,11 @@ impl OpenAiProvider {
             base: settings.base_url.trim_end_matches('/').to_owned(),
             api_version: settings.api_version,
         };
-        Self::with_endpoint(&settings.name, endpoint, headers, settings.connect_timeout)
+        Ok(Self::with_endpoint(
+            &settings.name,
+            endpoint,
+            headers,
+            settings.connect_timeout,
+        ))
     }
 }

@@ -38,7 +38,7 @@ pub(crate) struct SendError {
 impl HttpClient {
     /// A client sending `headers` on every request, with `accept: */*`
     /// unless they set one.
-    pub(crate) fn new(mut headers: HeaderMap, connect_timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(mut headers: HeaderMap, connect_timeout: Duration) -> Self {
         headers
             .entry(ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
@@ -56,7 +56,7 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Ok(Self { client, headers })
+        Self { client, headers }
     }
 
     /// POSTs `body` to `uri`.

@@ -71,12 +71,12 @@ impl OpenAiProvider {
                 settings.name
             )
         })?;
-        Self::with_endpoint(
+        Ok(Self::with_endpoint(
             &settings.name,
             Endpoint::Fixed(url),
             headers,
             settings.connect_timeout,
-        )
+        ))
     }
 
     /// Builds the provider for `endpoint` with its HTTP client sending `headers`.
@@ -85,14 +85,12 @@ impl OpenAiProvider {
         endpoint: Endpoint,
         headers: HeaderMap,
         connect_timeout: Duration,
-    ) -> Result<Self, String> {
-        let client = HttpClient::new(headers, connect_timeout)
-            .map_err(|error| format!("providers.{name}: cannot build HTTP client: {error}"))?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             name: Arc::from(name),
             endpoint,
-            client,
-        })
+            client: HttpClient::new(headers, connect_timeout),
+        }
     }
 }
 
