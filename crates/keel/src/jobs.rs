@@ -114,9 +114,7 @@ impl JobHandler for RouterHandler {
         match self.router.dispatch(Arc::new(request)).await {
             Ok(routed) => match routed.answer {
                 Answer::Complete(completion) => {
-                    if let (Some(reservation), Some(usage)) = (&reservation, completion.usage) {
-                        reservation.settle(usage.total_tokens);
-                    }
+                    keel_server::settle_usage(reservation.as_ref(), completion.usage.as_ref());
                     match String::from_utf8(completion.body.to_vec()) {
                         Ok(body)
                             if serde_json::from_str::<&serde_json::value::RawValue>(&body)

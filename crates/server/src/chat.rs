@@ -11,7 +11,7 @@ use keel_router::{Answer, Routed};
 
 use crate::extract::ChatBody;
 use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
-use crate::limits::Reservation;
+use crate::limits::{settle_usage, Reservation};
 use crate::{sse, ApiError, AppState, Tenant};
 
 /// Routes one chat completion and encodes the committed answer.
@@ -72,9 +72,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
     } = routed;
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {
-            if let (Some(reservation), Some(usage)) = (&reservation, completion.usage) {
-                reservation.settle(usage.total_tokens);
-            }
+            settle_usage(reservation.as_ref(), completion.usage.as_ref());
             ("application/json", Body::from(completion.body))
         }
         Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest, reservation)),

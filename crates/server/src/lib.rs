@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 pub use auth::{Tenant, Tenants};
 pub use error::ApiError;
-pub use limits::{Exceeded, Reservation, TenantLimits};
+pub use limits::{settle_usage, Exceeded, Reservation, TenantLimits};
 pub use routes::app;
 
 /// What every handler shares.

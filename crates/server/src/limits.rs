@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use keel_resilience::TokenBucket;
-use keel_types::ChatRequest;
+use keel_types::{ChatRequest, Usage};
 
 /// Every tenant's buckets.
 #[derive(Default)]
@@ -147,6 +147,14 @@ fn format_reset(duration: Duration) -> String {
     match seconds {
         0..=59 => format!("{seconds}s"),
         _ => format!("{}m{}s", seconds / 60, seconds % 60),
+    }
+}
+
+/// Charges `reservation` (when the tenant has limits) the real token count
+/// of `usage` (when the upstream reported one) in place of the estimate.
+pub fn settle_usage(reservation: Option<&Reservation>, usage: Option<&Usage>) {
+    if let (Some(reservation), Some(usage)) = (reservation, usage) {
+        reservation.settle(usage.total_tokens);
     }
 }
 

@@ -21,7 +21,7 @@ use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion;
 use keel_types::ChatRequest;
 
-use crate::limits::Reservation;
+use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
 
 /// A Messages request, already written as the router's chat request.
@@ -47,9 +47,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
     } = routed;
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {
-            if let (Some(reservation), Some(usage)) = (&reservation, completion.usage) {
-                reservation.settle(usage.total_tokens);
-            }
+            settle_usage(reservation.as_ref(), completion.usage.as_ref());
             match read_completion(&completion.body) {
                 Ok(message) => (
                     "application/json",

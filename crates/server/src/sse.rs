@@ -16,7 +16,7 @@ use keel_sse::{data_frame, DONE_FRAME};
 use keel_types::ErrorBody;
 
 use crate::error::failure_summary;
-use crate::limits::Reservation;
+use crate::limits::{settle_usage, Reservation};
 
 /// The SSE body: `head` first, then the rest of the upstream stream. Usage
 /// reported in the stream settles the tenant's token reservation.
@@ -28,9 +28,7 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
         }
         let frame = match event {
             Ok(StreamEvent::Chunk { data, usage, .. }) => {
-                if let (Some(reservation), Some(usage)) = (&reservation, usage) {
-                    reservation.settle(usage.total_tokens);
-                }
+                settle_usage(reservation.as_ref(), usage.as_ref());
                 data_frame(&data)
             }
             Ok(StreamEvent::Done) => {

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::response::{stop_reason, ToolInput, UsageOut};
 use crate::error::failure_summary;
-use crate::limits::Reservation;
+use crate::limits::{settle_usage, Reservation};
 
 /// The state of one stream's conversion.
 pub(crate) struct EventWriter {
@@ -357,9 +357,7 @@ pub(crate) fn body(
         let mut out = BytesMut::new();
         match event {
             Ok(StreamEvent::Chunk { data, usage, .. }) => {
-                if let (Some(reservation), Some(usage)) = (&reservation, usage) {
-                    reservation.settle(usage.total_tokens);
-                }
+                settle_usage(reservation.as_ref(), usage.as_ref());
                 if let Err(error) = writer.chunk(&data, &mut out) {
                     *ended = true;
                     tracing::warn!(%error, "an upstream chunk could not be read after the first token");
