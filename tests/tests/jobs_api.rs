@@ -7,6 +7,7 @@
 
 #[path = "jobs/support.rs"]
 #[allow(dead_code, reason = "shared by the job test crates; each uses a part")]
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -16,18 +17,6 @@ use serde_json::{json, Value};
 use support::{
     chat_request, verify, Options, Receiver, Setup, Store, TestResult, ACME, GLOBEX, SECRET,
 };
-
-/// Instantiates each test for both stores.
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::Store::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::Store::Postgres).await })*
-        }
-    };
-}
 
 both_stores!(
     jq1_submit_is_202_with_a_committed_job_that_succeeds_with_a_chat_completion,

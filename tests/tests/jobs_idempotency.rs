@@ -6,22 +6,12 @@
 
 #[path = "jobs/support.rs"]
 #[allow(dead_code, reason = "shared by the job test crates; each uses a part")]
+#[macro_use]
 mod support;
 
 use keel_testkit::{FailNext, Faults};
 use serde_json::{json, Value};
 use support::{chat_request, Options, Setup, Store, TestResult, ACME, GLOBEX};
-
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::Store::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::Store::Postgres).await })*
-        }
-    };
-}
 
 both_stores!(
     id1_a_replay_is_byte_identical_and_calls_no_provider,

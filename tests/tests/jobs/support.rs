@@ -12,6 +12,22 @@ use keel_testkit::{start_gateway, start_mock, Gateway, Mock, TestDatabase};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// Instantiates each test for both stores.
+#[allow(
+    unused_macros,
+    reason = "shared by the job test crates; each uses a part"
+)]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::Store::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() -> super::TestResult { super::$name(super::Store::Postgres).await })*
+        }
+    };
+}
+
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The signing secret the suites configure (24 random bytes, base64).
