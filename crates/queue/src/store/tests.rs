@@ -119,6 +119,24 @@ async fn enqueue(
     }
 }
 
+/// Claims the one due job and records its run as succeeded, at `NOW`.
+async fn run_to_success(store: &dyn JobStore, id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let claimed = store
+        .claim(1, NOW + LEASE, NOW)
+        .await?
+        .pop()
+        .ok_or("claim")?;
+    store
+        .finish(
+            id,
+            &claimed.token,
+            &Finish::Succeeded(String::from("{}")),
+            NOW,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Instantiates each suite test for both backends.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -547,20 +565,7 @@ async fn cancel_queued_then_final_jobs(db: TestStore) -> TestResult {
     assert!(db.store.claim(1, NOW + LEASE, NOW + 3).await?.is_empty());
     let done = new_job("acme", None, NOW);
     enqueue(&*db.store, &done, NOW).await?;
-    let claimed = db
-        .store
-        .claim(1, NOW + LEASE, NOW)
-        .await?
-        .pop()
-        .ok_or("claim")?;
-    db.store
-        .finish(
-            &done.id,
-            &claimed.token,
-            &Finish::Succeeded(String::from("{}")),
-            NOW,
-        )
-        .await?;
+    run_to_success(&*db.store, &done.id).await?;
     assert!(matches!(
         db.store.cancel("acme", &done.id, NOW).await?,
         CancelOutcome::AlreadyFinal(_)
@@ -660,20 +665,7 @@ async fn wh2_deliveries_are_claimed_once_retried_and_settled(db: TestStore) -> T
             .is_empty(),
         "not due before the job is final"
     );
-    let claimed = db
-        .store
-        .claim(1, NOW + LEASE, NOW)
-        .await?
-        .pop()
-        .ok_or("claim")?;
-    db.store
-        .finish(
-            &job.id,
-            &claimed.token,
-            &Finish::Succeeded(String::from("{}")),
-            NOW,
-        )
-        .await?;
+    run_to_success(&*db.store, &job.id).await?;
     assert_eq!(
         db.store.claim_deliveries(10, NOW + 1000, NOW).await?.len(),
         1
@@ -735,20 +727,7 @@ async fn sweep_removes_old_finished_jobs_and_keys_only(db: TestStore) -> TestRes
         request_hash: String::from("h"),
     };
     db.store.enqueue(&old, Some(&key), NOW).await?;
-    let claimed = db
-        .store
-        .claim(1, NOW + LEASE, NOW)
-        .await?
-        .pop()
-        .ok_or("claim")?;
-    db.store
-        .finish(
-            &old.id,
-            &claimed.token,
-            &Finish::Succeeded(String::from("{}")),
-            NOW,
-        )
-        .await?;
+    run_to_success(&*db.store, &old.id).await?;
     let queued = new_job("acme", None, NOW);
     enqueue(&*db.store, &queued, NOW).await?;
     let swept = db
@@ -830,20 +809,7 @@ async fn wh3_failed_webhooks_are_listed_and_redelivered_with_the_same_id(
         ),
         "a queued job has no webhook to redeliver yet"
     );
-    let claimed = db
-        .store
-        .claim(1, NOW + LEASE, NOW)
-        .await?
-        .pop()
-        .ok_or("claim")?;
-    db.store
-        .finish(
-            &job.id,
-            &claimed.token,
-            &Finish::Succeeded(String::from("{}")),
-            NOW,
-        )
-        .await?;
+    run_to_success(&*db.store, &job.id).await?;
     db.store.claim_deliveries(1, NOW + 1_000, NOW).await?;
     db.store
         .record_delivery(
