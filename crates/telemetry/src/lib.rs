@@ -291,31 +291,31 @@ impl Metrics {
 
     /// Counts one finished request and observes its duration.
     pub fn record_request(&self, route: &'static str, status: u16, seconds: f64) {
-        let cached = self.request_handles.read().ok().and_then(|handles| {
-            handles
+        if let Ok(handles) = self.request_handles.read() {
+            let known = handles
                 .iter()
-                .find(|handles| handles.route == route && handles.status == status)
-                .map(|handles| (handles.count.clone(), handles.duration.clone()))
-        });
-        let (count, duration) = cached.unwrap_or_else(|| {
-            let labels = RequestLabels {
-                route: route.to_owned(),
-                status: status.to_string(),
-            };
-            let count = self.requests.get_or_create(&labels).clone();
-            let duration = self.request_duration.get_or_create(&labels).clone();
-            if let Ok(mut handles) = self.request_handles.write() {
-                handles.push(RequestHandles {
-                    route,
-                    status,
-                    count: count.clone(),
-                    duration: duration.clone(),
-                });
+                .find(|handles| handles.route == route && handles.status == status);
+            if let Some(handles) = known {
+                handles.count.inc();
+                handles.duration.observe(seconds);
+                return;
             }
-            (count, duration)
-        });
-        count.inc();
-        duration.observe(seconds);
+        }
+        let labels = RequestLabels {
+            route: route.to_owned(),
+            status: status.to_string(),
+        };
+        let handles = RequestHandles {
+            route,
+            status,
+            count: self.requests.get_or_create(&labels).clone(),
+            duration: self.request_duration.get_or_create(&labels).clone(),
+        };
+        handles.count.inc();
+        handles.duration.observe(seconds);
+        if let Ok(mut known) = self.request_handles.write() {
+            known.push(handles);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
