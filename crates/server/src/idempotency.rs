@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_queue::{KeyState, Queue};
 use keel_types::ChatRequest;
 
+use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::jobs::{self, JobsError};
 use crate::{AppState, Tenant};
 
@@ -89,7 +90,7 @@ impl Owned {
         };
         let executed = response
             .headers()
-            .get("x-keel-attempts")
+            .get(X_KEEL_ATTEMPTS)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u32>().ok())
             .is_some_and(|attempts| attempts > 0);
@@ -146,17 +147,17 @@ impl Drop for Owned {
 /// The gateway headers stored with a response and replayed with it: they
 /// say which provider and upstream model answered and after how many
 /// attempts (the request id is the replaying request's own).
-const HEADERS_OF_RECORD: [&str; 4] = [
-    "x-keel-provider",
-    "x-keel-model",
-    "x-keel-attempts",
-    "x-keel-hedged",
+static HEADERS_OF_RECORD: [HeaderName; 4] = [
+    X_KEEL_PROVIDER,
+    X_KEEL_MODEL,
+    X_KEEL_ATTEMPTS,
+    X_KEEL_HEDGED,
 ];
 
 fn headers_of_record(headers: &header::HeaderMap) -> String {
     let pairs: Vec<[&str; 2]> = HEADERS_OF_RECORD
         .iter()
-        .filter_map(|name| Some([*name, headers.get(*name)?.to_str().ok()?]))
+        .filter_map(|name| Some([name.as_str(), headers.get(name)?.to_str().ok()?]))
         .collect();
     serde_json::to_string(&pairs).unwrap_or_default()
 }
