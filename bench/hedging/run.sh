@@ -4,18 +4,18 @@
 # extra upstream requests). One `keel mock` (first token after BASE_MS, every
 # 50th request 20x that), one Keel with the same target under three models:
 # `plain` (no hedge), `fixed` (hedge after AFTER) and `p95` (hedge at the
-# model's observed p95). The same client (bench/hedging/ttft.py) runs
-# COUNT streams at RATE/s against each; upstream calls come from the mock's
-# counters. Only 127.0.0.1 is used; the run stops by itself.
+# model's observed p95). The main bench's stream client
+# (bench/lib/streams.py, `ttft`) runs COUNT streams at RATE/s against each;
+# upstream calls come from the mock's counters, hedged answers from Keel's
+# keel_hedge_wins_total. Only 127.0.0.1 is used; the run stops by itself.
 #
 #   bench/hedging/run.sh      # KEEL_BIN=… to use a prebuilt binary
-# Knobs: COUNT=1000 RATE=50 THREADS=32 BASE_MS=50 AFTER=100ms BENCH_OUT=bench/results
+# Knobs: COUNT=1000 RATE=50 BASE_MS=50 AFTER=100ms BENCH_OUT=bench/results
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 COUNT=${COUNT:-1000}
 RATE=${RATE:-50}
-THREADS=${THREADS:-32}
 BASE_MS=${BASE_MS:-50}
 AFTER=${AFTER:-100ms}
 OUT_DIR=${BENCH_OUT:-bench/results}
@@ -75,7 +75,7 @@ upstream_requests() {
     echo "# Hedging benchmark $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "- machine: $(nproc) cores, $(uname -sr); keel $(git -C "$ROOT" rev-parse --short HEAD) ($KEEL_BIN)"
-    echo "- upstream: first token after $BASE_MS ms, every 50th request 20x slower; $COUNT streams at $RATE/s over $THREADS connections per model"
+    echo "- upstream: first token after $BASE_MS ms, every 50th request 20x slower; $COUNT streams at $RATE/s per model (bench/lib/streams.py)"
     echo
     echo "| model | hedge | TTFT p50 ms | p90 ms | p99 ms | max ms | upstream calls | extra calls | hedged answers | failed |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -84,15 +84,24 @@ for model in plain fixed p95; do
     case $model in plain) hedge="off" ;; fixed) hedge="after $AFTER, budget 10%" ;; p95) hedge="after p95, budget 10%" ;; esac
     before=$(upstream_requests)
     log "$model: $COUNT streams at $RATE/s"
-    result=$(python3 bench/hedging/ttft.py 127.0.0.1 "$KEEL_PORT" "$model" "$COUNT" "$RATE" "$THREADS")
+    result=$(python3 - "$KEEL_PORT" "$model" "$COUNT" "$RATE" <<'PY'
+import asyncio, json, sys
+sys.path.insert(0, "bench/lib")
+import streams
+port, model, count, rate = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+print(json.dumps(asyncio.run(streams.ttft("127.0.0.1", port, model, "sk-bench", rate, count / rate, 0))))
+PY
+)
     sleep 1.2  # slow losers still count once they arrive at the mock
     calls=$(( $(upstream_requests) - before ))
-    python3 - "$model" "$hedge" "$calls" "$result" >>"$REPORT" <<'PY'
+    hedged=$(curl -fsS "http://127.0.0.1:$KEEL_PORT/metrics" | awk -v m="$model" '$1 == "keel_hedge_wins_total{model=\""m"\"}" {print $2}')
+    python3 - "$model" "$hedge" "$calls" "${hedged:-0}" "$result" >>"$REPORT" <<'PY'
 import json, sys
-model, hedge, calls, result = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-ok = result["ok"] + result["failed"]
+model, hedge, calls, hedged, result = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+t = result["ttft_ms"]
+ok = result["ok"] + result["error_count"]
 extra = calls - ok
-print(f"| {model} | {hedge} | {result['p50']} | {result['p90']} | {result['p99']} | {result['max']} | {calls} | {extra} ({100 * extra / ok:.1f} %) | {result['hedged']} | {result['failed']} |")
+print(f"| {model} | {hedge} | {t['p50']:.1f} | {t['p90']:.1f} | {t['p99']:.1f} | {t['max']:.1f} | {calls} | {extra} ({100 * extra / ok:.1f} %) | {hedged} | {result['error_count']} |")
 PY
 done
 log "report: $REPORT"
