@@ -100,6 +100,10 @@ pub struct TenantLimits {
 pub struct CacheConfig {
     /// Capacity in bytes; default 256 MiB.
     pub max_bytes: u64,
+    /// The largest answer stored, in bytes; default 1 MiB.
+    pub max_entry_bytes: u64,
+    /// Entries are shared by every tenant instead of kept per tenant; default false.
+    pub shared: bool,
 }
 
 /// `jobs:` async job workers.
@@ -224,6 +228,8 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_bytes: 256 << 20,
+            max_entry_bytes: 1 << 20,
+            shared: false,
         }
     }
 }

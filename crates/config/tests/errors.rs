@@ -88,6 +88,12 @@ fn rows() -> Vec<Row> {
         with_base("bad size", "cache: {max_bytes: lots}", Error(
             "cache.max_bytes: invalid size \"lots\": use a number and a unit such as 512KiB, 4MiB, 1GiB or 10MB",
         )),
+        with_base("entry cap over the cache size", "cache: {max_bytes: 1MiB, max_entry_bytes: 2MiB}", Error(
+            "cache.max_entry_bytes: must not exceed cache.max_bytes (1048576 bytes)",
+        )),
+        with_base("shared is a boolean", "cache: {shared: sometimes}", Error(
+            "cache.shared: invalid boolean \"sometimes\": use true or false",
+        )),
         with_base("unset variable outside api_key", "server: {admin_key: \"${KEEL_ADMIN_KEY}\"}", Error(
             "server.admin_key: environment variable KEEL_ADMIN_KEY is not set",
         )),

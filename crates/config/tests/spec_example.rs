@@ -173,6 +173,8 @@ fn spec_example_models_routes_hedge_and_cache() -> Result<(), ConfigError> {
 fn spec_example_other_sections_and_slos() -> Result<(), ConfigError> {
     let config = load(&[])?.config;
     assert_eq!(config.cache.max_bytes, 256 << 20);
+    assert_eq!(config.cache.max_entry_bytes, 1 << 20);
+    assert!(!config.cache.shared);
     assert_eq!(config.jobs.workers, 16);
     assert_eq!(config.jobs.lease, secs(60));
     assert_eq!(config.jobs.max_attempts, 5);

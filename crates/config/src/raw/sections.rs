@@ -160,9 +160,14 @@ pub(crate) struct RawModelCache {
 
 /// `cache:`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with the key max_bytes")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with the keys max_bytes, max_entry_bytes and shared"
+)]
 pub(crate) struct RawCache {
     pub(crate) max_bytes: Option<Scalar>,
+    pub(crate) max_entry_bytes: Option<Scalar>,
+    pub(crate) shared: Option<Scalar>,
 }
 
 /// `jobs:`

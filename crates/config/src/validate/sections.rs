@@ -102,9 +102,27 @@ impl Checker {
         let Some(raw) = raw else {
             return defaults;
         };
-        let path = KeyPath::root().key("cache").key("max_bytes");
+        let path = KeyPath::root().key("cache");
+        let max_bytes = self.size(
+            raw.max_bytes.as_ref(),
+            &path.key("max_bytes"),
+            defaults.max_bytes,
+        );
+        let max_entry_bytes = self.size(
+            raw.max_entry_bytes.as_ref(),
+            &path.key("max_entry_bytes"),
+            defaults.max_entry_bytes,
+        );
+        if max_entry_bytes > max_bytes {
+            self.problems.push(
+                &path.key("max_entry_bytes"),
+                format!("must not exceed cache.max_bytes ({max_bytes} bytes)"),
+            );
+        }
         CacheConfig {
-            max_bytes: self.size(raw.max_bytes.as_ref(), &path, defaults.max_bytes),
+            max_bytes,
+            max_entry_bytes,
+            shared: self.boolean(raw.shared.as_ref(), &path.key("shared"), defaults.shared),
         }
     }
 
