@@ -176,6 +176,7 @@ impl crate::Provider for OpenAiProvider {
                 Ok(Reply::Stream(convert::event_stream(
                     name,
                     crate::http::body_stream(response),
+                    request.wants_usage_chunk(),
                 )))
             } else {
                 let body = crate::http::read_body(response)

@@ -39,7 +39,9 @@ pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
 pub enum StreamEvent {
     /// One chunk, as the JSON of an OpenAI `chat.completion.chunk`.
     Chunk {
-        /// The chunk's JSON text.
+        /// The chunk's JSON text; empty for usage kept from the client (the
+        /// usage chunk Keel asked for and the client did not): nothing to
+        /// send, only `usage` to meter.
         data: Bytes,
         /// It carries a token: the first such chunk is the commit point.
         token: bool,

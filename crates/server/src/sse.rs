@@ -29,6 +29,10 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
         let frame = match event {
             Ok(StreamEvent::Chunk { data, usage, .. }) => {
                 settle_usage(reservation.as_ref(), usage.as_ref());
+                if data.is_empty() {
+                    // Usage metered, nothing for the client.
+                    return future::ready(Some(Bytes::new()));
+                }
                 data_frame(&data)
             }
             Ok(StreamEvent::Done) => {
@@ -43,6 +47,7 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
         };
         future::ready(Some(frame))
     });
+    let frames = frames.filter(|frame| future::ready(!frame.is_empty()));
     let writes = crate::coalesce::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>);
     Body::from_stream(writes)
 }

@@ -17,6 +17,8 @@ pub struct ChunkInfo {
     pub is_error: bool,
     /// Token usage, when the chunk reports it.
     pub usage: Option<Usage>,
+    /// It is the usage chunk: usage and no choices.
+    pub usage_only: bool,
 }
 
 /// OpenAI token usage.
@@ -80,6 +82,7 @@ pub fn inspect_chunk(data: &str) -> ChunkInfo {
     let mut info = ChunkInfo {
         is_error: probe.error.is_some(),
         usage: probe.usage,
+        usage_only: probe.usage.is_some() && probe.choices.is_empty(),
         ..ChunkInfo::default()
     };
     for choice in &probe.choices {

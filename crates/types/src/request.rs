@@ -128,12 +128,40 @@ impl ChatRequest {
     }
 
     /// The body for an OpenAI-compatible upstream: the request verbatim with
-    /// only `model` rewritten.
+    /// only `model` rewritten, and a stream always asking for its usage
+    /// chunk (`stream_options.include_usage: true`), so every answer can be
+    /// metered and cached with its usage. When the client did not ask for
+    /// that chunk, the adapter keeps it from the client
+    /// ([`Self::wants_usage_chunk`]).
     pub fn openai_body(&self, upstream_model: &str) -> Vec<u8> {
         let mut model = Vec::with_capacity(upstream_model.len() + 2);
         write_json_string(&mut model, upstream_model);
         let model = String::from_utf8_lossy(&model);
+        if self.stream && !self.include_usage {
+            let options = self.stream_options_with_usage();
+            return self
+                .raw
+                .to_json_with(&[("model", &model), ("stream_options", &options)]);
+        }
         self.raw.to_json_with(&[("model", &model)])
+    }
+
+    /// Whether the client reads the usage chunk of a stream: only when it
+    /// asked for it, though Keel always asks the upstream.
+    pub fn wants_usage_chunk(&self) -> bool {
+        self.include_usage
+    }
+
+    /// The client's `stream_options` with `include_usage: true` set, its
+    /// other options kept.
+    fn stream_options_with_usage(&self) -> String {
+        let mut options = self
+            .raw
+            .parse::<serde_json::Map<String, serde_json::Value>>("stream_options")
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        options.insert(String::from("include_usage"), serde_json::Value::Bool(true));
+        serde_json::Value::Object(options).to_string()
     }
 }
 
@@ -186,6 +214,29 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&request.openai_body("gpt-\"4o")),
             r#"{"model":"gpt-\"4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"seed":7,"x":[1]}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_stream_always_asks_the_upstream_for_usage() -> Result<(), RequestError> {
+        let plain = parse(r#"{"model":"m","messages":[{}],"stream":true}"#)?;
+        assert!(!plain.wants_usage_chunk());
+        assert_eq!(
+            String::from_utf8_lossy(&plain.openai_body("u")),
+            r#"{"model":"u","messages":[{}],"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        let other_option = parse(
+            r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_obfuscation":false}}"#,
+        )?;
+        assert_eq!(
+            String::from_utf8_lossy(&other_option.openai_body("u")),
+            r#"{"model":"u","messages":[{}],"stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true}}"#
+        );
+        let non_stream = parse(r#"{"model":"m","messages":[{}]}"#)?;
+        assert_eq!(
+            String::from_utf8_lossy(&non_stream.openai_body("u")),
+            r#"{"model":"u","messages":[{}]}"#
         );
         Ok(())
     }

@@ -25,8 +25,14 @@ pub(crate) enum Classified {
     Done,
 }
 
-/// Classifies one upstream SSE event of an OpenAI stream.
-pub(crate) fn classify_event(provider: &str, event: Event) -> Result<Classified, ProviderError> {
+/// Classifies one upstream SSE event of an OpenAI stream. The usage chunk
+/// of a client that did not ask for it (`forward_usage` false: Keel asked
+/// the upstream for it regardless) keeps its usage for metering but no data.
+pub(crate) fn classify_event(
+    provider: &str,
+    event: Event,
+    forward_usage: bool,
+) -> Result<Classified, ProviderError> {
     if event.data.is_empty() {
         return Ok(Classified::Skip);
     }
@@ -42,8 +48,13 @@ pub(crate) fn classify_event(provider: &str, event: Event) -> Result<Classified,
             body,
         });
     }
+    let data = if info.usage_only && !forward_usage {
+        Bytes::new()
+    } else {
+        Bytes::from(event.data)
+    };
     let event = StreamEvent::Chunk {
-        data: Bytes::from(event.data),
+        data,
         token: info.has_token,
         usage: info.usage,
     };
@@ -57,12 +68,13 @@ struct StreamState<S> {
     events: S,
     provider: Arc<str>,
     finished: bool,
+    forward_usage: bool,
 }
 
 /// Turns the upstream body into events. A stream that ends after a
 /// finish_reason but without `[DONE]` is complete; one that ends before is
-/// truncated.
-pub(crate) fn event_stream<S, E>(provider: Arc<str>, bytes: S) -> EventStream
+/// truncated. `forward_usage`: the client asked for the usage chunk.
+pub(crate) fn event_stream<S, E>(provider: Arc<str>, bytes: S, forward_usage: bool) -> EventStream
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
@@ -72,6 +84,7 @@ where
         events,
         provider,
         finished: false,
+        forward_usage,
     };
     until_terminal(state, |mut state| async move {
         let item = next_event(&mut state).await;
@@ -94,7 +107,7 @@ where
                 })
             }
             Some(Err(error)) => return Err(decode_failure(provider, error)),
-            Some(Ok(event)) => match classify_event(provider, event)? {
+            Some(Ok(event)) => match classify_event(provider, event, state.forward_usage)? {
                 Classified::Skip => continue,
                 Classified::Done => return Ok(StreamEvent::Done),
                 Classified::Chunk { event, finished } => {

@@ -358,6 +358,10 @@ pub(crate) fn body(
         match event {
             Ok(StreamEvent::Chunk { data, usage, .. }) => {
                 settle_usage(reservation.as_ref(), usage.as_ref());
+                if data.is_empty() {
+                    // Usage metered, nothing for the client.
+                    return future::ready(Some(out.freeze()));
+                }
                 if let Err(error) = writer.chunk(&data, &mut out) {
                     *ended = true;
                     tracing::warn!(%error, "an upstream chunk could not be read after the first token");

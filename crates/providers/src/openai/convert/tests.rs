@@ -6,7 +6,7 @@ use super::*;
 
 fn events(body: &str) -> Vec<Result<StreamEvent, ProviderError>> {
     let bytes = stream::iter(vec![Ok::<_, Infallible>(Bytes::from(body.to_owned()))]);
-    futures_executor::block_on(event_stream(Arc::from("p"), bytes).collect::<Vec<_>>())
+    futures_executor::block_on(event_stream(Arc::from("p"), bytes, true).collect::<Vec<_>>())
 }
 
 const ROLE: &str = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
@@ -111,4 +111,24 @@ fn completion_usage_is_read_and_error_bodies_refused() -> Result<(), ProviderErr
     assert!(completion_usage("p", br#"{"error":{"message":"x"}}"#).is_err());
     assert!(completion_usage("p", b"nope").is_err());
     Ok(())
+}
+
+#[test]
+fn a_usage_chunk_the_client_did_not_ask_for_keeps_its_usage_but_no_data() {
+    let usage = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+    let body = [frame(TOKEN), frame(FINISH), frame(usage), frame("[DONE]")].concat();
+    let bytes = stream::iter(vec![Ok::<_, Infallible>(Bytes::from(body))]);
+    let events = futures_executor::block_on(
+        event_stream(Arc::from("p"), bytes, false).collect::<Vec<_>>(),
+    );
+    assert!(matches!(
+        &events[2],
+        Ok(StreamEvent::Chunk { data, usage: Some(usage), token: false })
+            if data.is_empty() && usage.total_tokens == 7
+    ));
+    assert!(
+        matches!(&events[1], Ok(StreamEvent::Chunk { data, .. }) if data == FINISH),
+        "other chunks are forwarded as they are"
+    );
+    assert!(matches!(&events[3], Ok(StreamEvent::Done)));
 }
