@@ -246,7 +246,8 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(15)).await;
         let late = follow(&flights);
-        let readers = [leader, early, late].map(|reader| tokio::spawn(reader.into_stream().collect::<Vec<_>>()));
+        let readers = [leader, early, late]
+            .map(|reader| tokio::spawn(reader.into_stream().collect::<Vec<_>>()));
         for reader in readers {
             assert_eq!(reader.await.ok(), Some(vec![1, 2, 3, 4]));
         }
@@ -274,6 +275,10 @@ mod tests {
         assert!(flights.is_empty());
         let (_new, _reader) = lead(&flights);
         drop(publisher);
-        assert_eq!(flights.len(), 1, "the old publisher leaves the new flight alone");
+        assert_eq!(
+            flights.len(),
+            1,
+            "the old publisher leaves the new flight alone"
+        );
     }
 }

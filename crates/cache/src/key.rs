@@ -103,7 +103,7 @@ pub fn canonical_body<'f>(
         }
         kept.push((name, serde_json::from_str(raw)?));
     }
-    kept.sort_by(|(a, _), (b, _)| a.cmp(b));
+    kept.sort_by_key(|(name, _)| *name);
     let mut out = String::with_capacity(256);
     out.push('{');
     for (index, (name, value)) in kept.iter().enumerate() {
@@ -138,7 +138,7 @@ fn write_value(out: &mut String, value: &Value) {
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            entries.sort_by_key(|(name, _)| *name);
             out.push('{');
             for (index, (name, item)) in entries.into_iter().enumerate() {
                 if index > 0 {
@@ -167,10 +167,10 @@ fn write_number(out: &mut String, number: &serde_json::Number) {
             let _ = write!(out, "{}", float as i64);
         } else {
             // serde_json writes floats in their shortest round-trip form.
-            out.push_str(&serde_json::Number::from_f64(float).map_or_else(
-                || String::from("null"),
-                |number| number.to_string(),
-            ));
+            out.push_str(
+                &serde_json::Number::from_f64(float)
+                    .map_or_else(|| String::from("null"), |number| number.to_string()),
+            );
         }
     }
 }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use keel_config::Config;
 use keel_providers::ProviderError;
 use keel_queue::{JobFailure, JobHandler, Queue, Retry, WebhookPolicy, WorkerPolicy};
-use keel_router::{Answer, RouteError, Router};
-use keel_server::TenantLimits;
+use keel_router::{Answer, CacheControl, RouteError, Router};
+use keel_server::{Reservation, TenantLimits};
 use keel_types::{ChatRequest, ErrorDetail};
 
 /// Runs jobs through the router, each run admitted by its tenant's rate
@@ -95,48 +95,71 @@ impl RouterHandler {
 
 #[async_trait]
 impl JobHandler for RouterHandler {
+    /// A run is a live request without a client: admitted by the tenant's
+    /// limits, answered from the prompt cache when the model is cached and
+    /// a fresh entry exists (tokens are reserved only for an upstream call),
+    /// and otherwise routed through the cache's single flight.
     async fn run(&self, tenant: &str, request: &str) -> Result<String, JobFailure> {
         let request = non_stream(request)
             .map_err(|message| failure(&message, "invalid_request_error", Retry::Never))?;
-        let reservation = self
-            .limits
-            .admit(tenant, &request, request.body_len())
-            .map_err(|exceeded| {
-                let message = format!(
-                    "the tenant is over its {} per minute limit; the job waits in the queue",
-                    exceeded.limit
-                );
-                let wait = exceeded
-                    .retry_after
-                    .max(std::time::Duration::from_millis(1));
-                failure(&message, "rate_limit_error", Retry::NotBefore(wait))
-            })?;
-        match self.router.dispatch(Arc::new(request)).await {
-            Ok(routed) => match routed.answer {
-                Answer::Complete(completion) => {
-                    keel_server::settle_usage(reservation.as_ref(), completion.usage.as_ref());
-                    match String::from_utf8(completion.body.to_vec()) {
-                        Ok(body)
-                            if serde_json::from_str::<&serde_json::value::RawValue>(&body)
-                                .is_ok() =>
-                        {
-                            Ok(body)
-                        }
-                        _ => Err(failure(
-                            "the upstream answer is not JSON",
-                            "server_error",
-                            Retry::Later,
-                        )),
-                    }
-                }
-                Answer::Stream { .. } => Err(failure(
-                    "the upstream answered with a stream",
-                    "server_error",
-                    Retry::Later,
-                )),
-            },
+        let admitted = self.limits.take_request(tenant).map_err(over_limit)?;
+        let plan = self.router.cache_plan(
+            keel_server::CHAT_ENDPOINT,
+            tenant,
+            &request,
+            request.raw().fields(),
+            CacheControl::default(),
+        );
+        if let Some(plan) = &plan {
+            if let Some(hit) = self.router.cached(plan, &request).await {
+                return answer_body(hit.answer, None);
+            }
+        }
+        let reservation = admitted
+            .map(|admitted| admitted.reserve_tokens(&request, request.body_len()))
+            .transpose()
+            .map_err(over_limit)?;
+        match self
+            .router
+            .dispatch_with_cache(Arc::new(request), plan)
+            .await
+        {
+            Ok(routed) => answer_body(routed.answer, reservation.as_ref()),
             Err(error) => Err(route_failure(&error)),
         }
+    }
+}
+
+/// A run over its tenant's limit waits in the queue, without spending an attempt.
+fn over_limit(exceeded: keel_server::Exceeded) -> JobFailure {
+    let message = format!(
+        "the tenant is over its {} per minute limit; the job waits in the queue",
+        exceeded.limit
+    );
+    let wait = exceeded
+        .retry_after
+        .max(std::time::Duration::from_millis(1));
+    failure(&message, "rate_limit_error", Retry::NotBefore(wait))
+}
+
+/// The job's result: the completion's JSON text (its usage settles the
+/// reservation, when there is one).
+fn answer_body(answer: Answer, reservation: Option<&Reservation>) -> Result<String, JobFailure> {
+    let Answer::Complete(completion) = answer else {
+        return Err(failure(
+            "the upstream answered with a stream",
+            "server_error",
+            Retry::Later,
+        ));
+    };
+    keel_server::settle_usage(reservation, completion.usage.as_ref());
+    match String::from_utf8(completion.body.to_vec()) {
+        Ok(body) if serde_json::from_str::<&serde_json::value::RawValue>(&body).is_ok() => Ok(body),
+        _ => Err(failure(
+            "the upstream answer is not JSON",
+            "server_error",
+            Retry::Later,
+        )),
     }
 }
 

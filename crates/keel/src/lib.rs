@@ -53,6 +53,11 @@ pub async fn start(
         in_flight,
         metrics,
         jobs: Some(queue.clone()),
+        admin_key: config
+            .server
+            .admin_key
+            .as_ref()
+            .map(|key| keel_server::key_digest(key.expose())),
     });
     tracing::info!(listen = %listener.local_addr()?, "keel is serving");
     let grace = config.server.shutdown_grace;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use keel_types::ErrorBody;
 
 /// Why an upstream attempt failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProviderError {
     /// No connection could be made (refused, DNS, TLS, connect timeout).
     #[error("cannot connect to provider {provider}: {detail}")]

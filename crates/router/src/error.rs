@@ -3,7 +3,7 @@
 use keel_providers::ProviderError;
 
 /// A routing failure; the server maps each variant to one status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RouteError {
     /// The request names a model that is not configured.
     #[error("the model '{model}' does not exist")]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_config::{Config, HedgeDelay, ModelConfig, Strategy};
 use keel_providers::Provider;
@@ -39,6 +40,11 @@ impl RouteTable {
                 .map(|model| parts.model_route(model))
                 .collect(),
         )
+        .with_cache(crate::CacheSettings {
+            max_bytes: config.cache.max_bytes,
+            max_entry_bytes: config.cache.max_entry_bytes,
+            shared: config.cache.shared,
+        })
     }
 }
 
@@ -69,6 +75,10 @@ impl Parts<'_> {
             hedge: model.hedge.map(|hedge| match hedge.after {
                 HedgeDelay::Fixed(after) => Hedge::fixed(after, hedge.max, hedge.budget),
                 HedgeDelay::P95 => Hedge::p95(hedge.max, hedge.budget),
+            }),
+            cache: model.cache.map(|cache| crate::CacheTtl {
+                ttl: cache.ttl,
+                stale_if_error: cache.stale_if_error.unwrap_or(Duration::ZERO),
             }),
         }
     }

@@ -12,6 +12,7 @@
 //! `hedge:` races further walks against a slow one (see [`hedge`]).
 
 mod attempt;
+mod cache;
 mod controls;
 mod error;
 mod from_config;
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use attempt::Admission;
+pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
 pub use hedge::{Hedge, HedgeAfter};
@@ -45,6 +47,8 @@ pub use plan::{ModelRoute, RouteTable, Target};
 pub struct Router {
     table: RouteTable,
     metrics: Arc<Metrics>,
+    /// The prompt cache, when some model is cached.
+    cache: Option<cache::ResponseCache>,
 }
 
 /// A committed answer and who gave it.
@@ -57,6 +61,8 @@ pub struct Routed {
     pub attempts: u32,
     /// Whether the answer came from a hedged attempt.
     pub hedged: bool,
+    /// How the prompt cache took part, for a cached model.
+    pub cache: Option<CacheStatus>,
     /// The answer.
     pub answer: Answer,
 }
@@ -106,7 +112,12 @@ enum Walked<'p> {
 impl Router {
     /// A router over a route table, recording into `metrics`.
     pub fn new(table: RouteTable, metrics: Arc<Metrics>) -> Self {
-        Self { table, metrics }
+        let cache = table.cache_settings().map(cache::ResponseCache::new);
+        Self {
+            table,
+            metrics,
+            cache,
+        }
     }
 
     /// The public model names, in configuration order.
@@ -160,6 +171,7 @@ impl Router {
                     model: target.model.clone(),
                     attempts,
                     hedged,
+                    cache: None,
                     answer,
                 })
             }

@@ -75,12 +75,15 @@ pub struct ModelRoute {
     pub budget: Duration,
     /// First-token hedging, when the model has `hedge:`.
     pub hedge: Option<crate::Hedge>,
+    /// The prompt cache's TTLs, when the model has `cache:`.
+    pub cache: Option<crate::CacheTtl>,
 }
 
 /// Every public model, indexed by name.
 pub struct RouteTable {
     models: Vec<ModelRoute>,
     index: HashMap<String, usize>,
+    cache: crate::CacheSettings,
 }
 
 // === impl RouteTable ===
@@ -93,7 +96,25 @@ impl RouteTable {
             .enumerate()
             .map(|(position, model)| (model.name.clone(), position))
             .collect();
-        Self { models, index }
+        Self {
+            models,
+            index,
+            cache: crate::CacheSettings::default(),
+        }
+    }
+
+    /// The table with these prompt-cache settings (the defaults otherwise).
+    pub fn with_cache(mut self, settings: crate::CacheSettings) -> Self {
+        self.cache = settings;
+        self
+    }
+
+    /// The prompt cache's settings, when some model is cached.
+    pub(crate) fn cache_settings(&self) -> Option<crate::CacheSettings> {
+        self.models
+            .iter()
+            .any(|model| model.cache.is_some())
+            .then_some(self.cache)
     }
 
     /// The public model names, in configuration order.

@@ -50,6 +50,38 @@ impl Tenants {
     }
 }
 
+/// A caller that presented `server.admin_key`. Without an admin key
+/// configured the admin routes do not exist (404).
+#[derive(Clone, Copy, Debug)]
+pub struct Admin;
+
+/// The SHA-256 digest of a key, as keys are held.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.admin_key else {
+            return Err(ApiError::NotFound {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+            });
+        };
+        let key = presented_key(parts).ok_or(ApiError::Unauthorized)?;
+        if bool::from(key_digest(key).ct_eq(expected)) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
 /// Reads the bearer key; `/v1/messages` callers may send `x-api-key` instead.
 fn presented_key(parts: &Parts) -> Option<&str> {
     let headers = &parts.headers;

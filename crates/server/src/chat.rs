@@ -7,11 +7,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use keel_router::{Answer, Routed};
+use keel_router::{Answer, CacheStatus, Routed};
 
+use crate::cache::KeyedBody;
 use crate::extract::ChatBody;
 use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
-use crate::limits::{settle_usage, Reservation};
+use crate::limits::{settle_usage, Exceeded, Reservation};
 use crate::{sse, ApiError, AppState, Tenant};
 
 /// Routes one chat completion and encodes the committed answer.
@@ -24,42 +25,100 @@ pub async fn completions(
     if crate::jobs::wants_async(&headers) {
         return Ok(crate::jobs::submit_chat(&tenant, &state, &headers, &request).await);
     }
-    dispatch(&state, &tenant, request, respond).await
+    let front = Front {
+        endpoint: CHAT_ENDPOINT,
+        body: KeyedBody::Chat,
+        headers: &headers,
+    };
+    dispatch(&state, &tenant, request, front, respond).await
 }
 
-/// Admits a request under the tenant's limits, routes it, and answers with
-/// `respond` (or the routing error), adding the tenant's rate-limit headers.
-/// Both front ends answer through here.
+/// The endpoint name chat completions (and job runs) are cached under.
+pub const CHAT_ENDPOINT: &str = "chat.completions";
+
+/// Where a request came in, for its cache key and `Cache-Control`.
+pub(crate) struct Front<'a> {
+    /// The endpoint name in the cache key.
+    pub endpoint: &'static str,
+    /// The body the key is computed from.
+    pub body: KeyedBody<'a>,
+    /// The request's headers.
+    pub headers: &'a axum::http::HeaderMap,
+}
+
+/// Admits a request under the tenant's limits, answers it from the prompt
+/// cache or routes it, and answers with `respond` (or the routing error),
+/// adding the tenant's rate-limit headers and, for a cached model,
+/// `x-keel-cache`. Both front ends answer through here. A cache hit counts
+/// against the tenant's request limit only: tokens are reserved after the
+/// lookup, for the requests that go upstream.
 pub(crate) async fn dispatch(
-    state: &AppState,
+    state: &Arc<AppState>,
     tenant: &Tenant,
     request: keel_types::ChatRequest,
+    front: Front<'_>,
     respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
 ) -> Result<Response, ApiError> {
-    let reservation = state
+    let admitted = state
         .limits
-        .admit(&tenant.name, &request, request.body_len())
-        .map_err(|exceeded| {
-            let labels = keel_telemetry::LimitLabels {
-                scope: String::from("tenant"),
-                name: tenant.name.to_string(),
-            };
-            state.metrics.rate_limited.get_or_create(&labels).inc();
-            ApiError::TenantLimited {
-                limit: exceeded.limit,
-                retry_after: exceeded.retry_after,
-                headers: exceeded.headers,
+        .take_request(&tenant.name)
+        .map_err(|exceeded| tenant_limited(state, tenant, exceeded))?;
+    let plan = crate::cache::plan(
+        state,
+        &tenant.name,
+        front.endpoint,
+        &request,
+        front.body,
+        front.headers,
+    );
+    if let Some(plan) = &plan {
+        if let Some(hit) = state.router.cached(plan, &request).await {
+            let mut response = respond(hit, None);
+            if let Some(admitted) = &admitted {
+                response.headers_mut().extend(admitted.headers());
             }
-        })?;
+            return Ok(response);
+        }
+    }
+    let reservation = admitted
+        .map(|admitted| admitted.reserve_tokens(&request, request.body_len()))
+        .transpose()
+        .map_err(|exceeded| tenant_limited(state, tenant, exceeded))?;
     let limit_headers = reservation.as_ref().map(Reservation::headers);
-    let mut response = match state.router.dispatch(Arc::new(request)).await {
+    let unanswered = plan
+        .as_ref()
+        .map(keel_router::CachePlan::status_without_entry);
+    let mut response = match state
+        .router
+        .dispatch_with_cache(Arc::new(request), plan)
+        .await
+    {
         Ok(routed) => respond(routed, reservation),
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => {
+            let mut response = ApiError::from(error).into_response();
+            if let Some(status) = unanswered {
+                crate::cache::mark(&mut response, status);
+            }
+            response
+        }
     };
     if let Some(headers) = limit_headers {
         response.headers_mut().extend(headers);
     }
     Ok(response)
+}
+
+fn tenant_limited(state: &AppState, tenant: &Tenant, exceeded: Exceeded) -> ApiError {
+    let labels = keel_telemetry::LimitLabels {
+        scope: String::from("tenant"),
+        name: tenant.name.to_string(),
+    };
+    state.metrics.rate_limited.get_or_create(&labels).inc();
+    ApiError::TenantLimited {
+        limit: exceeded.limit,
+        retry_after: exceeded.retry_after,
+        headers: exceeded.headers,
+    }
 }
 
 fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
@@ -68,6 +127,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         model,
         attempts,
         hedged,
+        cache,
         answer,
     } = routed;
     let (content_type, body) = match answer {
@@ -77,34 +137,52 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         }
         Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest, reservation)),
     };
-    answered(content_type, body, &provider, &model, attempts, hedged)
+    let who = Answered {
+        provider: &provider,
+        model: &model,
+        attempts,
+        hedged,
+        cache,
+    };
+    answered(content_type, body, &who)
+}
+
+/// Who answered a request, for the gateway's headers.
+pub(crate) struct Answered<'a> {
+    /// The provider.
+    pub provider: &'a str,
+    /// The upstream model.
+    pub model: &'a str,
+    /// Upstream attempts made for this request.
+    pub attempts: u32,
+    /// A hedge answered.
+    pub hedged: bool,
+    /// How the prompt cache took part.
+    pub cache: Option<CacheStatus>,
 }
 
 /// A 200 with the body of a committed answer and the headers naming who
-/// answered (and `x-keel-hedged: true` when a hedge did).
-pub(crate) fn answered(
-    content_type: &'static str,
-    body: Body,
-    provider: &str,
-    model: &str,
-    attempts: u32,
-    hedged: bool,
-) -> Response {
+/// answered (`x-keel-hedged: true` when a hedge did, `x-keel-cache` for a
+/// cached model).
+pub(crate) fn answered(content_type: &'static str, body: Body, who: &Answered<'_>) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if content_type == "text/event-stream" {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
-    if let Ok(value) = HeaderValue::from_str(provider) {
+    if let Ok(value) = HeaderValue::from_str(who.provider) {
         headers.insert(X_KEEL_PROVIDER, value);
     }
-    if let Ok(value) = HeaderValue::from_str(model) {
+    if let Ok(value) = HeaderValue::from_str(who.model) {
         headers.insert(X_KEEL_MODEL, value);
     }
-    headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(attempts));
-    if hedged {
+    headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(who.attempts));
+    if who.hedged {
         headers.insert(X_KEEL_HEDGED, HeaderValue::from_static("true"));
+    }
+    if let Some(status) = who.cache {
+        crate::cache::mark(&mut response, status);
     }
     response
 }

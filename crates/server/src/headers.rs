@@ -13,3 +13,5 @@ pub const X_KEEL_ATTEMPTS: HeaderName = HeaderName::from_static("x-keel-attempts
 pub const X_KEEL_HEDGED: HeaderName = HeaderName::from_static("x-keel-hedged");
 /// The request's id, echoed or made.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// How the prompt cache took part: `hit`, `miss`, `bypass` or `stale`.
+pub const X_KEEL_CACHE: HeaderName = HeaderName::from_static("x-keel-cache");

@@ -3,6 +3,7 @@
 //! no routing or provider logic lives here.
 
 mod auth;
+mod cache;
 mod chat;
 mod coalesce;
 mod error;
@@ -24,9 +25,10 @@ use std::time::Duration;
 use keel_router::Router;
 use tokio::net::TcpListener;
 
-pub use auth::{Tenant, Tenants};
+pub use auth::{key_digest, Admin, Tenant, Tenants};
+pub use chat::CHAT_ENDPOINT;
 pub use error::ApiError;
-pub use limits::{settle_usage, Exceeded, Reservation, TenantLimits};
+pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};
 pub use routes::app;
 
 /// What every handler shares.
@@ -46,6 +48,8 @@ pub struct AppState {
     pub metrics: Arc<keel_telemetry::Metrics>,
     /// The async job queue; `None` turns the job endpoints off (503).
     pub jobs: Option<Arc<keel_queue::Queue>>,
+    /// The digest of `server.admin_key`; `None` turns the admin routes off.
+    pub admin_key: Option<[u8; 32]>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting

@@ -62,13 +62,23 @@ impl TenantLimits {
         Self { tenants }
     }
 
-    /// Admits one request of `tenant`, or says which limit it hit.
+    /// Admits one request of `tenant` (its request and token limits), or
+    /// says which limit it hit.
     pub fn admit(
         &self,
         tenant: &str,
         request: &ChatRequest,
         body_len: usize,
     ) -> Result<Option<Reservation>, Exceeded> {
+        self.take_request(tenant)?
+            .map(|admitted| admitted.reserve_tokens(request, body_len))
+            .transpose()
+    }
+
+    /// Takes one request from `tenant`'s request limit; tokens are reserved
+    /// next, unless a cache hit answers first (a hit counts against `rpm`
+    /// only). `None` for a tenant without limits.
+    pub fn take_request(&self, tenant: &str) -> Result<Option<Admitted>, Exceeded> {
         let Some(buckets) = self.tenants.get(tenant) else {
             return Ok(None);
         };
@@ -77,6 +87,28 @@ impl TenantLimits {
                 .try_take(1.0)
                 .map_err(|wait| buckets.exceeded("requests", wait))?;
         }
+        Ok(Some(Admitted {
+            buckets: buckets.clone(),
+        }))
+    }
+}
+
+/// A request admitted by its tenant's request limit, tokens not yet reserved.
+pub struct Admitted {
+    buckets: Arc<Buckets>,
+}
+
+// === impl Admitted ===
+
+impl Admitted {
+    /// Reserves the request's estimated tokens, or gives the request slot
+    /// back and says so when the token limit is reached.
+    pub fn reserve_tokens(
+        self,
+        request: &ChatRequest,
+        body_len: usize,
+    ) -> Result<Reservation, Exceeded> {
+        let buckets = self.buckets;
         let reserved = estimate_tokens(request, body_len);
         if let Some(bucket) = &buckets.tokens {
             if let Err(wait) = bucket.try_take(reserved) {
@@ -87,10 +119,12 @@ impl TenantLimits {
                 return Err(buckets.exceeded("tokens", wait));
             }
         }
-        Ok(Some(Reservation {
-            buckets: buckets.clone(),
-            reserved,
-        }))
+        Ok(Reservation { buckets, reserved })
+    }
+
+    /// The tenant's rate-limit headers now.
+    pub fn headers(&self) -> HeaderMap {
+        self.buckets.headers()
     }
 }
 
@@ -210,6 +244,31 @@ mod tests {
         assert!(limits
             .admit("unlimited", &request, 100)
             .is_ok_and(|reservation| reservation.is_none()));
+        Ok(())
+    }
+
+    /// A request answered without tokens (a cache hit) takes only from the
+    /// request limit.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_request_that_reserves_no_tokens_spends_only_its_request(
+    ) -> Result<(), keel_types::RequestError> {
+        let limits = TenantLimits::new([("a", Some(2), Some(100))]);
+        let admitted = limits.take_request("a").ok().flatten();
+        let headers = admitted.as_ref().map(Admitted::headers);
+        assert_eq!(
+            headers
+                .as_ref()
+                .map(|h| h["x-ratelimit-remaining-tokens"].clone()),
+            Some(axum::http::HeaderValue::from_static("100"))
+        );
+        assert!(
+            limits.admit("a", &request(50)?, 40).is_ok(),
+            "the tokens are all there"
+        );
+        assert!(
+            limits.take_request("a").is_err(),
+            "two requests spent the rpm of 2"
+        );
         Ok(())
     }
 

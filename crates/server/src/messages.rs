@@ -24,17 +24,27 @@ use keel_types::ChatRequest;
 use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
 
-/// A Messages request, already written as the router's chat request.
-pub struct MessagesBody(pub ChatRequest);
+/// A Messages request, already written as the router's chat request, and
+/// the body as the client sent it (the cache keys that).
+pub struct MessagesBody(pub ChatRequest, pub bytes::Bytes);
+
+/// The endpoint name Messages requests are cached under.
+const MESSAGES_ENDPOINT: &str = "messages";
 
 /// Routes one Messages request and encodes the committed answer in
 /// Anthropic's format.
 pub async fn create(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
-    MessagesBody(request): MessagesBody,
+    headers: axum::http::HeaderMap,
+    MessagesBody(request, body): MessagesBody,
 ) -> Result<Response, ApiError> {
-    crate::chat::dispatch(&state, &tenant, request, respond).await
+    let front = crate::chat::Front {
+        endpoint: MESSAGES_ENDPOINT,
+        body: crate::cache::KeyedBody::Original(&body),
+        headers: &headers,
+    };
+    crate::chat::dispatch(&state, &tenant, request, front, respond).await
 }
 
 fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
@@ -43,6 +53,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         model,
         attempts,
         hedged,
+        cache,
         answer,
     } = routed;
     let (content_type, body) = match answer {
@@ -64,7 +75,14 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
             )
         }
     };
-    crate::chat::answered(content_type, body, &provider, &model, attempts, hedged)
+    let who = crate::chat::Answered {
+        provider: &provider,
+        model: &model,
+        attempts,
+        hedged,
+        cache,
+    };
+    crate::chat::answered(content_type, body, &who)
 }
 
 /// A completion that passed the adapter's checks but is not one: a 502.
@@ -92,7 +110,8 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let bytes = crate::extract::read_body(request, state.max_body).await?;
-        Ok(Self(request::chat_request(&bytes)?))
+        let request = request::chat_request(&bytes)?;
+        Ok(Self(request, bytes))
     }
 }
 

@@ -27,6 +27,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/webhook/redeliver", post(jobs::redeliver))
+        .route("/admin/cache", axum::routing::delete(crate::cache::purge))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed::shed,
@@ -58,6 +59,7 @@ async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl Int
 /// Prometheus text format; gauges read from live state first.
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.router.export_gauges();
+    state.router.export_cache_gauges().await;
     if let Some(jobs) = &state.jobs {
         jobs.export_gauges().await;
     }

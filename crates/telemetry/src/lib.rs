@@ -64,6 +64,15 @@ pub struct ModelLabels {
     pub model: String,
 }
 
+/// Labels of one prompt-cache decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The public model name.
+    pub model: String,
+    /// `hit`, `miss`, `bypass` or `stale`.
+    pub result: String,
+}
+
 /// Labels naming a job status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -134,6 +143,17 @@ pub struct Metrics {
     /// `keel_webhook_endpoints_disabled_total`: endpoints this instance
     /// disabled (410 Gone, or failing for `webhooks.disable_after`).
     pub webhook_endpoints_disabled: Counter,
+    /// `keel_cache_requests_total{model,result}`: prompt-cache decisions.
+    pub cache_requests: Family<CacheLabels, Counter>,
+    /// `keel_cache_entries`: answers in the prompt cache (read at scrape).
+    pub cache_entries: Gauge,
+    /// `keel_cache_bytes`: their accounted size in bytes (read at scrape).
+    pub cache_bytes: Gauge,
+    /// `keel_cache_evictions_total`: entries evicted to keep within `cache.max_bytes`.
+    pub cache_evictions: Counter,
+    /// `keel_cache_single_flight_waiters_total`: requests that waited for an
+    /// identical request's upstream call instead of making their own.
+    pub cache_single_flight_waiters: Counter,
 }
 
 /// The request metrics of one (route, status).
@@ -263,6 +283,36 @@ impl Metrics {
             "Webhook endpoints disabled after 410 Gone or continuous failure",
             webhook_endpoints_disabled.clone(),
         );
+        let cache_requests = Family::default();
+        let cache_entries = Gauge::default();
+        let cache_bytes = Gauge::default();
+        let cache_evictions = Counter::default();
+        let cache_single_flight_waiters = Counter::default();
+        registry.register(
+            "cache_requests",
+            "Prompt-cache decisions by result",
+            cache_requests.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Answers in the prompt cache",
+            cache_entries.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Accounted bytes of the prompt cache",
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Prompt-cache entries evicted to stay within cache.max_bytes",
+            cache_evictions.clone(),
+        );
+        registry.register(
+            "cache_single_flight_waiters",
+            "Requests that waited for an identical request's upstream call",
+            cache_single_flight_waiters.clone(),
+        );
         Self {
             registry,
             requests,
@@ -286,6 +336,11 @@ impl Metrics {
             hedge_wins,
             hedge_budget_exhausted,
             webhook_endpoints_disabled,
+            cache_requests,
+            cache_entries,
+            cache_bytes,
+            cache_evictions,
+            cache_single_flight_waiters,
         }
     }
 

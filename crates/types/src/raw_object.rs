@@ -27,6 +27,13 @@ impl RawObject {
             .map(|(_, value)| value.as_ref())
     }
 
+    /// Every field as (name, raw JSON text), in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.get()))
+    }
+
     /// Parses the value of `key` as `T`; `None` when absent or `null`.
     pub fn parse<'a, T: Deserialize<'a>>(
         &'a self,

@@ -130,6 +130,7 @@ async fn fallback_models_are_tried_after_every_target_failed() -> Result<(), Rou
         fallback: vec![String::from("m")],
         budget: MINUTE,
         hedge: None,
+        cache: None,
     };
     let routed = router(vec![plain(&bad)], MINUTE, vec![fallback])
         .dispatch(request(false))

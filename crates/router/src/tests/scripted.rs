@@ -253,6 +253,7 @@ pub fn hedged_router(
         fallback,
         budget,
         hedge,
+        cache: None,
     }];
     models.extend(extra);
     Router::new(RouteTable::new(models), Arc::new(Metrics::new()))

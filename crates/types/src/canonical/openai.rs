@@ -11,7 +11,7 @@ mod response;
 pub use chunk::{read_chunk, ChunkMeta, ChunkWriter};
 pub use request_in::from_chat_request;
 pub use request_out::request_body;
-pub use response::{completion_json, read_completion};
+pub use response::{completion_json, completion_json_with_id, read_completion};
 
 #[cfg(test)]
 #[path = "openai/tests.rs"]

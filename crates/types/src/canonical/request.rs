@@ -82,7 +82,7 @@ pub enum Image {
 }
 
 /// A tool call: its id, the function and its arguments.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolCall {
     /// The call id, kept across formats so results can refer to it.
     pub id: String,

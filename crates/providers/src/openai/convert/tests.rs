@@ -115,12 +115,12 @@ fn completion_usage_is_read_and_error_bodies_refused() -> Result<(), ProviderErr
 
 #[test]
 fn a_usage_chunk_the_client_did_not_ask_for_keeps_its_usage_but_no_data() {
-    let usage = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+    let usage =
+        r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
     let body = [frame(TOKEN), frame(FINISH), frame(usage), frame("[DONE]")].concat();
     let bytes = stream::iter(vec![Ok::<_, Infallible>(Bytes::from(body))]);
-    let events = futures_executor::block_on(
-        event_stream(Arc::from("p"), bytes, false).collect::<Vec<_>>(),
-    );
+    let events =
+        futures_executor::block_on(event_stream(Arc::from("p"), bytes, false).collect::<Vec<_>>());
     assert!(matches!(
         &events[2],
         Ok(StreamEvent::Chunk { data, usage: Some(usage), token: false })

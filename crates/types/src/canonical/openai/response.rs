@@ -142,6 +142,11 @@ struct PromptDetailsIn {
 /// Writes `response` as an OpenAI `chat.completion`. Text blocks are joined;
 /// `content` is `null` only when the answer is tool calls alone.
 pub fn completion_json(response: &Response, created: u64) -> Vec<u8> {
+    completion_json_with_id(response, &response.id, created)
+}
+
+/// [`completion_json`] under another id (a replayed answer gets a fresh one).
+pub fn completion_json_with_id(response: &Response, id: &str, created: u64) -> Vec<u8> {
     let tool_calls: Vec<ToolCallOut<'_>> = response
         .tool_calls
         .iter()
@@ -163,7 +168,7 @@ pub fn completion_json(response: &Response, created: u64) -> Vec<u8> {
         tool_calls,
     };
     let completion = CompletionOut {
-        id: &response.id,
+        id,
         object: "chat.completion",
         created,
         model: &response.model,
