@@ -273,7 +273,10 @@ impl Router {
         if !plan.stores() {
             // Nothing to share: route directly, stale entries still stand in.
             let routed = match self.dispatch(request.clone()).await {
-                Ok(routed) => Ok(routed),
+                Ok(routed) => Ok(Routed {
+                    cache: Some(status),
+                    ..routed
+                }),
                 Err(error) => match self.stale_entry(&plan, &error).await {
                     Some(entry) => Ok(from_entry(&entry.value, &request, CacheStatus::Stale)),
                     None => Err(error),
