@@ -2,6 +2,7 @@
 //! failover, retries, backoff, Retry-After, budgets, each clock, breakers,
 //! bulkheads and rate limits. No sockets, no sleeps: time is advanced.
 
+mod cache;
 mod controls;
 mod failover;
 mod hedging;
