@@ -817,3 +817,56 @@ async fn the_official_sdks_read_a_replay_as_they_read_the_original() -> TestResu
     assert_eq!(setup.upstream_calls(), 4, "one call per distinct request");
     Ok(())
 }
+
+/// A hit counts against the tenant's `rpm` and not its `tpm`.
+#[tokio::test]
+async fn a_hit_counts_against_the_request_limit_but_not_the_token_limit() -> TestResult {
+    let mock = start_mock().await?;
+    let limits = "tenants:\n  - {name: a, keys: [\"sk-tenant-a\"]}\n  - {name: tokens, keys: [\"sk-tokens\"], limits: {tpm: 1}}\n  - {name: requests, keys: [\"sk-requests\"], limits: {rpm: 2}}\n";
+    let yaml = yaml(&mock, "").replace(
+        &format!("tenants:\n  - {{name: a, keys: [\"{KEY_A}\"]}}\n  - {{name: b, keys: [\"{KEY_B}\"]}}\n"),
+        limits,
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    let setup = Setup {
+        mock,
+        gateway,
+        client: reqwest::Client::new(),
+    };
+
+    // tpm 1: the first answer's real usage empties the token bucket.
+    let miss = setup.chat("sk-tokens", &ask("tokens", false)).await?;
+    assert_eq!(
+        (miss.status().as_u16(), header(&miss, "x-keel-cache")),
+        (200, "miss")
+    );
+    for _ in 0..3 {
+        let hit = setup.chat("sk-tokens", &ask("tokens", false)).await?;
+        assert_eq!(
+            (hit.status().as_u16(), header(&hit, "x-keel-cache")),
+            (200, "hit")
+        );
+    }
+    let other = setup.chat("sk-tokens", &ask("another", false)).await?;
+    assert_eq!(other.status(), 429, "a miss needs tokens");
+
+    // rpm 2: a miss and a hit spend both requests.
+    assert_eq!(
+        setup
+            .chat("sk-requests", &ask("requests", false))
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        setup
+            .chat("sk-requests", &ask("requests", false))
+            .await?
+            .status(),
+        200
+    );
+    let third = setup.chat("sk-requests", &ask("requests", false)).await?;
+    assert_eq!(third.status(), 429, "a hit counts against rpm");
+    assert_eq!(setup.upstream_calls(), 2);
+    Ok(())
+}

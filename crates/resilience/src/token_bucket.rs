@@ -11,6 +11,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The longest an upstream's 429 may pause a bucket.
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+/// The deepest debt a settlement can leave, in refills of the whole bucket.
+pub const MAX_DEBT_PERIODS: f64 = 60.0;
+
+/// The longest wait a refusal names (a deep debt on a slow bucket).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// A token bucket of `capacity` tokens refilled at `capacity` per `period`.
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -44,38 +53,42 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `cost` tokens, or says how long until they would be there.
-    pub fn try_take(&self, cost: f64) -> Result<(), Duration> {
+    /// Takes `cost` tokens and says how many it took, or how long until
+    /// they would be there. A call costing more than the whole bucket takes
+    /// the whole bucket when it is full: callers settle against what was
+    /// taken (the returned amount), never against what they asked for.
+    pub fn try_take(&self, cost: f64) -> Result<f64, Duration> {
         let mut state = self.refilled();
         let now = Instant::now();
         if let Some(until) = state.paused_until.filter(|until| *until > now) {
             return Err(until - now);
         }
-        // A call costing more than the whole bucket may go when it is full.
-        let cost = cost.min(self.capacity);
+        let cost = clamp_cost(cost).min(self.capacity);
         if state.tokens >= cost {
             state.tokens -= cost;
-            return Ok(());
+            return Ok(cost);
         }
-        Err(Duration::from_secs_f64(
-            (cost - state.tokens) / self.per_second,
-        ))
+        Err(seconds((cost - state.tokens) / self.per_second))
     }
 
     /// Corrects a reservation once the real cost is known: a positive
-    /// `delta` takes more (the bucket may go into debt), a negative one gives
-    /// tokens back.
+    /// `delta` takes more (the bucket may go into debt, down to
+    /// [`MAX_DEBT_PERIODS`] refills, so one absurd usage report cannot lock
+    /// the bucket for ever), a negative one gives tokens back.
     pub fn settle(&self, delta: f64) {
+        let delta = if delta.is_nan() { 0.0 } else { delta };
+        let floor = -self.capacity * MAX_DEBT_PERIODS;
         let mut state = self.refilled();
-        state.tokens = (state.tokens - delta).min(self.capacity);
+        state.tokens = (state.tokens - delta).clamp(floor, self.capacity);
     }
 
     /// Empties the bucket and refuses everything for `pause` (an upstream
-    /// 429 with Retry-After).
+    /// 429 with Retry-After), at most [`MAX_PAUSE`].
     pub fn drain_and_pause(&self, pause: Duration) {
         let mut state = self.refilled();
         state.tokens = 0.0;
-        state.paused_until = Some(Instant::now() + pause);
+        let now = Instant::now();
+        state.paused_until = Some(now.checked_add(pause.min(MAX_PAUSE)).unwrap_or(now));
     }
 
     /// Whole tokens available now.
@@ -91,7 +104,7 @@ impl TokenBucket {
     /// Time until the bucket is full again.
     pub fn time_to_full(&self) -> Duration {
         let state = self.refilled();
-        Duration::from_secs_f64(((self.capacity - state.tokens) / self.per_second).max(0.0))
+        seconds((self.capacity - state.tokens) / self.per_second)
     }
 
     /// The state, refilled up to now. Refill does not run while paused.
@@ -116,6 +129,24 @@ impl TokenBucket {
     }
 }
 
+/// A number of seconds from arithmetic on outside figures as a duration:
+/// negative and NaN are zero, anything huge is [`MAX_WAIT`].
+fn seconds(value: f64) -> Duration {
+    if value.is_nan() || value <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(value).map_or(MAX_WAIT, |wait| wait.min(MAX_WAIT))
+}
+
+/// A cost from outside (an estimate, a usage report): NaN and negative are 0.
+fn clamp_cost(cost: f64) -> f64 {
+    if cost.is_nan() {
+        0.0
+    } else {
+        cost.max(0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +161,42 @@ mod tests {
         assert_eq!(results[10], Err(Duration::from_millis(100)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!((0..15).filter(|_| bucket.try_take(1.0).is_ok()).count(), 10);
+    }
+
+    /// Trust boundary 4: absurd figures from outside (a usage of u64::MAX,
+    /// a Retry-After of 2^64 s) leave a bucket that still answers sanely:
+    /// bounded debt, bounded waits, no panic.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn tb4_absurd_usage_and_pauses_are_bounded() {
+        let bucket = TokenBucket::new(30, Duration::from_secs(60));
+        assert_eq!(bucket.try_take(1.0), Ok(1.0));
+        bucket.settle(u64::MAX as f64);
+        bucket.settle(f64::NAN);
+        let wait = bucket.try_take(1.0).err();
+        assert_eq!(
+            wait,
+            Some(Duration::from_secs(3602)),
+            "an hour of debt plus the token asked"
+        );
+        assert!(bucket.time_to_full() <= MAX_WAIT);
+        tokio::time::advance(Duration::from_secs(3700)).await;
+        assert!(
+            bucket.try_take(1.0).is_ok(),
+            "the debt is paid off in an hour"
+        );
+        bucket.drain_and_pause(Duration::MAX);
+        assert_eq!(bucket.try_take(1.0), Err(MAX_PAUSE));
+        assert_eq!(bucket.try_take(f64::NAN), Err(MAX_PAUSE));
+    }
+
+    /// Trust boundary 1: a call asking for more than the bucket holds takes
+    /// the whole bucket, and says so, so its settlement is against that.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn tb1_an_oversized_take_reports_what_it_took() {
+        let bucket = TokenBucket::new(10_000, Duration::from_secs(60));
+        assert_eq!(bucket.try_take(64_000.0), Ok(10_000.0));
+        bucket.settle(9_000.0 - 10_000.0);
+        assert_eq!(bucket.remaining(), 1_000, "charged the 9,000 really used");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

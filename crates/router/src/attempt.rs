@@ -192,8 +192,8 @@ pub(crate) fn breaker_outcome(error: &ProviderError) -> Outcome {
     }
 }
 
-/// Charges the provider's tokens-per-minute bucket with real usage (one
-/// token was reserved at admission).
+/// Charges the provider's tokens-per-minute bucket with real usage, once
+/// per attempt (one token was taken at admission).
 pub(crate) fn settle_tokens(target: &Target, total_tokens: Option<u64>) {
     if let (Some(bucket), Some(tokens)) = (&target.controls.tokens, total_tokens) {
         bucket.settle(tokens as f64 - 1.0);

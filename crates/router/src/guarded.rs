@@ -28,6 +28,9 @@ pub(crate) struct Guarded {
     admission: Option<Admission>,
     started: Instant,
     metrics: Arc<Metrics>,
+    /// The latest usage the stream reported (a stream may report it on
+    /// several chunks, each the running total): charged once, at the end.
+    reported_tokens: Option<u64>,
 }
 
 // === impl Guarded ===
@@ -52,10 +55,14 @@ impl Guarded {
             admission: Some(admission),
             started,
             metrics,
+            reported_tokens: None,
         }
     }
 
     fn finish(&mut self, outcome: Outcome) {
+        if let Some(tokens) = self.reported_tokens.take() {
+            settle_tokens(&self.target, Some(tokens));
+        }
         if let Some(admission) = self.admission.take() {
             admission.trial.record(outcome);
             self.target
@@ -90,7 +97,7 @@ impl Stream for Guarded {
                         self.idle.as_mut().reset(next);
                     }
                     if let Some(usage) = usage {
-                        settle_tokens(&self.target, Some(usage.total_tokens));
+                        self.reported_tokens = Some(usage.total_tokens);
                     }
                 }
                 if event == StreamEvent::Done {

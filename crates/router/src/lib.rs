@@ -346,7 +346,8 @@ impl Router {
             .as_ref()
             .and_then(ProviderError::retry_after);
         let delay = retry_after.unwrap_or_else(|| controls.backoff.delay(retry));
-        if Instant::now() + delay >= deadline {
+        let resume = Instant::now().checked_add(delay);
+        if resume.is_none_or(|resume| resume >= deadline) {
             return false;
         }
         if !controls.budget.try_retry() {
@@ -395,8 +396,13 @@ impl Router {
                 }
             },
         };
+        let mut taken: Vec<&keel_resilience::TokenBucket> = Vec::with_capacity(2);
         for bucket in [&controls.requests, &controls.tokens].into_iter().flatten() {
             if let Err(wait) = bucket.try_take(1.0) {
+                // Nothing is sent: what the other bucket gave is given back.
+                for earlier in taken {
+                    earlier.settle(-1.0);
+                }
                 let labels = keel_telemetry::LimitLabels {
                     scope: String::from("provider"),
                     name: target.provider_name.to_string(),
@@ -405,6 +411,7 @@ impl Router {
                 walk.refused(wait);
                 return None;
             }
+            taken.push(bucket);
         }
         Some(Admission { trial, slot })
     }

@@ -5,6 +5,7 @@
 //! the configured rate.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +25,20 @@ pub struct Buckets {
     tokens: Option<TokenBucket>,
 }
 
-/// Tokens reserved for one admitted request, settled from real usage.
+/// Tokens reserved for one admitted request. The usage reports it is
+/// given are recorded, and when it is dropped (the answer or stream is
+/// over) the bucket is settled once, from the last report, against what the
+/// bucket really gave: a stream that repeats its running total on several
+/// chunks is charged its final total once.
 pub struct Reservation {
     buckets: Arc<Buckets>,
+    /// What the token bucket really gave (at most its capacity).
     reserved: f64,
+    /// The last reported total, or `NO_REPORT`.
+    reported: AtomicU64,
 }
+
+const NO_REPORT: u64 = u64::MAX;
 
 /// A refusal: which limit, and when to come back.
 #[derive(Debug)]
@@ -109,17 +119,25 @@ impl Admitted {
         body_len: usize,
     ) -> Result<Reservation, Exceeded> {
         let buckets = self.buckets;
-        let reserved = estimate_tokens(request, body_len);
-        if let Some(bucket) = &buckets.tokens {
-            if let Err(wait) = bucket.try_take(reserved) {
-                // The request slot taken above is given back: nothing was served.
-                if let Some(requests) = &buckets.requests {
-                    requests.settle(-1.0);
+        let estimate = estimate_tokens(request, body_len);
+        let reserved = match &buckets.tokens {
+            None => 0.0,
+            Some(bucket) => match bucket.try_take(estimate) {
+                Ok(taken) => taken,
+                Err(wait) => {
+                    // The request slot taken above is given back: nothing was served.
+                    if let Some(requests) = &buckets.requests {
+                        requests.settle(-1.0);
+                    }
+                    return Err(buckets.exceeded("tokens", wait));
                 }
-                return Err(buckets.exceeded("tokens", wait));
-            }
-        }
-        Ok(Reservation { buckets, reserved })
+            },
+        };
+        Ok(Reservation {
+            buckets,
+            reserved,
+            reported: AtomicU64::new(NO_REPORT),
+        })
     }
 
     /// The tenant's rate-limit headers now.
@@ -195,16 +213,29 @@ pub fn settle_usage(reservation: Option<&Reservation>, usage: Option<&Usage>) {
 // === impl Reservation ===
 
 impl Reservation {
-    /// Charges the real token count in place of the estimate.
+    /// Records the answer's real token count (a later report replaces an
+    /// earlier one); the bucket is charged it when the reservation drops.
     pub fn settle(&self, total_tokens: u64) {
-        if let Some(bucket) = &self.buckets.tokens {
-            bucket.settle(total_tokens as f64 - self.reserved);
-        }
+        self.reported
+            .store(total_tokens.min(NO_REPORT - 1), Ordering::Relaxed);
     }
 
     /// The tenant's rate-limit headers after this request.
     pub fn headers(&self) -> HeaderMap {
         self.buckets.headers()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let reported = self.reported.load(Ordering::Relaxed);
+        if reported == NO_REPORT {
+            // No usage came back (the call failed): the estimate stands.
+            return;
+        }
+        if let Some(bucket) = &self.buckets.tokens {
+            bucket.settle(reported as f64 - self.reserved);
+        }
     }
 }
 
@@ -287,9 +318,47 @@ mod tests {
             "the reservation of 610 leaves 390"
         );
         first.settle(10);
+        drop(first);
         assert!(
             limits.admit("a", &request(600)?, 40).is_ok(),
             "settling to 10 real tokens freed the rest"
+        );
+        Ok(())
+    }
+
+    /// Trust boundary 1: `max_tokens: 64000` against `tpm: 10000` takes the
+    /// whole bucket and is charged what it really used; usage reported on
+    /// several chunks is charged once, from the last report.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn tb1_a_large_max_tokens_cannot_make_usage_free() -> Result<(), keel_types::RequestError>
+    {
+        let limits = TenantLimits::new([("a", None, Some(10_000))]);
+        let big = limits
+            .admit("a", &request(64_000)?, 40)
+            .ok()
+            .flatten()
+            .ok_or(keel_types::RequestError::MissingModel)?;
+        for running_total in [3_000, 6_000, 9_000] {
+            big.settle(running_total);
+        }
+        drop(big);
+        let headers = limits
+            .take_request("a")
+            .ok()
+            .flatten()
+            .map(|admitted| admitted.headers());
+        assert_eq!(
+            headers.map(|headers| headers["x-ratelimit-remaining-tokens"].clone()),
+            Some(HeaderValue::from_static("1000")),
+            "9,000 charged once"
+        );
+        let again = request(64_000)?;
+        let admitted = (0..20)
+            .filter(|_| limits.admit("a", &again, 40).is_ok())
+            .count();
+        assert_eq!(
+            admitted, 0,
+            "the bucket has 1,000 left: nothing as big passes"
         );
         Ok(())
     }

@@ -26,11 +26,18 @@ pub(crate) struct StreamConverter {
     created: u64,
     include_usage: bool,
     writer: Option<ChunkWriter>,
-    blocks: Vec<Block>,
+    /// (Anthropic block index, what it is), in order of appearance. The
+    /// index comes from the upstream: it is looked up, never used as a
+    /// position, so a huge one costs nothing.
+    blocks: Vec<(u64, Block)>,
     tool_calls: u32,
     usage: TokenUsage,
     finished: bool,
 }
+
+/// The most content blocks one message may open; a stream with more is
+/// refused as invalid (real messages have a handful).
+const MAX_BLOCKS: usize = 4096;
 
 /// What the content block at one Anthropic index is.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,7 +55,7 @@ struct EventIn<'a> {
     #[serde(rename = "type", default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(default)]
-    index: usize,
+    index: u64,
     #[serde(default, borrow)]
     message: Option<MessageStartIn<'a>>,
     #[serde(default, borrow)]
@@ -191,10 +198,22 @@ impl StreamConverter {
             }
             _ => (Block::Other, None),
         };
-        if self.blocks.len() <= event.index {
-            self.blocks.resize(event.index + 1, Block::Other);
+        let known = self
+            .blocks
+            .iter()
+            .position(|(index, _)| *index == event.index);
+        match known {
+            Some(position) => self.blocks[position].1 = kind,
+            None if self.blocks.len() >= MAX_BLOCKS => {
+                return Err(ProviderError::Protocol {
+                    provider: provider.to_owned(),
+                    detail: format!(
+                        "an Anthropic stream opened more than {MAX_BLOCKS} content blocks"
+                    ),
+                })
+            }
+            None => self.blocks.push((event.index, kind)),
         }
-        self.blocks[event.index] = kind;
         if let Some(delta) = delta {
             self.push(&delta, out);
         }
@@ -213,9 +232,9 @@ impl StreamConverter {
         };
         let block = self
             .blocks
-            .get(event.index)
-            .copied()
-            .unwrap_or(Block::Other);
+            .iter()
+            .find(|(index, _)| *index == event.index)
+            .map_or(Block::Other, |(_, block)| *block);
         let delta = match (delta.kind.as_deref(), block) {
             (Some("text_delta"), _) => delta.text.map(Delta::Text),
             (Some("thinking_delta"), _) => delta.thinking.map(Delta::Reasoning),

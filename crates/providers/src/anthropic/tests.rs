@@ -281,3 +281,50 @@ fn upstream_errors_keep_their_class_and_become_openai_shaped() {
         "{html}"
     );
 }
+
+/// Trust boundary 4: block indices come from the upstream. Huge ones (that
+/// once sized a vector: 4,000,000,000 asked for 32 GB and aborted the
+/// process; `u64::MAX` wrapped and panicked) are looked up like any other,
+/// and a stream opening more blocks than any message has is refused.
+#[test]
+fn tb4_huge_content_block_indices_cost_nothing() {
+    let mut converter = StreamConverter::new(0, false);
+    let mut out = VecDeque::new();
+    let start =
+        r#"{"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":1}}}"#;
+    assert!(converter
+        .on_event("p", "message_start", start, &mut out)
+        .is_ok());
+    for index in ["4000000000", "18446744073709551615", "200000000"] {
+        let block = format!(
+            r#"{{"type":"content_block_start","index":{index},"content_block":{{"type":"text","text":""}}}}"#
+        );
+        assert!(
+            converter
+                .on_event("p", "content_block_start", &block, &mut out)
+                .is_ok(),
+            "{index}"
+        );
+        let delta = format!(
+            r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":"x"}}}}"#
+        );
+        assert!(
+            converter
+                .on_event("p", "content_block_delta", &delta, &mut out)
+                .is_ok(),
+            "{index}"
+        );
+    }
+    let tokens = out
+        .iter()
+        .filter(|event| matches!(event, StreamEvent::Chunk { token: true, .. }))
+        .count();
+    assert_eq!(tokens, 3);
+    let mut many = StreamConverter::new(0, false);
+    assert!(many.on_event("p", "message_start", start, &mut out).is_ok());
+    let refused = (0..5000).find_map(|index| {
+        let block = format!(r#"{{"type":"content_block_start","index":{index},"content_block":{{"type":"text","text":""}}}}"#);
+        many.on_event("p", "content_block_start", &block, &mut out).err()
+    });
+    assert!(matches!(refused, Some(ProviderError::Protocol { .. })));
+}

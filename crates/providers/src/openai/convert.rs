@@ -194,15 +194,21 @@ pub(crate) fn error_from_status(
 /// Reads `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(
-        date.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            date.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
+
+/// The longest `Retry-After` believed from an upstream: it pauses the
+/// provider's bucket and is passed on to clients, so 10^10 s or a date in
+/// the year 9999 is read as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Classifies an error from sending: no response head arrived.
 pub(crate) fn send_error(

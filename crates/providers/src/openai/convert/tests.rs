@@ -98,6 +98,15 @@ fn retry_after_reads_seconds_and_http_dates() -> Result<(), Box<dyn std::error::
     );
     headers.insert(RETRY_AFTER, "soon".parse()?);
     assert_eq!(retry_after(&headers), None);
+    // Trust boundary 4: absurd values are clamped where they are read.
+    for absurd in [
+        "18446744073709551615",
+        "10000000000",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        headers.insert(RETRY_AFTER, absurd.parse()?);
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER), "{absurd}");
+    }
     Ok(())
 }
 
