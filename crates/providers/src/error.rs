@@ -102,6 +102,11 @@ pub enum ErrorKind {
     Connect,
     /// A 4xx caused by the request itself; never retried.
     Client,
+    /// 401, 403 or 404: the provider's key, access or model mapping is
+    /// wrong. A failure of the target (the gateway's side), never of the
+    /// client: it fails over and counts in the breaker, but the same target
+    /// is not tried again for this request.
+    Misconfigured,
     /// Rate limited (429).
     RateLimited,
     /// A 5xx, 408, 409 or Anthropic 529.
@@ -120,6 +125,7 @@ impl ErrorKind {
         match self {
             Self::Connect => "connect_error",
             Self::Client => "client_error",
+            Self::Misconfigured => "misconfigured",
             Self::RateLimited => "rate_limited",
             Self::Server => "server_error",
             Self::Broken => "broken_stream",
@@ -138,6 +144,7 @@ impl ProviderError {
             Self::Status { status, .. } => match status {
                 429 => ErrorKind::RateLimited,
                 408 | 409 => ErrorKind::Server,
+                401 | 403 | 404 => ErrorKind::Misconfigured,
                 400..=499 => ErrorKind::Client,
                 _ => ErrorKind::Server,
             },
@@ -153,6 +160,12 @@ impl ProviderError {
     /// failure but a client error.
     pub fn is_retryable(&self) -> bool {
         self.kind() != ErrorKind::Client
+    }
+
+    /// Whether trying the same target again is pointless (its key, access
+    /// or model mapping is wrong), though another target may answer.
+    pub fn skips_target(&self) -> bool {
+        self.kind() == ErrorKind::Misconfigured
     }
 
     /// The upstream's `Retry-After`, when it sent one.
@@ -192,11 +205,14 @@ mod tests {
 
     #[test]
     fn only_client_errors_are_final() {
-        for code in [408, 409, 429, 500, 502, 503, 504, 529] {
+        for code in [401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 529] {
             assert!(status(code).is_retryable(), "{code}");
         }
-        for code in [400, 401, 403, 404, 413, 422] {
+        for code in [400, 413, 415, 422] {
             assert!(!status(code).is_retryable(), "{code}");
+        }
+        for code in [401, 403, 404] {
+            assert!(status(code).skips_target(), "{code}: the gateway's side");
         }
         assert!(ProviderError::Truncated {
             provider: String::from("p")

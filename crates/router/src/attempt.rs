@@ -186,9 +186,11 @@ pub(crate) fn breaker_outcome(error: &ProviderError) -> Outcome {
     match error.kind() {
         ErrorKind::RateLimited => Outcome::Ignored,
         ErrorKind::Client => Outcome::Success,
-        ErrorKind::Connect | ErrorKind::Server | ErrorKind::Broken | ErrorKind::Timeout => {
-            Outcome::Failure
-        }
+        ErrorKind::Connect
+        | ErrorKind::Server
+        | ErrorKind::Broken
+        | ErrorKind::Timeout
+        | ErrorKind::Misconfigured => Outcome::Failure,
     }
 }
 

@@ -322,7 +322,11 @@ impl Router {
                 Err(error) => {
                     self.note_rate_limit(target, &error);
                     tracing::warn!(provider = %target.provider_name, model = %target.model, %error, "attempt failed");
+                    let skip = error.skips_target();
                     walk.last_failure = Some(error);
+                    if skip {
+                        return TargetResult::Next;
+                    }
                 }
             }
         }

@@ -58,7 +58,15 @@ pub enum ApiError {
 
 fn retry_after_seconds(wait: &std::time::Duration) -> u64 {
     // Whole seconds, rounded up, never 0 (RL-1).
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+    wait.as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero())))
+}
+
+/// A routing failure's `Retry-After` for the client: Keel's own estimate or
+/// an upstream's, clamped to 1–60 s, so no upstream figure is passed on as
+/// it is.
+fn route_retry_after_seconds(wait: &std::time::Duration) -> u64 {
+    retry_after_seconds(wait).clamp(1, 60)
 }
 
 /// Put in the response extensions so the logging middleware can report the
@@ -171,7 +179,7 @@ fn route_body(error: &RouteError) -> ErrorBody {
             let kind = if last.kind() == ErrorKind::RateLimited {
                 "rate_limit_error"
             } else {
-                "server_error"
+                "upstream_error"
             };
             ErrorBody::new(message, kind, None, Some("upstream_unavailable"))
         }
@@ -225,7 +233,7 @@ impl IntoResponse for ApiError {
             if let Some(delay) = retry_after {
                 headers.insert(
                     axum::http::header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_seconds(&delay)),
+                    HeaderValue::from(route_retry_after_seconds(&delay)),
                 );
             }
         }

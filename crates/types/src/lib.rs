@@ -12,4 +12,4 @@ mod request;
 pub use chunk::{inspect_chunk, ChunkInfo, Usage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use raw_object::RawObject;
-pub use request::{ChatRequest, RequestError};
+pub use request::{parse_object, ChatRequest, RequestError};

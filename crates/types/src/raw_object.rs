@@ -27,6 +27,18 @@ impl RawObject {
             .map(|(_, value)| value.as_ref())
     }
 
+    /// The first key that appears more than once, if any. Parsers disagree
+    /// on which of two values wins (the first here, often the last
+    /// upstream), so a body with one is refused rather than read two ways.
+    pub fn duplicate_key(&self) -> Option<&str> {
+        let mut names: Vec<&str> = self.fields.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        names
+            .windows(2)
+            .find(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0])
+    }
+
     /// Every field as (name, raw JSON text), in order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields
@@ -128,6 +140,15 @@ mod tests {
             String::from_utf8_lossy(&out),
             r#"{"model":"b","x_unknown":{"deep":[1, 2.50,"é"]},"stream":true}"#
         );
+        Ok(())
+    }
+
+    #[test]
+    fn finds_a_repeated_key() -> Result<(), serde_json::Error> {
+        let once: RawObject = serde_json::from_str(r#"{"a":1,"b":{"a":2}}"#)?;
+        assert_eq!(once.duplicate_key(), None);
+        let twice: RawObject = serde_json::from_str(r#"{"stream":false,"a":1,"stream":true}"#)?;
+        assert_eq!(twice.duplicate_key(), Some("stream"));
         Ok(())
     }
 

@@ -33,6 +33,8 @@ pub enum RequestError {
     },
     /// `messages` is absent or not a non-empty array.
     MissingMessages,
+    /// A top-level key appears more than once.
+    DuplicateKey(String),
 }
 
 #[derive(Deserialize)]
@@ -41,18 +43,72 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// Parses a client's JSON body as an object: invalid JSON (nesting deeper
+/// than serde_json's limit of 128 included), a non-object, or a top-level
+/// key given twice is refused.
+pub fn parse_object(body: &[u8]) -> Result<RawObject, RequestError> {
+    // Values Keel keeps raw are skipped by serde_json without its depth
+    // check, so the depth is checked here, in one pass over the bytes.
+    if nests_deeper_than(body, MAX_DEPTH) {
+        return Err(RequestError::InvalidJson(format!(
+            "the request body nests arrays and objects more than {MAX_DEPTH} deep"
+        )));
+    }
+    let raw: RawObject = serde_json::from_slice(body).map_err(|error| {
+        if error.classify() == serde_json::error::Category::Data {
+            RequestError::NotAnObject
+        } else {
+            RequestError::InvalidJson(error.to_string())
+        }
+    })?;
+    if let Some(key) = raw.duplicate_key() {
+        return Err(RequestError::DuplicateKey(key.to_owned()));
+    }
+    Ok(raw)
+}
+
+/// The deepest nesting of arrays and objects accepted (serde_json's own
+/// recursion limit).
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether `json` opens more than `limit` arrays or objects at once,
+/// brackets inside strings aside. Linear; reads invalid JSON too (the
+/// parser refuses that afterwards).
+fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 // === impl ChatRequest ===
 
 impl ChatRequest {
     /// Parses and checks a request body.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
-        let raw: RawObject = serde_json::from_slice(body).map_err(|error| {
-            if error.classify() == serde_json::error::Category::Data {
-                RequestError::NotAnObject
-            } else {
-                RequestError::InvalidJson(error.to_string())
-            }
-        })?;
+        let raw = parse_object(body)?;
         let model = match raw.parse::<String>("model") {
             Some(Ok(model)) if !model.is_empty() => model,
             Some(Err(_)) => {
@@ -175,6 +231,7 @@ impl RequestError {
             Self::MissingModel => Some("model"),
             Self::MissingMessages => Some("messages"),
             Self::InvalidField { param, .. } => Some(param),
+            Self::DuplicateKey(_) => None,
         }
     }
 }
@@ -189,6 +246,10 @@ impl std::fmt::Display for RequestError {
                 f.write_str("'messages' must be a non-empty array of messages")
             }
             Self::InvalidField { param, expected } => write!(f, "'{param}' must be {expected}"),
+            Self::DuplicateKey(key) => write!(
+                f,
+                "the request body names '{key}' more than once; send each field once"
+            ),
         }
     }
 }
@@ -241,6 +302,35 @@ mod tests {
         Ok(())
     }
 
+    /// Trust boundary 2: nesting deeper than 128 levels is invalid JSON,
+    /// wherever it is (an unknown field's raw value included).
+    #[test]
+    fn tb2_deep_nesting_is_refused() {
+        let deep = format!(
+            r#"{{"model":"m","messages":[{{}}],"x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(matches!(
+            parse(&deep),
+            Err(RequestError::InvalidJson(message)) if message.contains("more than 128 deep")
+        ));
+        let in_a_string = format!(
+            r#"{{"model":"m","messages":[{{}}],"x":"{}"}}"#,
+            "[".repeat(200)
+        );
+        assert!(
+            parse(&in_a_string).is_ok(),
+            "brackets in strings do not nest"
+        );
+        let fine = format!(
+            r#"{{"model":"m","messages":[{{}}],"x":{}1{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(parse(&fine).is_ok());
+    }
+
     #[test]
     fn refuses_bad_bodies_with_the_parameter_named() {
         let cases: &[(&str, &str)] = &[
@@ -252,6 +342,8 @@ mod tests {
             (r#"{"model":"m"}"#, "'messages' must be a non-empty array of messages"),
             (r#"{"model":"m","messages":[]}"#, "'messages' must be a non-empty array of messages"),
             (r#"{"model":"m","messages":[{}],"stream":"yes"}"#, "'stream' must be a boolean"),
+            (r#"{"model":"m","messages":[{}],"stream":false,"stream":true}"#, "the request body names 'stream' more than once; send each field once"),
+            (r#"{"model":"m","max_tokens":1,"messages":[{}],"max_tokens":99999}"#, "the request body names 'max_tokens' more than once; send each field once"),
         ];
         for (body, expected) in cases {
             match parse(body) {

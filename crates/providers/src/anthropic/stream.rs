@@ -35,9 +35,9 @@ pub(crate) struct StreamConverter {
     finished: bool,
 }
 
-/// The most content blocks one message may open; a stream with more is
-/// refused as invalid (real messages have a handful).
-const MAX_BLOCKS: usize = 4096;
+/// The highest content block index accepted; a stream past it cannot be
+/// translated and ends the attempt (real messages have a handful).
+const MAX_BLOCK_INDEX: u64 = 1024;
 
 /// What the content block at one Anthropic index is.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -198,20 +198,21 @@ impl StreamConverter {
             }
             _ => (Block::Other, None),
         };
+        if event.index > MAX_BLOCK_INDEX {
+            return Err(ProviderError::Protocol {
+                provider: provider.to_owned(),
+                detail: format!(
+                    "an Anthropic content block index {} is beyond {MAX_BLOCK_INDEX}",
+                    event.index
+                ),
+            });
+        }
         let known = self
             .blocks
             .iter()
             .position(|(index, _)| *index == event.index);
         match known {
             Some(position) => self.blocks[position].1 = kind,
-            None if self.blocks.len() >= MAX_BLOCKS => {
-                return Err(ProviderError::Protocol {
-                    provider: provider.to_owned(),
-                    detail: format!(
-                        "an Anthropic stream opened more than {MAX_BLOCKS} content blocks"
-                    ),
-                })
-            }
             None => self.blocks.push((event.index, kind)),
         }
         if let Some(delta) = delta {

@@ -234,7 +234,7 @@ async fn cb4_client_errors_and_429_do_not_open_the_breaker() {
         min_requests: 5,
         ..BREAKER
     };
-    for status in [400, 404, 422, 429] {
+    for status in [400, 413, 422, 429] {
         let provider = Scripted::new(
             "p",
             vec![Step::Status {
@@ -251,6 +251,38 @@ async fn cb4_client_errors_and_429_do_not_open_the_breaker() {
             let _ = router.dispatch(request(false)).await;
         }
         assert_eq!(provider.calls(), 100, "status {status} tripped the breaker");
+    }
+}
+
+/// Trust boundary 3: 401, 403 and 404 blame the gateway's side (a wrong
+/// key, no access, a wrong model mapping): they count in the breaker.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn tb3_upstream_401_403_404_open_the_breaker() {
+    let policy = BreakerPolicy {
+        min_requests: 5,
+        ..BREAKER
+    };
+    for status in [401, 403, 404] {
+        let provider = Scripted::new(
+            "p",
+            vec![Step::Status {
+                status,
+                retry_after: None,
+            }],
+        );
+        let router = router(
+            vec![target(&provider, retrying(3, BACKOFF), policy)],
+            MINUTE,
+            vec![],
+        );
+        for _ in 0..100 {
+            let _ = router.dispatch(request(false)).await;
+        }
+        assert_eq!(
+            provider.calls(),
+            5,
+            "status {status}: one call per request (never retried on the same target) until the breaker opened"
+        );
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use keel_providers::ProviderError;
 
-use super::scripted::{bounded, plain, request, router, Scripted, Step, MINUTE};
+use super::scripted::{
+    bounded, plain, request, router, target, Scripted, Step, BACKOFF, BREAKER, CLOCKS, MINUTE,
+};
 use crate::{Answer, ModelRoute, RouteError};
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -34,10 +36,50 @@ async fn a_5xx_429_or_refused_connection_moves_on_to_the_next_target() -> Result
     Ok(())
 }
 
+/// Trust boundary 3: 401, 403 and 404 are failures of the target, not of
+/// the request: the next target answers, the failing one is not retried.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn tb3_upstream_401_403_404_fail_over_at_once() -> Result<(), RouteError> {
+    for status in [401, 403, 404] {
+        let (bad, good) = (
+            Scripted::new(
+                "bad",
+                vec![Step::Status {
+                    status,
+                    retry_after: None,
+                }],
+            ),
+            Scripted::new("good", vec![]),
+        );
+        let controls = crate::ProviderControls::unlimited(CLOCKS, 3, BACKOFF);
+        let bad_target = target(&bad, controls, BREAKER);
+        let routed = router(vec![bad_target, plain(&good)], MINUTE, vec![])
+            .dispatch(request(false))
+            .await?;
+        assert_eq!(&*routed.provider, "good", "{status}");
+        assert_eq!((routed.attempts, bad.calls()), (2, 1), "{status}");
+    }
+    let only = Scripted::new(
+        "only",
+        vec![Step::Status {
+            status: 401,
+            retry_after: None,
+        }],
+    );
+    let result = router(vec![plain(&only)], MINUTE, vec![])
+        .dispatch(request(false))
+        .await;
+    assert!(
+        matches!(result, Err(RouteError::Exhausted { .. })),
+        "no target left: the gateway failed, not the request"
+    );
+    Ok(())
+}
+
 /// RT-4: client errors are returned at once, never retried or failed over.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn rt4_a_client_error_is_returned_at_once() {
-    for status in [400, 401, 403, 404, 413, 422] {
+    for status in [400, 413, 415, 422] {
         let (bad, good) = (
             Scripted::new(
                 "bad",

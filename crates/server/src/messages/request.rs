@@ -126,13 +126,7 @@ impl<'de> serde::de::Visitor<'de> for ContentVisitor {
 /// Parses a Messages body into the OpenAI request the router takes. The
 /// stream asks for usage, which `message_delta` reports.
 pub(crate) fn chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let raw: RawObject = serde_json::from_slice(body).map_err(|error| {
-        if error.classify() == serde_json::error::Category::Data {
-            RequestError::NotAnObject
-        } else {
-            RequestError::InvalidJson(error.to_string())
-        }
-    })?;
+    let raw = keel_types::parse_object(body)?;
     ChatRequest::parse(&request_body(&canonical(&raw)?))
 }
 
