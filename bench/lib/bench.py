@@ -14,10 +14,10 @@ For each round and each system, a fresh mock (CPU 0) and a fresh proxy
 4. streams of 20 chunks sent at once, CONNS connections (CPU/1k streams);
 5. streams of 20 chunks 2 ms apart, STREAM_CONNS connections (CPU/1k streams);
 6. streams at TTFT_RATE/s: time to first token and to [DONE] (Python client);
-7. Keel only, the prompt cache, with the same request as step 2 on a cached
-   model: misses (`Cache-Control: no-cache`, so every request goes upstream
-   through the cache's single flight and store), then hits, as fast as
-   possible and at RATE (added latency against the direct call of step 3);
+7. Keel only, the prompt cache, on a cached model: misses (every request a
+   prompt of its own, so each goes upstream through single flight and is
+   stored), then hits of step 2's request, as fast as possible and at RATE
+   (added latency against the direct call of step 3);
 8. RSS after load, and the mock's request counters against the OK responses.
 
 Then, once, N open slow streams through Keel (and nginx) and their RSS, and
@@ -345,13 +345,16 @@ class System:
 
 
 def oha(system: System, public_model: str, stream: bool, conns: int, seconds: float, rate: int | None = None,
-        headers: tuple[str, ...] = ()) -> dict:
+        headers: tuple[str, ...] = (), body_lines: Path | None = None) -> dict:
+    """`body_lines`: a file of request bodies, one per line, sent in turn
+    (distinct prompts) instead of the one standard body."""
     body = streams.chat_body(system.model(public_model), stream).decode()
     argv = [
         "taskset", "-c", LOAD_CPU, OHA_BIN, "--no-tui", "--output-format", "json", "--worker-threads", "1",
         "-c", str(conns), "-z", f"{int(seconds * 1000)}ms", "-w", "-m", "POST",
-        "-H", f"authorization: Bearer {KEY}", "-H", "content-type: application/json", "-d", body,
+        "-H", f"authorization: Bearer {KEY}", "-H", "content-type: application/json",
     ]
+    argv += ["-Z", str(body_lines)] if body_lines else ["-d", body]
     for header in headers:
         argv += ["-H", header]
     if rate:
@@ -361,6 +364,18 @@ def oha(system: System, public_model: str, stream: bool, conns: int, seconds: fl
     if result.returncode != 0:
         raise RuntimeError(f"oha failed ({result.returncode}): {result.stderr[-500:]}")
     return json.loads(result.stdout)
+
+
+def distinct_bodies(work: Path, model: str, tag: str, count: int) -> Path:
+    """A file of `count` request bodies, each with a prompt of its own (oha
+    sends them in turn; more lines than requests, so none repeats)."""
+    path = work / f"bodies-{model}-{tag}-{count}.txt"
+    if not path.exists():
+        with path.open("w") as out:
+            for n in range(count):
+                out.write(json.dumps({"model": model, "messages": [{"role": "user", "content": f"Say hello. #{tag}{n}"}], "stream": False},
+                                     separators=(",", ":")) + "\n")
+    return path
 
 
 def measured(system: System, mock: Proc, run) -> tuple[object, dict]:
@@ -419,28 +434,31 @@ def run_system(name: str, round_no: int, work: Path) -> dict:
         record["stream_check"] = verdict
         count("bench", 1 if verdict["ok"] else 0)
 
-        no_cache = ("cache-control: no-cache",)
         scenarios = [
-            ("nonstream", "bench", False, CONNS, None, ()),
-            ("nonstream_rate", "bench", False, CONNS, RATE, ()),
-            ("stream_burst", "bench", True, CONNS, None, ()),
-            ("stream_trickle", "bench-trickle", True, STREAM_CONNS, None, ()),
+            ("nonstream", "bench", False, CONNS, None, None),
+            ("nonstream_rate", "bench", False, CONNS, RATE, None),
+            ("stream_burst", "bench", True, CONNS, None, None),
+            ("stream_trickle", "bench-trickle", True, STREAM_CONNS, None, None),
         ]
         if name == "keel":
-            # Misses first: they store the answer, so every hit after is one.
+            # Misses: every request a prompt of its own (so single flight
+            # merges nothing and each is stored); then hits of the standard body.
+            distinct = (distinct_bodies(work, "bench-cached", "warm", int(WARMUP * 60_000)),
+                        distinct_bodies(work, "bench-cached", "run", int(DURATION * 60_000)))
             scenarios += [
-                ("cache_miss", "bench-cached", False, CONNS, None, no_cache),
-                ("cache_hit", "bench-cached", False, CONNS, None, ()),
-                ("cache_hit_rate", "bench-cached", False, CONNS, RATE, ()),
+                ("cache_miss", "bench-cached", False, CONNS, None, distinct),
+                ("cache_hit", "bench-cached", False, CONNS, None, None),
+                ("cache_hit_rate", "bench-cached", False, CONNS, RATE, None),
             ]
-        for scenario, public, stream, conns, rate, headers in scenarios:
+        for scenario, public, stream, conns, rate, lines in scenarios:
             # A hit makes no upstream call: only misses count against the mock's counters.
             upstream_calls = not scenario.startswith("cache_hit")
+            warm_lines, run_lines = lines or (None, None)
             if rate is None:
-                warm = oha(system, public, stream, conns, WARMUP, headers=headers)
+                warm = oha(system, public, stream, conns, WARMUP, body_lines=warm_lines)
                 if upstream_calls:
                     count(public, int(warm.get("statusCodeDistribution", {}).get("200", 0)))
-            report, cpu = measured(system, mock, lambda: oha(system, public, stream, conns, DURATION, rate, headers))
+            report, cpu = measured(system, mock, lambda: oha(system, public, stream, conns, DURATION, rate, body_lines=run_lines))
             summary = summarize_oha(report, cpu)
             if upstream_calls:
                 count(public, summary["ok"])
@@ -574,14 +592,16 @@ def ratio(a, b, digits: int = 2) -> str:
     return f"{a / b:.{digits}f}×"
 
 
-def added(records: list[dict], system: str, getter) -> float | None:
-    """Median over rounds of (system − direct) in the same round."""
+def added(records: list[dict], system: str, getter, direct_getter=None) -> float | None:
+    """Median over rounds of (system − direct) in the same round; the direct
+    figure is read with `direct_getter` when the scenarios differ (a cache
+    hit against the direct call of the same request)."""
     diffs = []
     for round_no in sorted({r["round"] for r in records}):
         mine = [r for r in records if r["round"] == round_no and r["system"] == system]
         base = [r for r in records if r["round"] == round_no and r["system"] == "direct"]
         if mine and base:
-            a, b = getter(mine[0]), getter(base[0])
+            a, b = getter(mine[0]), (direct_getter or getter)(base[0])
             if a is not None and b is not None:
                 diffs.append(a - b)
     return median(diffs)
@@ -741,8 +761,8 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
         hit = {
             "rps": med("keel", g("cache_hit", "rps")), "p50": med("keel", g("cache_hit", "p50_ms")),
             "p99": med("keel", g("cache_hit", "p99_ms")), "cpu": med("keel", g("cache_hit", "cpu_s_per_1k")),
-            "ap50": added(records, "keel", g("cache_hit_rate", "p50_ms")) if "direct" in row else None,
-            "ap99": added(records, "keel", g("cache_hit_rate", "p99_ms")) if "direct" in row else None,
+            "ap50": added(records, "keel", g("cache_hit_rate", "p50_ms"), g("nonstream_rate", "p50_ms")) if "direct" in row else None,
+            "ap99": added(records, "keel", g("cache_hit_rate", "p99_ms"), g("nonstream_rate", "p99_ms")) if "direct" in row else None,
         }
         miss = {
             "rps": med("keel", g("cache_miss", "rps")), "p50": med("keel", g("cache_miss", "p50_ms")),
@@ -754,7 +774,7 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
             lines.append(f"| nginx `proxy_pass` (upstream call) | {fmt(n['rps'], 0)} | {fmt(n['p50'], 3)} | {fmt(n['p99'], 3)} | {fmt(n['cpu'], 4)} | +{fmt(n['ap50'], 3)} ms | +{fmt(n['ap99'], 3)} ms |")
         k = row.get("keel", {})
         lines.append(f"| Keel, model without cache | {fmt(k.get('rps'), 0)} | {fmt(k.get('p50'), 3)} | {fmt(k.get('p99'), 3)} | {fmt(k.get('cpu'), 4)} | +{fmt(k.get('ap50'), 3)} ms | +{fmt(k.get('ap99'), 3)} ms |")
-        lines.append(f"| Keel, cache miss (`no-cache`: upstream call, single flight, store) | {fmt(miss['rps'], 0)} | {fmt(miss['p50'], 3)} | {fmt(miss['p99'], 3)} | {fmt(miss['cpu'], 4)} | — | — |")
+        lines.append(f"| Keel, cache miss (a prompt of its own each: key, lookup, upstream call through single flight, store) | {fmt(miss['rps'], 0)} | {fmt(miss['p50'], 3)} | {fmt(miss['p99'], 3)} | {fmt(miss['cpu'], 4)} | — | — |")
         lines.append(f"| Keel, cache hit (no upstream call) | {fmt(hit['rps'], 0)} | {fmt(hit['p50'], 3)} | {fmt(hit['p99'], 3)} | {fmt(hit['cpu'], 4)} | +{fmt(hit['ap50'], 3)} ms | +{fmt(hit['ap99'], 3)} ms |")
         if "nginx" in row:
             n = row["nginx"]

@@ -53,8 +53,16 @@ pub struct ServerConfig {
     /// How long in-flight requests and streams get after SIGTERM; default
     /// 30 s. Zero is allowed and cuts them at once.
     pub shutdown_grace: Duration,
-    /// Largest accepted request body in bytes (413 beyond); default 4 MiB.
+    /// Largest accepted request body in bytes (413 beyond); default 8 MiB.
     pub max_body: u64,
+    /// A second listener serving only `/metrics`, without auth (for a
+    /// private scrape network); `None` serves it on `listen` (behind the
+    /// admin key when one is set).
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a request body may take to arrive (408 beyond); default 30 s.
+    pub body_timeout: Duration,
+    /// Largest non-stream upstream answer read, in bytes; default 64 MiB.
+    pub max_upstream_body: u64,
 }
 
 /// `database:` settings.
@@ -184,7 +192,10 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(300),
             admin_key: None,
             shutdown_grace: Duration::from_secs(30),
-            max_body: 4 << 20,
+            max_body: 8 << 20,
+            metrics_listen: None,
+            body_timeout: Duration::from_secs(30),
+            max_upstream_body: 64 << 20,
         }
     }
 }

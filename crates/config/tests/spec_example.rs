@@ -68,7 +68,16 @@ fn spec_example_server_database_and_tenants_match_the_file() -> Result<(), Confi
         "an empty default means no admin key"
     );
     assert_eq!(config.server.shutdown_grace, secs(30));
-    assert_eq!(config.server.max_body, 4 << 20);
+    assert_eq!(config.server.max_body, 8 << 20);
+    assert_eq!(config.server.body_timeout, secs(30));
+    assert_eq!(config.server.max_upstream_body, 64 << 20);
+    assert_eq!(
+        config
+            .server
+            .metrics_listen
+            .map(|address| address.to_string()),
+        Some(String::from("127.0.0.1:9464"))
+    );
     assert_eq!(config.database.url, "sqlite://keel.db");
     assert_eq!(config.database.kind(), DatabaseKind::Sqlite);
     let [acme] = config.tenants.as_slice() else {
@@ -250,7 +259,7 @@ fn summary_shows_providers_models_and_disabled_targets_without_secrets() -> Resu
     ])?;
     let text = summary(&loaded.config);
     for expected in [
-        "listen     127.0.0.1:8080 (max_in_flight 2048, request_timeout 5m, max_body 4MiB, shutdown_grace 30s)",
+        "listen     127.0.0.1:8080 (max_in_flight 2048, request_timeout 5m, max_body 8MiB, shutdown_grace 30s)",
         "database   postgres (postgres://keel:***@db/keel)",
         "tenants    1 (acme)",
         "  openai     openai     https://api.openai.com/v1  disabled: environment variable OPENAI_API_KEY is not set",

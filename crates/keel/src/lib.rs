@@ -49,6 +49,7 @@ pub async fn start(
         router,
         tenants,
         max_body,
+        max_upstream_body: usize::try_from(config.server.max_upstream_body).unwrap_or(usize::MAX),
         limits,
         in_flight,
         metrics,
@@ -58,11 +59,44 @@ pub async fn start(
             .admin_key
             .as_ref()
             .map(|key| keel_server::key_digest(key.expose())),
+        metrics_elsewhere: config.server.metrics_listen.is_some(),
+        cutoff: keel_server::Cutoff::new(),
     });
+    let metrics_server = match config.server.metrics_listen {
+        Some(address) => Some(serve_metrics(address, state.clone()).await?),
+        None => None,
+    };
     tracing::info!(listen = %listener.local_addr()?, "keel is serving");
     let grace = config.server.shutdown_grace;
-    jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
-        keel_server::serve(listener, keel_server::app(state), signal, grace)
+    let cutoff = state.cutoff.clone();
+    let served = jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
+        keel_server::serve(listener, keel_server::app(state), signal, grace, cutoff)
     })
-    .await
+    .await;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
+    served
+}
+
+/// Serves `/metrics` alone on `address` (`server.metrics_listen`), without
+/// auth, until the returned task is aborted.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    state: Arc<AppState>,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = TcpListener::bind(address).await.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("server.metrics_listen: cannot listen on {address}: {error}"),
+        )
+    })?;
+    tracing::info!(metrics_listen = %listener.local_addr()?, "serving /metrics");
+    Ok(tokio::spawn(keel_server::serve(
+        listener,
+        keel_server::metrics_app(state),
+        std::future::pending(),
+        std::time::Duration::ZERO,
+        keel_server::Cutoff::new(),
+    )))
 }

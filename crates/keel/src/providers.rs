@@ -25,29 +25,35 @@ pub async fn build_providers(
             ProviderKind::Openai => provider.base_url.clone().unwrap_or_default(),
             ProviderKind::Mock => start_mock(&provider.name).await?,
             ProviderKind::Anthropic | ProviderKind::Azure => {
-                providers.insert(provider.name.clone(), other_kind(provider)?);
+                providers.insert(provider.name.clone(), other_kind(provider, config)?);
                 continue;
             }
         };
-        let adapter = OpenAiProvider::new(openai_settings(provider, base_url))
+        let adapter = OpenAiProvider::new(openai_settings(provider, base_url, config))
             .map_err(std::io::Error::other)?;
         providers.insert(provider.name.clone(), Arc::new(adapter));
     }
     Ok(providers)
 }
 
-fn openai_settings(provider: &ProviderConfig, base_url: String) -> OpenAiSettings {
+fn openai_settings(provider: &ProviderConfig, base_url: String, config: &Config) -> OpenAiSettings {
     OpenAiSettings {
         name: provider.name.clone(),
         base_url,
         api_key: provider.api_key.as_ref().map(|key| key.expose().to_owned()),
         headers: provider.headers.clone(),
         connect_timeout: provider.timeouts.connect,
+        max_body: upstream_body_limit(config),
     }
 }
 
+/// `server.max_upstream_body` as a length.
+fn upstream_body_limit(config: &Config) -> usize {
+    usize::try_from(config.server.max_upstream_body).unwrap_or(usize::MAX)
+}
+
 /// The Anthropic adapter, or the OpenAI adapter in its Azure form.
-fn other_kind(provider: &ProviderConfig) -> std::io::Result<Arc<dyn Provider>> {
+fn other_kind(provider: &ProviderConfig, config: &Config) -> std::io::Result<Arc<dyn Provider>> {
     let name = provider.name.clone();
     let base_url = provider.base_url.clone().unwrap_or_default();
     let api_key = provider.api_key.as_ref().map(|key| key.expose().to_owned());
@@ -61,6 +67,7 @@ fn other_kind(provider: &ProviderConfig) -> std::io::Result<Arc<dyn Provider>> {
             api_key,
             headers,
             connect_timeout,
+            max_body: upstream_body_limit(config),
         };
         Arc::new(OpenAiProvider::azure(settings).map_err(std::io::Error::other)?)
     } else {
@@ -72,6 +79,7 @@ fn other_kind(provider: &ProviderConfig) -> std::io::Result<Arc<dyn Provider>> {
             headers,
             default_max_tokens,
             connect_timeout,
+            max_body: upstream_body_limit(config),
         };
         Arc::new(AnthropicProvider::new(settings).map_err(std::io::Error::other)?)
     };

@@ -25,7 +25,7 @@ use keel_types::{ChatRequest, ErrorBody};
 
 use crate::http::HttpClient;
 
-use crate::openai::{body_error, insert_extra_headers, read_error_body, send_error};
+use crate::openai::{insert_extra_headers, read_error_body, send_error};
 use crate::{Completion, ProviderError, Reply, UpstreamModel};
 
 /// The Messages API version this adapter speaks.
@@ -48,6 +48,8 @@ pub struct AnthropicSettings {
     pub default_max_tokens: u32,
     /// TCP + TLS handshake limit.
     pub connect_timeout: Duration,
+    /// The longest non-stream answer read (`server.max_upstream_body`).
+    pub max_body: usize,
 }
 
 /// An Anthropic Messages upstream with its own pooled HTTP client.
@@ -63,7 +65,11 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     /// Builds the provider and its HTTP client. Fails on an invalid header.
     pub fn new(settings: AnthropicSettings) -> Result<Self, String> {
-        let client = HttpClient::new(default_headers(&settings)?, settings.connect_timeout);
+        let client = HttpClient::new(
+            default_headers(&settings)?,
+            settings.connect_timeout,
+            settings.max_body,
+        );
         let base = settings.base_url.trim_end_matches('/');
         let url = if base.ends_with("/v1") {
             format!("{base}/messages")
@@ -151,6 +157,7 @@ impl crate::Provider for AnthropicProvider {
         };
         let sent = self.client.post(self.url.clone(), body);
         let name = self.name.clone();
+        let max_body = self.client.max_body;
         async move {
             let response = sent.await.map_err(|error| send_error(&name, &error))?;
             if !response.status().is_success() {
@@ -170,9 +177,9 @@ impl crate::Provider for AnthropicProvider {
                     converter,
                 )));
             }
-            let body = crate::http::read_body(response)
+            let body = crate::http::read_body(response, max_body)
                 .await
-                .map_err(|error| body_error(&name, &error))?;
+                .map_err(|error| crate::http::body_failure(&name, &error))?;
             let message =
                 response::read_message(&body).map_err(|error| ProviderError::Protocol {
                     provider: name.to_string(),

@@ -25,6 +25,8 @@ pub struct AzureSettings {
     pub headers: Vec<(String, String)>,
     /// TCP + TLS handshake limit.
     pub connect_timeout: Duration,
+    /// The longest non-stream answer read (`server.max_upstream_body`).
+    pub max_body: usize,
 }
 
 // === impl OpenAiProvider ===
@@ -54,6 +56,7 @@ impl OpenAiProvider {
             endpoint,
             headers,
             settings.connect_timeout,
+            settings.max_body,
         ))
     }
 }

@@ -66,6 +66,12 @@ pub enum ProviderError {
         /// The provider name.
         provider: String,
     },
+    /// The gateway cut the stream: its shutdown grace period ran out.
+    #[error("the gateway shut down before provider {provider} finished the stream")]
+    Shutdown {
+        /// The provider name.
+        provider: String,
+    },
 }
 
 /// The clocks of one attempt (SPEC §3 "Streaming and timeouts").
@@ -151,7 +157,8 @@ impl ProviderError {
             Self::Transport { .. }
             | Self::Protocol { .. }
             | Self::InBand { .. }
-            | Self::Truncated { .. } => ErrorKind::Broken,
+            | Self::Truncated { .. }
+            | Self::Shutdown { .. } => ErrorKind::Broken,
             Self::Timeout { .. } => ErrorKind::Timeout,
         }
     }
@@ -185,7 +192,8 @@ impl ProviderError {
             | Self::Protocol { provider, .. }
             | Self::InBand { provider, .. }
             | Self::Timeout { provider, .. }
-            | Self::Truncated { provider } => provider,
+            | Self::Truncated { provider }
+            | Self::Shutdown { provider } => provider,
         }
     }
 }

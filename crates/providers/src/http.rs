@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 pub(crate) struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     headers: HeaderMap,
+    /// The longest whole answer read (`server.max_upstream_body`).
+    pub(crate) max_body: usize,
 }
 
 /// Why no response head arrived.
@@ -38,7 +40,7 @@ pub(crate) struct SendError {
 impl HttpClient {
     /// A client sending `headers` on every request, with `accept: */*`
     /// unless they set one.
-    pub(crate) fn new(mut headers: HeaderMap, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(mut headers: HeaderMap, connect_timeout: Duration, max_body: usize) -> Self {
         headers
             .entry(ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
@@ -56,7 +58,11 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Self { client, headers }
+        Self {
+            client,
+            headers,
+            max_body,
+        }
     }
 
     /// POSTs `body` to `uri`.
@@ -77,9 +83,43 @@ pub(crate) fn send_error(error: &hyper_util::client::legacy::Error) -> SendError
     }
 }
 
-/// The whole body.
-pub(crate) async fn read_body(response: Response<Incoming>) -> Result<Bytes, hyper::Error> {
-    Ok(response.into_body().collect().await?.to_bytes())
+/// Why a whole body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The transport failed.
+    Transport(hyper::Error),
+    /// The body is longer than the limit.
+    TooLarge(usize),
+}
+
+/// The whole body, at most `limit` bytes (`server.max_upstream_body`): a
+/// longer one is refused as soon as it passes the limit, never buffered.
+pub(crate) async fn read_body(
+    response: Response<Incoming>,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let body = http_body_util::Limited::new(response.into_body(), limit);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => match error.downcast::<hyper::Error>() {
+            Ok(transport) => Err(BodyError::Transport(*transport)),
+            Err(_) => Err(BodyError::TooLarge(limit)),
+        },
+    }
+}
+
+/// A failure to read a whole answer, as the attempt's error.
+pub(crate) fn body_failure(provider: &str, error: &BodyError) -> crate::ProviderError {
+    match error {
+        BodyError::Transport(error) => crate::ProviderError::Transport {
+            provider: provider.to_owned(),
+            detail: error_chain(error),
+        },
+        BodyError::TooLarge(limit) => crate::ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: format!("the answer is longer than server.max_upstream_body ({limit} bytes)"),
+        },
+    }
 }
 
 /// The body as a stream of data chunks.

@@ -17,7 +17,7 @@ use keel_types::ChatRequest;
 use crate::http::HttpClient;
 use crate::{Completion, ProviderError, Reply, UpstreamModel};
 
-pub(crate) use convert::{body_error, error_from_status, retry_after, send_error};
+pub(crate) use convert::{error_from_status, retry_after, send_error};
 
 /// What an OpenAI-compatible provider needs to be reached.
 #[derive(Clone, Debug)]
@@ -32,6 +32,8 @@ pub struct OpenAiSettings {
     pub headers: Vec<(String, String)>,
     /// TCP + TLS handshake limit.
     pub connect_timeout: Duration,
+    /// The longest non-stream answer read (`server.max_upstream_body`).
+    pub max_body: usize,
 }
 
 /// An OpenAI-compatible upstream with its own pooled HTTP client.
@@ -76,6 +78,7 @@ impl OpenAiProvider {
             Endpoint::Fixed(url),
             headers,
             settings.connect_timeout,
+            settings.max_body,
         ))
     }
 
@@ -85,11 +88,12 @@ impl OpenAiProvider {
         endpoint: Endpoint,
         headers: HeaderMap,
         connect_timeout: Duration,
+        max_body: usize,
     ) -> Self {
         Self {
             name: Arc::from(name),
             endpoint,
-            client: HttpClient::new(headers, connect_timeout),
+            client: HttpClient::new(headers, connect_timeout, max_body),
         }
     }
 }
@@ -164,6 +168,7 @@ impl crate::Provider for OpenAiProvider {
         };
         let sent = self.client.post(uri, request.openai_body(&upstream_model));
         let name = self.name.clone();
+        let max_body = self.client.max_body;
         async move {
             let response = sent
                 .await
@@ -179,9 +184,9 @@ impl crate::Provider for OpenAiProvider {
                     request.wants_usage_chunk(),
                 )))
             } else {
-                let body = crate::http::read_body(response)
+                let body = crate::http::read_body(response, max_body)
                     .await
-                    .map_err(|error| convert::body_error(&name, &error))?;
+                    .map_err(|error| crate::http::body_failure(&name, &error))?;
                 let usage = convert::completion_usage(&name, &body)?;
                 Ok(Reply::Complete(Completion { body, usage }))
             }

@@ -46,7 +46,14 @@ pub struct Queue {
     allow_private_webhooks: bool,
     webhooks_enabled: bool,
     metrics: Option<Arc<keel_telemetry::Metrics>>,
+    /// When the job gauges were last counted; `None` before the first count.
+    /// Held across the count, so concurrent scrapes make one query.
+    counted_at: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How often scrapes may count the jobs table: a scrape in between reports
+/// the last count (a `COUNT(*)` per scrape would let scrapers load the store).
+pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A job submission, validated by the server.
 #[derive(Clone, Debug)]
@@ -113,6 +120,7 @@ impl Queue {
             allow_private_webhooks: webhooks.allow_private,
             webhooks_enabled: !webhooks.keys.is_empty(),
             metrics: None,
+            counted_at: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -128,9 +136,19 @@ impl Queue {
         self.metrics.as_ref()
     }
 
-    /// Sets `keel_queue_jobs{state}` from the store (called at scrape time).
+    /// Sets `keel_queue_jobs{state}` from the store (called at scrape time),
+    /// at most once per [`GAUGE_REFRESH`]; scrapes in between, or while a
+    /// count runs, keep the last figures.
     pub async fn export_gauges(&self) {
         let Some(metrics) = &self.metrics else { return };
+        let Ok(mut counted_at) = self.counted_at.try_lock() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        if counted_at.is_some_and(|at| now.duration_since(at) < GAUGE_REFRESH) {
+            return;
+        }
+        *counted_at = Some(now);
         match self.store.counts().await {
             Ok(counts) => {
                 for state in ["queued", "running", "succeeded", "failed", "cancelled"] {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -67,30 +68,46 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.admin_key else {
+        if state.admin_key.is_none() {
             return Err(ApiError::NotFound {
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_owned(),
             });
-        };
-        let key = presented_key(parts).ok_or(ApiError::Unauthorized)?;
-        if bool::from(key_digest(key).ct_eq(expected)) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized)
         }
+        check_admin(state, &parts.headers).map(|()| Admin)
+    }
+}
+
+/// Whether the request presents `server.admin_key` (`Ok` when none is set).
+pub(crate) fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.admin_key else {
+        return Ok(());
+    };
+    let key = bearer_key(headers).ok_or(ApiError::Unauthorized)?;
+    if bool::from(key_digest(key).ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 
 /// Reads the bearer key; `/v1/messages` callers may send `x-api-key` instead.
 fn presented_key(parts: &Parts) -> Option<&str> {
     let headers = &parts.headers;
-    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, key) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim());
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return bearer_key(headers);
     }
     headers.get("x-api-key")?.to_str().ok()
+}
+
+/// The key of `Authorization: Bearer <key>`.
+fn bearer_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 impl FromRequestParts<Arc<AppState>> for Tenant {

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use keel_router::{Answer, CacheStatus, Routed};
 
 use crate::cache::KeyedBody;
@@ -93,7 +94,13 @@ pub(crate) async fn dispatch(
         .dispatch_with_cache(Arc::new(request), plan)
         .await
     {
-        Ok(routed) => respond(routed, reservation),
+        Ok(mut routed) => {
+            if let Answer::Stream { rest, .. } = &mut routed.answer {
+                let stream = std::mem::replace(rest, futures_util::stream::empty().boxed());
+                *rest = state.cutoff.guard(stream);
+            }
+            respond(routed, reservation)
+        }
         Err(error) => {
             let mut response = ApiError::from(error).into_response();
             if let Some(status) = unanswered {

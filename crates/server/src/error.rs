@@ -204,6 +204,9 @@ pub(crate) fn failure_summary(error: &ProviderError) -> String {
         ProviderError::Protocol { .. } => String::from("sent an invalid response"),
         ProviderError::InBand { .. } => String::from("reported an error in the stream"),
         ProviderError::Truncated { .. } => String::from("ended the stream before it was complete"),
+        ProviderError::Shutdown { .. } => {
+            String::from("was cut off: the gateway shut down before the stream ended")
+        }
         ProviderError::Timeout { clock, .. } => format!("timed out ({clock})"),
     }
 }

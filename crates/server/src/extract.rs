@@ -26,7 +26,16 @@ impl FromRequest<Arc<AppState>> for ChatBody {
 /// Reads a request body of at most `limit` bytes: 413 beyond, 400 when the
 /// connection fails mid-body.
 pub(crate) async fn read_body(request: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(request.into_body(), limit)
+    read_limited(request.into_body(), limit).await
+}
+
+/// Reads `body`, at most `limit` bytes: 413 beyond, 400 when the connection
+/// fails mid-body (never a 413 for that).
+pub(crate) async fn read_limited(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
         .await
         .map_err(|error| {
             let too_large = std::error::Error::source(&error)

@@ -38,8 +38,9 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
     let Ok(tenant) = Tenant::from_request_parts(&mut parts, &state).await else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let Ok(bytes) = axum::body::to_bytes(body, state.max_body).await else {
-        return JobsError::TooLarge(state.max_body).into_response();
+    let bytes = match crate::extract::read_limited(body, state.max_body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
     };
     let stream = ChatRequest::parse(&bytes)
         .map(|request| request.stream())
@@ -66,6 +67,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
         queue,
         tenant: tenant.name.to_string(),
         key: Some(claim.key),
+        max_answer: state.max_upstream_body,
     };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
@@ -78,6 +80,9 @@ struct Owned {
     queue: Arc<Queue>,
     tenant: String,
     key: Option<String>,
+    /// The largest answer stored (an upstream answer is bounded by
+    /// `server.max_upstream_body` already).
+    max_answer: usize,
 }
 
 // === impl Owned ===
@@ -85,7 +90,10 @@ struct Owned {
 impl Owned {
     /// Stores a replayable response, or releases the key.
     async fn settle(mut self, response: Response) -> Response {
-        let Some(key) = self.key.take() else {
+        // The key stays in `self` until it is stored or released: a client
+        // that leaves during the awaits below drops `self`, whose `Drop`
+        // frees the key for the client's retry.
+        let Some(key) = self.key.clone() else {
             return response;
         };
         let executed = response
@@ -101,7 +109,7 @@ impl Owned {
         }
         let (parts, body) = response.into_parts();
         let headers = headers_of_record(&parts.headers);
-        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        let Ok(bytes) = axum::body::to_bytes(body, self.max_answer).await else {
             self.release(&key).await;
             return JobsError::InvalidBody {
                 message: String::from("the upstream answer could not be read"),
@@ -122,13 +130,15 @@ impl Owned {
             }
             Err(_) => self.release(&key).await,
         }
+        self.key = None;
         Response::from_parts(parts, Body::from(bytes))
     }
 
-    async fn release(&self, key: &str) {
+    async fn release(&mut self, key: &str) {
         if let Err(error) = self.queue.release_request(&self.tenant, key).await {
             tracing::warn!(%error, "cannot release an idempotency key; it expires after the lock timeout");
         }
+        self.key = None;
     }
 }
 

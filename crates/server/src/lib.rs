@@ -29,7 +29,7 @@ pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
 pub use error::ApiError;
 pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};
-pub use routes::app;
+pub use routes::{app, metrics_app};
 
 /// What every handler shares.
 pub struct AppState {
@@ -39,6 +39,8 @@ pub struct AppState {
     pub tenants: Tenants,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// The largest upstream answer read, in bytes (`server.max_upstream_body`).
+    pub max_upstream_body: usize,
     /// Tenant rate limits (shared with the job workers, whose runs count
     /// against them too).
     pub limits: Arc<TenantLimits>,
@@ -48,8 +50,62 @@ pub struct AppState {
     pub metrics: Arc<keel_telemetry::Metrics>,
     /// The async job queue; `None` turns the job endpoints off (503).
     pub jobs: Option<Arc<keel_queue::Queue>>,
-    /// The digest of `server.admin_key`; `None` turns the admin routes off.
+    /// The digest of `server.admin_key`; `None` turns the admin routes off
+    /// (and leaves `/metrics` open).
     pub admin_key: Option<[u8; 32]>,
+    /// `/metrics` is served on `server.metrics_listen` instead of here.
+    pub metrics_elsewhere: bool,
+    /// Ends committed streams cleanly when the shutdown grace runs out.
+    pub cutoff: Cutoff,
+}
+
+/// Tells committed streams that the shutdown grace period is over: each
+/// ends with its error event and `[DONE]` (Anthropic: `event: error`)
+/// instead of being cut mid-frame, so no client takes a cut for an end.
+#[derive(Clone)]
+pub struct Cutoff(Arc<tokio::sync::watch::Sender<bool>>);
+
+// === impl Cutoff ===
+
+impl Cutoff {
+    /// A cutoff not yet reached.
+    pub fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+
+    /// Reaches it: every guarded stream ends now.
+    pub fn cut(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// `events` until the cutoff, then a [`keel_router::ProviderError::Shutdown`].
+    pub(crate) fn guard(&self, events: keel_router::EventStream) -> keel_router::EventStream {
+        use futures_util::StreamExt as _;
+        let mut cut = self.0.subscribe();
+        let reached = Box::pin(async move {
+            // The sender lives as long as the state that holds it; an error
+            // means it is gone, which is a shutdown too.
+            let _ = cut.wait_for(|cut| *cut).await;
+        });
+        futures_util::stream::unfold(Some((events, reached)), |state| async move {
+            let (mut events, mut reached) = state?;
+            tokio::select! {
+                biased;
+                item = events.next() => item.map(|item| (item, Some((events, reached)))),
+                () = &mut reached => {
+                    let provider = String::from("keel");
+                    Some((Err(keel_router::ProviderError::Shutdown { provider }), None))
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+impl Default for Cutoff {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
@@ -59,6 +115,7 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    cutoff: Cutoff,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|socket| {
@@ -80,11 +137,18 @@ pub async fn serve(
     let server = std::future::IntoFuture::into_future(
         axum::serve(listener, app).with_graceful_shutdown(signal),
     );
+    let mut server = std::pin::pin!(server);
     tokio::select! {
-        result = server => result,
+        result = &mut server => result,
         () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("shutdown grace period over; closing the connections still open");
-            Ok(())
+            tracing::warn!("shutdown grace period over; ending the streams still open");
+            // Streams end with their error event; give their last writes a
+            // moment, then close whatever is left.
+            cutoff.cut();
+            tokio::time::timeout(CUTOFF_FLUSH, &mut server).await.unwrap_or(Ok(()))
         }
     }
 }
+
+/// How long streams ended by the cutoff get to write their last frames.
+const CUTOFF_FLUSH: Duration = Duration::from_secs(1);

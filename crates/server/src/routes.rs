@@ -56,8 +56,33 @@ async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl Int
     Json(serde_json::json!({"object": "list", "data": data}))
 }
 
+/// Only `/metrics`, open, for `server.metrics_listen` (a private scrape network).
+pub fn metrics_app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(open_metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// `/metrics` on the public listener: behind the admin key when one is
+/// set, absent when a metrics listener serves it instead, open otherwise.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if state.metrics_elsewhere {
+        return not_found(method, uri).await.into_response();
+    }
+    if let Err(refused) = crate::auth::check_admin(&state, &headers) {
+        return refused.into_response();
+    }
+    open_metrics(State(state)).await.into_response()
+}
+
 /// Prometheus text format; gauges read from live state first.
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn open_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.router.export_gauges();
     state.router.export_cache_gauges().await;
     if let Some(jobs) = &state.jobs {

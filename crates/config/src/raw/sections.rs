@@ -16,6 +16,9 @@ pub(crate) struct RawServer {
     pub(crate) admin_key: Option<Scalar>,
     pub(crate) shutdown_grace: Option<Scalar>,
     pub(crate) max_body: Option<Scalar>,
+    pub(crate) metrics_listen: Option<Scalar>,
+    pub(crate) body_timeout: Option<Scalar>,
+    pub(crate) max_upstream_body: Option<Scalar>,
 }
 
 /// `database:`

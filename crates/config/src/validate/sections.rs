@@ -52,6 +52,19 @@ impl Checker {
                 &path.key("max_body"),
                 defaults.max_body,
             ),
+            metrics_listen: raw.metrics_listen.as_ref().map(|value| {
+                self.listen(Some(value), &path.key("metrics_listen"), defaults.listen)
+            }),
+            body_timeout: self.duration(
+                raw.body_timeout.as_ref(),
+                &path.key("body_timeout"),
+                defaults.body_timeout,
+            ),
+            max_upstream_body: self.size(
+                raw.max_upstream_body.as_ref(),
+                &path.key("max_upstream_body"),
+                defaults.max_upstream_body,
+            ),
         }
     }
 

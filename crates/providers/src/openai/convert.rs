@@ -109,6 +109,13 @@ where
             Some(Err(error)) => return Err(decode_failure(provider, error)),
             Some(Ok(event)) => match classify_event(provider, event, state.forward_usage)? {
                 Classified::Skip => continue,
+                // `[DONE]` without any finish_reason: the answer was cut
+                // short, whatever the upstream's last word says.
+                Classified::Done if !state.finished => {
+                    return Err(ProviderError::Truncated {
+                        provider: provider.to_owned(),
+                    })
+                }
                 Classified::Done => return Ok(StreamEvent::Done),
                 Classified::Chunk { event, finished } => {
                     state.finished |= finished;
@@ -230,13 +237,6 @@ pub(crate) fn send_error(
 }
 
 /// Classifies an error while reading a body.
-pub(crate) fn body_error(provider: &str, error: &hyper::Error) -> ProviderError {
-    ProviderError::Transport {
-        provider: provider.to_owned(),
-        detail: crate::http::error_chain(error),
-    }
-}
-
 fn truncate(text: &str) -> String {
     const MAX: usize = 200;
     match text.char_indices().nth(MAX) {

@@ -45,6 +45,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 api_key: Some("sk-openai".into()),
                 headers,
                 connect_timeout,
+                max_body: 1 << 20,
             };
             (Arc::new(OpenAiProvider::new(settings)?), "gpt-4o-mini")
         }
@@ -56,6 +57,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 api_key: Some("az-key".into()),
                 headers,
                 connect_timeout,
+                max_body: 1 << 20,
             };
             (
                 Arc::new(OpenAiProvider::azure(settings)?),
@@ -70,6 +72,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 headers,
                 default_max_tokens: 4096,
                 connect_timeout,
+                max_body: 1 << 20,
             };
             (
                 Arc::new(AnthropicProvider::new(settings)?),

@@ -141,3 +141,14 @@ fn a_usage_chunk_the_client_did_not_ask_for_keeps_its_usage_but_no_data() {
     );
     assert!(matches!(&events[3], Ok(StreamEvent::Done)));
 }
+
+/// Trust boundary 11: `[DONE]` with no finish_reason before it is a
+/// truncation, never a complete answer.
+#[test]
+fn tb11_done_without_a_finish_reason_is_a_truncation() {
+    let events = events(&[frame(ROLE), frame(TOKEN), frame("[DONE]")].concat());
+    assert!(matches!(
+        events.last(),
+        Some(Err(ProviderError::Truncated { .. }))
+    ));
+}
