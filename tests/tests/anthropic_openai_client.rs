@@ -238,7 +238,7 @@ async fn max_tokens_becomes_length_and_empty_answers_stay_complete() -> TestResu
 
 #[tokio::test]
 async fn client_errors_come_back_at_once_in_openai_shape() -> TestResult {
-    for status in [400, 401, 403, 404] {
+    for status in [400] {
         let setup = Setup::start().await?;
         setup.mock.state.set_faults(
             CLAUDE,
@@ -277,9 +277,12 @@ async fn client_errors_come_back_at_once_in_openai_shape() -> TestResult {
     Ok(())
 }
 
+/// Rate limits, overload, server errors, and the upstream statuses that
+/// blame the gateway's side (401, 403: the key; 404: the model mapping)
+/// all fail over; the Anthropic target is not tried twice.
 #[tokio::test]
-async fn rate_limits_and_overload_fail_over_to_the_next_target() -> TestResult {
-    for status in [429, 529, 500] {
+async fn rate_limits_overload_and_gateway_side_errors_fail_over_to_the_next_target() -> TestResult {
+    for status in [429, 529, 500, 401, 403, 404] {
         let setup = Setup::start().await?;
         setup.mock.state.set_faults(
             CLAUDE,

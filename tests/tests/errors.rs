@@ -57,7 +57,7 @@ async fn bad_requests_are_refused_with_the_problem_named() -> TestResult {
             Some(TEST_KEY),
             format!(
                 r#"{{"model":"chat","messages":[{{"role":"user","content":"{}"}}]}}"#,
-                "x".repeat(5 << 20)
+                "x".repeat(9 << 20)
             ),
             413,
             "larger than the limit",

@@ -22,19 +22,18 @@ mod error;
 mod interpolate;
 mod raw;
 mod schema;
-mod secret;
 mod summary;
 mod units;
 mod validate;
 
 pub use error::{ConfigError, Problem};
+pub use keel_types::SecretString;
 pub use schema::{
     BreakerPolicy, CacheConfig, Config, DatabaseConfig, DatabaseKind, HedgeDelay, HedgePolicy,
     IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, Price, ProviderConfig,
     ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, Tenant, TenantLimits,
     Timeouts, WebhooksConfig,
 };
-pub use secret::SecretString;
 pub use summary::summary;
 
 /// Where `${VAR}` references get their values.

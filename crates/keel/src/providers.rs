@@ -40,7 +40,7 @@ fn openai_settings(provider: &ProviderConfig, base_url: String, config: &Config)
     OpenAiSettings {
         name: provider.name.clone(),
         base_url,
-        api_key: provider.api_key.as_ref().map(|key| key.expose().to_owned()),
+        api_key: provider.api_key.clone(),
         headers: provider.headers.clone(),
         connect_timeout: provider.timeouts.connect,
         max_body: upstream_body_limit(config),
@@ -56,7 +56,7 @@ fn upstream_body_limit(config: &Config) -> usize {
 fn other_kind(provider: &ProviderConfig, config: &Config) -> std::io::Result<Arc<dyn Provider>> {
     let name = provider.name.clone();
     let base_url = provider.base_url.clone().unwrap_or_default();
-    let api_key = provider.api_key.as_ref().map(|key| key.expose().to_owned());
+    let api_key = provider.api_key.clone();
     let (headers, connect_timeout) = (provider.headers.clone(), provider.timeouts.connect);
     let adapter: Arc<dyn Provider> = if provider.kind == ProviderKind::Azure {
         let api_version = provider.api_version.clone().unwrap_or_default();

@@ -40,7 +40,7 @@ pub struct AnthropicSettings {
     /// accepted too).
     pub base_url: String,
     /// The `x-api-key`; `None` for servers that need none.
-    pub api_key: Option<String>,
+    pub api_key: Option<keel_types::SecretString>,
     /// Extra headers sent on every request (e.g. `anthropic-beta`); they
     /// override the defaults, `anthropic-version` included.
     pub headers: Vec<(String, String)>,
@@ -127,7 +127,7 @@ fn default_headers(settings: &AnthropicSettings) -> Result<HeaderMap, String> {
         HeaderValue::from_static(ANTHROPIC_VERSION),
     );
     if let Some(key) = &settings.api_key {
-        let mut value = HeaderValue::from_str(key).map_err(|_| {
+        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
             format!(
                 "providers.{}.api_key: not a valid header value",
                 settings.name

@@ -20,7 +20,7 @@ pub struct AzureSettings {
     /// The `api-version` query value, e.g. `2024-10-21`.
     pub api_version: String,
     /// The `api-key` header value.
-    pub api_key: Option<String>,
+    pub api_key: Option<keel_types::SecretString>,
     /// Extra headers sent on every request.
     pub headers: Vec<(String, String)>,
     /// TCP + TLS handshake limit.
@@ -37,7 +37,7 @@ impl OpenAiProvider {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(key) = &settings.api_key {
-            let mut value = HeaderValue::from_str(key).map_err(|_| {
+            let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
                 format!(
                     "providers.{}.api_key: not a valid header value",
                     settings.name

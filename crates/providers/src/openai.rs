@@ -27,7 +27,7 @@ pub struct OpenAiSettings {
     /// The API root, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     /// The bearer key; `None` for local servers that need none.
-    pub api_key: Option<String>,
+    pub api_key: Option<keel_types::SecretString>,
     /// Extra headers sent on every request.
     pub headers: Vec<(String, String)>,
     /// TCP + TLS handshake limit.
@@ -117,7 +117,8 @@ fn default_headers(settings: &OpenAiSettings) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = &settings.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        let bearer = format!("Bearer {}", key.expose());
+        let mut value = HeaderValue::from_str(&bearer).map_err(|_| {
             format!(
                 "providers.{}.api_key: not a valid header value",
                 settings.name

@@ -30,8 +30,8 @@ pub use store::{
     StoreError, StoredKey, SweepBefore, Swept, SWEEP_BATCH,
 };
 pub use webhook::{
-    check_url, decode_secret, is_blocked, signature_header, verify, GuardedResolver, InvalidSecret,
-    Refused, Unverified, WebhookPolicy, TIMESTAMP_TOLERANCE,
+    check_url, decode_secret, delivery_client, is_blocked, signature_header, verify,
+    GuardedResolver, InvalidSecret, Refused, Unverified, WebhookPolicy, TIMESTAMP_TOLERANCE,
 };
 pub use worker::{JobFailure, JobHandler, Retry, WorkerPolicy};
 

@@ -26,8 +26,9 @@ pub use sign::{
     decode_secret, signature_header, verify, InvalidSecret, Unverified, TIMESTAMP_TOLERANCE,
 };
 
-/// How webhooks are delivered (from `webhooks:`).
-#[derive(Clone, Debug)]
+/// How webhooks are delivered (from `webhooks:`). Its `Debug` shows how
+/// many keys it holds, never the keys.
+#[derive(Clone)]
 pub struct WebhookPolicy {
     /// The HMAC keys (the decoded `whsec_` secrets), each of which signs
     /// every message (several during a rotation); none refuses webhooks.
@@ -44,8 +45,59 @@ pub struct WebhookPolicy {
     pub disable_after: Duration,
 }
 
+impl std::fmt::Debug for WebhookPolicy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WebhookPolicy")
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("timeout", &self.timeout)
+            .field("allow_private", &self.allow_private)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("concurrency", &self.concurrency)
+            .field("disable_after", &self.disable_after)
+            .finish()
+    }
+}
+
+/// A webhook URL as it may be logged: scheme, host, port and path, without
+/// credentials, query or fragment (where receivers put their tokens).
+pub fn loggable_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => {
+            let port = url
+                .port()
+                .map(|port| format!(":{port}"))
+                .unwrap_or_default();
+            format!(
+                "{}://{}{port}{}",
+                url.scheme(),
+                url.host_str().unwrap_or_default(),
+                url.path()
+            )
+        }
+        Err(_) => String::from("[unparsable URL]"),
+    }
+}
+
 /// How long an idle deliverer waits before looking for due retries.
 const POLL: Duration = Duration::from_millis(200);
+
+/// The webhook delivery client: no redirects, the attempt timeout, the
+/// guarded resolver, and no proxy: proxy variables (`HTTP_PROXY`, …) are
+/// ignored, since a proxy would resolve the host itself and the guard would
+/// never see the address connected to.
+pub fn delivery_client(
+    timeout: std::time::Duration,
+    allow_private: bool,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(Policy::none())
+        .timeout(timeout)
+        .dns_resolver(Arc::new(GuardedResolver::new(allow_private)))
+        .user_agent("keel-webhooks")
+        .build()
+}
 
 /// Delivers due webhooks until `stop` turns true; deliveries in flight then
 /// finish (each is bounded by the attempt timeout).
@@ -54,13 +106,7 @@ pub(crate) async fn run(
     policy: Arc<WebhookPolicy>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder()
-        .redirect(Policy::none())
-        .timeout(policy.timeout)
-        .dns_resolver(Arc::new(GuardedResolver::new(policy.allow_private)))
-        .user_agent("keel-webhooks")
-        .build()
-    {
+    let client = match delivery_client(policy.timeout, policy.allow_private) {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "cannot build the webhook HTTP client; webhooks are not delivered by this instance");
@@ -211,7 +257,7 @@ async fn record_endpoint(
         Ok(true) => {
             tracing::error!(
                 tenant = %job.tenant,
-                url,
+                url = %loggable_url(url),
                 "webhook endpoint disabled: it answered 410 Gone or has failed every delivery for {:?}; \
                  its webhooks fail until one is redelivered by hand",
                 policy.disable_after
@@ -370,6 +416,26 @@ fn classify(error: &reqwest::Error) -> Failure {
 mod tests {
     use super::*;
     use crate::job::{JobRecord, JobStatus};
+
+    /// Trust boundary 9: neither the HMAC keys nor a URL's token reach a log.
+    #[test]
+    fn tb9_keys_and_url_tokens_are_not_printed() {
+        let policy = WebhookPolicy {
+            keys: vec![b"super-secret-hmac-key".to_vec()],
+            timeout: Duration::from_secs(1),
+            allow_private: false,
+            retry_schedule: Vec::new(),
+            concurrency: 1,
+            disable_after: Duration::from_secs(1),
+        };
+        let printed = format!("{policy:?}");
+        assert!(!printed.contains("super-secret"), "{printed}");
+        assert!(printed.contains("[1 redacted]"), "{printed}");
+        assert_eq!(
+            loggable_url("https://user:pass@hooks.example.com:8443/in/abc?token=s3cret#frag"),
+            "https://hooks.example.com:8443/in/abc"
+        );
+    }
 
     fn job(webhook_attempts: i64) -> JobRecord {
         JobRecord {

@@ -35,15 +35,13 @@ pub(crate) async fn read_limited(
     body: axum::body::Body,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|error| {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::BodyTooLarge { limit }
-            } else {
-                ApiError::BodyUnreadable(error.to_string())
-            }
-        })
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::BodyUnreadable(error.to_string())
+        }
+    })
 }

@@ -8,8 +8,10 @@ mod chunk;
 mod error;
 mod raw_object;
 mod request;
+mod secret;
 
 pub use chunk::{inspect_chunk, ChunkInfo, Usage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use raw_object::RawObject;
 pub use request::{parse_object, ChatRequest, RequestError};
+pub use secret::SecretString;

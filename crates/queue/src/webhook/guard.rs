@@ -139,9 +139,22 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// How long a host name may take to resolve (at submit time the client
+/// waits for it).
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn system_lookup() -> Lookup {
     Arc::new(|host: String| {
-        Box::pin(async move { Ok(tokio::net::lookup_host((host, 0)).await?.collect()) })
+        Box::pin(async move {
+            let lookup = tokio::net::lookup_host((host, 0));
+            match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                Ok(addresses) => Ok(addresses?.collect()),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the host did not resolve in time",
+                )),
+            }
+        })
     })
 }
 
@@ -187,6 +200,8 @@ fn is_blocked_v6(address: Ipv6Addr) -> bool {
     address.is_unspecified()
         || address.is_loopback()
         || address.is_multicast()
+        // NAT64 local use (RFC 8215, 64:ff9b:1::/48): never a public host.
+        || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1)
         || (segments[0] & 0xfe00) == 0xfc00
         || (segments[0] & 0xffc0) == 0xfe80
         || (segments[0] & 0xffc0) == 0xfec0
@@ -194,13 +209,17 @@ fn is_blocked_v6(address: Ipv6Addr) -> bool {
         || (segments[0] == 0x2001 && segments[1] == 0)
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) address.
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), SIIT
+/// IPv4-translated (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::/96`) or 6to4 (`2002::/16`) address.
 fn embedded_v4(address: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = address.segments();
     let low = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
     if let Some(v4) = address.to_ipv4_mapped() {
         return Some(v4);
+    }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some(low(s[6], s[7]));
     }
     if s[..6] == [0, 0, 0, 0, 0, 0] && !address.is_loopback() && !address.is_unspecified() {
         return Some(low(s[6], s[7]));

@@ -34,6 +34,11 @@ const BLOCKED: &[&str] = &[
     "64:ff9b::7f00:1",
     "2002:7f00:1::1",
     "::ffff:169.254.169.254",
+    // Trust boundary 8: SIIT (::ffff:0:0/96) and NAT64 local use (64:ff9b:1::/48).
+    "::ffff:0:7f00:1",
+    "::ffff:0:a9fe:a9fe",
+    "64:ff9b:1::7f00:1",
+    "64:ff9b:1:ffff::808:808",
 ];
 
 const ALLOWED: &[&str] = &[
@@ -42,6 +47,8 @@ const ALLOWED: &[&str] = &[
     "::ffff:8.8.8.8",
     "8.8.4.4",
     "93.184.216.34",
+    "::ffff:0:808:808",
+    "64:ff9b::808:808",
 ];
 
 /// WH-4: every blocked fixture is refused as a literal address.
