@@ -69,8 +69,16 @@ pub async fn start(
     tracing::info!(listen = %listener.local_addr()?, "keel is serving");
     let grace = config.server.shutdown_grace;
     let cutoff = state.cutoff.clone();
+    let connections = connection_limits();
     let served = jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
-        keel_server::serve(listener, keel_server::app(state), signal, grace, cutoff)
+        keel_server::serve(
+            listener,
+            keel_server::app(state),
+            signal,
+            grace,
+            cutoff,
+            connections,
+        )
     })
     .await;
     if let Some(metrics_server) = metrics_server {
@@ -98,5 +106,40 @@ async fn serve_metrics(
         std::future::pending(),
         std::time::Duration::ZERO,
         keel_server::Cutoff::new(),
+        keel_server::Connections {
+            max: 64,
+            ..keel_server::Connections::default()
+        },
     )))
+}
+
+/// Raises the soft open-files limit to the hard one and keeps the client
+/// connections below it: a proxied stream holds two descriptors (client and
+/// upstream), and the store, logs and listeners need a few more, so the
+/// listener never runs out and stops serving everyone.
+fn connection_limits() -> keel_server::Connections {
+    const RESERVED: u64 = 128;
+    let (soft, hard) = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(raised) => (
+            raised,
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(raised, |(_, hard)| hard),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-files limit");
+            (1024, 1024)
+        }
+    };
+    let max = usize::try_from(soft.saturating_sub(RESERVED) / 2)
+        .unwrap_or(usize::MAX)
+        .max(16);
+    tracing::info!(
+        open_files_soft = soft,
+        open_files_hard = hard,
+        max_connections = max,
+        "open-files limit"
+    );
+    keel_server::Connections {
+        max,
+        ..keel_server::Connections::default()
+    }
 }

@@ -108,46 +108,98 @@ impl Default for Cutoff {
     }
 }
 
+/// Connection limits of a listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Connections {
+    /// Connections open at once; one more is closed as soon as it is
+    /// accepted (kept below the open-files limit, so the listener never
+    /// runs out of descriptors and stops serving everyone).
+    pub max: usize,
+    /// A request's headers must arrive within this, counted from the
+    /// connection going idle: it is also the keep-alive idle timeout.
+    pub header_timeout: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
-/// and lets in-flight requests (streams included) finish for up to `grace`.
+/// and lets in-flight requests (streams included) finish for up to `grace`;
+/// streams still open then end with their error event ([`Cutoff`]).
+/// Each connection must send a request's headers within
+/// `connections.header_timeout` (also the idle keep-alive limit), and at
+/// most `connections.max` are open at once.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
     cutoff: Cutoff,
+    connections: Connections,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|socket| {
-        // Small SSE frames must leave at once, not wait for Nagle.
-        let _ = socket.set_nodelay(true);
-    });
-    let draining = Arc::new(tokio::sync::Notify::new());
-    let signal = {
-        let draining = draining.clone();
-        async move {
-            shutdown.await;
-            tracing::info!(
-                grace_seconds = grace.as_secs_f64(),
-                "shutting down: no new connections; waiting for in-flight requests"
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(connections.header_timeout);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(connections.max));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors or memory: wait a moment rather than spin.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::debug!(
+                max = connections.max,
+                "connection cap reached; closing a new connection"
             );
-            draining.notify_one();
-        }
-    };
-    let server = std::future::IntoFuture::into_future(
-        axum::serve(listener, app).with_graceful_shutdown(signal),
+            drop(stream);
+            continue;
+        };
+        // Small SSE frames must leave at once, not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let connection = graceful.watch(http.serve_connection(io, service.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_seconds = grace.as_secs_f64(),
+        "shutting down: no new connections; waiting for in-flight requests"
     );
-    let mut server = std::pin::pin!(server);
+    let mut drained = std::pin::pin!(graceful.shutdown());
     tokio::select! {
-        result = &mut server => result,
-        () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+        () = &mut drained => {}
+        () = tokio::time::sleep(grace) => {
             tracing::warn!("shutdown grace period over; ending the streams still open");
             // Streams end with their error event; give their last writes a
             // moment, then close whatever is left.
             cutoff.cut();
-            tokio::time::timeout(CUTOFF_FLUSH, &mut server).await.unwrap_or(Ok(()))
+            let _ = tokio::time::timeout(CUTOFF_FLUSH, &mut drained).await;
         }
     }
+    Ok(())
 }
 
 /// How long streams ended by the cutoff get to write their last frames.
