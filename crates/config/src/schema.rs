@@ -101,6 +101,10 @@ pub struct TenantLimits {
     pub rpm: Option<u32>,
     /// Tokens per minute, at least 1.
     pub tpm: Option<u64>,
+    /// Requests and streams in flight at once, at least 1 (429 beyond).
+    pub max_in_flight: Option<u32>,
+    /// Jobs queued at once, at least 1 (429 on submit beyond).
+    pub max_queued_jobs: Option<u64>,
 }
 
 /// `cache:` the in-memory prompt cache.

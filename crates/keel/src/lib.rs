@@ -37,10 +37,22 @@ pub async fn start(
             .iter()
             .map(|tenant| (tenant.name.as_str(), tenant.key_hashes.as_slice())),
     );
-    let limits =
-        Arc::new(TenantLimits::new(config.tenants.iter().map(|tenant| {
-            (tenant.name.as_str(), tenant.limits.rpm, tenant.limits.tpm)
-        })));
+    let limits = Arc::new(
+        TenantLimits::new(
+            config
+                .tenants
+                .iter()
+                .map(|tenant| (tenant.name.as_str(), tenant.limits.rpm, tenant.limits.tpm)),
+        )
+        .with_concurrency(config.tenants.iter().map(|tenant| {
+            let limits = &tenant.limits;
+            (
+                tenant.name.as_str(),
+                limits.max_in_flight,
+                limits.max_queued_jobs,
+            )
+        })),
+    );
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
     let queue = jobs::open_queue(&config, metrics.clone()).await?;
@@ -50,6 +62,7 @@ pub async fn start(
         tenants,
         max_body,
         max_upstream_body: usize::try_from(config.server.max_upstream_body).unwrap_or(usize::MAX),
+        body_timeout: config.server.body_timeout,
         limits,
         in_flight,
         metrics,

@@ -203,6 +203,11 @@ impl Queue {
         }
     }
 
+    /// How many of `tenant`'s jobs are queued.
+    pub async fn queued(&self, tenant: &str) -> Result<i64, StoreError> {
+        self.store.queued_count(tenant).await
+    }
+
     /// The tenant's job `id`.
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
         self.store.get(tenant, id).await

@@ -207,6 +207,8 @@ pub trait JobStore: Send + Sync {
 
     /// How many jobs are in each status (for the `keel_queue_jobs` gauge).
     async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// How many of `tenant`'s jobs are queued (for `limits.max_queued_jobs`).
+    async fn queued_count(&self, tenant: &str) -> Result<i64, StoreError>;
     /// Inserts a job, with its idempotency key and the response to replay
     /// (the job object as first returned), in one transaction. When the key already exists
     /// nothing is written and the stored key is returned.

@@ -25,6 +25,12 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("the request body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The body did not arrive within `server.body_timeout`.
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyTimeout {
+        /// The limit in whole seconds.
+        seconds: u64,
+    },
     /// No route has this path.
     #[error("no route for {method} {path}")]
     NotFound {
@@ -44,6 +50,12 @@ pub enum ApiError {
     /// Routing failed.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// The tenant has `limits.max_in_flight` requests in flight already.
+    #[error("the tenant already has {max} requests in flight (its limits.max_in_flight); retry when one has finished")]
+    TenantBusy {
+        /// The limit.
+        max: u32,
+    },
     /// The tenant's rate limit is reached.
     #[error("rate limit reached for {limit} per minute; retry after {}s", retry_after_seconds(.retry_after))]
     TenantLimited {
@@ -82,10 +94,11 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Route(error) => route_status(error),
-            Self::TenantLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TenantLimited { .. } | Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -108,6 +121,9 @@ impl ApiError {
                 Some("body_too_large"),
             ),
             Self::BodyUnreadable(_) => ErrorBody::new(message, "invalid_request_error", None, None),
+            Self::BodyTimeout { .. } => {
+                ErrorBody::new(message, "invalid_request_error", None, Some("body_timeout"))
+            }
             Self::NotFound { .. } => {
                 ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url"))
             }
@@ -123,6 +139,12 @@ impl ApiError {
                 "rate_limit_error",
                 None,
                 Some("rate_limit_exceeded"),
+            ),
+            Self::TenantBusy { .. } => ErrorBody::new(
+                message,
+                "rate_limit_error",
+                None,
+                Some("too_many_in_flight"),
             ),
         }
     }
@@ -239,6 +261,12 @@ impl IntoResponse for ApiError {
                     HeaderValue::from(route_retry_after_seconds(&delay)),
                 );
             }
+        }
+        if let Self::TenantBusy { .. } = &self {
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            );
         }
         if let Self::TenantLimited {
             retry_after,

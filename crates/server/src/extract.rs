@@ -18,28 +18,47 @@ impl FromRequest<Arc<AppState>> for ChatBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(request, state.max_body).await?;
+        let bytes = read_body(request, state.body_limit()).await?;
         Ok(Self(ChatRequest::parse(&bytes)?))
     }
 }
 
-/// Reads a request body of at most `limit` bytes: 413 beyond, 400 when the
-/// connection fails mid-body.
-pub(crate) async fn read_body(request: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
+/// How much of a request body is read, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyLimit {
+    /// `server.max_body`.
+    pub bytes: usize,
+    /// `server.body_timeout`.
+    pub time: std::time::Duration,
+}
+
+/// Reads a request body within `limit`: 413 beyond its size, 408 beyond its
+/// time, 400 when the connection fails mid-body.
+pub(crate) async fn read_body(
+    request: Request,
+    limit: BodyLimit,
+) -> Result<bytes::Bytes, ApiError> {
     read_limited(request.into_body(), limit).await
 }
 
-/// Reads `body`, at most `limit` bytes: 413 beyond, 400 when the connection
-/// fails mid-body (never a 413 for that).
+/// Reads `body` within `limit`: 413 beyond its size, 408 when it has not
+/// all arrived in time (a client dripping bytes holds nothing for long),
+/// 400 when the connection fails mid-body (never a 413 for that).
 pub(crate) async fn read_limited(
     body: axum::body::Body,
-    limit: usize,
+    limit: BodyLimit,
 ) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
+    let read = axum::body::to_bytes(body, limit.bytes);
+    let Ok(read) = tokio::time::timeout(limit.time, read).await else {
+        return Err(ApiError::BodyTimeout {
+            seconds: limit.time.as_secs(),
+        });
+    };
+    read.map_err(|error| {
         let too_large = std::error::Error::source(&error)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large {
-            ApiError::BodyTooLarge { limit }
+            ApiError::BodyTooLarge { limit: limit.bytes }
         } else {
             ApiError::BodyUnreadable(error.to_string())
         }

@@ -38,7 +38,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
     let Ok(tenant) = Tenant::from_request_parts(&mut parts, &state).await else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let bytes = match crate::extract::read_limited(body, state.max_body).await {
+    let bytes = match crate::extract::read_limited(body, state.body_limit()).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
     };

@@ -32,7 +32,7 @@ pub async fn submit(
 ) -> Result<Response, JobsError> {
     let queue = queue(&state)?;
     let headers = request.headers().clone();
-    let body = read_body(request, state.max_body).await?;
+    let body = read_body(request, state.body_limit()).await?;
     let parsed: SubmitBody = serde_json::from_slice(&body).map_err(|error| JobsError::InvalidBody {
         message: format!("the body must be {{\"request\": <chat completion request>, \"webhook\": {{\"url\": …}}, \"metadata\": {{…}}}}: {error}"),
         param: None,
@@ -267,6 +267,14 @@ async fn enqueue(
     if !state.router.knows(chat.model()) {
         return Err(JobsError::UnknownModel(chat.model().to_owned()));
     }
+    if let Some(max) = state.limits.max_queued_jobs(&tenant.name) {
+        // Checked before the insert, not in its transaction: concurrent
+        // submissions of one tenant may pass the cap by their number.
+        let queued = queue.queued(&tenant.name).await?;
+        if u64::try_from(queued).unwrap_or(0) >= max {
+            return Err(JobsError::TooManyQueued(max));
+        }
+    }
     let job = NewJob {
         id: new_job_id(now_ms()),
         tenant: tenant.name.to_string(),
@@ -311,11 +319,12 @@ pub(crate) fn idempotency_key(
     }))
 }
 
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, JobsError> {
+async fn read_body(request: Request, limit: crate::extract::BodyLimit) -> Result<Bytes, JobsError> {
     crate::extract::read_body(request, limit)
         .await
         .map_err(|error| match error {
             ApiError::BodyTooLarge { limit } => JobsError::TooLarge(limit),
+            ApiError::BodyTimeout { seconds } => JobsError::BodyTimeout(seconds),
             other => JobsError::InvalidBody {
                 message: other.to_string(),
                 param: None,

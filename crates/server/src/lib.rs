@@ -41,6 +41,8 @@ pub struct AppState {
     pub max_body: usize,
     /// The largest upstream answer read, in bytes (`server.max_upstream_body`).
     pub max_upstream_body: usize,
+    /// How long a request body may take to arrive (`server.body_timeout`).
+    pub body_timeout: Duration,
     /// Tenant rate limits (shared with the job workers, whose runs count
     /// against them too).
     pub limits: Arc<TenantLimits>,
@@ -57,6 +59,18 @@ pub struct AppState {
     pub metrics_elsewhere: bool,
     /// Ends committed streams cleanly when the shutdown grace runs out.
     pub cutoff: Cutoff,
+}
+
+// === impl AppState ===
+
+impl AppState {
+    /// How much of a request body is read, and for how long.
+    pub(crate) fn body_limit(&self) -> extract::BodyLimit {
+        extract::BodyLimit {
+            bytes: self.max_body,
+            time: self.body_timeout,
+        }
+    }
 }
 
 /// Tells committed streams that the shutdown grace period is over: each

@@ -13,11 +13,22 @@ use axum::http::{HeaderMap, HeaderValue};
 use keel_resilience::TokenBucket;
 use keel_types::{ChatRequest, Usage};
 
-/// Every tenant's buckets.
+/// Every tenant's buckets, and the concurrency caps of those that have one.
 #[derive(Default)]
 pub struct TenantLimits {
     tenants: HashMap<Arc<str>, Arc<Buckets>>,
+    concurrency: HashMap<Arc<str>, Concurrency>,
 }
+
+/// One tenant's `max_in_flight` and `max_queued_jobs`.
+struct Concurrency {
+    in_flight: Option<(u32, Arc<tokio::sync::Semaphore>)>,
+    max_queued_jobs: Option<u64>,
+}
+
+/// A slot among the tenant's requests in flight; it rides on the response
+/// body, so a stream holds it until it ends.
+pub type InFlight = tokio::sync::OwnedSemaphorePermit;
 
 /// One tenant's buckets.
 pub struct Buckets {
@@ -69,7 +80,57 @@ impl TenantLimits {
                 (Arc::from(name), Arc::new(buckets))
             })
             .collect();
-        Self { tenants }
+        Self {
+            tenants,
+            concurrency: HashMap::new(),
+        }
+    }
+
+    /// These limits with each tenant's `(name, max_in_flight, max_queued_jobs)`.
+    pub fn with_concurrency<'a>(
+        mut self,
+        tenants: impl IntoIterator<Item = (&'a str, Option<u32>, Option<u64>)>,
+    ) -> Self {
+        self.concurrency = tenants
+            .into_iter()
+            .filter(|(_, in_flight, queued)| in_flight.is_some() || queued.is_some())
+            .map(|(name, in_flight, max_queued_jobs)| {
+                let in_flight = in_flight.map(|max| {
+                    let permits = usize::try_from(max).unwrap_or(usize::MAX);
+                    (max, Arc::new(tokio::sync::Semaphore::new(permits)))
+                });
+                let concurrency = Concurrency {
+                    in_flight,
+                    max_queued_jobs,
+                };
+                (Arc::from(name), concurrency)
+            })
+            .collect();
+        self
+    }
+
+    /// A slot among `tenant`'s requests in flight (`None`: no cap), or the
+    /// cap that is reached.
+    pub fn enter(&self, tenant: &str) -> Result<Option<InFlight>, u32> {
+        let Some((max, slots)) = self
+            .concurrency
+            .get(tenant)
+            .and_then(|concurrency| concurrency.in_flight.as_ref())
+        else {
+            return Ok(None);
+        };
+        slots
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| *max)
+    }
+
+    /// `tenant`'s `max_queued_jobs`, if it has one.
+    pub fn max_queued_jobs(&self, tenant: &str) -> Option<u64> {
+        self.concurrency
+            .get(tenant)
+            .and_then(|concurrency| concurrency.max_queued_jobs)
     }
 
     /// Admits one request of `tenant` (its request and token limits), or

@@ -109,7 +109,7 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let bytes = crate::extract::read_body(request, state.max_body).await?;
+        let bytes = crate::extract::read_body(request, state.body_limit()).await?;
         let request = request::chat_request(&bytes)?;
         Ok(Self(request, bytes))
     }

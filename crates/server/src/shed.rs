@@ -25,7 +25,11 @@ pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Ne
         state.metrics.shed.inc();
         return overloaded();
     };
-    let response = next.run(request).await;
+    holding(next.run(request).await, permit)
+}
+
+/// `response` with `permit` held until its body is finished or dropped.
+pub(crate) fn holding(response: Response, permit: OwnedSemaphorePermit) -> Response {
     let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,

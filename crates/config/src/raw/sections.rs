@@ -43,10 +43,15 @@ pub(crate) struct RawTenant {
 
 /// `tenants[i].limits`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with rpm and/or tpm")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with rpm, tpm, max_in_flight and/or max_queued_jobs"
+)]
 pub(crate) struct RawTenantLimits {
     pub(crate) rpm: Option<Scalar>,
     pub(crate) tpm: Option<Scalar>,
+    pub(crate) max_in_flight: Option<Scalar>,
+    pub(crate) max_queued_jobs: Option<Scalar>,
 }
 
 /// `providers.<name>`

@@ -129,6 +129,18 @@ impl Checker {
                 u64::from(u32::MAX),
             ),
             tpm: self.whole(limits.tpm.as_ref(), &path.key("tpm"), 1, u64::MAX),
+            max_in_flight: self.whole(
+                limits.max_in_flight.as_ref(),
+                &path.key("max_in_flight"),
+                1,
+                u64::from(u32::MAX),
+            ),
+            max_queued_jobs: self.whole(
+                limits.max_queued_jobs.as_ref(),
+                &path.key("max_queued_jobs"),
+                1,
+                u64::MAX,
+            ),
         }
     }
 }

@@ -101,6 +101,10 @@ pub(crate) const TAKE_OVER_KEY: &str = "UPDATE keel_idempotency_keys SET created
 pub(crate) const RELEASE_KEY: &str =
     "DELETE FROM keel_idempotency_keys WHERE tenant = $1 AND key = $2 AND response_status IS NULL";
 
+/// A tenant's queued jobs.
+pub(crate) const COUNT_QUEUED_FOR_TENANT: &str =
+    "SELECT COUNT(*) FROM keel_jobs WHERE tenant = $1 AND status = 'queued'";
+
 /// Jobs per status.
 pub(crate) const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM keel_jobs GROUP BY status";
 

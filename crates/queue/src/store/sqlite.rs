@@ -81,6 +81,14 @@ impl JobStore for SqliteStore {
             .collect()
     }
 
+    async fn queued_count(&self, tenant: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(sql::COUNT_QUEUED_FOR_TENANT)
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
     async fn enqueue(
         &self,
         job: &NewJob,
@@ -175,10 +183,26 @@ impl JobStore for SqliteStore {
         now: i64,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let token = lease_token();
+        // Fair across tenants: every tenant's oldest due job before any
+        // tenant's second. Tenants are found by skipping through the
+        // `(tenant, run_at)` index, and each contributes at most a batch of
+        // its oldest due jobs, so the cost grows with the number of tenants,
+        // not with a backlog. One connection: no claimer races another.
         let rows = sqlx::query(
-            "UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_token = $1, lease_expires_at = $2, \
+            "WITH RECURSIVE tenants(tenant) AS (\
+             SELECT (SELECT tenant FROM keel_jobs WHERE status = 'queued' ORDER BY tenant LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT next.tenant FROM keel_jobs AS next \
+                 WHERE next.status = 'queued' AND next.tenant > tenants.tenant ORDER BY next.tenant LIMIT 1) \
+             FROM tenants WHERE tenants.tenant IS NOT NULL) \
+             UPDATE keel_jobs SET status = 'running', attempts = attempts + 1, lease_token = $1, lease_expires_at = $2, \
              started_at = COALESCE(started_at, $3) \
-             WHERE id IN (SELECT id FROM keel_jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at LIMIT $4) \
+             WHERE id IN (SELECT id FROM (\
+                 SELECT due.id, due.run_at, row_number() OVER (PARTITION BY due.tenant ORDER BY due.run_at) AS turn \
+                 FROM tenants JOIN keel_jobs AS due ON due.id IN (\
+                     SELECT id FROM keel_jobs WHERE tenant = tenants.tenant AND status = 'queued' AND run_at <= $3 \
+                     ORDER BY run_at LIMIT $4)) \
+                 ORDER BY turn, run_at LIMIT $4) \
              RETURNING id, tenant, request, attempts",
         )
         .bind(&token)

@@ -167,7 +167,47 @@ both_backends!(
     wh3_failed_webhooks_are_listed_and_redelivered_with_the_same_id,
     id5_a_key_abandoned_in_progress_is_freed_after_the_lock_timeout_and_no_sooner,
     id5_expired_keys_are_swept_in_batches_and_then_run_anew,
+    tb6_one_tenants_backlog_does_not_delay_another_tenants_job,
+    tb6_queued_jobs_are_counted_per_tenant,
 );
+
+/// Trust boundary 6: a tenant with a thousand due jobs (all older) does not
+/// delay another tenant's single job past the first claim round, and the
+/// rounds take the tenants in turns.
+async fn tb6_one_tenants_backlog_does_not_delay_another_tenants_job(db: TestStore) -> TestResult {
+    for n in 0..1_000 {
+        enqueue(
+            &*db.store,
+            &new_job("noisy", None, NOW - 10_000 + n),
+            NOW - 10_000 + n,
+        )
+        .await?;
+    }
+    let quiet = enqueue(&*db.store, &new_job("quiet", None, NOW), NOW).await?;
+    let first = db.store.claim(8, NOW + LEASE, NOW).await?;
+    assert_eq!(first.len(), 8);
+    assert!(
+        first.iter().any(|job| job.id == quiet.id),
+        "the quiet tenant's job is in the first round"
+    );
+    assert_eq!(first.iter().filter(|job| job.tenant == "noisy").count(), 7);
+    let second = db.store.claim(8, NOW + LEASE, NOW).await?;
+    assert!(second.iter().all(|job| job.tenant == "noisy"));
+    Ok(())
+}
+
+async fn tb6_queued_jobs_are_counted_per_tenant(db: TestStore) -> TestResult {
+    for n in 0..3 {
+        enqueue(&*db.store, &new_job("a", None, NOW + n), NOW + n).await?;
+    }
+    enqueue(&*db.store, &new_job("b", None, NOW), NOW).await?;
+    assert_eq!(db.store.queued_count("a").await?, 3);
+    db.store.claim(1, NOW + LEASE, NOW + 10).await?;
+    let remaining = db.store.queued_count("a").await? + db.store.queued_count("b").await?;
+    assert_eq!(remaining, 3, "a claimed job is no longer queued");
+    assert_eq!(db.store.queued_count("nobody").await?, 0);
+    Ok(())
+}
 
 async fn jq1_enqueue_commits_a_queued_job_visible_to_its_tenant_only(db: TestStore) -> TestResult {
     let job = new_job("acme", None, NOW);

@@ -38,6 +38,12 @@ pub enum JobsError {
     /// The body is larger than the limit.
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// The tenant has `limits.max_queued_jobs` jobs queued already.
+    #[error("the tenant already has {0} jobs queued (its limits.max_queued_jobs); retry once some have started")]
+    TooManyQueued(u64),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// The `Idempotency-Key` header is empty, too long or not text.
     #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters")]
     BadKey,
@@ -93,6 +99,8 @@ impl JobsError {
             | Self::BadKey
             | Self::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyQueued(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::KeyInProgress | Self::NotCancellable { .. } | Self::NotRedeliverable { .. } => {
                 StatusCode::CONFLICT
@@ -124,6 +132,13 @@ impl JobsError {
                 invalid(Some("webhook.url"), Some("invalid_webhook_url"))
             }
             Self::TooLarge(_) => invalid(None, Some("body_too_large")),
+            Self::BodyTimeout(_) => invalid(None, Some("body_timeout")),
+            Self::TooManyQueued(_) => ErrorBody::new(
+                message,
+                "rate_limit_error",
+                None,
+                Some("too_many_queued_jobs"),
+            ),
             Self::BadKey => invalid(None, Some("invalid_idempotency_key")),
             Self::KeyReused => invalid(None, Some("idempotency_key_reused")),
             Self::KeyInProgress => invalid(None, Some("idempotency_key_in_progress")),
@@ -155,7 +170,10 @@ impl IntoResponse for JobsError {
             self.body().to_json(),
         )
             .into_response();
-        if matches!(self, Self::KeyInProgress | Self::Store(_)) {
+        if matches!(
+            self,
+            Self::KeyInProgress | Self::Store(_) | Self::TooManyQueued(_)
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
