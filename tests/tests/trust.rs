@@ -4,7 +4,7 @@
 //! up and the other tenant is served throughout. Hostile clients too:
 //! duplicate keys, slow bodies, silent connections, too many requests.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,24 +186,19 @@ fn ask(model: &str, stream: bool) -> String {
 
 /// Runs the calm tenant's requests until `stop`; counts the answers that
 /// were not 200.
-fn calm_load(
-    setup: &Setup,
-    stop: Arc<AtomicBool>,
-) -> impl std::future::Future<Output = (u64, u64)> + '_ {
-    async move {
-        let (ok, bad) = (AtomicU64::new(0), AtomicU64::new(0));
-        // Bounded: at most 2,000 requests, whatever happens.
-        for _ in 0..2_000 {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            match setup.chat(CALM_KEY, ask("calm", false)).await {
-                Ok(response) if response.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                _ => bad.fetch_add(1, Ordering::SeqCst),
-            };
+async fn calm_load(setup: &Setup, stop: Arc<AtomicBool>) -> (u64, u64) {
+    let (mut ok, mut bad) = (0, 0);
+    // Bounded: at most 2,000 requests, whatever happens.
+    for _ in 0..2_000 {
+        if stop.load(Ordering::SeqCst) {
+            break;
         }
-        (ok.load(Ordering::SeqCst), bad.load(Ordering::SeqCst))
+        match setup.chat(CALM_KEY, ask("calm", false)).await {
+            Ok(response) if response.status() == 200 => ok += 1,
+            _ => bad += 1,
+        }
     }
+    (ok, bad)
 }
 
 /// Every hostile answer at once, while another tenant's load runs: each is

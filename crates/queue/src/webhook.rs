@@ -290,25 +290,26 @@ fn judge_attempt(
                 error: format!("{error}; the endpoint is now disabled"),
             }
         }
-        Err(Failure::Retryable(error)) => retry(policy, job, error, Duration::ZERO),
-        Err(Failure::RetryAfter(error, at_least)) => retry(policy, job, error, at_least),
+        Err(Failure::Retryable(error)) => retry(policy, job, error, Duration::ZERO, now_ms()),
+        Err(Failure::RetryAfter(error, at_least)) => retry(policy, job, error, at_least, now_ms()),
     }
 }
 
-/// The next attempt per the schedule (±10 %), or failed when it is spent;
-/// a receiver's longer `Retry-After` is honoured.
+/// The next attempt per the schedule (±10 %) after `now`, or failed when
+/// it is spent; a receiver's longer `Retry-After` is honoured.
 fn retry(
     policy: &WebhookPolicy,
     job: &crate::JobRecord,
     error: String,
     at_least: Duration,
+    now: i64,
 ) -> DeliveryOutcome {
     let done = usize::try_from(job.webhook_attempts).unwrap_or(usize::MAX);
     match policy.retry_schedule.get(done) {
         Some(delay) => {
             let delay = plus_minus_ten_percent(*delay).max(at_least);
             DeliveryOutcome::Retry {
-                at: now_ms() + millis(delay),
+                at: now + millis(delay),
                 error,
             }
         }
@@ -475,39 +476,40 @@ mod tests {
             concurrency: 1,
             disable_after: Duration::from_secs(120 * 3600),
         };
+        const NOW: i64 = 1_800_000_000_000;
         for (done, delay) in schedule.iter().enumerate() {
-            let before = now_ms();
             let DeliveryOutcome::Retry { at, .. } = retry(
                 &policy,
                 &job(i64::try_from(done).unwrap_or(0)),
                 String::from("500"),
                 Duration::ZERO,
+                NOW,
             ) else {
                 panic!("attempt {} should be retried", done + 1);
             };
-            let waited = at - before;
-            let (low, high) = (millis(delay.mul_f64(0.9)), millis(delay.mul_f64(1.1)) + 50);
+            let waited = at - NOW;
+            let (low, high) = (millis(delay.mul_f64(0.9)), millis(delay.mul_f64(1.1)));
             assert!(
                 (low..=high).contains(&waited),
                 "retry {done}: waited {waited} ms, expected {low}..={high}"
             );
         }
-        let exhausted = retry(&policy, &job(7), String::from("500"), Duration::ZERO);
+        let exhausted = retry(&policy, &job(7), String::from("500"), Duration::ZERO, NOW);
         assert!(
             matches!(exhausted, DeliveryOutcome::Failed { .. }),
             "8 attempts, then failed"
         );
-        let before = now_ms();
         let DeliveryOutcome::Retry { at, .. } = retry(
             &policy,
             &job(0),
             String::from("503"),
             Duration::from_secs(60),
+            NOW,
         ) else {
             panic!("a 503 is retried");
         };
         assert!(
-            at - before >= 60_000,
+            at - NOW >= 60_000,
             "Retry-After: 60 beats the 5 s schedule entry"
         );
     }
