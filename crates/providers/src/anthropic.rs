@@ -9,7 +9,7 @@
 
 mod request;
 mod response;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -180,19 +180,26 @@ impl crate::Provider for AnthropicProvider {
             let body = crate::http::read_body(response, max_body)
                 .await
                 .map_err(|error| crate::http::body_failure(&name, &error))?;
-            let message =
-                response::read_message(&body).map_err(|error| ProviderError::Protocol {
-                    provider: name.to_string(),
-                    detail: format!("the message is not valid JSON: {error}"),
-                })?;
-            let usage = Some(message.usage.openai());
-            Ok(Reply::Complete(Completion {
-                body: Bytes::from(completion_json(&message, unix_now())),
-                usage,
-            }))
+            completion_from_body(&name, &body).map(Reply::Complete)
         }
         .boxed()
     }
+}
+
+/// A non-stream Messages body as an OpenAI completion.
+pub(crate) fn completion_from_body(
+    provider: &str,
+    body: &[u8],
+) -> Result<Completion, ProviderError> {
+    let message = response::read_message(body).map_err(|error| ProviderError::Protocol {
+        provider: provider.to_owned(),
+        detail: format!("the message is not valid JSON: {error}"),
+    })?;
+    let usage = Some(message.usage.openai());
+    Ok(Completion {
+        body: Bytes::from(completion_json(&message, unix_now())),
+        usage,
+    })
 }
 
 /// Seconds since the Unix epoch, for OpenAI's `created`.

@@ -25,6 +25,8 @@ pub use error::{Clock, ErrorKind, ProviderError};
 pub use openai::{OpenAiProvider, OpenAiSettings};
 pub use reply::{Completion, EventStream, Reply, StreamEvent};
 
+pub mod replay;
+
 /// The upstream model one call is for, with its target's own settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamModel {

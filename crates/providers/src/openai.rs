@@ -17,7 +17,7 @@ use keel_types::ChatRequest;
 use crate::http::HttpClient;
 use crate::{Completion, ProviderError, Reply, UpstreamModel};
 
-pub(crate) use convert::{error_from_status, retry_after, send_error};
+pub(crate) use convert::{error_from_status, event_stream, retry_after, send_error};
 
 /// What an OpenAI-compatible provider needs to be reached.
 #[derive(Clone, Debug)]

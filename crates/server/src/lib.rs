@@ -29,6 +29,7 @@ pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
 pub use error::ApiError;
 pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};
+pub use messages::messages_request;
 pub use routes::{app, metrics_app};
 
 /// What every handler shares.

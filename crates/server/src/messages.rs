@@ -28,6 +28,12 @@ use crate::{ApiError, AppState, Tenant};
 /// the body as the client sent it (the cache keys that).
 pub struct MessagesBody(pub ChatRequest, pub bytes::Bytes);
 
+/// Reads a `POST /v1/messages` body as the router's chat request (the
+/// Anthropic front end's parser; also the fuzz targets' entry point).
+pub fn messages_request(body: &[u8]) -> Result<ChatRequest, keel_types::RequestError> {
+    request::chat_request(body)
+}
+
 /// The endpoint name Messages requests are cached under.
 const MESSAGES_ENDPOINT: &str = "messages";
 

@@ -302,6 +302,41 @@ mod tests {
         assert_eq!(fed, ["data: abc\n", "data: d\r\n\n", "tail"]);
     }
 
+    /// Hostile bytes, in the normal suite: random bytes decode to the same
+    /// events however they are cut into pieces (up to the first error), and
+    /// never panic. `fuzz/` runs the decoder under `cargo fuzz`.
+    #[test]
+    fn any_bytes_decode_the_same_whatever_the_pieces() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |bound: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % bound as u64) as usize
+        };
+        let alphabet = b"data: event:{}[]\"\r\n\n\n:xy\xc3\xa9\xff";
+        for _ in 0..2_000 {
+            let len = next(200);
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+            let whole = decode_pieces(vec![bytes.clone()]);
+            let cut = next(len + 1);
+            let split = decode_pieces(vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]);
+            let until_error = |events: &[(String, String)]| -> Vec<(String, String)> {
+                events
+                    .iter()
+                    .take_while(|(name, _)| name != "error")
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                until_error(&whole),
+                until_error(&split),
+                "{:?} cut at {cut}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+
     #[test]
     fn frames_are_encoded_as_sse() {
         assert_eq!(&data_frame(b"{}")[..], b"data: {}\n\n");

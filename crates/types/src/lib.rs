@@ -6,6 +6,7 @@
 pub mod canonical;
 mod chunk;
 mod error;
+pub mod hostile;
 mod raw_object;
 mod request;
 mod secret;

@@ -229,3 +229,36 @@ fn unknown_fields_and_nulls_are_ignored() -> Result<(), RequestError> {
     );
     Ok(())
 }
+
+/// The Anthropic front end under hostile input, in the normal suite:
+/// thousands of mutations of every request fixture. Parsing never panics;
+/// what it accepts forwards as one JSON object with the model. `fuzz/` runs
+/// the same entry point (`keel_server::messages_request`) under `cargo fuzz`.
+#[test]
+fn messages_requests_survive_hostile_bytes() -> TestResult {
+    let mut bodies = Vec::new();
+    for name in fixture_names("requests", ".json")? {
+        bodies.push(std::fs::read(
+            fixtures().join(format!("requests/{name}.json")),
+        )?);
+    }
+    let mut accepted = 0;
+    for seed in 0..3_000u64 {
+        let body = keel_types::hostile::mutation(&bodies[(seed as usize) % bodies.len()], seed);
+        match crate::messages_request(&body) {
+            Ok(request) => {
+                accepted += 1;
+                let forwarded = request.openai_body("upstream");
+                let value: serde_json::Value = serde_json::from_slice(&forwarded)
+                    .map_err(|error| format!("seed {seed}: {error}"))?;
+                assert_eq!(value["model"], "upstream", "seed {seed}");
+            }
+            Err(error) => assert!(!error.to_string().is_empty(), "seed {seed}"),
+        }
+    }
+    assert!(
+        accepted > 100,
+        "only {accepted} mutations were still requests"
+    );
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! An Anthropic upstream stream (cut where the first byte says) through the
+//! stream translator, and the same bytes as a non-stream message.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let cut = usize::from(cut).min(bytes.len());
+    let _ = keel_providers::replay::anthropic_stream(&[&bytes[..cut], &bytes[cut..]]);
+    let _ = keel_providers::replay::anthropic_message(bytes);
+});
