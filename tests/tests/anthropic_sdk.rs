@@ -14,27 +14,15 @@ use support::{Setup, TestResult, CLAUDE, GPT};
 #[tokio::test]
 async fn the_official_sdks_get_complete_answers_across_formats() -> TestResult {
     let setup = Setup::start().await?;
-    let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/anthropic_sdk_check.py");
     let mock_root = format!("http://{}", setup.mock.addr);
-    let output = tokio::process::Command::new(&python)
-        .args([
-            script,
-            &setup.gateway.url(""),
-            TEST_KEY,
-            &mock_root,
-            CLAUDE,
-            GPT,
-        ])
-        .output()
-        .await
-        .map_err(|error| format!("cannot run {python}: {error}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK check failed (run scripts/test, which installs tests/sdk/requirements.txt):\n{stdout}\n{stderr}"
-    );
+    let args = vec![
+        setup.gateway.url(""),
+        TEST_KEY.to_owned(),
+        mock_root,
+        CLAUDE.to_owned(),
+        GPT.to_owned(),
+    ];
+    let stdout = keel_testkit::sdk_check("anthropic_sdk_check.py", args).await?;
     assert!(stdout.contains("14 passed, 0 failed"), "{stdout}");
     Ok(())
 }

@@ -800,19 +800,12 @@ async fn a_job_is_answered_from_the_cache() -> TestResult {
 #[tokio::test]
 async fn the_official_sdks_read_a_replay_as_they_read_the_original() -> TestResult {
     let setup = Setup::start("").await?;
-    let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/cache_replay_check.py");
-    let output = tokio::process::Command::new(&python)
-        .args([script, &setup.gateway.url(""), KEY_A, "chat"])
-        .output()
-        .await
-        .map_err(|error| format!("cannot run {python}: {error}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK check failed (run scripts/test, which installs tests/sdk/requirements.txt):\n{stdout}\n{stderr}"
-    );
+    let args = vec![
+        setup.gateway.url(""),
+        KEY_A.to_owned(),
+        String::from("chat"),
+    ];
+    let stdout = keel_testkit::sdk_check("cache_replay_check.py", args).await?;
     assert!(stdout.contains("12 passed, 0 failed"), "{stdout}");
     assert_eq!(setup.upstream_calls(), 4, "one call per distinct request");
     Ok(())

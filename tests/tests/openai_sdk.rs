@@ -11,25 +11,13 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 async fn the_official_openai_sdk_gets_what_the_upstream_sent() -> TestResult {
     let mock = start_mock().await?;
     let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
-    let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_sdk_check.py");
-    let output = tokio::process::Command::new(&python)
-        .args([
-            script,
-            &gateway.url("/v1"),
-            TEST_KEY,
-            &mock.base_url(),
-            "gpt-mock",
-        ])
-        .output()
-        .await
-        .map_err(|error| format!("cannot run {python}: {error}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK check failed (run scripts/test, which installs tests/sdk/requirements.txt):\n{stdout}\n{stderr}"
-    );
+    let args = vec![
+        gateway.url("/v1"),
+        TEST_KEY.to_owned(),
+        mock.base_url(),
+        String::from("gpt-mock"),
+    ];
+    let stdout = keel_testkit::sdk_check("openai_sdk_check.py", args).await?;
     assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
     Ok(())
 }

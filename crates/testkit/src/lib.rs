@@ -133,6 +133,32 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs `tests/sdk/<script>` with `args` under the test Python
+/// (`KEEL_TEST_PYTHON`, which `scripts/test` points at the `.venv` holding
+/// the official SDKs; `python3` otherwise) and returns what it printed; an
+/// error carries its output when it failed.
+pub async fn sdk_check(script: &str, args: Vec<String>) -> Result<String, String> {
+    let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
+    let path = format!("{}/../../tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&path)
+            .args(&args)
+            .output()
+            .map_err(|error| format!("cannot run {python}: {error}"))
+    })
+    .await
+    .map_err(|error| error.to_string())??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "{script} failed (run scripts/test, which installs tests/sdk/requirements.txt):\n{stdout}\n{stderr}"
+        ));
+    }
+    Ok(stdout)
+}
+
 /// The `data:` payloads of an SSE body, in order (`[DONE]` included).
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
