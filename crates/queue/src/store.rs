@@ -193,6 +193,8 @@ pub struct Swept {
     pub jobs: u64,
     /// Idempotency keys past their TTL.
     pub keys: u64,
+    /// Webhook endpoint states older than the job retention.
+    pub endpoints: u64,
 }
 
 /// The durable store behind the queue.

@@ -331,8 +331,9 @@ async fn sweep(queue: &Queue, policy: &WorkerPolicy, now: i64) {
             Ok(swept) => {
                 total.jobs += swept.jobs;
                 total.keys += swept.keys;
+                total.endpoints += swept.endpoints;
                 let full = |count: u64| i64::try_from(count).is_ok_and(|n| n >= SWEEP_BATCH);
-                if !full(swept.jobs) && !full(swept.keys) {
+                if !full(swept.jobs) && !full(swept.keys) && !full(swept.endpoints) {
                     break;
                 }
             }
@@ -342,7 +343,12 @@ async fn sweep(queue: &Queue, policy: &WorkerPolicy, now: i64) {
             }
         }
     }
-    if total.jobs + total.keys > 0 {
-        tracing::info!(jobs = total.jobs, keys = total.keys, "swept expired rows");
+    if total.jobs + total.keys + total.endpoints > 0 {
+        tracing::info!(
+            jobs = total.jobs,
+            keys = total.keys,
+            endpoints = total.endpoints,
+            "swept expired rows"
+        );
     }
 }

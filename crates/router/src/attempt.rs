@@ -159,6 +159,7 @@ async fn until_commit(
         Reply::Stream(stream) => stream,
     };
     let mut head = Vec::new();
+    let mut held = 0usize;
     loop {
         let next = tokio::time::timeout_at(deadlines.first_token.0, stream.next())
             .await
@@ -173,12 +174,30 @@ async fn until_commit(
             event,
             StreamEvent::Chunk { token: true, .. } | StreamEvent::Done
         );
+        if let StreamEvent::Chunk { data, .. } = &event {
+            held = held.saturating_add(data.len());
+        }
+        if held > MAX_HEAD_BYTES || head.len() >= MAX_HEAD_EVENTS {
+            // Chunks without a token (role, audio, pings in data) are held
+            // until the first token: an upstream that only sends those is
+            // failing, not slow.
+            return Err(ProviderError::Protocol {
+                provider: provider(),
+                detail: format!(
+                    "more than {MAX_HEAD_EVENTS} chunks or {MAX_HEAD_BYTES} bytes before the first token"
+                ),
+            });
+        }
         head.push(event);
         if committed {
             return Ok(Committed::Stream { head, rest: stream });
         }
     }
 }
+
+/// The most chunks held before the first token, and their bytes.
+const MAX_HEAD_EVENTS: usize = 1024;
+const MAX_HEAD_BYTES: usize = 1 << 20;
 
 /// How a failure counts for the breaker: a 429 says nothing of health and a
 /// client error is the client's, not the upstream's (CB-4).

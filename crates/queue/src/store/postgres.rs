@@ -552,7 +552,17 @@ impl JobStore for PostgresStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(Swept { jobs, keys })
+        let endpoints = sqlx::query(sql::SWEEP_ENDPOINTS)
+            .bind(before.jobs)
+            .bind(SWEEP_BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Swept {
+            jobs,
+            keys,
+            endpoints,
+        })
     }
 
     async fn listen(&self, wake: Arc<Notify>) -> Result<(), StoreError> {

@@ -85,6 +85,12 @@ pub(crate) const DELIVERY_FAILED: &str =
 pub(crate) const SWEEP_JOBS: &str = "DELETE FROM keel_jobs WHERE id IN (SELECT id FROM keel_jobs \
      WHERE finished_at IS NOT NULL AND finished_at < $1 AND (webhook_status IS NULL OR webhook_status <> 'pending') LIMIT $2)";
 
+/// Deletes a batch (`$2` rows) of webhook endpoint states whose last word
+/// (disabled, or failing since) is older than `$1`: their jobs are swept by
+/// then, and an endpoint seen again starts afresh.
+pub(crate) const SWEEP_ENDPOINTS: &str = "DELETE FROM keel_webhook_endpoints WHERE (tenant, url) IN \
+     (SELECT tenant, url FROM keel_webhook_endpoints WHERE COALESCE(disabled_at, failing_since) < $1 LIMIT $2)";
+
 /// Deletes a batch (`$3` rows) of idempotency keys past their TTL, and of
 /// keys left in progress past the lock timeout (their gateway died
 /// mid-request), so none stays locked longer than the timeout and a sweep.

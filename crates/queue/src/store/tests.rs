@@ -169,7 +169,45 @@ both_backends!(
     id5_expired_keys_are_swept_in_batches_and_then_run_anew,
     tb6_one_tenants_backlog_does_not_delay_another_tenants_job,
     tb6_queued_jobs_are_counted_per_tenant,
+    tb5_webhook_endpoint_states_are_swept_after_the_retention,
 );
+
+/// Trust boundary 5: endpoint rows (one per failing receiver) do not pile up:
+/// past the job retention they are swept, disabled ones included.
+async fn tb5_webhook_endpoint_states_are_swept_after_the_retention(db: TestStore) -> TestResult {
+    db.store
+        .endpoint_failed("acme", "https://old.example/hook", "500", NOW, NOW)
+        .await?;
+    db.store
+        .endpoint_failed("acme", "https://new.example/hook", "500", NOW + 10, NOW + 10)
+        .await?;
+    assert!(db
+        .store
+        .endpoint_disabled_at("acme", "https://old.example/hook")
+        .await?
+        .is_some());
+    let swept = db
+        .store
+        .sweep(&SweepBefore {
+            jobs: NOW + 5,
+            keys: 0,
+            abandoned_keys: 0,
+        })
+        .await?;
+    assert_eq!(swept.endpoints, 1);
+    assert_eq!(
+        db.store
+            .endpoint_disabled_at("acme", "https://old.example/hook")
+            .await?,
+        None
+    );
+    assert!(db
+        .store
+        .endpoint_disabled_at("acme", "https://new.example/hook")
+        .await?
+        .is_some());
+    Ok(())
+}
 
 /// Trust boundary 6: a tenant with a thousand due jobs (all older) does not
 /// delay another tenant's single job past the first claim round, and the
@@ -778,7 +816,14 @@ async fn sweep_removes_old_finished_jobs_and_keys_only(db: TestStore) -> TestRes
             abandoned_keys: NOW + 1,
         })
         .await?;
-    assert_eq!(swept, Swept { jobs: 1, keys: 1 });
+    assert_eq!(
+        swept,
+        Swept {
+            jobs: 1,
+            keys: 1,
+            endpoints: 0
+        }
+    );
     assert_eq!(db.store.get("acme", &old.id).await?, None);
     assert!(db.store.get("acme", &queued.id).await?.is_some());
     assert!(db.store.key("acme", "k").await?.is_none());

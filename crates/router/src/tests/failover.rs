@@ -350,3 +350,34 @@ async fn to2_no_client_ever_receives_tokens_from_two_attempts() {
         "only {answered} of 1,000 runs reached an answer"
     );
 }
+
+/// Trust boundary 5: chunks without a token are held until the first
+/// token; an upstream that sends more than 1,024 of them fails that attempt
+/// instead of growing the held buffer, and the next target answers.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn tb5_endless_chunks_before_the_first_token_fail_the_attempt() -> Result<(), RouteError> {
+    let mut chunks = vec![(Duration::ZERO, false); 2_000];
+    chunks.push((Duration::ZERO, true));
+    let chatty = Scripted::new(
+        "chatty",
+        vec![Step::Stream {
+            head: Duration::ZERO,
+            chunks,
+            complete: true,
+        }],
+    );
+    let good = Scripted::new(
+        "good",
+        vec![Step::Stream {
+            head: Duration::ZERO,
+            chunks: vec![(Duration::ZERO, true)],
+            complete: true,
+        }],
+    );
+    let routed = router(vec![plain(&chatty), plain(&good)], MINUTE, vec![])
+        .dispatch(request(true))
+        .await?;
+    assert_eq!(&*routed.provider, "good");
+    assert_eq!(routed.attempts, 2);
+    Ok(())
+}
