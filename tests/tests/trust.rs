@@ -430,3 +430,49 @@ async fn metrics_need_the_admin_key() -> TestResult {
     assert!(scraped.text().await?.contains("keel_requests_total"));
     Ok(())
 }
+
+/// 6: bodies that trickle in hold their tenant's slots, never the
+/// instance's: with `server.max_in_flight: 2`, a tenant holding two slow
+/// bodies open (and refused a third by its own cap) leaves the instance free
+/// for everyone else.
+#[tokio::test]
+async fn slow_bodies_hold_their_tenants_slots_not_the_instances() -> TestResult {
+    let mock = start_mock().await?;
+    let yaml = format!(
+        "server: {{max_in_flight: 2, body_timeout: 20s}}\n\
+         tenants:\n  - {{name: slow, keys: [\"{HOSTILE_KEY}\"], limits: {{max_in_flight: 2}}}}\n  - {{name: calm, keys: [\"{CALM_KEY}\"]}}\n\
+         providers:\n  good: {{kind: openai, base_url: \"{}\"}}\n\
+         models:\n  calm: {{targets: [{{provider: good, model: gpt-mock}}]}}\n",
+        mock.base_url()
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {HOSTILE_KEY}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(gateway.addr).await?;
+        socket.write_all(head.as_bytes()).await?;
+        held.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = reqwest::Client::new();
+    let third = client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(HOSTILE_KEY)
+        .body(ask("calm", false))
+        .send()
+        .await?;
+    assert_eq!(third.status(), 429, "the slow tenant is at its own cap");
+    for _ in 0..3 {
+        let calm = client
+            .post(gateway.url("/v1/chat/completions"))
+            .bearer_auth(CALM_KEY)
+            .body(ask("calm", false))
+            .send()
+            .await?;
+        assert_eq!(calm.status(), 200, "the instance's slots are free");
+    }
+    drop(held);
+    Ok(())
+}

@@ -50,30 +50,10 @@ pub(crate) struct Front<'a> {
 /// Admits a request under the tenant's limits, answers it from the prompt
 /// cache or routes it, and answers with `respond` (or the routing error),
 /// adding the tenant's rate-limit headers and, for a cached model,
-/// `x-keel-cache`. Both front ends answer through here. The tenant's
-/// `max_in_flight` slot is held until the answer's body (a stream included)
-/// is over. A cache hit counts against the tenant's request limit only:
+/// `x-keel-cache`. Both front ends answer through here (admitted by `shed`
+/// first). A cache hit counts against the tenant's request limit only:
 /// tokens are reserved after the lookup, for the requests that go upstream.
 pub(crate) async fn dispatch(
-    state: &Arc<AppState>,
-    tenant: &Tenant,
-    request: keel_types::ChatRequest,
-    front: Front<'_>,
-    respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
-) -> Result<Response, ApiError> {
-    let in_flight = state
-        .limits
-        .enter(&tenant.name)
-        .map_err(|max| ApiError::TenantBusy { max })?;
-    let response = admitted_dispatch(state, tenant, request, front, respond).await?;
-    Ok(match in_flight {
-        Some(slot) => crate::shed::holding(response, slot),
-        None => response,
-    })
-}
-
-/// [`dispatch`] past the tenant's concurrency cap.
-async fn admitted_dispatch(
     state: &Arc<AppState>,
     tenant: &Tenant,
     request: keel_types::ChatRequest,

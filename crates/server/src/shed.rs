@@ -1,13 +1,17 @@
-//! Load shedding: beyond `server.max_in_flight` requests in flight, answer
-//! 503 with Retry-After before doing any work. A request stays in flight
-//! until its body (a stream included) has been sent.
+//! Admission of every API request, cheapest refusal first: the caller's
+//! key (401, before any body is read), the tenant's `limits.max_in_flight`
+//! (429), the body under `server.max_body` and `server.body_timeout`
+//! (413, 408), then the instance's `server.max_in_flight` (503, load
+//! shedding) before any work is done. A body that trickles in holds only its
+//! tenant's slot, never one of the instance's. Both slots ride on the
+//! response body, so a stream counts until it ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,15 +21,38 @@ use keel_types::ErrorBody;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::LoggedError;
-use crate::AppState;
+use crate::{ApiError, AppState, Tenant};
 
-/// Admits the request into the in-flight set or sheds it.
+/// Admits the request (see the module doc) or refuses it.
 pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let tenant = match Tenant::from_request_parts(&mut parts, &state).await {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
+    let tenant_slot = match state.limits.enter(&tenant.name) {
+        Ok(slot) => slot,
+        Err(max) => return ApiError::TenantBusy { max }.into_response(),
+    };
+    let bytes = match crate::extract::read_limited(body, state.body_limit()).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused.into_response(),
+    };
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.shed.inc();
         return overloaded();
     };
-    holding(next.run(request).await, permit)
+    // The handlers' extractors find the tenant here instead of hashing the
+    // key again.
+    parts.extensions.insert(tenant);
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let response = holding(response, permit);
+    match tenant_slot {
+        Some(slot) => holding(response, slot),
+        None => response,
+    }
 }
 
 /// `response` with `permit` held until its body is finished or dropped.

@@ -179,7 +179,13 @@ async fn tb5_webhook_endpoint_states_are_swept_after_the_retention(db: TestStore
         .endpoint_failed("acme", "https://old.example/hook", "500", NOW, NOW)
         .await?;
     db.store
-        .endpoint_failed("acme", "https://new.example/hook", "500", NOW + 10, NOW + 10)
+        .endpoint_failed(
+            "acme",
+            "https://new.example/hook",
+            "500",
+            NOW + 10,
+            NOW + 10,
+        )
         .await?;
     assert!(db
         .store
