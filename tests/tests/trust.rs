@@ -476,3 +476,22 @@ async fn slow_bodies_hold_their_tenants_slots_not_the_instances() -> TestResult 
     drop(held);
     Ok(())
 }
+
+/// 11: a request with more header fields than Keel reads gets a 431 in
+/// the error shape, not an empty one.
+#[tokio::test]
+async fn too_many_headers_get_a_431_that_says_so() -> TestResult {
+    let setup = Setup::start().await?;
+    let mut request = setup
+        .client
+        .post(setup.gateway.url("/v1/chat/completions"))
+        .bearer_auth(CALM_KEY);
+    for n in 0..150 {
+        request = request.header(format!("x-extra-{n}"), "1");
+    }
+    let response = request.body(ask("calm", false)).send().await?;
+    assert_eq!(response.status(), 431);
+    let error: Value = response.json().await?;
+    assert_eq!(error["error"]["code"], "too_many_headers");
+    Ok(())
+}

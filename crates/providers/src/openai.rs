@@ -219,3 +219,22 @@ pub(crate) async fn read_error_body(
     }
     (status, retry_after, body)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Trust boundary 9: a provider's settings print no key.
+    #[test]
+    fn tb9_settings_debug_hides_the_key() {
+        let settings = super::OpenAiSettings {
+            name: String::from("p"),
+            base_url: String::from("http://127.0.0.1:1/v1"),
+            api_key: Some(keel_types::SecretString::new("sk-live-abcdef")),
+            headers: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            max_body: 1,
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("sk-live"), "{printed}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+    }
+}

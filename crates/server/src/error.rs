@@ -25,6 +25,12 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("the request body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The request has more header fields than Keel reads.
+    #[error("the request has more than {max} header fields")]
+    TooManyHeaders {
+        /// The limit.
+        max: usize,
+    },
     /// The body did not arrive within `server.body_timeout`.
     #[error("the request body did not arrive within {seconds} s")]
     BodyTimeout {
@@ -95,6 +101,7 @@ impl ApiError {
             Self::BadRequest(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Route(error) => route_status(error),
@@ -124,6 +131,12 @@ impl ApiError {
             Self::BodyTimeout { .. } => {
                 ErrorBody::new(message, "invalid_request_error", None, Some("body_timeout"))
             }
+            Self::TooManyHeaders { .. } => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                None,
+                Some("too_many_headers"),
+            ),
             Self::NotFound { .. } => {
                 ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url"))
             }

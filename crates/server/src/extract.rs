@@ -64,3 +64,41 @@ pub(crate) async fn read_limited(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trust boundary 12: a body whose connection breaks is a 400, not a
+    /// 413; the limits are still 413 and 408.
+    #[tokio::test(start_paused = true)]
+    async fn tb12_a_broken_body_is_a_400_and_the_limits_are_413_and_408() {
+        let limit = BodyLimit {
+            bytes: 8,
+            time: std::time::Duration::from_secs(30),
+        };
+        let broken = axum::body::Body::from_stream(futures_util::stream::iter([
+            Ok(bytes::Bytes::from_static(b"{")),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+        ]));
+        assert!(matches!(
+            read_limited(broken, limit).await,
+            Err(ApiError::BodyUnreadable(_))
+        ));
+        let large = axum::body::Body::from("0123456789");
+        assert!(matches!(
+            read_limited(large, limit).await,
+            Err(ApiError::BodyTooLarge { limit: 8 })
+        ));
+        let slow = axum::body::Body::from_stream(futures_util::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >());
+        assert!(matches!(
+            read_limited(slow, limit).await,
+            Err(ApiError::BodyTimeout { seconds: 30 })
+        ));
+    }
+}

@@ -191,3 +191,61 @@ fn replay(status: u16, body: String, headers: Option<&str>) -> Response {
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trust boundary 12: a client that leaves while its answer is being
+    /// stored frees the key for its retry (it once stayed locked for the
+    /// 10-minute lock timeout).
+    #[tokio::test]
+    async fn tb12_a_client_leaving_while_the_answer_is_stored_frees_the_key(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let store = keel_queue::open("sqlite::memory:").await?;
+        store.migrate().await?;
+        let policy = keel_queue::WebhookPolicy {
+            keys: Vec::new(),
+            timeout: std::time::Duration::from_secs(1),
+            allow_private: false,
+            retry_schedule: Vec::new(),
+            concurrency: 1,
+            disable_after: std::time::Duration::from_secs(1),
+        };
+        let queue = Arc::new(Queue::new(store, &policy));
+        let claim = keel_queue::KeyClaim {
+            key: String::from("k"),
+            request_hash: String::from("h"),
+        };
+        assert!(matches!(
+            queue.begin_request("t", &claim).await?,
+            KeyState::Owned
+        ));
+        let owned = Owned {
+            queue: queue.clone(),
+            tenant: String::from("t"),
+            key: Some(claim.key.clone()),
+            max_answer: 1024,
+        };
+        // An answer whose body never ends: storing it waits for ever, and
+        // the client leaves meanwhile (the future is dropped).
+        let mut response = Response::new(Body::from_stream(futures_util::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >()));
+        response
+            .headers_mut()
+            .insert(X_KEEL_ATTEMPTS, axum::http::HeaderValue::from(1));
+        let left =
+            tokio::time::timeout(std::time::Duration::from_millis(50), owned.settle(response))
+                .await;
+        assert!(left.is_err(), "still storing when the client left");
+        // The release runs in a task of its own; the retry gets the key.
+        let retried = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            queue.begin_request("t", &claim),
+        )
+        .await??;
+        assert!(matches!(retried, KeyState::Owned));
+        Ok(())
+    }
+}

@@ -123,6 +123,10 @@ impl Default for Cutoff {
     }
 }
 
+/// The most header fields a request may have (431 in the error shape
+/// beyond); hyper's own, higher limit answers an empty 431.
+pub const MAX_HEADERS: usize = 100;
+
 /// Connection limits of a listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Connections {
@@ -160,7 +164,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(connections.header_timeout);
+        .header_read_timeout(connections.header_timeout)
+        .max_headers(MAX_HEADERS * 4);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(connections.max));

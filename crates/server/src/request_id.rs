@@ -6,12 +6,12 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use tokio::time::Instant;
 
 use crate::error::LoggedError;
-use crate::AppState;
+use crate::{ApiError, AppState};
 
 use crate::headers::X_REQUEST_ID as REQUEST_ID;
 
@@ -29,7 +29,16 @@ pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: N
     // span per request cost about 11 % of the gateway's instructions per
     // request (callgrind). The failure line below carries the id itself.
     let span = tracing::debug_span!("keel.request", request_id = ?id, method = %request.method(), path = request.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    let mut response = if request.headers().len() > crate::MAX_HEADERS {
+        // hyper refuses far more headers with an empty 431; this bound
+        // answers first, in the error shape.
+        ApiError::TooManyHeaders {
+            max: crate::MAX_HEADERS,
+        }
+        .into_response()
+    } else {
+        tracing::Instrument::instrument(next.run(request), span).await
+    };
     if let Some(LoggedError(message)) = response.extensions().get::<LoggedError>() {
         tracing::info!(request_id = ?id, route, status = response.status().as_u16(), error = %message, "request failed");
     }
