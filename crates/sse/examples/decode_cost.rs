@@ -2,6 +2,7 @@
 //! 4 KiB pieces: `eventsource-stream` fed the pieces as they come, against
 //! `keel_sse::decode`, which feeds it whole lines. Run by bench/sse/run.sh.
 
+use std::io::Write as _;
 use std::time::Instant;
 
 use futures_util::{stream, StreamExt};
@@ -35,18 +36,24 @@ fn seconds(line_len: usize, whole_lines: bool) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
-fn main() {
-    println!("| line | fed as it comes: ms | ms per MiB | whole lines (Keel): ms | ms per MiB |");
-    println!("|---|---|---|---|---|");
+fn main() -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "| line | fed as it comes: ms | ms per MiB | whole lines (Keel): ms | ms per MiB |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
     for kib in [128usize, 256, 512, 1023] {
         let len = kib * 1024;
         let mib = len as f64 / (1024.0 * 1024.0);
         let raw = seconds(len, false) * 1e3;
         let keel = seconds(len, true) * 1e3;
-        println!(
+        writeln!(
+            out,
             "| {kib} KiB | {raw:.2} | {:.2} | {keel:.3} | {:.3} |",
             raw / mib,
             keel / mib
-        );
+        )?;
     }
+    Ok(())
 }
