@@ -12,7 +12,7 @@ use crate::{chat, idempotency, jobs, request_id, shed, ApiError, AppState, Tenan
 
 /// The whole HTTP API.
 pub fn app(state: Arc<AppState>) -> axum::Router {
-    // Health and metrics are never shed.
+    // Health, metrics and admin routes are never shed.
     let api = axum::Router::new()
         .route(
             "/v1/chat/completions",
@@ -27,13 +27,15 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/webhook/redeliver", post(jobs::redeliver))
-        .route("/admin/cache", axum::routing::delete(crate::cache::purge))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed::shed,
         ));
     axum::Router::new()
         .merge(api)
+        // Admin routes authenticate the admin key themselves; they are not
+        // a tenant's requests, so admission (`shed`) does not apply.
+        .route("/admin/cache", axum::routing::delete(crate::cache::purge))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
