@@ -32,13 +32,33 @@ pub(crate) struct BodyLimit {
     pub time: std::time::Duration,
 }
 
+/// Marks a request whose body admission (`shed`) has read whole, under the
+/// limits, already: reading it again costs no clock and no check.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyRead;
+
 /// Reads a request body within `limit`: 413 beyond its size, 408 beyond its
 /// time, 400 when the connection fails mid-body.
 pub(crate) async fn read_body(
     request: Request,
     limit: BodyLimit,
 ) -> Result<bytes::Bytes, ApiError> {
-    read_limited(request.into_body(), limit).await
+    let read = request.extensions().get::<BodyRead>().is_some();
+    read_limited_unless_read(request.into_body(), limit, read).await
+}
+
+/// [`read_limited`], or for a body admission has read already, its bytes.
+pub(crate) async fn read_limited_unless_read(
+    body: axum::body::Body,
+    limit: BodyLimit,
+    read: bool,
+) -> Result<bytes::Bytes, ApiError> {
+    if read {
+        return axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|error| ApiError::BodyUnreadable(error.to_string()));
+    }
+    read_limited(body, limit).await
 }
 
 /// Reads `body` within `limit`: 413 beyond its size, 408 when it has not

@@ -42,9 +42,10 @@ pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Ne
         state.metrics.shed.inc();
         return overloaded();
     };
-    // The handlers' extractors find the tenant here instead of hashing the
-    // key again.
+    // The handlers' extractors find the tenant and the body's bytes here
+    // instead of hashing the key and timing the body again.
     parts.extensions.insert(tenant);
+    parts.extensions.insert(crate::extract::BodyRead);
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
