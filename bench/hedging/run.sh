@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# First-token hedging against a heavy-tailed upstream (SPEC §5: 1 request in
+# First-token hedging against a heavy-tailed upstream (the hedging target: 1 request in
 # 50 is 20x slower; p99 time to first token cut by at least 5x for under 10 %
 # extra upstream requests). One `keel mock` (first token after BASE_MS, every
 # 50th request 20x that), one Keel with the same target under three models:

@@ -788,7 +788,7 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
         lines.append(f"| {c['max_bytes'] / 2**20:.0f} MiB | {c['requests']:,} ({c['ok']:,} OK) | {c['cache_entries']:,.0f} | {c['cache_bytes'] / 2**20:.1f} MiB | {c['evictions']:,.0f} | "
                      f"{c['idle_rss_kib'] / 1024:.1f} → {c['rss_kib'] / 1024:.1f} MiB | {fmt(c['rss_over_idle_per_accounted'], 3)} |")
 
-    lines += ["", "## SPEC §5 targets", ""]
+    lines += ["", "## Performance targets", ""]
     lines.append("| target | measured | verdict |")
     lines.append("|---|---|---|")
 

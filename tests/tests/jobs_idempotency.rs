@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on non-stream chat completions (SPEC §3 Idempotency),
+//! `Idempotency-Key` on non-stream chat completions (README, "Idempotency-Key"),
 //! on both stores: replay without a provider call (ID-1), bounded wait of
 //! concurrent duplicates (ID-2), mismatch 422 (ID-3), nothing stored for
 //! 5xx or rejections before execution (ID-4). Job submissions have their

@@ -202,7 +202,7 @@ async fn calm_load(setup: &Setup, stop: Arc<AtomicBool>) -> (u64, u64) {
 }
 
 /// Every hostile answer at once, while another tenant's load runs: each is
-/// handled as SPEC §3 "Trust boundaries" says, the process stays up, and
+/// handled as the README's "Hostile clients and upstreams" says, the process stays up, and
 /// the calm tenant gets every answer.
 #[tokio::test]
 async fn hostile_upstreams_cannot_crash_keel_or_disturb_another_tenant() -> TestResult {

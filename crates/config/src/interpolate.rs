@@ -12,7 +12,7 @@
 //! - Only string values are expanded, never mapping keys.
 //!
 //! YAML does not allow `{` and `}` inside plain scalars in flow collections,
-//! so `keys: [${ACME_KEY:-dev}]` (used in SPEC §4) is a YAML syntax error.
+//! so `keys: [${ACME_KEY:-dev}]` (a natural way to write a key list) is a YAML syntax error.
 //! Before parsing, every `${...}` whose `}` is on the same line therefore has
 //! its braces swapped for two private-use characters, which are swapped back
 //! in every string after parsing. A default containing `,`, `[`, `]` or `{`

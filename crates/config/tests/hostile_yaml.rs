@@ -1,5 +1,5 @@
 //! providers.yaml under hostile input, in the normal suite: thousands of
-//! mutations of the SPEC's example file. Loading never panics; a file it
+//! mutations of the reference example file. Loading never panics; a file it
 //! refuses gets problems that each name a key path. `fuzz/` runs the same
 //! entry point under `cargo fuzz`.
 

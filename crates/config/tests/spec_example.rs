@@ -1,4 +1,5 @@
-//! The SPEC §4 example, verbatim, loads and means what the SPEC says.
+//! The reference example (`tests/fixtures/spec-example.yaml`, every key of the
+//! schema) loads and means what the README says it means.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -74,7 +74,7 @@ pub enum ProviderError {
     },
 }
 
-/// The clocks of one attempt (SPEC §3 "Streaming and timeouts").
+/// The clocks of one attempt (the README's "Clocks").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clock {
     /// Request sent → response head (streams only).

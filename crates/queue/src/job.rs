@@ -170,7 +170,7 @@ impl WebhookStatus {
 // === impl JobRecord ===
 
 impl JobRecord {
-    /// The job object of SPEC §2 as JSON text. Times are Unix seconds, as in
+    /// The job object (README, "A five-minute tour") as JSON text. Times are Unix seconds, as in
     /// OpenAI's objects. Stored JSON (result, error, metadata) is embedded as
     /// it is; text that is somehow not JSON is shown as `null`.
     pub fn to_json(&self) -> String {

@@ -1,6 +1,6 @@
 //! A retry budget: retries in the trailing window may not exceed
-//! `max(min_retries, ratio × first tries in the same window)` (SPEC §3,
-//! after Envoy's and Finagle's budgets). A dead upstream then sees at most
+//! `max(min_retries, ratio × first tries in the same window)` (after
+//! Envoy's and Finagle's budgets). A dead upstream then sees at most
 //! `1 + ratio` times the offered load, not `attempts` times.
 
 use std::sync::Mutex;

@@ -51,7 +51,7 @@ pub struct CacheSettings {
 }
 
 impl Default for CacheSettings {
-    /// `cache:` as SPEC'd by default: 256 MiB, 1 MiB per entry, per tenant.
+    /// `cache:` by default: 256 MiB, 1 MiB per entry, per tenant.
     fn default() -> Self {
         Self {
             max_bytes: 256 << 20,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use keel_config::ProviderConfig;
 use keel_resilience::{Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket};
 
-/// The per-attempt clocks of a provider (SPEC §3).
+/// The per-attempt clocks of a provider (the README's "Clocks").
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Clocks {
     /// Request sent → response head (streams).

@@ -24,7 +24,7 @@ pub enum DecodeError<E> {
     Transport(E),
 }
 
-/// The longest SSE line accepted from an upstream (SPEC: 1 MiB). A longer
+/// The longest SSE line accepted from an upstream: 1 MiB. A longer
 /// one ends the stream with [`DecodeError::Parse`] before it is buffered
 /// further.
 pub const MAX_LINE: usize = 1 << 20;

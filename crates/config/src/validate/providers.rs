@@ -103,7 +103,7 @@ impl Checker {
         kind
     }
 
-    /// SPEC §4: an unset variable or an empty value disables the provider;
+    /// An unset variable or an empty value disables the provider;
     /// a missing key is fine only where the upstream may not need one.
     fn api_key(
         &mut self,

@@ -91,7 +91,7 @@ async fn an_attempt_that_commits_in_time_is_never_hedged() -> Result<(), RouteEr
     Ok(())
 }
 
-/// HG-1 / SPEC: hedges are capped by their own budget, max(1, 10 % of the
+/// HG-1: hedges are capped by their own budget, max(1, 10 % of the
 /// model's requests in the trailing 10 s): 100 slow requests at once make
 /// exactly 10 hedges.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
