@@ -10,7 +10,7 @@ use keel_config::Config;
 use keel_providers::ProviderError;
 use keel_queue::{JobFailure, JobHandler, Queue, Retry, WebhookPolicy, WorkerPolicy};
 use keel_router::{Answer, CacheControl, RouteError, Router};
-use keel_server::{Reservation, TenantLimits};
+use keel_server::{Reservation, TenantLimits, Unserved};
 use keel_types::{ChatRequest, ErrorDetail};
 
 /// Runs jobs through the router, each run admitted by its tenant's rate
@@ -102,7 +102,6 @@ impl JobHandler for RouterHandler {
     async fn run(&self, tenant: &str, request: &str) -> Result<String, JobFailure> {
         let request = non_stream(request)
             .map_err(|message| failure(&message, "invalid_request_error", Retry::Never))?;
-        let admitted = self.limits.take_request(tenant).map_err(over_limit)?;
         let plan = self.router.cache_plan(
             keel_server::CHAT_ENDPOINT,
             tenant,
@@ -110,22 +109,13 @@ impl JobHandler for RouterHandler {
             request.raw().fields(),
             CacheControl::default(),
         );
-        if let Some(plan) = &plan {
-            if let Some(hit) = self.router.cached(plan, &request).await {
-                return answer_body(hit.answer, None);
-            }
-        }
-        let reservation = admitted
-            .map(|admitted| admitted.reserve_tokens(&request, request.body_len()))
-            .transpose()
-            .map_err(over_limit)?;
-        match self
-            .router
-            .dispatch_with_cache(Arc::new(request), plan)
-            .await
-        {
-            Ok(routed) => answer_body(routed.answer, reservation.as_ref()),
-            Err(error) => Err(route_failure(&error)),
+        let served =
+            keel_server::route_within_limits(&self.router, &self.limits, tenant, request, plan)
+                .await;
+        match served {
+            Ok(served) => answer_body(served.routed.answer, served.reservation.as_ref()),
+            Err(Unserved::Limited(exceeded)) => Err(over_limit(exceeded)),
+            Err(Unserved::Failed { error, .. }) => Err(route_failure(&error)),
         }
     }
 }

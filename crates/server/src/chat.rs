@@ -14,6 +14,7 @@ use crate::cache::KeyedBody;
 use crate::extract::ChatBody;
 use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::limits::{settle_usage, Exceeded, Reservation};
+use crate::route::{route_within_limits, Served, Unserved};
 use crate::{sse, ApiError, AppState, Tenant};
 
 /// Routes one chat completion and encodes the committed answer.
@@ -47,12 +48,11 @@ pub(crate) struct Front<'a> {
     pub headers: &'a axum::http::HeaderMap,
 }
 
-/// Admits a request under the tenant's limits, answers it from the prompt
-/// cache or routes it, and answers with `respond` (or the routing error),
-/// adding the tenant's rate-limit headers and, for a cached model,
+/// Answers a request within its tenant's limits, from the prompt cache or
+/// the router ([`route_within_limits`]), with `respond` (or the routing
+/// error), adding the tenant's rate-limit headers and, for a cached model,
 /// `x-keel-cache`. Both front ends answer through here (admitted by `shed`
-/// first). A cache hit counts against the tenant's request limit only:
-/// tokens are reserved after the lookup, for the requests that go upstream.
+/// first).
 pub(crate) async fn dispatch(
     state: &Arc<AppState>,
     tenant: &Tenant,
@@ -60,10 +60,6 @@ pub(crate) async fn dispatch(
     front: Front<'_>,
     respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
 ) -> Result<Response, ApiError> {
-    let admitted = state
-        .limits
-        .take_request(&tenant.name)
-        .map_err(|exceeded| tenant_limited(state, tenant, exceeded))?;
     let plan = crate::cache::plan(
         state,
         &tenant.name,
@@ -72,41 +68,31 @@ pub(crate) async fn dispatch(
         front.body,
         front.headers,
     );
-    if let Some(plan) = &plan {
-        if let Some(hit) = state.router.cached(plan, &request).await {
-            let mut response = respond(hit, None);
-            if let Some(admitted) = &admitted {
-                response.headers_mut().extend(admitted.headers());
-            }
-            return Ok(response);
-        }
-    }
-    let reservation = admitted
-        .map(|admitted| admitted.reserve_tokens(&request, request.body_len()))
-        .transpose()
-        .map_err(|exceeded| tenant_limited(state, tenant, exceeded))?;
-    let limit_headers = reservation.as_ref().map(Reservation::headers);
-    let unanswered = plan
-        .as_ref()
-        .map(keel_router::CachePlan::status_without_entry);
-    let mut response = match state
-        .router
-        .dispatch_with_cache(Arc::new(request), plan)
-        .await
-    {
-        Ok(mut routed) => {
+    let served =
+        route_within_limits(&state.router, &state.limits, &tenant.name, request, plan).await;
+    let (mut response, limit_headers) = match served {
+        Ok(Served {
+            mut routed,
+            reservation,
+            limit_headers,
+        }) => {
             if let Answer::Stream { rest, .. } = &mut routed.answer {
                 let stream = std::mem::replace(rest, futures_util::stream::empty().boxed());
                 *rest = state.cutoff.guard(stream);
             }
-            respond(routed, reservation)
+            (respond(routed, reservation), limit_headers)
         }
-        Err(error) => {
+        Err(Unserved::Limited(exceeded)) => return Err(tenant_limited(state, tenant, exceeded)),
+        Err(Unserved::Failed {
+            error,
+            cache,
+            limit_headers,
+        }) => {
             let mut response = ApiError::from(error).into_response();
-            if let Some(status) = unanswered {
+            if let Some(status) = cache {
                 crate::cache::mark(&mut response, status);
             }
-            response
+            (response, limit_headers)
         }
     };
     if let Some(headers) = limit_headers {

@@ -14,6 +14,7 @@ mod jobs;
 mod limits;
 mod messages;
 mod request_id;
+mod route;
 mod routes;
 mod shed;
 mod sse;
@@ -30,6 +31,7 @@ pub use chat::CHAT_ENDPOINT;
 pub use error::ApiError;
 pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};
 pub use messages::messages_request;
+pub use route::{route_within_limits, Served, Unserved};
 pub use routes::{app, metrics_app};
 
 /// What every handler shares.

@@ -1,0 +1,78 @@
+//! One request past its tenant's limits and through the prompt cache: the
+//! sequence live requests (both front ends) and job runs share. A cache hit
+//! takes only from the tenant's request limit; tokens are reserved after
+//! the lookup, for the requests that go upstream.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use keel_router::{CachePlan, CacheStatus, RouteError, Routed, Router};
+use keel_types::ChatRequest;
+
+use crate::limits::{Exceeded, Reservation, TenantLimits};
+
+/// An answer, with what the tenant's limits say about it.
+pub struct Served {
+    /// Who answered, and how.
+    pub routed: Routed,
+    /// The tokens reserved for an upstream answer (none for a hit), settled
+    /// from its usage.
+    pub reservation: Option<Reservation>,
+    /// The tenant's `x-ratelimit-*` headers, when it has limits.
+    pub limit_headers: Option<HeaderMap>,
+}
+
+/// Why there is no answer.
+pub enum Unserved {
+    /// A tenant limit refused the request before any work.
+    Limited(Exceeded),
+    /// Routing failed.
+    Failed {
+        /// Why.
+        error: RouteError,
+        /// `x-keel-cache` for the failure, for a cached model.
+        cache: Option<CacheStatus>,
+        /// The tenant's `x-ratelimit-*` headers, when it has limits.
+        limit_headers: Option<HeaderMap>,
+    },
+}
+
+/// Takes `request` past `tenant`'s request and token limits and answers it
+/// from the cache (`plan`, for a cached model) or through the router.
+pub async fn route_within_limits(
+    router: &Arc<Router>,
+    limits: &TenantLimits,
+    tenant: &str,
+    request: ChatRequest,
+    plan: Option<CachePlan>,
+) -> Result<Served, Unserved> {
+    let admitted = limits.take_request(tenant).map_err(Unserved::Limited)?;
+    if let Some(plan) = &plan {
+        if let Some(routed) = router.cached(plan, &request).await {
+            let limit_headers = admitted.as_ref().map(|admitted| admitted.headers());
+            return Ok(Served {
+                routed,
+                reservation: None,
+                limit_headers,
+            });
+        }
+    }
+    let reservation = admitted
+        .map(|admitted| admitted.reserve_tokens(&request, request.body_len()))
+        .transpose()
+        .map_err(Unserved::Limited)?;
+    let limit_headers = reservation.as_ref().map(Reservation::headers);
+    let cache = plan.as_ref().map(CachePlan::status_without_entry);
+    match router.dispatch_with_cache(Arc::new(request), plan).await {
+        Ok(routed) => Ok(Served {
+            routed,
+            reservation,
+            limit_headers,
+        }),
+        Err(error) => Err(Unserved::Failed {
+            error,
+            cache,
+            limit_headers,
+        }),
+    }
+}
