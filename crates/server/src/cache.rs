@@ -24,8 +24,8 @@ const MAX_AGE_CAP: Duration = Duration::from_secs(366 * 24 * 3600);
 pub(crate) enum KeyedBody<'a> {
     /// `/v1/chat/completions`: the parsed request's fields.
     Chat,
-    /// Another format (`/v1/messages`): the body as the client sent it.
-    Original(&'a [u8]),
+    /// Another format (`/v1/messages`): the body's fields as the client sent them.
+    Original(&'a RawObject),
 }
 
 /// The request's cache plan, when its model is cached.
@@ -47,8 +47,7 @@ pub(crate) fn plan(
                 .router
                 .cache_plan(endpoint, tenant, request, request.raw().fields(), control)
         }
-        KeyedBody::Original(bytes) => {
-            let raw: RawObject = serde_json::from_slice(bytes).ok()?;
+        KeyedBody::Original(raw) => {
             state
                 .router
                 .cache_plan(endpoint, tenant, request, raw.fields(), control)

@@ -25,8 +25,8 @@ use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
 
 /// A Messages request, already written as the router's chat request, and
-/// the body as the client sent it (the cache keys that).
-pub struct MessagesBody(pub ChatRequest, pub bytes::Bytes);
+/// the body's fields as the client sent them (the cache keys those).
+pub struct MessagesBody(pub ChatRequest, pub keel_types::RawObject);
 
 /// Reads a `POST /v1/messages` body as the router's chat request (the
 /// Anthropic front end's parser; also the fuzz targets' entry point).
@@ -116,8 +116,8 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let bytes = crate::extract::read_body(request, state.body_limit()).await?;
-        let request = request::chat_request(&bytes)?;
-        Ok(Self(request, bytes))
+        let (request, body) = request::chat_request_and_body(&bytes)?;
+        Ok(Self(request, body))
     }
 }
 

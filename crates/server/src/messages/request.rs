@@ -126,8 +126,14 @@ impl<'de> serde::de::Visitor<'de> for ContentVisitor {
 /// Parses a Messages body into the OpenAI request the router takes. The
 /// stream asks for usage, which `message_delta` reports.
 pub(crate) fn chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    chat_request_and_body(body).map(|(request, _)| request)
+}
+
+/// [`chat_request`], and the Messages body's own fields (the cache keys them).
+pub(crate) fn chat_request_and_body(body: &[u8]) -> Result<(ChatRequest, RawObject), RequestError> {
     let raw = keel_types::parse_object(body)?;
-    ChatRequest::parse(&request_body(&canonical(&raw)?))
+    let request = ChatRequest::parse(&request_body(&canonical(&raw)?))?;
+    Ok((request, raw))
 }
 
 /// The canonical request of a Messages body.
