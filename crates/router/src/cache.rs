@@ -498,6 +498,16 @@ fn from_entry(answer: &StoredAnswer, request: &ChatRequest, status: CacheStatus)
     }
 }
 
+/// A flight whose task ended without its answer (its runtime is shutting
+/// down): the request is refused as if no target could take it.
+fn flight_lost(request: &ChatRequest) -> RouteError {
+    RouteError::Unavailable {
+        model: request.model().to_owned(),
+        retry_after: Duration::from_secs(1),
+        attempts: 0,
+    }
+}
+
 /// Reads a flight as this request's answer: who answered, then the stream
 /// (everything from its first event, then live) or the whole completion. A
 /// follower made no upstream attempt itself (`x-keel-attempts: 0`).
@@ -513,13 +523,8 @@ async fn read_flight(
         Some(FlightItem::Stale(entry)) => {
             return Ok(from_entry(&entry.value, request, CacheStatus::Stale))
         }
-        // The flight's task ended without a word (its runtime is shutting down).
         Some(FlightItem::Event(_) | FlightItem::Complete(_)) | None => {
-            return Err(RouteError::Unavailable {
-                model: request.model().to_owned(),
-                retry_after: Duration::from_secs(1),
-                attempts: 0,
-            })
+            return Err(flight_lost(request))
         }
     };
     let provider = committed.provider.clone();
@@ -548,13 +553,7 @@ async fn read_flight(
             match subscriber.next().await {
                 Some(FlightItem::Complete(completion)) => break Answer::Complete(completion),
                 Some(_) => continue,
-                None => {
-                    return Err(RouteError::Unavailable {
-                        model: request.model().to_owned(),
-                        retry_after: Duration::from_secs(1),
-                        attempts: 0,
-                    })
-                }
+                None => return Err(flight_lost(request)),
             }
         }
     };
