@@ -31,8 +31,8 @@ pub use keel_types::SecretString;
 pub use schema::{
     BreakerPolicy, CacheConfig, Config, DatabaseConfig, DatabaseKind, HedgeDelay, HedgePolicy,
     IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, Price, ProviderConfig,
-    ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, Tenant, TenantLimits,
-    Timeouts, WebhooksConfig,
+    ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, TelemetryConfig, Tenant,
+    TenantLimits, Timeouts, WebhooksConfig,
 };
 pub use summary::summary;
 

@@ -19,12 +19,12 @@ mod shapes;
 pub(crate) use sections::{
     RawBreaker, RawCache, RawDatabase, RawHedge, RawIdempotency, RawJobs, RawModel, RawModelCache,
     RawPrice, RawProvider, RawRetry, RawServer, RawSlo, RawTarget, RawTenant, RawTimeouts,
-    RawWebhooks,
+    RawTelemetry, RawWebhooks,
 };
 pub(crate) use shapes::{OrderedMap, Scalar, ScalarList};
 
 /// The top-level keys, in the order error messages list them.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "server",
     "database",
     "tenants",
@@ -35,6 +35,7 @@ const SECTIONS: [&str; 10] = [
     "webhooks",
     "idempotency",
     "slos",
+    "telemetry",
 ];
 
 /// The whole file after phase two. `None` entries failed to deserialize and
@@ -52,6 +53,7 @@ pub(crate) struct RawConfig {
     pub(crate) webhooks: Option<RawWebhooks>,
     pub(crate) idempotency: Option<RawIdempotency>,
     pub(crate) slos: Vec<Option<RawSlo>>,
+    pub(crate) telemetry: Option<RawTelemetry>,
 }
 
 // === impl RawConfig ===
@@ -94,6 +96,7 @@ impl RawConfig {
             "webhooks" => self.webhooks = deserialize_at(section, &path, problems),
             "idempotency" => self.idempotency = deserialize_at(section, &path, problems),
             "slos" => self.slos = list_entries(section, &path, problems),
+            "telemetry" => self.telemetry = deserialize_at(section, &path, problems),
             _ => problems.push(&path, unknown_key(label, &SECTIONS)),
         }
     }

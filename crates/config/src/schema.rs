@@ -37,6 +37,8 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     /// `slos:` service level objectives, in file order.
     pub slos: Vec<Slo>,
+    /// `telemetry:` trace export.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `server:` settings.
@@ -165,6 +167,15 @@ pub struct WebhooksConfig {
 pub struct IdempotencyConfig {
     /// How long keys are remembered; default 24 h.
     pub ttl: Duration,
+}
+
+/// `telemetry:` where spans go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP collector base URL (`http://host:4318`); spans are
+    /// POSTed to `<endpoint>/v1/traces`. `None` (the default, or an empty
+    /// value) exports nothing and records no spans for export.
+    pub otlp_endpoint: Option<String>,
 }
 
 // === impl Config ===

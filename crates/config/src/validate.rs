@@ -56,6 +56,7 @@ pub(crate) fn validate(
         webhooks: checker.webhooks(raw.webhooks),
         idempotency: checker.idempotency(raw.idempotency),
         slos: checker.slos(raw.slos, &model_names),
+        telemetry: checker.telemetry(raw.telemetry),
     };
     let Checker { problems, warnings } = checker;
     problems.finish(Loaded { config, warnings })

@@ -59,7 +59,7 @@ fn rows() -> Vec<Row> {
     use Expect::{Error, Warnings};
     vec![
         with_base("unknown top-level key", "servers: {listen: 127.0.0.1:80}", Error(
-            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos)",
+            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)",
         )),
         row("unknown provider key", "providers:\n  openai: {kind: openai, timeout: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)",
@@ -121,6 +121,12 @@ fn rows() -> Vec<Row> {
         )),
         row("fallback cycle", "providers:\n  openai: {kind: openai}\nmodels:\n  a: {targets: [{provider: openai, model: m}], fallback: [b]}\n  b: {targets: [{provider: openai, model: m}], fallback: [c]}\n  c: {targets: [{provider: openai, model: m}], fallback: [a]}", Error(
             "models.a.fallback: fallback cycle: a -> b -> c -> a",
+        )),
+        row("negative cached input price", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: a, price: {input: 1, output: 2, cached_input: -1}}]}", Error(
+            "models.chat.targets[0].price.cached_input: invalid number \"-1\": expected a number of at least 0, such as 2.5",
+        )),
+        with_base("an OTLP endpoint that is not a URL", "telemetry: {otlp_endpoint: collector:4318}", Error(
+            "telemetry.otlp_endpoint: must be an http:// or https:// URL (OTLP over HTTP), got \"collector:4318\"",
         )),
         row("cost strategy without a price", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: cost\n    targets: [{provider: openai, model: a, price: {input: 1, output: 2}}, {provider: openai, model: b}]", Error(
             "models.chat.targets[1].price: required when strategy is cost, e.g. price: {input: 2.5, output: 10}",

@@ -441,10 +441,13 @@ impl Router {
                 BreakerState::Open => 2,
             };
             self.metrics.circuit_state.get_or_create(&labels).set(state);
+            // The breaker counts its own transitions; the counter catches up
+            // to it, monotonically even when two scrapes race.
             self.metrics
                 .circuit_transitions
                 .get_or_create(&labels)
-                .set(target.breaker.transitions() as i64);
+                .inner()
+                .fetch_max(target.breaker.transitions(), std::sync::atomic::Ordering::Relaxed);
             if let Some(bulkhead) = &target.controls.bulkhead {
                 self.metrics
                     .bulkhead_in_flight

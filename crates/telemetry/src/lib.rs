@@ -112,7 +112,7 @@ pub struct Metrics {
     /// `keel_circuit_state{provider,model}`: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<TargetLabels, Gauge>,
     /// `keel_circuit_transitions_total{provider,model}`.
-    pub circuit_transitions: Family<TargetLabels, Gauge>,
+    pub circuit_transitions: Family<TargetLabels, Counter>,
     /// `keel_circuit_rejections_total{provider,model}`.
     pub circuit_rejections: Family<TargetLabels, Counter>,
     /// `keel_bulkhead_in_flight{provider}`.

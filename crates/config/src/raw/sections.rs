@@ -139,11 +139,12 @@ pub(crate) struct RawTarget {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with input and output prices"
+    expecting = "a mapping with input, output and cached_input prices"
 )]
 pub(crate) struct RawPrice {
     pub(crate) input: Option<Scalar>,
     pub(crate) output: Option<Scalar>,
+    pub(crate) cached_input: Option<Scalar>,
 }
 
 /// `models.<name>.hedge`
@@ -216,6 +217,13 @@ pub(crate) struct RawWebhooks {
 #[serde(deny_unknown_fields, expecting = "a mapping with the key ttl")]
 pub(crate) struct RawIdempotency {
     pub(crate) ttl: Option<Scalar>,
+}
+
+/// `telemetry:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with the key otlp_endpoint")]
+pub(crate) struct RawTelemetry {
+    pub(crate) otlp_endpoint: Option<Scalar>,
 }
 
 /// `slos[i]`

@@ -54,6 +54,9 @@ pub struct Price {
     pub input: f64,
     /// Per million output (completion) tokens.
     pub output: f64,
+    /// Per million input tokens read from the provider's prompt cache, where
+    /// it bills them differently; `None` bills them as `input`.
+    pub cached_input: Option<f64>,
 }
 
 /// `models.<name>.hedge`.

@@ -183,9 +183,14 @@ impl Checker {
         let output = self.required(raw.output.as_ref(), &path.key("output"), hint);
         let input = self.non_negative_number(input, &path.key("input"));
         let output = self.non_negative_number(output, &path.key("output"));
+        let cached_input = raw
+            .cached_input
+            .as_ref()
+            .and_then(|value| self.non_negative_number(Some(value), &path.key("cached_input")));
         Some(Price {
             input: input?,
             output: output?,
+            cached_input,
         })
     }
 

@@ -1,14 +1,16 @@
 //! The simple sections: `server`, `database`, `cache`, `jobs`, `webhooks`,
-//! `idempotency`.
+//! `idempotency`, `telemetry`.
 
 use std::net::SocketAddr;
 
 use super::Checker;
 use crate::error::KeyPath;
-use crate::raw::{RawCache, RawDatabase, RawIdempotency, RawJobs, RawServer, RawWebhooks};
+use crate::raw::{
+    RawCache, RawDatabase, RawIdempotency, RawJobs, RawServer, RawTelemetry, RawWebhooks,
+};
 use crate::schema::{
     CacheConfig, DatabaseConfig, IdempotencyConfig, JobRetry, JobsConfig, ServerConfig,
-    WebhooksConfig,
+    TelemetryConfig, WebhooksConfig,
 };
 use crate::SecretString;
 
@@ -252,6 +254,27 @@ impl Checker {
         let path = KeyPath::root().key("idempotency").key("ttl");
         IdempotencyConfig {
             ttl: self.duration(raw.ttl.as_ref(), &path, defaults.ttl),
+        }
+    }
+
+    pub(super) fn telemetry(&mut self, raw: Option<RawTelemetry>) -> TelemetryConfig {
+        let Some(endpoint) = raw.and_then(|raw| raw.otlp_endpoint) else {
+            return TelemetryConfig::default();
+        };
+        let endpoint = endpoint.text().trim().trim_end_matches('/');
+        if endpoint.is_empty() {
+            return TelemetryConfig::default();
+        }
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            let path = KeyPath::root().key("telemetry").key("otlp_endpoint");
+            self.problems.push(
+                &path,
+                format!("must be an http:// or https:// URL (OTLP over HTTP), got \"{endpoint}\""),
+            );
+            return TelemetryConfig::default();
+        }
+        TelemetryConfig {
+            otlp_endpoint: Some(endpoint.to_owned()),
         }
     }
 
