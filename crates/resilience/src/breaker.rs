@@ -72,6 +72,8 @@ struct Inner {
     state: State,
     /// `first` counts failures, `second` successes.
     window: SlidingWindow,
+    /// When `state` was entered.
+    since: Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +91,7 @@ impl CircuitBreaker {
         let inner = Inner {
             state: State::Closed,
             window: SlidingWindow::new(policy.window, 10),
+            since: Instant::now(),
         };
         Arc::new(Self {
             name: name.into(),
@@ -141,11 +144,18 @@ impl CircuitBreaker {
 
     /// The current state (an expired open state reads as half-open).
     pub fn state(&self) -> BreakerState {
-        match self.lock().state {
-            State::Closed => BreakerState::Closed,
-            State::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
-            State::Open { .. } => BreakerState::Open,
-            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        self.state_since().0
+    }
+
+    /// The current state and when it was entered (an expired open state
+    /// reads as half-open since its cooldown ended).
+    pub fn state_since(&self) -> (BreakerState, Instant) {
+        let inner = self.lock();
+        match inner.state {
+            State::Closed => (BreakerState::Closed, inner.since),
+            State::Open { until } if Instant::now() >= until => (BreakerState::HalfOpen, until),
+            State::Open { .. } => (BreakerState::Open, inner.since),
+            State::HalfOpen { .. } => (BreakerState::HalfOpen, inner.since),
         }
     }
 
@@ -216,6 +226,7 @@ impl CircuitBreaker {
     fn transition(&self, inner: &mut Inner, next: State) {
         inner.window.reset();
         inner.state = next;
+        inner.since = Instant::now();
         self.transitions.fetch_add(1, Ordering::Relaxed);
         let state = match next {
             State::Closed => "closed",

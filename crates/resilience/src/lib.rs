@@ -22,3 +22,4 @@ pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Outcome, TrialPer
 pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use retry_budget::{RetryBudget, RetryBudgetPolicy};
 pub use token_bucket::TokenBucket;
+pub use window::{SlidingWindow, Totals};

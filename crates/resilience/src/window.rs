@@ -68,8 +68,16 @@ impl SlidingWindow {
 
     /// The totals of the buckets still inside the window at `now`.
     pub fn totals(&self, now: Instant) -> Totals {
+        self.totals_of_last(now, self.buckets.len())
+    }
+
+    /// The totals of the last `buckets` buckets at `now` (the current one
+    /// and those before it), at most the whole window: a shorter trailing
+    /// window read from the same counts.
+    pub fn totals_of_last(&self, now: Instant, buckets: usize) -> Totals {
         let current = self.slot(now);
-        let oldest = current.saturating_sub(self.buckets.len() as u64 - 1);
+        let span = buckets.clamp(1, self.buckets.len()) as u64;
+        let oldest = current.saturating_sub(span - 1);
         self.buckets
             .iter()
             .filter(|bucket| {
@@ -79,6 +87,11 @@ impl SlidingWindow {
                 first: totals.first + bucket.first,
                 second: totals.second + bucket.second,
             })
+    }
+
+    /// The width of one bucket.
+    pub fn bucket_width(&self) -> Duration {
+        self.bucket_width
     }
 
     /// Forgets everything.
@@ -121,5 +134,32 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(window.totals(Instant::now()), Totals::default());
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_shorter_trailing_window_counts_only_its_buckets() {
+        let mut window = SlidingWindow::new(Duration::from_secs(60), 60);
+        for _ in 0..10 {
+            window.add(Instant::now(), 1, 2);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        // Ten buckets hold one event each; the current (11th) is empty.
+        let now = Instant::now();
+        assert_eq!(
+            window.totals_of_last(now, 3),
+            Totals {
+                first: 2,
+                second: 4
+            }
+        );
+        assert_eq!(window.totals_of_last(now, 0), Totals::default());
+        assert_eq!(window.totals_of_last(now, 1_000), window.totals(now));
+        assert_eq!(
+            window.totals(now),
+            Totals {
+                first: 10,
+                second: 20
+            }
+        );
     }
 }

@@ -11,6 +11,14 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod cost;
+mod slo;
+mod time;
+
+pub use cost::{CostLabels, CostMetrics};
+pub use slo::{SloAlertLabels, SloEventLabels, SloLabels, SloMetrics, SloWindowLabels};
+pub use time::rfc3339;
+
 /// Span names, one per hop.
 pub mod spans {
     /// The whole HTTP request.
@@ -154,6 +162,10 @@ pub struct Metrics {
     /// `keel_cache_single_flight_waiters_total`: requests that waited for an
     /// identical request's upstream call instead of making their own.
     pub cache_single_flight_waiters: Counter,
+    /// `keel_slo_*`: service level objectives.
+    pub slo: SloMetrics,
+    /// `keel_cost_usd_total` and `keel_unpriced_requests_total`.
+    pub cost: CostMetrics,
 }
 
 /// The request metrics of one (route, status).
@@ -313,8 +325,12 @@ impl Metrics {
             "Requests that waited for an identical request's upstream call",
             cache_single_flight_waiters.clone(),
         );
+        let slo = SloMetrics::register(&mut registry);
+        let cost = CostMetrics::register(&mut registry);
         Self {
             registry,
+            slo,
+            cost,
             requests,
             request_duration,
             upstream_attempts,
