@@ -92,16 +92,20 @@ pub(crate) async fn attempt(
     match result {
         Err(error) => {
             admission.trial.record(breaker_outcome(&error));
+            target.stats.record_end(Err(&error));
             Err(error)
         }
         Ok(Committed::Whole(completion)) => {
             settle_tokens(target, completion.usage.map(|usage| usage.total_tokens));
             admission.trial.record(Outcome::Success);
+            target.stats.record_first_token(started.elapsed());
+            target.stats.record_end(Ok(()));
             observe(metrics, target, started.elapsed(), Some(started.elapsed()));
             Ok(Answer::Complete(completion))
         }
         Ok(Committed::Stream { head, rest }) => {
             observe(metrics, target, started.elapsed(), None);
+            target.stats.record_first_token(started.elapsed());
             let rest = Guarded::new(
                 rest,
                 target,

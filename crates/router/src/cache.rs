@@ -123,6 +123,7 @@ struct Committed {
     model: Arc<str>,
     attempts: u32,
     hedged: bool,
+    price: Option<keel_config::Price>,
 }
 
 type FlightKey = (Key, bool);
@@ -366,6 +367,7 @@ impl Router {
             model: routed.model,
             attempts: routed.attempts,
             hedged: routed.hedged,
+            price: routed.price,
         };
         publisher.push(FlightItem::Committed(committed.clone()));
         match routed.answer {
@@ -494,6 +496,7 @@ fn from_entry(answer: &StoredAnswer, request: &ChatRequest, status: CacheStatus)
         attempts: 0,
         hedged: false,
         cache: Some(status),
+        price: None,
         answer: answer_now,
     }
 }
@@ -563,6 +566,7 @@ async fn read_flight(
         attempts: if leader { committed.attempts } else { 0 },
         hedged: committed.hedged,
         cache: Some(status),
+        price: if leader { committed.price } else { None },
         answer,
     })
 }

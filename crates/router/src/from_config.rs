@@ -10,7 +10,7 @@ use keel_config::{Config, HedgeDelay, ModelConfig, Strategy};
 use keel_providers::Provider;
 use keel_resilience::{BreakerPolicy, CircuitBreaker};
 
-use crate::{Hedge, ModelRoute, ProviderControls, RouteTable, Target};
+use crate::{Hedge, ModelRoute, ProviderControls, RouteTable, Target, TargetStats};
 
 /// What targets are built from, shared across models.
 struct Parts<'a> {
@@ -18,6 +18,7 @@ struct Parts<'a> {
     providers: &'a HashMap<String, Arc<dyn Provider>>,
     controls: HashMap<String, Arc<ProviderControls>>,
     breakers: HashMap<(String, String), Arc<CircuitBreaker>>,
+    stats: HashMap<(String, String), Arc<TargetStats>>,
 }
 
 // === impl RouteTable ===
@@ -32,6 +33,7 @@ impl RouteTable {
             providers,
             controls: HashMap::new(),
             breakers: HashMap::new(),
+            stats: HashMap::new(),
         };
         Self::new(
             config
@@ -64,7 +66,7 @@ impl Parts<'_> {
         }
         let targets = configured
             .into_iter()
-            .filter_map(|target| self.target(&target.provider, &target.model, target.max_tokens))
+            .filter_map(|target| self.target(target))
             .collect();
         let budget = model.timeout.unwrap_or(self.config.server.request_timeout);
         ModelRoute {
@@ -83,12 +85,8 @@ impl Parts<'_> {
         }
     }
 
-    fn target(
-        &mut self,
-        provider_name: &str,
-        model: &str,
-        max_tokens: Option<u32>,
-    ) -> Option<Target> {
+    fn target(&mut self, configured: &keel_config::Target) -> Option<Target> {
+        let (provider_name, model) = (configured.provider.as_str(), configured.model.as_str());
         let provider = self.providers.get(provider_name)?.clone();
         let settings = self.config.provider(provider_name)?;
         let controls = self
@@ -97,6 +95,7 @@ impl Parts<'_> {
             .or_insert_with(|| ProviderControls::from_config(settings))
             .clone();
         let key = (provider_name.to_owned(), model.to_owned());
+        let stats = self.stats.entry(key.clone()).or_default().clone();
         let breaker = self
             .breakers
             .entry(key)
@@ -115,10 +114,12 @@ impl Parts<'_> {
         Some(Target {
             provider_name: Arc::from(provider_name),
             model: Arc::from(model),
-            max_tokens,
+            max_tokens: configured.max_tokens,
             provider,
             controls,
             breaker,
+            stats,
+            price: configured.price,
             handles: Arc::default(),
         })
     }

@@ -59,12 +59,20 @@ impl Guarded {
         }
     }
 
-    fn finish(&mut self, outcome: Outcome) {
+    /// Ends the attempt, once.
+    fn finish(&mut self, end: End<'_>) {
         if let Some(tokens) = self.reported_tokens.take() {
             settle_tokens(&self.target, Some(tokens));
         }
         if let Some(admission) = self.admission.take() {
+            let (outcome, stats) = match end {
+                End::Served => (Outcome::Success, Ok(())),
+                End::Failed(error) => (breaker_outcome(error), Err(error)),
+                // A client that leaves says nothing about the upstream.
+                End::Left => (Outcome::Ignored, Ok(())),
+            };
             admission.trial.record(outcome);
+            self.target.stats.record_end(stats);
             self.target
                 .metrics(&self.metrics)
                 .upstream_duration
@@ -74,12 +82,23 @@ impl Guarded {
     }
 
     fn timed_out(&mut self, clock: Clock) -> Poll<Option<Result<StreamEvent, ProviderError>>> {
-        self.finish(Outcome::Failure);
-        Poll::Ready(Some(Err(ProviderError::Timeout {
+        let error = ProviderError::Timeout {
             provider: self.target.provider_name.to_string(),
             clock,
-        })))
+        };
+        self.finish(End::Failed(&error));
+        Poll::Ready(Some(Err(error)))
     }
+}
+
+/// How a guarded stream ended.
+enum End<'e> {
+    /// The upstream finished it.
+    Served,
+    /// It failed.
+    Failed(&'e ProviderError),
+    /// The client went away first.
+    Left,
 }
 
 impl Stream for Guarded {
@@ -101,16 +120,16 @@ impl Stream for Guarded {
                     }
                 }
                 if event == StreamEvent::Done {
-                    self.finish(Outcome::Success);
+                    self.finish(End::Served);
                 }
                 Poll::Ready(Some(Ok(event)))
             }
             Poll::Ready(Some(Err(error))) => {
-                self.finish(breaker_outcome(&error));
+                self.finish(End::Failed(&error));
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {
-                self.finish(Outcome::Success);
+                self.finish(End::Served);
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -129,7 +148,6 @@ impl Stream for Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        // A client that leaves says nothing about the upstream.
-        self.finish(Outcome::Ignored);
+        self.finish(End::Left);
     }
 }

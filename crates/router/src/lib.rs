@@ -19,6 +19,7 @@ mod from_config;
 mod guarded;
 mod hedge;
 mod plan;
+mod stats;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub use hedge::{Hedge, HedgeAfter};
 /// depends on the router only, never on the provider adapters.
 pub use keel_providers::{Clock, ErrorKind, EventStream, ProviderError, StreamEvent};
 pub use plan::{ModelRoute, RouteTable, Target};
+pub use stats::{LastError, Snapshot, TargetStats, RECENT};
 
 /// The gateway's router: the route table, the dispatch loop and its metrics.
 pub struct Router {
@@ -63,6 +65,10 @@ pub struct Routed {
     pub hedged: bool,
     /// How the prompt cache took part, for a cached model.
     pub cache: Option<CacheStatus>,
+    /// The answering target's price; `None` when it has none, and for
+    /// answers that made no upstream call of their own (cache hits, and
+    /// requests that joined another's call), which cost nothing.
+    pub price: Option<keel_config::Price>,
     /// The answer.
     pub answer: Answer,
 }
@@ -172,6 +178,7 @@ impl Router {
                     attempts,
                     hedged,
                     cache: None,
+                    price: target.price,
                     answer,
                 })
             }
@@ -447,7 +454,10 @@ impl Router {
                 .circuit_transitions
                 .get_or_create(&labels)
                 .inner()
-                .fetch_max(target.breaker.transitions(), std::sync::atomic::Ordering::Relaxed);
+                .fetch_max(
+                    target.breaker.transitions(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             if let Some(bulkhead) = &target.controls.bulkhead {
                 self.metrics
                     .bulkhead_in_flight

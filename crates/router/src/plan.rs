@@ -27,6 +27,10 @@ pub struct Target {
     pub controls: Arc<ProviderControls>,
     /// The breaker of this provider + model.
     pub breaker: Arc<CircuitBreaker>,
+    /// Recent outcomes of this provider + model, for `/admin/providers`.
+    pub stats: Arc<crate::TargetStats>,
+    /// USD per million tokens, when the target has a `price`.
+    pub price: Option<keel_config::Price>,
     /// This target's metric handles, looked up once (a label lookup
     /// allocates its label strings and hashes them on every use).
     pub handles: Arc<OnceLock<TargetMetrics>>,

@@ -81,6 +81,8 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
         provider: canned.clone(),
         controls: ProviderControls::unlimited(CLOCKS, 1, BACKOFF),
         breaker: keel_resilience::CircuitBreaker::new("canned", BREAKER),
+        stats: Arc::default(),
+        price: None,
         handles: Arc::default(),
     };
     let model = ModelRoute {

@@ -381,3 +381,36 @@ async fn tb5_endless_chunks_before_the_first_token_fail_the_attempt() -> Result<
     assert_eq!(routed.attempts, 2);
     Ok(())
 }
+
+/// The figures `/admin/providers` shows follow every attempt: the failed
+/// target's error and last error, the answering one's first token.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn target_stats_see_failures_and_first_tokens() -> Result<(), RouteError> {
+    let (bad, good) = (
+        Scripted::new(
+            "bad",
+            vec![Step::Status {
+                status: 503,
+                retry_after: None,
+            }],
+        ),
+        Scripted::new("good", vec![]),
+    );
+    let (bad_target, good_target) = (plain(&bad), plain(&good));
+    let (bad_stats, good_stats) = (bad_target.stats.clone(), good_target.stats.clone());
+    let routed = router(vec![bad_target, good_target], MINUTE, vec![])
+        .dispatch(request(true))
+        .await?;
+    if let Answer::Stream { rest, .. } = routed.answer {
+        let _ = rest.collect::<Vec<_>>().await;
+    }
+    let bad = bad_stats.snapshot();
+    assert_eq!((bad.attempts, bad.errors, bad.first_token), (1, 1, None));
+    let last = bad.last_error.map(|error| (error.kind, error.message));
+    assert_eq!(last.as_ref().map(|(kind, _)| *kind), Some("server_error"));
+    assert!(last.is_some_and(|(_, message)| message.contains("503")));
+    let good = good_stats.snapshot();
+    assert_eq!((good.attempts, good.errors, good.last_error), (1, 0, None));
+    assert!(good.first_token.is_some());
+    Ok(())
+}

@@ -220,6 +220,8 @@ pub fn target(
         provider: provider.clone(),
         controls,
         breaker: CircuitBreaker::new(provider.name, breaker),
+        stats: Arc::default(),
+        price: None,
         handles: Arc::default(),
     }
 }
