@@ -18,8 +18,8 @@ mod shapes;
 
 pub(crate) use sections::{
     RawBreaker, RawCache, RawDatabase, RawHedge, RawIdempotency, RawJobs, RawModel, RawModelCache,
-    RawPrice, RawProvider, RawRetry, RawServer, RawSlo, RawTarget, RawTenant, RawTimeouts,
-    RawTelemetry, RawWebhooks,
+    RawPrice, RawProvider, RawRetry, RawServer, RawSlo, RawTarget, RawTelemetry, RawTenant,
+    RawTimeouts, RawWebhooks,
 };
 pub(crate) use shapes::{OrderedMap, Scalar, ScalarList};
 

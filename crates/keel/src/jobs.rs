@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keel_config::Config;
 use keel_providers::ProviderError;
-use keel_queue::{JobFailure, JobHandler, Queue, Retry, WebhookPolicy, WorkerPolicy};
+use keel_queue::{JobFailure, JobHandler, JobOutput, Queue, Retry, WebhookPolicy, WorkerPolicy};
 use keel_router::{Answer, CacheControl, RouteError, Router};
-use keel_server::{Reservation, TenantLimits, Unserved};
+use keel_server::{Served, TenantLimits, Unserved};
 use keel_types::{ChatRequest, ErrorDetail};
 
 /// Runs jobs through the router, each run admitted by its tenant's rate
@@ -99,7 +99,7 @@ impl JobHandler for RouterHandler {
     /// limits, answered from the prompt cache when the model is cached and
     /// a fresh entry exists (tokens are reserved only for an upstream call),
     /// and otherwise routed through the cache's single flight.
-    async fn run(&self, tenant: &str, request: &str) -> Result<String, JobFailure> {
+    async fn run(&self, tenant: &str, request: &str) -> Result<JobOutput, JobFailure> {
         let request = non_stream(request)
             .map_err(|message| failure(&message, "invalid_request_error", Retry::Never))?;
         let plan = self.router.cache_plan(
@@ -113,10 +113,43 @@ impl JobHandler for RouterHandler {
             keel_server::route_within_limits(&self.router, &self.limits, tenant, request, plan)
                 .await;
         match served {
-            Ok(served) => answer_body(served.routed.answer, served.reservation.as_ref()),
+            Ok(served) => self.output(tenant, served),
             Err(Unserved::Limited(exceeded)) => Err(over_limit(exceeded)),
             Err(Unserved::Failed { error, .. }) => Err(route_failure(&error)),
         }
+    }
+}
+
+impl RouterHandler {
+    /// The job's result and cost; the answer's usage settles the tenant's
+    /// token reservation and is priced (only a run that made its own
+    /// upstream call costs anything: a cache hit or a joined call did not).
+    fn output(&self, tenant: &str, served: Served) -> Result<JobOutput, JobFailure> {
+        let routed = served.routed;
+        let Answer::Complete(completion) = routed.answer else {
+            return Err(failure(
+                "the upstream answered with a stream",
+                "server_error",
+                Retry::Later,
+            ));
+        };
+        let usage = completion.usage.as_ref();
+        keel_server::settle_usage(served.reservation.as_ref(), usage);
+        let bill = keel_server::Bill {
+            tenant,
+            provider: &routed.provider,
+            model: &routed.model,
+            price: routed.price,
+        };
+        let cost_usd = if routed.attempts > 0 {
+            keel_server::charge(self.router.metrics(), &bill, usage)
+        } else {
+            None
+        };
+        Ok(JobOutput {
+            result: answer_body(&completion.body)?,
+            cost_usd,
+        })
     }
 }
 
@@ -132,18 +165,9 @@ fn over_limit(exceeded: keel_server::Exceeded) -> JobFailure {
     failure(&message, "rate_limit_error", Retry::NotBefore(wait))
 }
 
-/// The job's result: the completion's JSON text (its usage settles the
-/// reservation, when there is one).
-fn answer_body(answer: Answer, reservation: Option<&Reservation>) -> Result<String, JobFailure> {
-    let Answer::Complete(completion) = answer else {
-        return Err(failure(
-            "the upstream answered with a stream",
-            "server_error",
-            Retry::Later,
-        ));
-    };
-    keel_server::settle_usage(reservation, completion.usage.as_ref());
-    match String::from_utf8(completion.body.to_vec()) {
+/// The job's result: the completion's JSON text.
+fn answer_body(body: &[u8]) -> Result<String, JobFailure> {
+    match String::from_utf8(body.to_vec()) {
         Ok(body) if serde_json::from_str::<&serde_json::value::RawValue>(&body).is_ok() => Ok(body),
         _ => Err(failure(
             "the upstream answer is not JSON",

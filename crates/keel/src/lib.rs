@@ -57,6 +57,7 @@ pub async fn start(
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
     let queue = jobs::open_queue(&config, metrics.clone()).await?;
     let handler = Arc::new(jobs::RouterHandler::new(router.clone(), limits.clone()));
+    let slos = Arc::new(keel_slo::Slos::new(&config.slos, metrics.clone()));
     let state = Arc::new(AppState {
         router,
         tenants,
@@ -74,6 +75,7 @@ pub async fn start(
             .map(|key| keel_server::key_digest(key.expose())),
         metrics_elsewhere: config.server.metrics_listen.is_some(),
         cutoff: keel_server::Cutoff::new(),
+        slos,
     });
     let metrics_server = match config.server.metrics_listen {
         Some(address) => Some(serve_metrics(address, state.clone()).await?),

@@ -79,6 +79,8 @@ pub struct JobRecord {
     pub webhook_attempts: i64,
     /// Why the last delivery attempt failed.
     pub webhook_last_error: Option<String>,
+    /// What its answer cost in USD, when its target has a price.
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -95,6 +97,7 @@ struct JobObject<'a> {
     error: Option<&'a RawValue>,
     webhook: Option<WebhookObject<'a>>,
     metadata: Option<&'a RawValue>,
+    cost_usd: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -200,6 +203,7 @@ impl JobRecord {
             error: raw(&self.error),
             webhook,
             metadata: raw(&self.metadata),
+            cost_usd: self.cost_usd,
         };
         serde_json::to_string(&object).unwrap_or_else(|_| String::from("{}"))
     }
@@ -226,6 +230,7 @@ mod tests {
             webhook_status: Some(WebhookStatus::Delivered),
             webhook_attempts: 2,
             webhook_last_error: None,
+            cost_usd: Some(0.0125),
         }
     }
 
@@ -237,7 +242,7 @@ mod tests {
             "created_at": 1_700_000_000, "started_at": 1_700_000_001, "finished_at": 1_700_000_002,
             "attempts": 1, "result": {"object": "chat.completion"}, "error": null,
             "webhook": {"url": "https://example.com/hook", "status": "delivered", "attempts": 2, "last_error": null},
-            "metadata": {"k": "v"}
+            "metadata": {"k": "v"}, "cost_usd": 0.0125
         });
         assert_eq!(json, expected);
         Ok(())

@@ -33,7 +33,7 @@ pub use webhook::{
     check_url, decode_secret, delivery_client, is_blocked, signature_header, verify,
     GuardedResolver, InvalidSecret, Refused, Unverified, WebhookPolicy, TIMESTAMP_TOLERANCE,
 };
-pub use worker::{JobFailure, JobHandler, Retry, WorkerPolicy};
+pub use worker::{JobFailure, JobHandler, JobOutput, Retry, WorkerPolicy};
 
 /// The queue as the server and the binary see it: the store, the wake-ups
 /// of this instance's workers and deliverer, and the jobs running here (so

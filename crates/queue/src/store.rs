@@ -96,7 +96,12 @@ pub struct ClaimedJob {
 #[derive(Clone, Debug)]
 pub enum Finish {
     /// Succeeded with this result JSON.
-    Succeeded(String),
+    Succeeded {
+        /// The result JSON.
+        result: String,
+        /// What the answer cost, when it was priced.
+        cost_usd: Option<f64>,
+    },
     /// Failed for good with this error JSON.
     Failed(String),
     /// Failed; run again at this time (Unix ms); the error JSON is kept.
@@ -343,7 +348,7 @@ pub fn millis(duration: Duration) -> i64 {
 /// The columns every job query returns, in [`JobRecord`] order.
 pub(crate) const JOB_COLUMNS: &str =
     "id, tenant, status, model, metadata, created_at, started_at, finished_at, attempts, \
-     result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error";
+     result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error, cost_usd";
 
 /// Reads a [`JobRecord`] from a row of either backend (the columns of [`JOB_COLUMNS`]).
 macro_rules! job_from_row {
@@ -372,6 +377,7 @@ macro_rules! job_from_row {
                 .and_then($crate::job::WebhookStatus::parse),
             webhook_attempts: row.try_get("webhook_attempts")?,
             webhook_last_error: row.try_get("webhook_last_error")?,
+            cost_usd: row.try_get("cost_usd")?,
         }
     }};
 }
@@ -395,6 +401,7 @@ pub(crate) fn queued_record(job: &NewJob, now: i64) -> JobRecord {
         webhook_status: job.webhook_url.as_ref().map(|_| WebhookStatus::Pending),
         webhook_attempts: 0,
         webhook_last_error: None,
+        cost_usd: None,
     }
 }
 

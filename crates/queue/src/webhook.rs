@@ -455,6 +455,7 @@ mod tests {
             webhook_status: None,
             webhook_attempts,
             webhook_last_error: None,
+            cost_usd: None,
         }
     }
 

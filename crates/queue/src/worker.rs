@@ -23,7 +23,16 @@ pub trait JobHandler: Send + Sync {
     /// Runs `tenant`'s request (JSON text) and returns the result JSON.
     /// Dropping the future must abort the work (that is how cancellation
     /// works).
-    async fn run(&self, tenant: &str, request: &str) -> Result<String, JobFailure>;
+    async fn run(&self, tenant: &str, request: &str) -> Result<JobOutput, JobFailure>;
+}
+
+/// A successful run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobOutput {
+    /// The result, as JSON text.
+    pub result: String,
+    /// What it cost in USD, when it was priced.
+    pub cost_usd: Option<f64>,
 }
 
 /// A failed run.
@@ -175,7 +184,7 @@ async fn drain(mut tasks: JoinSet<()>, abandon: &watch::Sender<bool>, grace: Dur
 
 /// How a run ended, seen from its task.
 enum Ended {
-    Ran(Result<String, crate::JobFailure>),
+    Ran(Result<JobOutput, crate::JobFailure>),
     Cancelled,
     LeaseLost,
     Abandoned,
@@ -222,7 +231,7 @@ async fn run_one(
 async fn record(queue: &Queue, policy: &WorkerPolicy, job: &ClaimedJob, ended: Ended) {
     let now = now_ms();
     let finish = match ended {
-        Ended::Ran(Ok(result)) => Finish::Succeeded(result),
+        Ended::Ran(Ok(JobOutput { result, cost_usd })) => Finish::Succeeded { result, cost_usd },
         Ended::Ran(Err(crate::JobFailure {
             retry: crate::Retry::NotBefore(delay),
             ..

@@ -32,6 +32,16 @@ impl Bulkhead {
         }
     }
 
+    /// A bulkhead that never refuses, kept for its count of calls in flight.
+    pub fn unbounded() -> Self {
+        Self::new(Semaphore::MAX_PERMITS)
+    }
+
+    /// Whether it has a real cap (not [`Bulkhead::unbounded`]).
+    pub fn is_bounded(&self) -> bool {
+        self.capacity < Semaphore::MAX_PERMITS
+    }
+
     /// A slot, or `None` at once when all are taken.
     pub fn try_acquire(&self) -> Option<BulkheadPermit> {
         match self.permits.clone().try_acquire_owned() {

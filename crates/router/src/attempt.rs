@@ -24,9 +24,9 @@ use crate::{Answer, Target};
 pub(crate) struct Admission {
     /// The breaker's leave for this call.
     pub trial: TrialPermit,
-    /// The bulkhead slot, when the provider has a bulkhead.
+    /// The bulkhead slot.
     #[expect(dead_code, reason = "held for its Drop, which frees the bulkhead slot")]
-    pub slot: Option<BulkheadPermit>,
+    pub slot: BulkheadPermit,
 }
 
 /// The deadlines of one attempt, each with the clock it belongs to.

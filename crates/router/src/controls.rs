@@ -23,6 +23,8 @@ pub struct Clocks {
 
 /// Everything one provider's attempts share.
 pub struct ProviderControls {
+    /// The provider's `kind` (`openai`, `anthropic`, …), for operators.
+    pub kind: &'static str,
     /// Attempt clocks.
     pub clocks: Clocks,
     /// Tries per target, the first included.
@@ -31,8 +33,9 @@ pub struct ProviderControls {
     pub backoff: Backoff,
     /// The provider's retry budget.
     pub budget: RetryBudget,
-    /// `max_concurrent`, when set.
-    pub bulkhead: Option<Bulkhead>,
+    /// `max_concurrent` (unbounded when not set, still counting the
+    /// calls in flight for `/admin/providers`).
+    pub bulkhead: Bulkhead,
     /// `rpm`, when set.
     pub requests: Option<TokenBucket>,
     /// `tpm`, when set: charged from real usage after each call.
@@ -48,6 +51,7 @@ impl ProviderControls {
         let retry = &provider.retry;
         let minute = Duration::from_secs(60);
         Arc::new(Self {
+            kind: provider.kind.as_str(),
             clocks: Clocks {
                 headers: timeouts.headers,
                 first_token: timeouts.first_token,
@@ -64,7 +68,9 @@ impl ProviderControls {
                 min_retries: 3,
                 window: Duration::from_secs(10),
             }),
-            bulkhead: provider.max_concurrent.map(Bulkhead::new),
+            bulkhead: provider
+                .max_concurrent
+                .map_or_else(Bulkhead::unbounded, Bulkhead::new),
             requests: provider
                 .rpm
                 .map(|rpm| TokenBucket::new(u64::from(rpm), minute)),
@@ -75,6 +81,7 @@ impl ProviderControls {
     /// Controls with no limits and the given clocks, for tests.
     pub fn unlimited(clocks: Clocks, attempts: u32, backoff: Backoff) -> Arc<Self> {
         Arc::new(Self {
+            kind: "test",
             clocks,
             attempts,
             backoff,
@@ -83,7 +90,7 @@ impl ProviderControls {
                 min_retries: 3,
                 window: Duration::from_secs(10),
             }),
-            bulkhead: None,
+            bulkhead: Bulkhead::unbounded(),
             requests: None,
             tokens: None,
         })

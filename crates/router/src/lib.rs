@@ -11,6 +11,7 @@
 //! After the commit point the answer belongs to that target. A model with
 //! `hedge:` races further walks against a slow one (see [`hedge`]).
 
+mod admin;
 mod attempt;
 mod cache;
 mod controls;
@@ -34,6 +35,7 @@ use keel_types::ChatRequest;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+pub use admin::{ProviderView, TargetView};
 use attempt::Admission;
 pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
@@ -393,19 +395,13 @@ impl Router {
                 return None;
             }
         };
-        let slot = match &controls.bulkhead {
-            None => None,
-            Some(bulkhead) => match bulkhead.try_acquire() {
-                Some(slot) => Some(slot),
-                None => {
-                    self.metrics
-                        .bulkhead_rejections
-                        .get_or_create(&keel_telemetry::provider(&target.provider_name))
-                        .inc();
-                    walk.refused(Duration::from_secs(1));
-                    return None;
-                }
-            },
+        let Some(slot) = controls.bulkhead.try_acquire() else {
+            self.metrics
+                .bulkhead_rejections
+                .get_or_create(&keel_telemetry::provider(&target.provider_name))
+                .inc();
+            walk.refused(Duration::from_secs(1));
+            return None;
         };
         let mut taken: Vec<&keel_resilience::TokenBucket> = Vec::with_capacity(2);
         for bucket in [&controls.requests, &controls.tokens].into_iter().flatten() {
@@ -458,12 +454,10 @@ impl Router {
                     target.breaker.transitions(),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-            if let Some(bulkhead) = &target.controls.bulkhead {
-                self.metrics
-                    .bulkhead_in_flight
-                    .get_or_create(&keel_telemetry::provider(&target.provider_name))
-                    .set(bulkhead.in_flight() as i64);
-            }
+            self.metrics
+                .bulkhead_in_flight
+                .get_or_create(&keel_telemetry::provider(&target.provider_name))
+                .set(target.controls.bulkhead.in_flight() as i64);
         }
     }
 }

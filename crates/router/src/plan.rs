@@ -137,6 +137,16 @@ impl RouteTable {
         self.models.iter().flat_map(|model| model.targets.iter())
     }
 
+    /// Every target with the public model it is listed under.
+    pub fn targets_by_model(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.models.iter().flat_map(|model| {
+            model
+                .targets
+                .iter()
+                .map(move |target| (model.name.as_str(), target))
+        })
+    }
+
     /// The targets one request for `model` tries, in order: the model's own,
     /// then each fallback's (depth first, each model once).
     pub fn plan(&self, model: &str) -> Result<Vec<&Target>, RouteError> {

@@ -13,6 +13,7 @@ use keel_router::{Answer, CacheStatus, Routed};
 use crate::cache::KeyedBody;
 use crate::extract::ChatBody;
 use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
+use crate::ledger::Ledger;
 use crate::limits::{settle_usage, Exceeded, Reservation};
 use crate::route::{route_within_limits, Served, Unserved};
 use crate::{sse, ApiError, AppState, Tenant};
@@ -68,6 +69,7 @@ pub(crate) async fn dispatch(
         front.body,
         front.headers,
     );
+    let ledger = Ledger::open(&state.slos, &state.metrics, &tenant.name, request.model());
     let served =
         route_within_limits(&state.router, &state.limits, &tenant.name, request, plan).await;
     let (mut response, limit_headers) = match served {
@@ -80,15 +82,20 @@ pub(crate) async fn dispatch(
                 let stream = std::mem::replace(rest, futures_util::stream::empty().boxed());
                 *rest = state.cutoff.guard(stream);
             }
+            ledger.answered(&mut routed);
             (respond(routed, reservation), limit_headers)
         }
-        Err(Unserved::Limited(exceeded)) => return Err(tenant_limited(state, tenant, exceeded)),
+        Err(Unserved::Limited(exceeded)) => {
+            ledger.refused_or_failed(StatusCode::TOO_MANY_REQUESTS.as_u16());
+            return Err(tenant_limited(state, tenant, exceeded));
+        }
         Err(Unserved::Failed {
             error,
             cache,
             limit_headers,
         }) => {
             let mut response = ApiError::from(error).into_response();
+            ledger.refused_or_failed(response.status().as_u16());
             if let Some(status) = cache {
                 crate::cache::mark(&mut response, status);
             }
@@ -122,6 +129,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         hedged,
         cache,
         answer,
+        ..
     } = routed;
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {

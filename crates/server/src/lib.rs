@@ -2,6 +2,7 @@
 //! mapping and SSE responses. Handlers extract, call the router, and encode;
 //! no routing or provider logic lives here.
 
+mod admin;
 mod auth;
 mod cache;
 mod chat;
@@ -11,6 +12,7 @@ mod extract;
 mod headers;
 mod idempotency;
 mod jobs;
+mod ledger;
 mod limits;
 mod messages;
 mod request_id;
@@ -29,6 +31,7 @@ use tokio::net::TcpListener;
 pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
 pub use error::ApiError;
+pub use ledger::{charge, Bill};
 pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};
 pub use messages::messages_request;
 pub use route::{route_within_limits, Served, Unserved};
@@ -62,6 +65,8 @@ pub struct AppState {
     pub metrics_elsewhere: bool,
     /// Ends committed streams cleanly when the shutdown grace runs out.
     pub cutoff: Cutoff,
+    /// The configured SLOs, which every live request for a model counts in.
+    pub slos: Arc<keel_slo::Slos>,
 }
 
 // === impl AppState ===

@@ -61,6 +61,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         hedged,
         cache,
         answer,
+        ..
     } = routed;
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {

@@ -36,6 +36,9 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         // Admin routes authenticate the admin key themselves; they are not
         // a tenant's requests, so admission (`shed`) does not apply.
         .route("/admin/cache", axum::routing::delete(crate::cache::purge))
+        .route("/admin/providers", get(crate::admin::providers))
+        .route("/admin/slo", get(crate::admin::slo))
+        .route("/dashboard", get(crate::admin::dashboard))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -86,6 +89,7 @@ async fn metrics(
 /// Prometheus text format; gauges read from live state first.
 async fn open_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.router.export_gauges();
+    state.slos.export_gauges();
     state.router.export_cache_gauges().await;
     if let Some(jobs) = &state.jobs {
         jobs.export_gauges().await;

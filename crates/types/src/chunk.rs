@@ -33,6 +33,29 @@ pub struct Usage {
     /// Their sum.
     #[serde(default)]
     pub total_tokens: u64,
+    /// The prompt's breakdown, when the upstream reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`: what of the prompt came from the
+/// provider's prompt cache (billed at its `cached_input` price).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens read from the provider's cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+// === impl Usage ===
+
+impl Usage {
+    /// Prompt tokens read from the provider's cache, at most `prompt_tokens`.
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .map_or(0, |details| details.cached_tokens)
+            .min(self.prompt_tokens)
+    }
 }
 
 #[derive(Deserialize)]

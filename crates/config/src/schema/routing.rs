@@ -59,6 +59,22 @@ pub struct Price {
     pub cached_input: Option<f64>,
 }
 
+// === impl Price ===
+
+impl Price {
+    /// What an answer with `usage` costs, in USD: cached prompt tokens at
+    /// `cached_input` (or `input`), the rest of the prompt at `input`, the
+    /// completion at `output`.
+    pub fn cost_usd(&self, usage: &keel_types::Usage) -> f64 {
+        let cached = usage.cached_tokens();
+        let uncached = usage.prompt_tokens - cached;
+        let per_token = |per_million: f64| per_million / 1_000_000.0;
+        uncached as f64 * per_token(self.input)
+            + cached as f64 * per_token(self.cached_input.unwrap_or(self.input))
+            + usage.completion_tokens as f64 * per_token(self.output)
+    }
+}
+
 /// `models.<name>.hedge`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HedgePolicy {

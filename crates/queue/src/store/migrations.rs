@@ -34,6 +34,16 @@ const POSTGRES: Embedded = Embedded(&[
         "idempotency_headers",
         include_str!("../../../../migrations/postgres/20261127000004_idempotency_headers.sql"),
     ),
+    (
+        20_261_206_000_005,
+        "tenant_queued_index",
+        include_str!("../../../../migrations/postgres/20261206000005_tenant_queued_index.sql"),
+    ),
+    (
+        20_261_206_000_006,
+        "job_cost",
+        include_str!("../../../../migrations/postgres/20261206000006_job_cost.sql"),
+    ),
 ]);
 
 const SQLITE: Embedded = Embedded(&[
@@ -56,6 +66,16 @@ const SQLITE: Embedded = Embedded(&[
         20_261_127_000_004,
         "idempotency_headers",
         include_str!("../../../../migrations/sqlite/20261127000004_idempotency_headers.sql"),
+    ),
+    (
+        20_261_206_000_005,
+        "tenant_queued_index",
+        include_str!("../../../../migrations/sqlite/20261206000005_tenant_queued_index.sql"),
+    ),
+    (
+        20_261_206_000_006,
+        "job_cost",
+        include_str!("../../../../migrations/sqlite/20261206000006_job_cost.sql"),
     ),
 ]);
 
@@ -92,5 +112,32 @@ impl<'s> MigrationSource<'s> for Embedded {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of `migrations/<backend>/` is embedded, under the version
+    /// and description its name gives, in order: a migration added to the
+    /// directory but not here would silently never run.
+    #[test]
+    fn every_migration_file_is_embedded() -> std::io::Result<()> {
+        for (backend, embedded) in [("postgres", POSTGRES), ("sqlite", SQLITE)] {
+            let dir = format!("{}/../../migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+            let mut files: Vec<String> = std::fs::read_dir(dir)?
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter(|name| name.ends_with(".sql"))
+                .collect();
+            files.sort();
+            let names: Vec<String> = embedded
+                .0
+                .iter()
+                .map(|(version, description, _)| format!("{version}_{description}.sql"))
+                .collect();
+            assert_eq!(names, files, "{backend}");
+        }
+        Ok(())
     }
 }

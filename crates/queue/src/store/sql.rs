@@ -23,13 +23,13 @@ pub(crate) const HEARTBEAT: &str = "UPDATE keel_jobs SET lease_expires_at = $3 W
 /// What a final state sets besides status and result or error: the end
 /// time, the lease cleared, and the webhook made due when there is one.
 macro_rules! final_state {
-    ($status:literal, $column:literal) => {
+    ($status:literal, $assignments:literal) => {
         concat!(
             "UPDATE keel_jobs SET status = '",
             $status,
             "', ",
-            $column,
-            " = $3, finished_at = $4, lease_token = NULL, lease_expires_at = NULL, \
+            $assignments,
+            ", finished_at = $4, lease_token = NULL, lease_expires_at = NULL, \
              webhook_status = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, \
              webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $4 END \
              WHERE id = $1 AND lease_token = $2 AND status = 'running'"
@@ -38,10 +38,10 @@ macro_rules! final_state {
 }
 
 /// Marks a run succeeded.
-pub(crate) const SUCCEED: &str = final_state!("succeeded", "result");
+pub(crate) const SUCCEED: &str = final_state!("succeeded", "result = $3, cost_usd = $5");
 
 /// Marks a run failed for good.
-pub(crate) const FAIL: &str = final_state!("failed", "error");
+pub(crate) const FAIL: &str = final_state!("failed", "error = $3");
 
 /// Queues a job again after a failed run.
 pub(crate) const RETRY: &str = "UPDATE keel_jobs SET status = 'queued', run_at = $3, error = $4, lease_token = NULL, lease_expires_at = NULL \

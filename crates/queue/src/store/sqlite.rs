@@ -242,11 +242,12 @@ impl JobStore for SqliteStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         let statement = match finish {
-            Finish::Succeeded(result) => sqlx::query(sql::SUCCEED)
+            Finish::Succeeded { result, cost_usd } => sqlx::query(sql::SUCCEED)
                 .bind(id)
                 .bind(token)
                 .bind(result)
-                .bind(now),
+                .bind(now)
+                .bind(cost_usd),
             Finish::Failed(error) => sqlx::query(sql::FAIL)
                 .bind(id)
                 .bind(token)

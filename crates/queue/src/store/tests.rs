@@ -130,7 +130,10 @@ async fn run_to_success(store: &dyn JobStore, id: &str) -> Result<(), Box<dyn st
         .finish(
             id,
             &claimed.token,
-            &Finish::Succeeded(String::from("{}")),
+            &Finish::Succeeded {
+                result: String::from("{}"),
+                cost_usd: None,
+            },
             NOW,
         )
         .await?;
@@ -395,7 +398,10 @@ async fn claim_until_empty(
                             .finish(
                                 &job.id,
                                 &job.token,
-                                &Finish::Succeeded(String::from("{}")),
+                                &Finish::Succeeded {
+                                    result: String::from("{}"),
+                                    cost_usd: None,
+                                },
                                 now,
                             )
                             .await?;
@@ -515,7 +521,10 @@ async fn jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out(
             .finish(
                 &job.id,
                 &first.token,
-                &Finish::Succeeded(String::from("{}")),
+                &Finish::Succeeded {
+                    result: String::from("{}"),
+                    cost_usd: None,
+                },
                 later
             )
             .await?
@@ -530,7 +539,10 @@ async fn jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out(
             .finish(
                 &job.id,
                 &second.token,
-                &Finish::Succeeded(String::from("{\"ok\":1}")),
+                &Finish::Succeeded {
+                    result: String::from("{\"ok\":1}"),
+                    cost_usd: Some(0.003_75),
+                },
                 later
             )
             .await?
@@ -539,6 +551,11 @@ async fn jq3_an_expired_lease_is_rescued_and_the_old_holder_is_locked_out(
     assert_eq!(
         (done.status, done.attempts, done.result.as_deref()),
         (JobStatus::Succeeded, 2, Some("{\"ok\":1}"))
+    );
+    assert_eq!(
+        done.cost_usd,
+        Some(0.003_75),
+        "the cost is kept with the result"
     );
     Ok(())
 }
@@ -619,7 +636,10 @@ async fn jq4_a_retry_waits_for_its_run_at_and_counts_attempts(db: TestStore) -> 
             .finish(
                 &job.id,
                 &again.token,
-                &Finish::Succeeded(String::from("{}")),
+                &Finish::Succeeded {
+                    result: String::from("{}"),
+                    cost_usd: None,
+                },
                 NOW + 6_000
             )
             .await?
@@ -1094,7 +1114,10 @@ async fn random_operation(
         3 => {
             if let Some((id, token)) = lease(leases, rng) {
                 let finish = match rng.u8(..3) {
-                    0 => Finish::Succeeded(String::from("{}")),
+                    0 => Finish::Succeeded {
+                        result: String::from("{}"),
+                        cost_usd: None,
+                    },
                     1 => Finish::Failed(String::from("{}")),
                     _ => Finish::Retry {
                         run_at: *now + rng.i64(0..LEASE),

@@ -58,6 +58,7 @@ impl Provider for Canned {
                     prompt_tokens: 3,
                     completion_tokens: 2,
                     total_tokens: 5,
+                    prompt_tokens_details: None,
                 }),
             }))
         }

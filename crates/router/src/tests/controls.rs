@@ -356,7 +356,7 @@ async fn bh1_a_full_bulkhead_skips_the_target_without_queueing() -> Result<(), R
     let good = Scripted::new("good", vec![]);
     let mut controls = ProviderControls::unlimited(CLOCKS, 1, BACKOFF);
     if let Some(controls) = Arc::get_mut(&mut controls) {
-        controls.bulkhead = Some(Bulkhead::new(2));
+        controls.bulkhead = Bulkhead::new(2);
     }
     let router = Arc::new(router(
         vec![target(&slow, controls, BREAKER), plain(&good)],

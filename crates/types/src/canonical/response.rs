@@ -162,6 +162,9 @@ impl TokenUsage {
             prompt_tokens,
             completion_tokens: self.output,
             total_tokens: prompt_tokens.saturating_add(self.output),
+            prompt_tokens_details: (self.cache_read > 0).then_some(crate::PromptTokensDetails {
+                cached_tokens: self.cache_read,
+            }),
         }
     }
 }
@@ -208,7 +211,8 @@ mod tests {
             Usage {
                 prompt_tokens: 130,
                 completion_tokens: 5,
-                total_tokens: 135
+                total_tokens: 135,
+                prompt_tokens_details: Some(crate::PromptTokensDetails { cached_tokens: 100 }),
             }
         );
     }
