@@ -2,6 +2,7 @@
 //! `main` and the end-to-end tests both start Keel through [`start`].
 
 mod jobs;
+pub mod otlp;
 mod providers;
 mod warnings;
 

@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use keel_config::{load_file, Loaded, ProcessEnv};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer, Registry};
 
 #[derive(Parser)]
 #[command(
@@ -49,7 +52,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +59,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // `serve` starts logging once its configuration says where spans go.
+        init_logging(None);
+    }
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Check { file } => check(&file),
@@ -88,6 +94,20 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     let Some(loaded) = load(&path) else {
         return ExitCode::from(2);
     };
+    let otlp = match keel::otlp::layer(&loaded.config.telemetry) {
+        Ok(otlp) => otlp,
+        Err(error) => {
+            init_logging(None);
+            return fail(&error);
+        }
+    };
+    let (span_export, _flush_on_exit) = otlp.unzip();
+    init_logging(
+        span_export.map(|layer| Box::new(layer) as Box<dyn Layer<Registry> + Send + Sync>),
+    );
+    if let Some(endpoint) = &loaded.config.telemetry.otlp_endpoint {
+        tracing::info!(%endpoint, "exporting spans over OTLP");
+    }
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -157,12 +177,17 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging() {
+/// Logs to stderr at `RUST_LOG` (default `info`); `span_export`, when set,
+/// sends the `keel.*` spans over OTLP beside the logs, under its own filter.
+fn init_logging(span_export: Option<Box<dyn Layer<Registry> + Send + Sync>>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(span_export)
+        .with(logs)
         .init();
 }
 

@@ -68,11 +68,19 @@ pub(crate) async fn attempt(
     admission: Admission,
     metrics: Arc<Metrics>,
 ) -> Result<Answer, ProviderError> {
-    let span = tracing::debug_span!("keel.attempt", provider = %target.provider_name, attempt = number, hedge = false);
+    let span = tracing::debug_span!(
+        "keel.attempt",
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = %target.provider_name,
+        gen_ai.request.model = %target.model,
+        attempt = i64::from(number),
+        error.type = tracing::field::Empty,
+    );
     let started = Instant::now();
     let deadlines = Deadlines::start(target, deadline);
     let result = until_commit(target, request, deadlines)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
     let outcome = match &result {
         Ok(_) => "ok",
@@ -81,6 +89,7 @@ pub(crate) async fn attempt(
     if outcome == "ok" {
         target.metrics(&metrics).ok_attempts.inc();
     } else {
+        span.record("error.type", outcome);
         let labels = AttemptLabels {
             provider: target.provider_name.to_string(),
             model: target.model.to_string(),

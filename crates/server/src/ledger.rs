@@ -20,6 +20,9 @@ pub(crate) struct Ledger {
     tenant: Arc<str>,
     public_model: String,
     started: Instant,
+    /// The `keel.request` span (disabled unless spans are exported): it
+    /// gets the GenAI attributes, and a stream holds it open to its end.
+    span: tracing::Span,
 }
 
 /// Who is billed for an answer, and at what price.
@@ -73,12 +76,15 @@ impl Ledger {
         tenant: &Arc<str>,
         public_model: &str,
     ) -> Self {
+        let span = tracing::Span::current();
+        span.record("gen_ai.request.model", public_model);
         Self {
             slos: slos.clone(),
             metrics: metrics.clone(),
             tenant: tenant.clone(),
             public_model: public_model.to_owned(),
             started: Instant::now(),
+            span,
         }
     }
 
@@ -86,6 +92,10 @@ impl Ledger {
     /// rest, when it ends.
     pub(crate) fn answered(self, routed: &mut Routed) {
         let first_token = self.started.elapsed();
+        self.span
+            .record("gen_ai.provider.name", &*routed.provider)
+            .record("gen_ai.response.model", &*routed.model)
+            .record("keel.attempts", i64::from(routed.attempts));
         // Only an answer that made its own upstream call costs anything:
         // cache hits and requests that joined another's call made none.
         let billed = routed.attempts > 0;
@@ -143,8 +153,18 @@ impl Entry {
             metrics,
             tenant,
             public_model,
+            span,
             ..
         } = &self.ledger;
+        if let Some(usage) = usage {
+            // As i64: OpenTelemetry attributes have no unsigned integers.
+            let signed = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+            span.record("gen_ai.usage.input_tokens", signed(usage.prompt_tokens))
+                .record(
+                    "gen_ai.usage.output_tokens",
+                    signed(usage.completion_tokens),
+                );
+        }
         let first_token = self.first_token;
         let outcome = if broken {
             Outcome::BrokenAfter { first_token }
@@ -159,7 +179,9 @@ impl Entry {
                 model: &self.model,
                 price: self.price,
             };
-            charge(metrics, &bill, usage);
+            if let Some(cost) = charge(metrics, &bill, usage) {
+                span.record("keel.cost_usd", cost);
+            }
         }
     }
 }

@@ -28,7 +28,21 @@ pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: N
     // A debug span: at the default `info` level, creating and formatting a
     // span per request cost about 11 % of the gateway's instructions per
     // request (callgrind). The failure line below carries the id itself.
-    let span = tracing::debug_span!("keel.request", request_id = ?id, method = %request.method(), path = request.uri().path());
+    // The `gen_ai.*` fields are OpenTelemetry's GenAI attribute names; the
+    // handler records them once it knows the model and the answer.
+    let span = tracing::debug_span!(
+        "keel.request",
+        request_id = ?id,
+        method = %request.method(),
+        path = request.uri().path(),
+        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.provider.name = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        keel.attempts = tracing::field::Empty,
+        keel.cost_usd = tracing::field::Empty,
+    );
     let mut response = if request.headers().len() > crate::MAX_HEADERS {
         // hyper refuses far more headers with an empty 431; this bound
         // answers first, in the error shape.
