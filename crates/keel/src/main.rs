@@ -30,8 +30,11 @@ enum Command {
     },
     /// Validate a configuration file and print a summary, without starting.
     Check {
-        /// The configuration file.
-        file: PathBuf,
+        /// The configuration file [default: $KEEL_CONFIG, else ./providers.yaml]
+        file: Option<PathBuf>,
+        /// The configuration file, as the other commands take it.
+        #[arg(long, conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
     /// Apply the job store's migrations to `database.url`, then exit.
     Migrate {
@@ -59,7 +62,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::Check { file } => check(&file),
+        Command::Check { file, config } => check(&config_path(file.or(config))),
         Command::Migrate { config } => runtime.block_on(migrate(config)),
         Command::Mock { listen } => runtime.block_on(mock(listen)),
     }
