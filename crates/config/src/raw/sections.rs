@@ -221,7 +221,10 @@ pub(crate) struct RawIdempotency {
 
 /// `telemetry:`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with the key otlp_endpoint")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with the key otlp_endpoint"
+)]
 pub(crate) struct RawTelemetry {
     pub(crate) otlp_endpoint: Option<Scalar>,
 }
