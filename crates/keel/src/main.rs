@@ -1,6 +1,6 @@
 //! `keel`: the gateway binary. `serve`, `check`, `mock` and `--version`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,7 +166,16 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .init();
+}
+
+/// Colours are for a person at a terminal: a pipe, a file or a log
+/// collector would keep the escape codes as text. `NO_COLOR` (set and not
+/// empty, per no-color.org) turns them off at a terminal too.
+fn colour_logs() -> bool {
+    let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_colour
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -147,6 +147,36 @@ fn check_names_the_key_path_of_every_problem_and_exits_2() -> TestResult {
 }
 
 #[test]
+fn logs_to_a_pipe_have_no_colour_codes() -> TestResult {
+    // A port in use makes `serve` log its warnings and an error, then exit.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let dir = std::env::temp_dir().join(format!("keel-cli-colour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("taken.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "server: {{listen: \"{}\"}}\nproviders:\n  demo: {{kind: mock}}\nmodels:\n  demo: {{targets: [{{provider: demo, model: m}}]}}\n",
+            taken.local_addr()?
+        ),
+    )?;
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "--config", &file.to_string_lossy()])
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .output()?;
+    std::fs::remove_dir_all(&dir)?;
+    let stderr = String::from_utf8(output.stderr)?;
+    assert!(stderr.contains("WARN"), "no warning logged:\n{stderr}");
+    assert!(stderr.contains("ERROR"), "no error logged:\n{stderr}");
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "colour codes in a pipe:\n{stderr:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn version_prints_the_package_version() -> TestResult {
     let output = keel(&["--version"], &[])?;
     assert!(output.status.success());
