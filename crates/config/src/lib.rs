@@ -29,6 +29,7 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use keel_types::SecretString;
+pub use raw::known_keys;
 pub use schema::{
     BreakerPolicy, CacheConfig, Config, DatabaseConfig, DatabaseKind, HedgeDelay, HedgePolicy,
     IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, Price, ProviderConfig,

@@ -15,8 +15,11 @@ use serde_yaml::Value;
 use crate::error::{KeyPath, Problems};
 use crate::interpolate::key_label;
 
+mod keys;
 mod sections;
 mod shapes;
+
+pub use keys::known_keys;
 
 pub(crate) use sections::{
     RawBreaker, RawCache, RawDatabase, RawHedge, RawIdempotency, RawJobs, RawModel, RawModelCache,
