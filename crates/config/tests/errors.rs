@@ -242,6 +242,10 @@ fn rows() -> Vec<Row> {
             "server.max_in_flight: invalid number \"lots\": expected a whole number such as 10\n",
             "server.request_timeout: invalid duration \"10\": add a unit, e.g. 10s or 10ms",
         ))),
+        row("an unknown section beside a bad value", "servers: {listen: 127.0.0.1:80}\nserver: {listen: nowhere}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
+            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)\n",
+            "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
+        ))),
         row("an unknown key beside a bad value at the top", "server: {listn: x, max_in_flight: -3}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
             "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body)\n",
             "server.max_in_flight: must be at least 1, got -3",
