@@ -199,3 +199,38 @@ async fn models_are_listed_in_openai_shape() -> TestResult {
     assert_eq!(list["data"][0]["object"], "model");
     Ok(())
 }
+
+#[tokio::test]
+async fn models_whose_providers_are_all_disabled_are_not_listed() -> TestResult {
+    let mock = start_mock().await?;
+    let base_url = mock.base_url();
+    // `keyed` is disabled: its api_key variable is unset. `solo` has only
+    // that provider; `backed` has it too, but falls back to a served model;
+    // `mixed` has an enabled target beside the disabled one.
+    let yaml = format!(
+        "tenants: [{{name: test, keys: [\"{TEST_KEY}\"]}}]
+providers:
+  keyed: {{kind: openai, base_url: \"{base_url}\", api_key: \"${{UNSET_KEY}}\"}}
+  open: {{kind: openai, base_url: \"{base_url}\"}}
+models:
+  solo: {{targets: [{{provider: keyed, model: m}}]}}
+  backed: {{targets: [{{provider: keyed, model: m}}], fallback: [mixed]}}
+  mixed: {{targets: [{{provider: keyed, model: m}}, {{provider: open, model: m}}]}}
+"
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    let response = reqwest::Client::new()
+        .get(gateway.url("/v1/models"))
+        .bearer_auth(TEST_KEY)
+        .send()
+        .await?;
+    let list: Value = serde_json::from_slice(&response.bytes().await?)?;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .ok_or("no data")?
+        .iter()
+        .filter_map(|model| model["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["backed", "mixed"], "{list}");
+    Ok(())
+}

@@ -9,7 +9,8 @@
 //!    key path of each unset variable.
 //! 2. `raw` deserializes each section, each provider, each model, each tenant
 //!    and each SLO separately into `Raw*` structs (`deny_unknown_fields`)
-//!    through `serde_path_to_error`, so one typo does not hide the next one.
+//!    through `serde_path_to_error`; an unknown key is recorded and removed,
+//!    and the entry read again, so one typo does not hide the next one.
 //! 3. `validate` turns the raw structs into the validated [`Config`], whose
 //!    fields cannot hold invalid states, collecting every problem on the way.
 //!
@@ -28,6 +29,7 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use keel_types::SecretString;
+pub use raw::known_keys;
 pub use schema::{
     BreakerPolicy, CacheConfig, Config, DatabaseConfig, DatabaseKind, HedgeDelay, HedgePolicy,
     IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, Price, ProviderConfig,

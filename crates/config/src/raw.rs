@@ -2,7 +2,9 @@
 //!
 //! Each section, each provider, each model, each tenant and each SLO is
 //! deserialized on its own through `serde_path_to_error`, so an unknown key
-//! in one does not hide the problems in the others. Leaves are [`Scalar`]s
+//! in one does not hide the problems in the others; an unknown key is also
+//! recorded and removed before its entry is read again, so it does not hide
+//! the entry's other problems either. Leaves are [`Scalar`]s
 //! (any YAML scalar, kept as text): their values are checked by
 //! `validate`, which reports every bad value instead of serde's first one
 //! and also accepts values produced by `${VAR}` (always strings).
@@ -13,8 +15,11 @@ use serde_yaml::Value;
 use crate::error::{KeyPath, Problems};
 use crate::interpolate::key_label;
 
+mod keys;
 mod sections;
 mod shapes;
+
+pub use keys::known_keys;
 
 pub(crate) use sections::{
     RawBreaker, RawCache, RawDatabase, RawHedge, RawIdempotency, RawJobs, RawModel, RawModelCache,
@@ -110,24 +115,78 @@ pub(crate) fn unknown_key(key: &str, expected: &[&str]) -> String {
     )
 }
 
+/// Unknown keys recorded in one entry before the rest of it is given up:
+/// each one costs another pass over the entry.
+const MAX_UNKNOWN_KEYS: usize = 64;
+
 /// Deserializes `value` (found at `path`) into `T`; `None` (and a problem)
 /// on failure. A null value is an absent section.
+///
+/// An unknown key is recorded, removed and the entry read again, so the
+/// entry's other keys still reach `validate` and their problems are
+/// reported beside it.
 fn deserialize_at<T: DeserializeOwned>(
-    value: Value,
+    mut value: Value,
     path: &KeyPath,
     problems: &mut Problems,
 ) -> Option<T> {
     if value.is_null() {
         return None;
     }
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(parsed) => Some(parsed),
-        Err(error) => {
-            let message = humanize_serde_message(&error.inner().to_string());
-            problems.push(&path.join(error.path()), message);
-            None
+    for _ in 0..=MAX_UNKNOWN_KEYS {
+        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(parsed) => return Some(parsed),
+            Err(error) => error,
+        };
+        let serde_message = error.inner().to_string();
+        let Some(message) = unknown_field_message(&serde_message) else {
+            problems.push(&path.join(error.path()), serde_message);
+            return None;
+        };
+        problems.push(&path.join(error.path()), message);
+        if !remove_key(&mut value, error.path()) {
+            return None;
         }
     }
+    None
+}
+
+/// Removes the key `path` ends with from `value`; `false` when the path
+/// does not lead to a key of a mapping.
+fn remove_key(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    let segments: Vec<_> = path.iter().collect();
+    let Some((serde_path_to_error::Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for segment in parents {
+        let child = match segment {
+            serde_path_to_error::Segment::Map { key } => entry_mut(current, key),
+            serde_path_to_error::Segment::Seq { index } => current.get_mut(*index),
+            _ => None,
+        };
+        let Some(child) = child else {
+            return false;
+        };
+        current = child;
+    }
+    let Value::Mapping(entries) = current else {
+        return false;
+    };
+    let before = entries.len();
+    entries.retain(|entry_key, _| key_label(entry_key) != *key);
+    entries.len() < before
+}
+
+/// The value of the mapping entry whose key reads `key`.
+fn entry_mut<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let Value::Mapping(entries) = value else {
+        return None;
+    };
+    entries
+        .iter_mut()
+        .find(|(entry_key, _)| key_label(entry_key) == key)
+        .map(|(_, entry)| entry)
 }
 
 /// A mapping of name to settings (`providers:`, `models:`), in file order.
@@ -174,40 +233,38 @@ fn list_entries<T: DeserializeOwned>(
     }
 }
 
-/// Rewrites serde's `unknown field` message into ours; other messages pass.
-fn humanize_serde_message(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_owned();
-    };
-    let Some((key, expected)) = rest.split_once('`') else {
-        return message.to_owned();
-    };
+/// Serde's `unknown field` message rewritten into ours; `None` for any
+/// other message.
+fn unknown_field_message(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
     let expected: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    if expected.is_empty() {
+    Some(if expected.is_empty() {
         format!("unknown key \"{key}\"")
     } else {
         unknown_key(key, &expected)
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::humanize_serde_message;
+    use super::unknown_field_message;
 
     #[test]
     fn serde_unknown_field_messages_become_unknown_key_messages() {
+        let message = |serde: &str| unknown_field_message(serde);
         assert_eq!(
-            humanize_serde_message("unknown field `timeout`, expected one of `kind`, `base_url`"),
-            "unknown key \"timeout\" (expected one of: kind, base_url)"
+            message("unknown field `timeout`, expected one of `kind`, `base_url`").as_deref(),
+            Some("unknown key \"timeout\" (expected one of: kind, base_url)")
         );
         assert_eq!(
-            humanize_serde_message("unknown field `x`, expected `a` or `b`"),
-            "unknown key \"x\" (expected one of: a, b)"
+            message("unknown field `x`, expected `a` or `b`").as_deref(),
+            Some("unknown key \"x\" (expected one of: a, b)")
         );
         assert_eq!(
-            humanize_serde_message("unknown field `x`, there are no fields"),
-            "unknown key \"x\""
+            message("unknown field `x`, there are no fields").as_deref(),
+            Some("unknown key \"x\"")
         );
-        assert_eq!(humanize_serde_message("other"), "other");
+        assert_eq!(message("other"), None);
     }
 }

@@ -172,12 +172,8 @@ fn other_sections_lines(config: &Config) -> Vec<String> {
             format_duration(jobs.retention),
         ),
         format!(
-            "webhooks   secret {}, timeout {}, allow_private {}, {} retries",
-            if webhooks.secret.is_some() {
-                "set"
-            } else {
-                "not set (unsigned)"
-            },
+            "webhooks   {}, timeout {}, allow_private {}, {} retries",
+            webhook_signing(config),
             format_duration(webhooks.timeout),
             webhooks.allow_private,
             webhooks.retry_schedule.len(),
@@ -187,6 +183,17 @@ fn other_sections_lines(config: &Config) -> Vec<String> {
             format_duration(config.idempotency.ttl)
         ),
     ]
+}
+
+/// Whether job webhooks are signed, in the words (and on the condition) of
+/// the refusal a job with a `webhook` gets at submit when they are not.
+fn webhook_signing(config: &Config) -> &'static str {
+    if config.webhooks.secret.is_some() {
+        "signed with webhooks.secret"
+    } else {
+        "off: this gateway has no webhooks.secret, so it cannot sign webhooks \
+         (a job with a webhook is refused)"
+    }
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

@@ -107,6 +107,10 @@ fn rows() -> Vec<Row> {
             "providers.openai: disabled: api_key is empty",
             "models.chat: every target's provider is disabled; requests fail unless a fallback model serves them",
         ])),
+        with_base("webhooks to private addresses are a warning", "webhooks: {allow_private: true}", Warnings(&[
+            "tenants: none configured; every request will be rejected with 401",
+            "webhooks.allow_private: on: webhooks may reach loopback, private and cloud metadata addresses (an SSRF risk); keep it off in production",
+        ])),
         with_base("no tenants is only a warning", "", Warnings(&[
             "tenants: none configured; every request will be rejected with 401",
         ])),
@@ -237,6 +241,27 @@ fn rows() -> Vec<Row> {
             "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080\n",
             "server.max_in_flight: invalid number \"lots\": expected a whole number such as 10\n",
             "server.request_timeout: invalid duration \"10\": add a unit, e.g. 10s or 10ms",
+        ))),
+        row("an unknown section beside a bad value", "servers: {listen: 127.0.0.1:80}\nserver: {listen: nowhere}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
+            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)\n",
+            "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
+        ))),
+        row("an unknown key beside a bad value at the top", "server: {listn: x, max_in_flight: -3}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
+            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body)\n",
+            "server.max_in_flight: must be at least 1, got -3",
+        ))),
+        row("an unknown key beside a bad value in a provider", "providers:\n  openai: {kind: openai, timeout: 5s, timeouts: {first_token: soon}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
+            "providers.openai.timeouts.first_token: invalid duration \"soon\": use a number and a unit such as 250ms, 10s, 5m",
+        ))),
+        row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, weight: 2}]}", Error(concat!(
+            "models.chat.targets[1].weight: unknown key \"weight\" (expected one of: provider, model, price, max_tokens)\n",
+            "models.chat.targets[1].provider: unknown provider \"opnai\"",
+        ))),
+        with_base("every unknown key of a nested block beside its bad value", "tenants: [{name: acme, keys: [k], limits: {rmp: 10, tpm: many, burst: 2}}]", Error(concat!(
+            "tenants[0].limits.rmp: unknown key \"rmp\" (expected one of: rpm, tpm, max_in_flight, max_queued_jobs)\n",
+            "tenants[0].limits.burst: unknown key \"burst\" (expected one of: rpm, tpm, max_in_flight, max_queued_jobs)\n",
+            "tenants[0].limits.tpm: invalid number \"many\": expected a whole number such as 10",
         ))),
     ]
 }

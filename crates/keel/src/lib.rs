@@ -4,7 +4,6 @@
 mod jobs;
 pub mod otlp;
 mod providers;
-mod warnings;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +15,6 @@ use tokio::net::TcpListener;
 
 pub use jobs::migrate;
 pub use providers::build_providers;
-pub use warnings::unwired_features;
 
 /// Builds every component from `config` and serves on `listener` until
 /// `shutdown` resolves and in-flight requests have drained (or the grace

@@ -1,6 +1,6 @@
 //! `keel`: the gateway binary. `serve`, `check`, `mock` and `--version`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +33,11 @@ enum Command {
     },
     /// Validate a configuration file and print a summary, without starting.
     Check {
-        /// The configuration file.
-        file: PathBuf,
+        /// The configuration file [default: $KEEL_CONFIG, else ./providers.yaml]
+        file: Option<PathBuf>,
+        /// The configuration file, as the other commands take it.
+        #[arg(long, conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
     /// Apply the job store's migrations to `database.url`, then exit.
     Migrate {
@@ -65,7 +68,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::Check { file } => check(&file),
+        Command::Check { file, config } => check(&config_path(file.or(config))),
         Command::Migrate { config } => runtime.block_on(migrate(config)),
         Command::Mock { listen } => runtime.block_on(mock(listen)),
     }
@@ -110,9 +113,6 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     }
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
-    }
-    for line in keel::unwired_features(&loaded.config) {
-        tracing::warn!("{line}");
     }
     let listener = match tokio::net::TcpListener::bind(loaded.config.server.listen).await {
         Ok(listener) => listener,
@@ -184,11 +184,20 @@ fn init_logging(span_export: Option<Box<dyn Layer<Registry> + Send + Sync>>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .with_filter(filter);
     tracing_subscriber::registry()
         .with(span_export)
         .with(logs)
         .init();
+}
+
+/// Colours are for a person at a terminal: a pipe, a file or a log
+/// collector would keep the escape codes as text. `NO_COLOR` (set and not
+/// empty, per no-color.org) turns them off at a terminal too.
+fn colour_logs() -> bool {
+    let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_colour
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -133,6 +133,12 @@ impl Router {
         self.table.model_names()
     }
 
+    /// The public models with an enabled target (their own or a
+    /// fallback's), in configuration order.
+    pub fn served_model_names(&self) -> impl Iterator<Item = &str> {
+        self.table.served_model_names()
+    }
+
     /// Whether `model` is a public model name.
     pub fn knows(&self, model: &str) -> bool {
         self.table.route(model).is_some()

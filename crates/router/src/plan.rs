@@ -126,6 +126,15 @@ impl RouteTable {
         self.models.iter().map(|model| model.name.as_str())
     }
 
+    /// The public models a request can be served for (an enabled target of
+    /// their own or of a fallback), in configuration order.
+    pub fn served_model_names(&self) -> impl Iterator<Item = &str> {
+        self.models
+            .iter()
+            .filter(|model| self.plan(&model.name).is_ok_and(|plan| !plan.is_empty()))
+            .map(|model| model.name.as_str())
+    }
+
     /// The route of one public model.
     pub fn route(&self, name: &str) -> Option<&ModelRoute> {
         self.index.get(name).map(|&position| &self.models[position])

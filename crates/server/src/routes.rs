@@ -51,11 +51,13 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .with_state(state)
 }
 
-/// `GET /v1/models`: the public model names in OpenAI's list shape.
+/// `GET /v1/models`: the public models that can be served (a model whose
+/// providers are all disabled, fallbacks included, would only answer 503),
+/// in OpenAI's list shape.
 async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let data: Vec<_> = state
         .router
-        .model_names()
+        .served_model_names()
         .map(|name| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "keel"}))
         .collect();
     Json(serde_json::json!({"object": "list", "data": data}))

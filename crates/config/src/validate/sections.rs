@@ -202,14 +202,21 @@ impl Checker {
                     .collect()
             }
         };
+        let allow_private = self.boolean(
+            raw.allow_private.as_ref(),
+            &path.key("allow_private"),
+            defaults.allow_private,
+        );
+        if allow_private {
+            self.warn(String::from(
+                "webhooks.allow_private: on: webhooks may reach loopback, private and \
+                 cloud metadata addresses (an SSRF risk); keep it off in production",
+            ));
+        }
         WebhooksConfig {
             secret: self.webhook_secret(raw.secret.as_ref(), &path.key("secret")),
             timeout: self.duration(raw.timeout.as_ref(), &path.key("timeout"), defaults.timeout),
-            allow_private: self.boolean(
-                raw.allow_private.as_ref(),
-                &path.key("allow_private"),
-                defaults.allow_private,
-            ),
+            allow_private,
             retry_schedule,
             disable_after: self.duration(
                 raw.disable_after.as_ref(),
