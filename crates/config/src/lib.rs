@@ -32,9 +32,9 @@ pub use keel_types::SecretString;
 pub use raw::known_keys;
 pub use schema::{
     BreakerPolicy, CacheConfig, Config, DatabaseConfig, DatabaseKind, HedgeDelay, HedgePolicy,
-    IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, Price, ProviderConfig,
-    ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, TelemetryConfig, Tenant,
-    TenantLimits, Timeouts, WebhooksConfig,
+    IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, ModelEndpoint, Price,
+    ProviderConfig, ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target,
+    TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
 };
 pub use summary::summary;
 

@@ -11,7 +11,8 @@ mod routing;
 
 pub use provider::{BreakerPolicy, ProviderConfig, ProviderKind, RetryPolicy, Timeouts};
 pub use routing::{
-    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, Price, Sli, Slo, Strategy, Target,
+    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, Sli, Slo, Strategy,
+    Target,
 };
 
 /// The whole validated `providers.yaml`.

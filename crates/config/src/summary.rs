@@ -97,6 +97,9 @@ fn model_lines(model: &ModelConfig, config: &Config) -> Vec<String> {
         model.strategy,
         targets_text(model, config)
     )];
+    if model.endpoint != crate::ModelEndpoint::Chat {
+        lines.push(format!("      endpoint: {}", model.endpoint.as_str()));
+    }
     if !model.fallback.is_empty() {
         lines.push(format!("      fallback: {}", model.fallback.join(", ")));
     }

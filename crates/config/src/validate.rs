@@ -45,6 +45,7 @@ pub(crate) fn validate(
     };
     let models = checker.models(raw.models, &names);
     checker.warn_about_unservable_models(&models, &providers);
+    checker.check_model_endpoints(&models, &providers);
     let config = Config {
         server,
         database,

@@ -132,6 +132,18 @@ fn rows() -> Vec<Row> {
         with_base("an OTLP endpoint that is not a URL", "telemetry: {otlp_endpoint: collector:4318}", Error(
             "telemetry.otlp_endpoint: must be an http:// or https:// URL (OTLP over HTTP), got \"collector:4318\"",
         )),
+        row("an embeddings model on an anthropic target", "providers:\n  claude: {kind: anthropic, api_key: k}\nmodels:\n  embed:\n    endpoint: embeddings\n    targets: [{provider: claude, model: c}]", Error(
+            "models.embed.targets[0].provider: provider \"claude\" is anthropic and cannot serve embeddings (openai, azure or mock can)",
+        )),
+        row("a hedged embeddings model", "providers:\n  openai: {kind: openai}\nmodels:\n  embed:\n    endpoint: embeddings\n    targets: [{provider: openai, model: e}]\n    hedge: {after: 1s}", Error(
+            "models.embed.hedge: embeddings are not hedged (an embeddings answer has no first token); remove it",
+        )),
+        row("a chat model falling back to an embeddings model", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: c}]\n    fallback: [embed]\n  embed:\n    endpoint: embeddings\n    targets: [{provider: openai, model: e}]", Error(
+            "models.chat.fallback[0]: \"embed\" serves embeddings and this model serves chat: a fallback must serve the same endpoint",
+        )),
+        row("an unknown endpoint", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    endpoint: completions\n    targets: [{provider: openai, model: c}]", Error(
+            "models.chat.endpoint: unknown endpoint \"completions\" (expected one of: chat, embeddings)",
+        )),
         row("cost strategy without a price", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: cost\n    targets: [{provider: openai, model: a, price: {input: 1, output: 2}}, {provider: openai, model: b}]", Error(
             "models.chat.targets[1].price: required when strategy is cost, e.g. price: {input: 2.5, output: 10}",
         )),

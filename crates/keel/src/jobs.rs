@@ -199,7 +199,9 @@ fn route_failure(error: &RouteError) -> JobFailure {
             error: detail_json(&body.error),
             retry: Retry::Never,
         },
-        RouteError::Rejected { .. } | RouteError::UnknownModel { .. } => {
+        RouteError::Rejected { .. }
+        | RouteError::UnknownModel { .. }
+        | RouteError::WrongEndpoint { .. } => {
             failure(&error.to_string(), "invalid_request_error", Retry::Never)
         }
         RouteError::NoTargets { .. } => failure(&error.to_string(), "server_error", Retry::Never),

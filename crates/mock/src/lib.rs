@@ -2,6 +2,7 @@
 //!
 //! Serves `POST /v1/chat/completions` (OpenAI Chat Completions, JSON and
 //! SSE), `POST /v1/messages` (Anthropic Messages, JSON and SSE),
+//! `POST /v1/embeddings` (OpenAI Embeddings, deterministic vectors),
 //! `GET /v1/models`, and the control API:
 //!
 //! - `PUT /_mock/faults/{model}`: replace the model's fault plan (body: `Faults` JSON)
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 
 mod anthropic;
 mod control;
+mod embeddings;
 mod errors;
 mod faults;
 mod openai;
@@ -58,6 +60,7 @@ pub fn router(state: MockState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/messages", post(anthropic::messages))
         .merge(control::routes())
         .fallback(not_found)

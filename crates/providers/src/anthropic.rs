@@ -97,6 +97,22 @@ impl AnthropicProvider {
         upstream_model: &str,
         default_max_tokens: u32,
     ) -> Result<Vec<u8>, ProviderError> {
+        if request.endpoint() == keel_types::Endpoint::Embeddings {
+            // Configuration refuses this; a request that still gets here
+            // is the gateway's mistake, not the upstream's.
+            let body = ErrorBody::new(
+                "Anthropic has no embeddings API",
+                "invalid_request_error",
+                Some("model"),
+                None,
+            );
+            return Err(ProviderError::Status {
+                provider: self.name.to_string(),
+                status: 400,
+                body,
+                retry_after: None,
+            });
+        }
         let canonical = from_chat_request(request).map_err(|error| self.refusal(error))?;
         request::request_body(&canonical, upstream_model, default_max_tokens)
             .map_err(|error| self.refusal(error))

@@ -43,12 +43,18 @@ pub struct OpenAiProvider {
     client: HttpClient,
 }
 
-/// Where requests go: one URL, or one per Azure deployment (the upstream model).
+/// Where requests go: one URL per API, or one per Azure deployment (the
+/// upstream model).
 pub(crate) enum Endpoint {
-    /// `{base_url}/chat/completions`, parsed once: parsing it per request
-    /// showed up in profiles.
-    Fixed(Uri),
-    /// `{base}/openai/deployments/{model}/chat/completions?api-version={api_version}`.
+    /// `{base_url}/chat/completions` and `{base_url}/embeddings`, parsed
+    /// once: parsing them per request showed up in profiles.
+    Fixed {
+        /// Chat Completions.
+        chat: Uri,
+        /// Embeddings.
+        embeddings: Uri,
+    },
+    /// `{base}/openai/deployments/{model}/{chat/completions|embeddings}?api-version={api_version}`.
     Deployments {
         /// The resource endpoint, without a trailing `/`.
         base: String,
@@ -63,19 +69,23 @@ impl OpenAiProvider {
     /// Builds the provider and its HTTP client. Fails on an invalid header.
     pub fn new(settings: OpenAiSettings) -> Result<Self, String> {
         let headers = default_headers(&settings)?;
-        let url = format!(
-            "{}/chat/completions",
-            settings.base_url.trim_end_matches('/')
-        );
-        let url = url.parse::<Uri>().map_err(|error| {
-            format!(
-                "providers.{}.base_url: not a valid URL: {error}",
-                settings.name
-            )
-        })?;
+        let url = |path: &str| {
+            format!("{}/{path}", settings.base_url.trim_end_matches('/'))
+                .parse::<Uri>()
+                .map_err(|error| {
+                    format!(
+                        "providers.{}.base_url: not a valid URL: {error}",
+                        settings.name
+                    )
+                })
+        };
+        let endpoint = Endpoint::Fixed {
+            chat: url("chat/completions")?,
+            embeddings: url("embeddings")?,
+        };
         Ok(Self::with_endpoint(
             &settings.name,
-            Endpoint::Fixed(url),
+            endpoint,
             headers,
             settings.connect_timeout,
             settings.max_body,
@@ -101,11 +111,18 @@ impl OpenAiProvider {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn uri(&self, upstream_model: &str) -> Result<Uri, String> {
+    fn uri(&self, api: keel_types::Endpoint, upstream_model: &str) -> Result<Uri, String> {
+        let path = match api {
+            keel_types::Endpoint::Chat => "chat/completions",
+            keel_types::Endpoint::Embeddings => "embeddings",
+        };
         match self {
-            Self::Fixed(uri) => Ok(uri.clone()),
+            Self::Fixed { chat, embeddings } => Ok(match api {
+                keel_types::Endpoint::Chat => chat.clone(),
+                keel_types::Endpoint::Embeddings => embeddings.clone(),
+            }),
             Self::Deployments { base, api_version } => format!(
-                "{base}/openai/deployments/{upstream_model}/chat/completions?api-version={api_version}"
+                "{base}/openai/deployments/{upstream_model}/{path}?api-version={api_version}"
             )
             .parse()
             .map_err(|error| format!("the deployment URL is not valid: {error}")),
@@ -157,7 +174,7 @@ impl crate::Provider for OpenAiProvider {
         upstream: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>> {
         let upstream_model = upstream.name;
-        let uri = match self.endpoint.uri(&upstream_model) {
+        let uri = match self.endpoint.uri(request.endpoint(), &upstream_model) {
             Ok(uri) => uri,
             Err(detail) => {
                 let error = ProviderError::Transport {
@@ -188,7 +205,10 @@ impl crate::Provider for OpenAiProvider {
                 let body = crate::http::read_body(response, max_body)
                     .await
                     .map_err(|error| crate::http::body_failure(&name, &error))?;
-                let usage = convert::completion_usage(&name, &body)?;
+                let usage = match request.endpoint() {
+                    keel_types::Endpoint::Chat => convert::completion_usage(&name, &body)?,
+                    keel_types::Endpoint::Embeddings => convert::embeddings_usage(&name, &body)?,
+                };
                 Ok(Reply::Complete(Completion { body, usage }))
             }
         }

@@ -352,6 +352,7 @@ impl Router {
         publisher: &Publisher<FlightKey, FlightItem>,
     ) {
         let Some(cache) = &self.cache else { return };
+        let endpoint = request.endpoint();
         let routed = match self.dispatch(request).await {
             Ok(routed) => routed,
             Err(error) => {
@@ -375,6 +376,7 @@ impl Router {
                 let limit = cache.entry_limit();
                 if let Some(answer) = StoredAnswer::from_completion(
                     &completion,
+                    endpoint,
                     limit,
                     &committed.provider,
                     &committed.model,

@@ -11,6 +11,16 @@ pub enum RouteError {
         /// The requested model.
         model: String,
     },
+    /// The model serves another API (chat vs embeddings).
+    #[error("the model '{model}' serves {serves}; send it to {path}")]
+    WrongEndpoint {
+        /// The requested model.
+        model: String,
+        /// What it serves: `chat` or `embeddings`.
+        serves: &'static str,
+        /// Where such requests go.
+        path: &'static str,
+    },
     /// Every target of the model and its fallbacks is disabled.
     #[error("the model '{model}' has no enabled provider (set the provider's api_key)")]
     NoTargets {
@@ -63,7 +73,7 @@ impl RouteError {
     /// Upstream attempts made before the failure.
     pub fn attempts(&self) -> u32 {
         match self {
-            Self::UnknownModel { .. } | Self::NoTargets { .. } => 0,
+            Self::UnknownModel { .. } | Self::WrongEndpoint { .. } | Self::NoTargets { .. } => 0,
             Self::Rejected { attempts, .. }
             | Self::Exhausted { attempts, .. }
             | Self::DeadlineExceeded { attempts, .. }

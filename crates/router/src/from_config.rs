@@ -71,6 +71,10 @@ impl Parts<'_> {
         let budget = model.timeout.unwrap_or(self.config.server.request_timeout);
         ModelRoute {
             name: model.name.clone(),
+            endpoint: match model.endpoint {
+                keel_config::ModelEndpoint::Chat => keel_types::Endpoint::Chat,
+                keel_config::ModelEndpoint::Embeddings => keel_types::Endpoint::Embeddings,
+            },
             targets,
             fallback: model.fallback.clone(),
             budget,

@@ -139,6 +139,16 @@ impl Router {
         self.table.served_model_names()
     }
 
+    /// Whether `model` serves `endpoint`: `UnknownModel` or
+    /// `WrongEndpoint` when not (checked before a job is stored).
+    pub fn check_endpoint(
+        &self,
+        model: &str,
+        endpoint: keel_types::Endpoint,
+    ) -> Result<(), RouteError> {
+        self.table.route_for(model, endpoint).map(|_| ())
+    }
+
     /// Whether `model` is a public model name.
     pub fn knows(&self, model: &str) -> bool {
         self.table.route(model).is_some()
@@ -157,12 +167,7 @@ impl Router {
 
     async fn dispatch_inner(&self, request: Arc<ChatRequest>) -> Result<Routed, RouteError> {
         let model = request.model();
-        let route = self
-            .table
-            .route(model)
-            .ok_or_else(|| RouteError::UnknownModel {
-                model: model.to_owned(),
-            })?;
+        let route = self.table.route_for(model, request.endpoint())?;
         let started = Instant::now();
         let deadline = started + route.budget;
         let plan = self.table.plan(model)?;

@@ -71,6 +71,8 @@ impl Target {
 pub struct ModelRoute {
     /// The public name clients send.
     pub name: String,
+    /// The API it serves.
+    pub endpoint: keel_types::Endpoint,
     /// Enabled targets, in order.
     pub targets: Vec<Target>,
     /// Public models to try, in order, when every target fails.
@@ -153,6 +155,29 @@ impl RouteTable {
                 .targets
                 .iter()
                 .map(move |target| (model.name.as_str(), target))
+        })
+    }
+
+    /// The route of `model` when it serves `endpoint`.
+    pub fn route_for(
+        &self,
+        model: &str,
+        endpoint: keel_types::Endpoint,
+    ) -> Result<&ModelRoute, RouteError> {
+        let route = self.route(model).ok_or_else(|| RouteError::UnknownModel {
+            model: model.to_owned(),
+        })?;
+        if route.endpoint == endpoint {
+            return Ok(route);
+        }
+        let (serves, path) = match route.endpoint {
+            keel_types::Endpoint::Chat => ("chat", "/v1/chat/completions"),
+            keel_types::Endpoint::Embeddings => ("embeddings", "/v1/embeddings"),
+        };
+        Err(RouteError::WrongEndpoint {
+            model: model.to_owned(),
+            serves,
+            path,
         })
     }
 

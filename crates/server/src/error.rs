@@ -165,7 +165,9 @@ impl ApiError {
 
 fn route_status(error: &RouteError) -> StatusCode {
     match error {
-        RouteError::UnknownModel { .. } => StatusCode::BAD_REQUEST,
+        RouteError::UnknownModel { .. } | RouteError::WrongEndpoint { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         RouteError::NoTargets { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RouteError::Rejected {
             error: ProviderError::Status { status, .. },
@@ -188,6 +190,12 @@ fn route_body(error: &RouteError) -> ErrorBody {
             "invalid_request_error",
             Some("model"),
             Some("model_not_found"),
+        ),
+        RouteError::WrongEndpoint { .. } => ErrorBody::new(
+            error.to_string(),
+            "invalid_request_error",
+            Some("model"),
+            None,
         ),
         RouteError::NoTargets { .. } => ErrorBody::new(
             error.to_string(),

@@ -23,6 +23,21 @@ impl FromRequest<Arc<AppState>> for ChatBody {
     }
 }
 
+/// A parsed embeddings request.
+pub struct EmbeddingsBody(pub ChatRequest);
+
+impl FromRequest<Arc<AppState>> for EmbeddingsBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, state.body_limit()).await?;
+        Ok(Self(ChatRequest::parse_embeddings(&bytes)?))
+    }
+}
+
 /// How much of a request body is read, and for how long.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BodyLimit {

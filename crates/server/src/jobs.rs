@@ -264,8 +264,12 @@ async fn enqueue(
     job: Draft,
     key: Option<KeyClaim>,
 ) -> Result<Response, JobsError> {
-    if !state.router.knows(chat.model()) {
-        return Err(JobsError::UnknownModel(chat.model().to_owned()));
+    match state.router.check_endpoint(chat.model(), chat.endpoint()) {
+        Ok(()) => {}
+        Err(keel_router::RouteError::UnknownModel { model }) => {
+            return Err(JobsError::UnknownModel(model))
+        }
+        Err(other) => return Err(JobsError::WrongEndpoint(other.to_string())),
     }
     if let Some(max) = state.limits.max_queued_jobs(&tenant.name) {
         // Checked before the insert, not in its transaction: concurrent

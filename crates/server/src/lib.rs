@@ -7,6 +7,7 @@ mod auth;
 mod cache;
 mod chat;
 mod coalesce;
+mod embeddings;
 mod error;
 mod extract;
 mod headers;

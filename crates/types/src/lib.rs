@@ -14,5 +14,5 @@ mod secret;
 pub use chunk::{inspect_chunk, ChunkInfo, PromptTokensDetails, Usage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use raw_object::RawObject;
-pub use request::{parse_object, ChatRequest, RequestError};
+pub use request::{parse_object, ChatRequest, Endpoint, RequestError};
 pub use secret::SecretString;

@@ -1,11 +1,13 @@
-//! The chat completion request as the gateway sees it: the few fields routing
+//! A routed request as the gateway sees it (a chat completion, or an
+//! embeddings request, which routes the same way): the few fields routing
 //! needs, parsed and checked, and the rest kept raw for the upstream.
 
 use serde::Deserialize;
 
 use crate::raw_object::{write_json_string, RawObject};
 
-/// A parsed `POST /v1/chat/completions` body.
+/// A parsed `POST /v1/chat/completions` body (or `POST /v1/embeddings`,
+/// whose [`Endpoint`] says so).
 #[derive(Debug)]
 pub struct ChatRequest {
     raw: RawObject,
@@ -13,6 +15,17 @@ pub struct ChatRequest {
     stream: bool,
     include_usage: bool,
     body_len: usize,
+    endpoint: Endpoint,
+}
+
+/// The upstream API a request is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Chat Completions (`/chat/completions`).
+    #[default]
+    Chat,
+    /// Embeddings (`/embeddings`): never streamed.
+    Embeddings,
 }
 
 /// Why a request body was refused, with the parameter at fault.
@@ -33,6 +46,8 @@ pub enum RequestError {
     },
     /// `messages` is absent or not a non-empty array.
     MissingMessages,
+    /// `input` (embeddings) is absent, empty, or not a string or array.
+    MissingInput,
     /// A top-level key appears more than once.
     DuplicateKey(String),
 }
@@ -103,22 +118,25 @@ fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
     false
 }
 
+/// The request's `model`: a non-empty string.
+fn required_model(raw: &RawObject) -> Result<String, RequestError> {
+    match raw.parse::<String>("model") {
+        Some(Ok(model)) if !model.is_empty() => Ok(model),
+        Some(Err(_)) => Err(RequestError::InvalidField {
+            param: "model",
+            expected: "a string",
+        }),
+        _ => Err(RequestError::MissingModel),
+    }
+}
+
 // === impl ChatRequest ===
 
 impl ChatRequest {
     /// Parses and checks a request body.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
         let raw = parse_object(body)?;
-        let model = match raw.parse::<String>("model") {
-            Some(Ok(model)) if !model.is_empty() => model,
-            Some(Err(_)) => {
-                return Err(RequestError::InvalidField {
-                    param: "model",
-                    expected: "a string",
-                })
-            }
-            _ => return Err(RequestError::MissingModel),
-        };
+        let model = required_model(&raw)?;
         match raw.parse::<Vec<&serde_json::value::RawValue>>("messages") {
             Some(Ok(messages)) if !messages.is_empty() => {}
             Some(Err(_)) => {
@@ -155,7 +173,39 @@ impl ChatRequest {
             stream,
             include_usage,
             body_len: body.len(),
+            endpoint: Endpoint::Chat,
         })
+    }
+
+    /// Parses and checks a `POST /v1/embeddings` body: `model` and a
+    /// non-empty `input` (a string, or an array of strings or of token
+    /// arrays); every other field (`encoding_format`, `dimensions`, `user`)
+    /// goes to the upstream as sent.
+    pub fn parse_embeddings(body: &[u8]) -> Result<Self, RequestError> {
+        let raw = parse_object(body)?;
+        let model = required_model(&raw)?;
+        let input = raw.parse::<serde_json::Value>("input").and_then(Result::ok);
+        let usable = match &input {
+            Some(serde_json::Value::String(text)) => !text.is_empty(),
+            Some(serde_json::Value::Array(items)) => !items.is_empty(),
+            _ => false,
+        };
+        if !usable {
+            return Err(RequestError::MissingInput);
+        }
+        Ok(Self {
+            raw,
+            model,
+            stream: false,
+            include_usage: false,
+            body_len: body.len(),
+            endpoint: Endpoint::Embeddings,
+        })
+    }
+
+    /// The upstream API this request is for.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
     }
 
     /// The public model the client asked for.
@@ -230,6 +280,7 @@ impl RequestError {
             Self::InvalidJson(_) | Self::NotAnObject => None,
             Self::MissingModel => Some("model"),
             Self::MissingMessages => Some("messages"),
+            Self::MissingInput => Some("input"),
             Self::InvalidField { param, .. } => Some(param),
             Self::DuplicateKey(_) => None,
         }
@@ -245,6 +296,9 @@ impl std::fmt::Display for RequestError {
             Self::MissingMessages => {
                 f.write_str("'messages' must be a non-empty array of messages")
             }
+            Self::MissingInput => f.write_str(
+                "'input' must be a non-empty string or a non-empty array of strings or token arrays",
+            ),
             Self::InvalidField { param, expected } => write!(f, "'{param}' must be {expected}"),
             Self::DuplicateKey(key) => write!(
                 f,
@@ -351,5 +405,31 @@ mod tests {
                 Err(error) => assert_eq!(&error.to_string(), expected, "body {body}"),
             }
         }
+    }
+
+    #[test]
+    fn embeddings_bodies_need_a_model_and_an_input() -> Result<(), RequestError> {
+        let request = ChatRequest::parse_embeddings(
+            br#"{"model":"embed","input":["a","b"],"encoding_format":"base64","dimensions":8}"#,
+        )?;
+        assert_eq!(request.endpoint(), Endpoint::Embeddings);
+        assert!(!request.stream());
+        assert_eq!(
+            String::from_utf8_lossy(&request.openai_body("text-embedding-3-small")),
+            r#"{"model":"text-embedding-3-small","input":["a","b"],"encoding_format":"base64","dimensions":8}"#
+        );
+        for (body, message) in [
+            (r#"{"input":"x"}"#, "you must provide a model parameter"),
+            (r#"{"model":"e"}"#, "'input' must be a non-empty string or a non-empty array of strings or token arrays"),
+            (r#"{"model":"e","input":""}"#, "'input' must be a non-empty string or a non-empty array of strings or token arrays"),
+            (r#"{"model":"e","input":[]}"#, "'input' must be a non-empty string or a non-empty array of strings or token arrays"),
+            (r#"{"model":"e","input":3}"#, "'input' must be a non-empty string or a non-empty array of strings or token arrays"),
+        ] {
+            let error = ChatRequest::parse_embeddings(body.as_bytes())
+                .err()
+                .map(|error| error.to_string());
+            assert_eq!(error.as_deref(), Some(message), "{body}");
+        }
+        Ok(())
     }
 }

@@ -114,6 +114,7 @@ pub(crate) struct RawBreaker {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping of model settings")]
 pub(crate) struct RawModel {
+    pub(crate) endpoint: Option<Scalar>,
     pub(crate) strategy: Option<Scalar>,
     pub(crate) targets: Option<Vec<RawTarget>>,
     pub(crate) fallback: Option<ScalarList>,

@@ -127,6 +127,11 @@ impl ProviderKind {
         }
     }
 
+    /// Whether its API has embeddings (`/embeddings`).
+    pub fn serves_embeddings(self) -> bool {
+        !matches!(self, Self::Anthropic)
+    }
+
     /// The kind named `name` in `kind:`.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)

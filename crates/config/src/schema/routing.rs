@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct ModelConfig {
     /// The public model name clients send.
     pub name: String,
+    /// The API it serves (`chat` by default, or `embeddings`).
+    pub endpoint: ModelEndpoint,
     /// How targets are ordered.
     pub strategy: Strategy,
     /// Where the model is served; at least one, each naming a known provider.
@@ -22,6 +24,29 @@ pub struct ModelConfig {
     pub hedge: Option<HedgePolicy>,
     /// Prompt caching, when set.
     pub cache: Option<ModelCache>,
+}
+
+/// `models.<name>.endpoint`: which API a model serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelEndpoint {
+    /// Chat: `/v1/chat/completions`, `/v1/messages` and jobs (default).
+    #[default]
+    Chat,
+    /// Embeddings: `/v1/embeddings`, on OpenAI-compatible, Azure and mock
+    /// targets only; no hedging; fallbacks are embeddings models too.
+    Embeddings,
+}
+
+// === impl ModelEndpoint ===
+
+impl ModelEndpoint {
+    /// The name used in `endpoint:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+        }
+    }
 }
 
 /// `models.<name>.strategy`.

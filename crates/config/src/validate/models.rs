@@ -7,7 +7,8 @@ use super::{Checker, FractionRange, Names};
 use crate::error::KeyPath;
 use crate::raw::{RawHedge, RawModel, RawModelCache, RawTarget, Scalar, ScalarList};
 use crate::schema::{
-    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, Price, ProviderConfig, Strategy, Target,
+    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, ProviderConfig,
+    ProviderKind, Strategy, Target,
 };
 
 mod fallback;
@@ -52,11 +53,19 @@ impl Checker {
         names: &Names<'_>,
         path: &KeyPath,
     ) -> ModelConfig {
+        let endpoint = self.model_endpoint(raw.endpoint.as_ref(), &path.key("endpoint"));
+        if endpoint == ModelEndpoint::Embeddings && raw.hedge.is_some() {
+            self.problems.push(
+                &path.key("hedge"),
+                "embeddings are not hedged (an embeddings answer has no first token); remove it",
+            );
+        }
         let strategy = self.strategy(raw.strategy.as_ref(), &path.key("strategy"));
         let targets = self.targets(raw.targets, strategy, names.providers, &path.key("targets"));
         let fallback_path = path.key("fallback");
         let fallback = self.fallback(raw.fallback.as_ref(), &name, names.models, &fallback_path);
         ModelConfig {
+            endpoint,
             strategy,
             targets,
             fallback,
@@ -92,6 +101,62 @@ impl Checker {
                     "models.{}: every target's provider is disabled; requests fail unless a fallback model serves them",
                     model.name
                 ));
+            }
+        }
+    }
+
+    fn model_endpoint(&mut self, value: Option<&Scalar>, path: &KeyPath) -> ModelEndpoint {
+        match value.map(Scalar::text) {
+            None | Some("chat") => ModelEndpoint::Chat,
+            Some("embeddings") => ModelEndpoint::Embeddings,
+            Some(other) => {
+                let message =
+                    format!("unknown endpoint \"{other}\" (expected one of: chat, embeddings)");
+                self.problems.push(path, message);
+                ModelEndpoint::Chat
+            }
+        }
+    }
+
+    /// An embeddings model's targets must be able to embed (OpenAI-kind,
+    /// Azure, mock), and its fallbacks must serve embeddings too; a chat
+    /// model cannot fall back to an embeddings model.
+    pub(super) fn check_model_endpoints(
+        &mut self,
+        models: &[ModelConfig],
+        providers: &[ProviderConfig],
+    ) {
+        let section = KeyPath::root().key("models");
+        for model in models {
+            let path = section.key(&model.name);
+            if model.endpoint == ModelEndpoint::Embeddings {
+                for (index, target) in model.targets.iter().enumerate() {
+                    let kind = providers
+                        .iter()
+                        .find(|provider| provider.name == target.provider)
+                        .map(|provider| provider.kind);
+                    if kind.is_some_and(|kind| !kind.serves_embeddings()) {
+                        let message = format!(
+                            "provider \"{}\" is {} and cannot serve embeddings (openai, azure or mock can)",
+                            target.provider,
+                            kind.map_or("", ProviderKind::as_str)
+                        );
+                        self.problems
+                            .push(&path.key("targets").index(index).key("provider"), message);
+                    }
+                }
+            }
+            for (index, name) in model.fallback.iter().enumerate() {
+                let other = models.iter().find(|other| &other.name == name);
+                if let Some(other) = other.filter(|other| other.endpoint != model.endpoint) {
+                    let message = format!(
+                        "\"{name}\" serves {} and this model serves {}: a fallback must serve the same endpoint",
+                        other.endpoint.as_str(),
+                        model.endpoint.as_str()
+                    );
+                    self.problems
+                        .push(&path.key("fallback").index(index), message);
+                }
             }
         }
     }

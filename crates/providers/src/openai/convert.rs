@@ -169,6 +169,42 @@ pub(crate) fn completion_usage(
     Ok(probe.usage)
 }
 
+/// The usage of an embeddings answer (`usage.prompt_tokens`), after checking
+/// it is one: a `data` list, and no in-band error.
+pub(crate) fn embeddings_usage(
+    provider: &str,
+    body: &[u8],
+) -> Result<Option<Usage>, ProviderError> {
+    #[derive(Deserialize)]
+    struct EmbeddingsProbe {
+        #[serde(default)]
+        data: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        error: Option<ErrorBodyInner>,
+    }
+    let probe: EmbeddingsProbe =
+        serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: format!("the embeddings answer is not valid JSON: {error}"),
+        })?;
+    if let Some(error) = probe.error {
+        let body = ErrorBody::new(error.message, "server_error", None, None);
+        return Err(ProviderError::InBand {
+            provider: provider.to_owned(),
+            body,
+        });
+    }
+    if probe.data.is_none() {
+        return Err(ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: String::from("the embeddings answer has no data"),
+        });
+    }
+    Ok(probe.usage)
+}
+
 /// Classifies a non-success response from its status, body and Retry-After.
 pub(crate) fn error_from_status(
     provider: &str,

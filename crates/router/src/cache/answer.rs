@@ -15,12 +15,26 @@ use keel_types::Usage;
 
 /// What the cache stores: the answer and who gave it.
 pub(crate) struct StoredAnswer {
-    /// The answer in canonical form.
-    pub response: Response,
+    /// The answer.
+    pub body: StoredBody,
     /// The provider that answered.
     pub provider: Arc<str>,
     /// The upstream model that answered.
     pub model: Arc<str>,
+}
+
+/// A stored answer's content.
+pub(crate) enum StoredBody {
+    /// A chat answer in canonical form, rendered afresh (new id, JSON or
+    /// chunks) for each hit.
+    Chat(Response),
+    /// An answer replayed byte for byte (embeddings: no id, no stream).
+    Verbatim {
+        /// The upstream's JSON.
+        body: Bytes,
+        /// Its usage.
+        usage: Usage,
+    },
 }
 
 /// Builds one canonical answer from a stream's events, keeping at most
@@ -47,17 +61,28 @@ impl StoredAnswer {
     /// reason and usage, and is at most `limit` bytes.
     pub(crate) fn from_completion(
         completion: &Completion,
+        endpoint: keel_types::Endpoint,
         limit: usize,
         provider: &Arc<str>,
         model: &Arc<str>,
     ) -> Option<Self> {
-        if completion.body.len() > limit || completion.usage.is_none() {
+        if completion.body.len() > limit {
             return None;
         }
-        let response = read_completion(&completion.body).ok()?;
-        response.finish?;
+        let usage = completion.usage?;
+        let body = match endpoint {
+            keel_types::Endpoint::Embeddings => StoredBody::Verbatim {
+                body: completion.body.clone(),
+                usage,
+            },
+            keel_types::Endpoint::Chat => {
+                let response = read_completion(&completion.body).ok()?;
+                response.finish?;
+                StoredBody::Chat(response)
+            }
+        };
         Some(Self {
-            response,
+            body,
             provider: provider.clone(),
             model: model.clone(),
         })
@@ -65,7 +90,11 @@ impl StoredAnswer {
 
     /// The bytes the entry holds, for the cache's weigher.
     pub(crate) fn bytes(&self) -> usize {
-        let response = &self.response;
+        let shared = self.provider.len() + self.model.len() + std::mem::size_of::<Self>();
+        let response = match &self.body {
+            StoredBody::Chat(response) => response,
+            StoredBody::Verbatim { body, .. } => return body.len() + shared,
+        };
         let calls: usize = response
             .tool_calls
             .iter()
@@ -78,17 +107,20 @@ impl StoredAnswer {
             + response.reasoning.as_ref().map_or(0, String::len)
             + response.stop_sequence.as_ref().map_or(0, String::len)
             + calls
-            + self.provider.len()
-            + self.model.len()
-            + std::mem::size_of::<Self>()
+            + shared
     }
 
     /// The answer as a fresh non-stream completion.
     pub(crate) fn completion(&self) -> Completion {
-        let body = completion_json_with_id(&self.response, &fresh_id(), unix_now());
-        Completion {
-            body: Bytes::from(body),
-            usage: Some(self.response.usage.openai()),
+        match &self.body {
+            StoredBody::Chat(response) => Completion {
+                body: Bytes::from(completion_json_with_id(response, &fresh_id(), unix_now())),
+                usage: Some(response.usage.openai()),
+            },
+            StoredBody::Verbatim { body, usage } => Completion {
+                body: body.clone(),
+                usage: Some(*usage),
+            },
         }
     }
 
@@ -96,7 +128,10 @@ impl StoredAnswer {
     /// tool calls, the finish, the usage chunk when `include_usage`, and
     /// the terminal event.
     pub(crate) fn events(&self, include_usage: bool) -> Vec<StreamEvent> {
-        let response = &self.response;
+        let StoredBody::Chat(response) = &self.body else {
+            // Only chat answers stream; a verbatim answer replays whole.
+            return vec![StreamEvent::Done];
+        };
         let writer = ChunkWriter::new(
             fresh_id(),
             response.model.clone(),
@@ -267,7 +302,7 @@ impl Assembler {
         response.reasoning = (!self.reasoning.is_empty()).then_some(self.reasoning);
         response.tool_calls = self.calls.into_iter().map(|(_, call)| call).collect();
         Some(StoredAnswer {
-            response,
+            body: StoredBody::Chat(response),
             provider: provider.clone(),
             model: model.clone(),
         })

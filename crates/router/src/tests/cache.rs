@@ -88,6 +88,7 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
     };
     let model = ModelRoute {
         name: String::from("m"),
+        endpoint: keel_types::Endpoint::Chat,
         targets: vec![target],
         fallback: Vec::new(),
         budget: Duration::from_secs(600),

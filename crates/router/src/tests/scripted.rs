@@ -251,6 +251,7 @@ pub fn hedged_router(
     let fallback = extra.iter().map(|model| model.name.clone()).collect();
     let mut models = vec![ModelRoute {
         name: String::from("m"),
+        endpoint: keel_types::Endpoint::Chat,
         targets,
         fallback,
         budget,

@@ -29,6 +29,9 @@ pub enum JobsError {
     /// The model is not configured.
     #[error("the model '{0}' does not exist")]
     UnknownModel(String),
+    /// The model serves another API (embeddings).
+    #[error("request.model: {0}")]
+    WrongEndpoint(String),
     /// The webhook URL may not be used.
     #[error("webhook.url: {0}")]
     Webhook(#[from] Refused),
@@ -94,6 +97,7 @@ impl JobsError {
             Self::InvalidBody { .. }
             | Self::InvalidRequest(_)
             | Self::UnknownModel(_)
+            | Self::WrongEndpoint(_)
             | Self::Webhook(_)
             | Self::WebhooksDisabled
             | Self::BadKey
@@ -128,6 +132,7 @@ impl JobsError {
                 None,
             ),
             Self::UnknownModel(_) => invalid(Some("request.model"), Some("model_not_found")),
+            Self::WrongEndpoint(_) => invalid(Some("request.model"), None),
             Self::Webhook(_) | Self::WebhooksDisabled => {
                 invalid(Some("webhook.url"), Some("invalid_webhook_url"))
             }

@@ -1,0 +1,70 @@
+//! `POST /v1/embeddings`: routed like a chat completion (ordered targets,
+//! retries, breakers, fallback, limits, cache; never streamed or hedged)
+//! and answered with the upstream's JSON as it came.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use keel_router::{Answer, Routed};
+
+use crate::cache::KeyedBody;
+use crate::chat::{answered, dispatch, Answered, Front};
+use crate::extract::EmbeddingsBody;
+use crate::limits::{settle_usage, Reservation};
+use crate::{ApiError, AppState, Tenant};
+
+/// The endpoint name embeddings are cached under.
+pub const EMBEDDINGS_ENDPOINT: &str = "embeddings";
+
+/// Routes one embeddings request.
+pub async fn create(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    EmbeddingsBody(request): EmbeddingsBody,
+) -> Result<Response, ApiError> {
+    let front = Front {
+        endpoint: EMBEDDINGS_ENDPOINT,
+        body: KeyedBody::Chat,
+        headers: &headers,
+    };
+    dispatch(&state, &tenant, request, front, respond).await
+}
+
+fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
+    let who = Answered {
+        provider: &routed.provider,
+        model: &routed.model,
+        attempts: routed.attempts,
+        hedged: routed.hedged,
+        cache: routed.cache,
+    };
+    match routed.answer {
+        Answer::Complete(completion) => {
+            settle_usage(reservation.as_ref(), completion.usage.as_ref());
+            answered("application/json", Body::from(completion.body), &who)
+        }
+        // Embeddings requests are never streamed; an upstream that streams
+        // anyway sent something that is not an embeddings answer.
+        Answer::Stream { .. } => {
+            let body = keel_types::ErrorBody::new(
+                format!(
+                    "provider '{}' answered an embeddings request with a stream",
+                    who.provider
+                ),
+                "server_error",
+                None,
+                Some("upstream_invalid_response"),
+            );
+            (
+                StatusCode::BAD_GATEWAY,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_json(),
+            )
+                .into_response()
+        }
+    }
+}
