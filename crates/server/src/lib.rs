@@ -17,6 +17,7 @@ mod ledger;
 mod limits;
 mod messages;
 mod request_id;
+mod responses;
 mod route;
 mod routes;
 mod shed;

@@ -50,6 +50,13 @@ pub enum RequestError {
     MissingInput,
     /// A top-level key appears more than once.
     DuplicateKey(String),
+    /// A field this front end understands but cannot honour.
+    Unsupported {
+        /// The field.
+        param: String,
+        /// Why, and what to do instead.
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -275,8 +282,9 @@ impl ChatRequest {
 
 impl RequestError {
     /// The request parameter at fault, for the error body's `param`.
-    pub fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<&str> {
         match self {
+            Self::Unsupported { param, .. } => Some(param),
             Self::InvalidJson(_) | Self::NotAnObject => None,
             Self::MissingModel => Some("model"),
             Self::MissingMessages => Some("messages"),
@@ -304,6 +312,7 @@ impl std::fmt::Display for RequestError {
                 f,
                 "the request body names '{key}' more than once; send each field once"
             ),
+            Self::Unsupported { param, message } => write!(f, "'{param}': {message}"),
         }
     }
 }

@@ -171,6 +171,8 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
         include_usage: stream,
         user: field::<MetadataIn>(raw, "metadata", "an object like {\"user_id\": \"…\"}")?
             .and_then(|metadata| metadata.user_id),
+        response_format: None,
+        reasoning_effort: None,
     })
 }
 

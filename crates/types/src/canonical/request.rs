@@ -31,6 +31,10 @@ pub struct Request {
     pub include_usage: bool,
     /// An opaque end-user id for abuse monitoring.
     pub user: Option<String>,
+    /// OpenAI's `response_format` (structured output), as JSON text.
+    pub response_format: Option<String>,
+    /// OpenAI's `reasoning_effort` (`minimal`, `low`, `medium`, `high`).
+    pub reasoning_effort: Option<String>,
 }
 
 /// One message of the conversation.

@@ -138,6 +138,12 @@ pub fn from_chat_request(request: &ChatRequest) -> Result<Request, TranslateErro
         stream: request.stream(),
         include_usage: request.include_usage(),
         user: field(raw, "user")?,
+        response_format: raw
+            .get("response_format")
+            .map(|value| value.get())
+            .filter(|text| *text != "null")
+            .map(str::to_owned),
+        reasoning_effort: field(raw, "reasoning_effort")?,
     })
 }
 

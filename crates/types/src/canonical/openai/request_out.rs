@@ -32,6 +32,10 @@ struct BodyOut<'a> {
     stream_options: Option<StreamOptionsOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -119,6 +123,11 @@ struct NamedOut<'a> {
 /// to the user message, since OpenAI tool messages hold only text); a
 /// stream always asks for the usage chunk when `include_usage` is set.
 pub fn request_body(request: &Request) -> Vec<u8> {
+    // Held as JSON text; text that is somehow not JSON is left out.
+    let response_format = request
+        .response_format
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
     let body = BodyOut {
         model: &request.model,
         messages: request.messages.iter().flat_map(messages).collect(),
@@ -145,6 +154,8 @@ pub fn request_body(request: &Request) -> Vec<u8> {
             include_usage: true,
         }),
         user: request.user.as_deref(),
+        response_format,
+        reasoning_effort: request.reasoning_effort.as_deref(),
     };
     // Serialising these types into a Vec cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()

@@ -1,0 +1,114 @@
+//! `POST /v1/responses`: OpenAI's Responses API through the same router,
+//! limits, cache and clocks as chat. The request is translated through the
+//! canonical form into the chat request the router takes; the committed
+//! answer goes back as a `response` object or as the Responses event
+//! stream. A request behaves as the same request through
+//! `/v1/chat/completions` in everything but its wire format.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use keel_router::{Answer, Routed};
+use keel_types::canonical::openai::read_completion;
+
+use crate::cache::KeyedBody;
+use crate::chat::{answered, dispatch, Answered, Front};
+use crate::extract::read_body;
+use crate::limits::{settle_usage, Reservation};
+use crate::{ApiError, AppState, Tenant};
+
+mod request;
+mod response;
+mod stream;
+
+#[cfg(test)]
+mod tests;
+
+/// The endpoint name Responses requests are cached under.
+const RESPONSES_ENDPOINT: &str = "responses";
+
+/// A Responses body translated for the router, with the client's body.
+pub struct ResponsesBody(request::Translated);
+
+impl FromRequest<Arc<AppState>> for ResponsesBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, state.body_limit()).await?;
+        Ok(Self(request::translate(&bytes)?))
+    }
+}
+
+/// Routes one Responses request and encodes the committed answer.
+pub async fn create(
+    tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    ResponsesBody(translated): ResponsesBody,
+) -> Result<Response, ApiError> {
+    let request::Translated { chat, raw } = translated;
+    let echo = response::Echo::new(&raw);
+    let front = Front {
+        endpoint: RESPONSES_ENDPOINT,
+        body: KeyedBody::Original(&raw),
+        headers: &headers,
+    };
+    dispatch(&state, &tenant, chat, front, |routed, reservation| {
+        respond(echo, routed, reservation)
+    })
+    .await
+}
+
+fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation>) -> Response {
+    let who = Answered {
+        provider: &routed.provider,
+        model: &routed.model,
+        attempts: routed.attempts,
+        hedged: routed.hedged,
+        cache: routed.cache,
+    };
+    match routed.answer {
+        Answer::Complete(completion) => {
+            settle_usage(reservation.as_ref(), completion.usage.as_ref());
+            match read_completion(&completion.body) {
+                Ok(answer) => answered(
+                    "application/json",
+                    Body::from(response::response_json(&echo, &answer)),
+                    &who,
+                ),
+                Err(error) => unreadable_completion(who.provider, &error),
+            }
+        }
+        Answer::Stream { head, rest } => {
+            let writer = stream::EventWriter::new(echo, who.model);
+            answered(
+                "text/event-stream",
+                stream::body(head, rest, writer, reservation),
+                &who,
+            )
+        }
+    }
+}
+
+/// A completion that passed the adapter's checks but is not one: a 502.
+fn unreadable_completion(provider: &str, error: &serde_json::Error) -> Response {
+    tracing::warn!(provider, %error, "an upstream completion could not be read for /v1/responses");
+    let body = keel_types::ErrorBody::new(
+        format!("provider '{provider}' sent a completion that could not be read"),
+        "server_error",
+        None,
+        Some("upstream_invalid_response"),
+    );
+    (
+        StatusCode::BAD_GATEWAY,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_json(),
+    )
+        .into_response()
+}

@@ -1,0 +1,562 @@
+//! A committed OpenAI chunk stream → the Responses API's typed events, each
+//! with its `sequence_number`: `response.created`, `response.in_progress`;
+//! per output item `response.output_item.added`, then for a message
+//! `response.content_part.added`, `response.output_text.delta`s,
+//! `response.output_text.done`, `response.content_part.done`, and for a
+//! function call `response.function_call_arguments.delta`s and `.done`;
+//! `response.output_item.done`; and exactly one terminal event:
+//! `response.completed`, `response.incomplete` (cut by `max_output_tokens`
+//! or a content filter) or `response.failed` (the stream failed after it
+//! started). Text goes into one message item; a tool call starting closes
+//! it. Tool calls stay open until the answer finishes, so arguments that
+//! arrive late still reach their item.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use bytes::{BufMut, BytesMut};
+use futures_util::{future, stream, StreamExt};
+use keel_router::{EventStream, ProviderError, StreamEvent};
+use keel_types::canonical::openai::{read_chunk, ChunkMeta};
+use keel_types::canonical::{Delta, FinishReason, TokenUsage, ToolCall};
+use serde::Serialize;
+
+use super::response::{
+    finished, function_call_item, message_item, new_id, output_text, Echo, ItemOut, Status,
+};
+use crate::error::failure_summary;
+use crate::limits::{settle_usage, Reservation};
+
+/// The state of one stream's conversion.
+pub(crate) struct EventWriter {
+    echo: Echo,
+    model: String,
+    sequence: u64,
+    started: bool,
+    /// Output items in order; `open` says which is still being written.
+    items: Vec<Item>,
+    /// The index in `items` of the message item being written, if any.
+    open_message: Option<usize>,
+    finish: Option<FinishReason>,
+    usage: Option<TokenUsage>,
+}
+
+enum Item {
+    Message {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        index: u32,
+        call: ToolCall,
+        open: bool,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum EventOut<'a> {
+    #[serde(rename = "response.created")]
+    Created {
+        sequence_number: u64,
+        response: &'a RawJson,
+    },
+    #[serde(rename = "response.in_progress")]
+    InProgress {
+        sequence_number: u64,
+        response: &'a RawJson,
+    },
+    #[serde(rename = "response.output_item.added")]
+    ItemAdded {
+        sequence_number: u64,
+        output_index: usize,
+        item: ItemOut<'a>,
+    },
+    #[serde(rename = "response.content_part.added")]
+    PartAdded {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: usize,
+        content_index: u32,
+        part: super::response::TextOut<'a>,
+    },
+    #[serde(rename = "response.output_text.delta")]
+    TextDelta {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: usize,
+        content_index: u32,
+        delta: &'a str,
+        logprobs: [(); 0],
+    },
+    #[serde(rename = "response.output_text.done")]
+    TextDone {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: usize,
+        content_index: u32,
+        text: &'a str,
+        logprobs: [(); 0],
+    },
+    #[serde(rename = "response.content_part.done")]
+    PartDone {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: usize,
+        content_index: u32,
+        part: super::response::TextOut<'a>,
+    },
+    #[serde(rename = "response.function_call_arguments.delta")]
+    ArgumentsDelta {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: usize,
+        delta: &'a str,
+    },
+    #[serde(rename = "response.function_call_arguments.done")]
+    ArgumentsDone {
+        sequence_number: u64,
+        item_id: &'a str,
+        output_index: usize,
+        name: &'a str,
+        arguments: &'a str,
+    },
+    #[serde(rename = "response.output_item.done")]
+    ItemDone {
+        sequence_number: u64,
+        output_index: usize,
+        item: ItemOut<'a>,
+    },
+    #[serde(rename = "response.completed")]
+    Completed {
+        sequence_number: u64,
+        response: &'a RawJson,
+    },
+    #[serde(rename = "response.incomplete")]
+    Incomplete {
+        sequence_number: u64,
+        response: &'a RawJson,
+    },
+    #[serde(rename = "response.failed")]
+    Failed {
+        sequence_number: u64,
+        response: &'a RawJson,
+    },
+}
+
+/// A response object already written as JSON.
+type RawJson = serde_json::value::RawValue;
+
+// === impl EventWriter ===
+
+impl EventWriter {
+    /// A writer for a stream answered by `model` (used until a chunk names it).
+    pub(crate) fn new(echo: Echo, model: &str) -> Self {
+        Self {
+            echo,
+            model: model.to_owned(),
+            sequence: 0,
+            started: false,
+            items: Vec::new(),
+            open_message: None,
+            finish: None,
+            usage: None,
+        }
+    }
+
+    /// Writes the events for one OpenAI chunk.
+    pub(crate) fn chunk(
+        &mut self,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), serde_json::Error> {
+        let text = std::str::from_utf8(data).map_err(serde::de::Error::custom)?;
+        read_chunk(text, |meta, delta| self.delta(meta, delta, out))
+    }
+
+    /// Ends a complete stream: every open item, then `response.completed`
+    /// or `response.incomplete`.
+    pub(crate) fn done(&mut self, out: &mut BytesMut) {
+        self.start(None, out);
+        self.close_message(out);
+        self.close_calls(out);
+        let status = finished(self.finish);
+        let response = self.object(status, None);
+        let sequence_number = self.next();
+        let event = match status {
+            Status::Incomplete(_) => EventOut::Incomplete {
+                sequence_number,
+                response: &response,
+            },
+            _ => EventOut::Completed {
+                sequence_number,
+                response: &response,
+            },
+        };
+        write(out, &event);
+    }
+
+    /// Ends a failed stream with `response.failed`.
+    pub(crate) fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
+        self.start(None, out);
+        let message = format!(
+            "the stream from provider '{}' failed after it started: it {}",
+            error.provider(),
+            failure_summary(error)
+        );
+        let response = self.object(Status::Failed, Some(&message));
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::Failed {
+                sequence_number,
+                response: &response,
+            },
+        );
+    }
+
+    fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
+        self.start(Some(meta), out);
+        match delta {
+            Delta::Role | Delta::Reasoning(_) => {}
+            Delta::Text(text) => self.text(&text, out),
+            Delta::ToolCallStart { index, id, name } => self.call_start(index, &id, &name, out),
+            Delta::ToolCallArguments { index, fragment } => self.arguments(index, &fragment, out),
+            Delta::Finish { reason, .. } => self.finish = Some(reason),
+            Delta::Usage(usage) => self.usage = Some(usage),
+        }
+    }
+
+    /// `response.created` and `response.in_progress`, once, before anything else.
+    fn start(&mut self, meta: Option<&ChunkMeta<'_>>, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if let Some(model) = meta
+            .map(|meta| &meta.model)
+            .filter(|model| !model.is_empty())
+        {
+            self.model = model.to_string();
+        }
+        let response = self.object(Status::InProgress, None);
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::Created {
+                sequence_number,
+                response: &response,
+            },
+        );
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::InProgress {
+                sequence_number,
+                response: &response,
+            },
+        );
+    }
+
+    fn text(&mut self, text: &str, out: &mut BytesMut) {
+        let index = match self.open_message {
+            Some(index) => index,
+            None => self.open_message_item(out),
+        };
+        let sequence_number = self.next();
+        let Some(Item::Message { id, text: written }) = self.items.get_mut(index) else {
+            return;
+        };
+        written.push_str(text);
+        let event = EventOut::TextDelta {
+            sequence_number,
+            item_id: id,
+            output_index: index,
+            content_index: 0,
+            delta: text,
+            logprobs: [],
+        };
+        write(out, &event);
+    }
+
+    fn open_message_item(&mut self, out: &mut BytesMut) -> usize {
+        let index = self.items.len();
+        let id = new_id("msg_");
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::ItemAdded {
+                sequence_number,
+                output_index: index,
+                item: message_item(&id, "", "in_progress"),
+            },
+        );
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::PartAdded {
+                sequence_number,
+                item_id: &id,
+                output_index: index,
+                content_index: 0,
+                part: output_text(""),
+            },
+        );
+        self.items.push(Item::Message {
+            id,
+            text: String::new(),
+        });
+        self.open_message = Some(index);
+        index
+    }
+
+    fn close_message(&mut self, out: &mut BytesMut) {
+        let Some(index) = self.open_message.take() else {
+            return;
+        };
+        let sequences = [self.next(), self.next(), self.next()];
+        let Some(Item::Message { id, text }) = self.items.get(index) else {
+            return;
+        };
+        let (item_id, output_index) = (id.as_str(), index);
+        write(
+            out,
+            &EventOut::TextDone {
+                sequence_number: sequences[0],
+                item_id,
+                output_index,
+                content_index: 0,
+                text,
+                logprobs: [],
+            },
+        );
+        write(
+            out,
+            &EventOut::PartDone {
+                sequence_number: sequences[1],
+                item_id,
+                output_index,
+                content_index: 0,
+                part: output_text(text),
+            },
+        );
+        write(
+            out,
+            &EventOut::ItemDone {
+                sequence_number: sequences[2],
+                output_index,
+                item: message_item(item_id, text, "completed"),
+            },
+        );
+    }
+
+    fn call_start(&mut self, index: u32, call_id: &str, name: &str, out: &mut BytesMut) {
+        self.close_message(out);
+        let output_index = self.items.len();
+        let call = ToolCall {
+            id: call_id.to_owned(),
+            name: name.to_owned(),
+            arguments: String::new(),
+        };
+        let id = new_id("fc_");
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::ItemAdded {
+                sequence_number,
+                output_index,
+                item: function_call_item(&id, &call, "in_progress"),
+            },
+        );
+        self.items.push(Item::Call {
+            id,
+            index,
+            call,
+            open: true,
+        });
+    }
+
+    /// Arguments go to their call's item; arguments for a call never
+    /// started are dropped (there is no item to put them in).
+    fn arguments(&mut self, index: u32, fragment: &str, out: &mut BytesMut) {
+        let sequence_number = self.sequence;
+        let found =
+            self.items
+                .iter_mut()
+                .enumerate()
+                .rev()
+                .find_map(|(position, item)| match item {
+                    Item::Call {
+                        id,
+                        index: known,
+                        call,
+                        open: true,
+                    } if *known == index => Some((position, id, call)),
+                    _ => None,
+                });
+        let Some((output_index, id, call)) = found else {
+            return;
+        };
+        call.arguments.push_str(fragment);
+        write(
+            out,
+            &EventOut::ArgumentsDelta {
+                sequence_number,
+                item_id: id,
+                output_index,
+                delta: fragment,
+            },
+        );
+        self.sequence += 1;
+    }
+
+    fn close_calls(&mut self, out: &mut BytesMut) {
+        for output_index in 0..self.items.len() {
+            if !matches!(self.items[output_index], Item::Call { open: true, .. }) {
+                continue;
+            }
+            let sequences = [self.next(), self.next()];
+            let Some(Item::Call { id, call, open, .. }) = self.items.get_mut(output_index) else {
+                continue;
+            };
+            *open = false;
+            if call.arguments.is_empty() {
+                call.arguments.push_str("{}");
+            }
+            let item_id = id.as_str();
+            write(
+                out,
+                &EventOut::ArgumentsDone {
+                    sequence_number: sequences[0],
+                    item_id,
+                    output_index,
+                    name: &call.name,
+                    arguments: &call.arguments,
+                },
+            );
+            write(
+                out,
+                &EventOut::ItemDone {
+                    sequence_number: sequences[1],
+                    output_index,
+                    item: function_call_item(item_id, call, "completed"),
+                },
+            );
+        }
+    }
+
+    /// The response object now, with the finished items as its output.
+    fn object(&self, status: Status, error: Option<&str>) -> Box<RawJson> {
+        let output: Vec<ItemOut<'_>> = if status == Status::InProgress {
+            Vec::new()
+        } else {
+            self.items.iter().map(Item::out).collect()
+        };
+        let usage = (status != Status::InProgress).then(|| self.usage.unwrap_or_default());
+        let json = self.echo.write(&self.model, status, &output, usage, error);
+        // The echo writes a JSON object; `null` if it somehow did not.
+        RawJson::from_string(String::from_utf8_lossy(&json).into_owned()).unwrap_or_default()
+    }
+
+    fn next(&mut self) -> u64 {
+        let sequence = self.sequence;
+        self.sequence += 1;
+        sequence
+    }
+}
+
+// === impl Item ===
+
+impl Item {
+    fn out(&self) -> ItemOut<'_> {
+        match self {
+            Self::Message { id, text } => message_item(id, text, "completed"),
+            Self::Call { id, call, .. } => function_call_item(id, call, "completed"),
+        }
+    }
+}
+
+/// Writes one named SSE event.
+fn write(out: &mut BytesMut, event: &EventOut<'_>) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.name().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Serialising these types into a buffer cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), event);
+    out.extend_from_slice(b"\n\n");
+}
+
+// === impl EventOut ===
+
+impl EventOut<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Created { .. } => "response.created",
+            Self::InProgress { .. } => "response.in_progress",
+            Self::ItemAdded { .. } => "response.output_item.added",
+            Self::PartAdded { .. } => "response.content_part.added",
+            Self::TextDelta { .. } => "response.output_text.delta",
+            Self::TextDone { .. } => "response.output_text.done",
+            Self::PartDone { .. } => "response.content_part.done",
+            Self::ArgumentsDelta { .. } => "response.function_call_arguments.delta",
+            Self::ArgumentsDone { .. } => "response.function_call_arguments.done",
+            Self::ItemDone { .. } => "response.output_item.done",
+            Self::Completed { .. } => "response.completed",
+            Self::Incomplete { .. } => "response.incomplete",
+            Self::Failed { .. } => "response.failed",
+        }
+    }
+}
+
+/// The SSE body: `head` first, then the rest of the upstream stream, each
+/// chunk converted as it arrives. Usage reported in the stream settles the
+/// tenant's token reservation.
+pub(crate) fn body(
+    head: Vec<StreamEvent>,
+    rest: EventStream,
+    writer: EventWriter,
+    reservation: Option<Reservation>,
+) -> Body {
+    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
+    let writes = events.scan((writer, false), move |(writer, ended), event| {
+        if *ended {
+            return future::ready(None);
+        }
+        let mut out = BytesMut::new();
+        match event {
+            Ok(StreamEvent::Chunk { data, usage, .. }) => {
+                settle_usage(reservation.as_ref(), usage.as_ref());
+                if let Some(usage) = usage {
+                    // Metered chunks (kept from clients) still carry the usage.
+                    writer.usage = Some(TokenUsage {
+                        input: usage.prompt_tokens.saturating_sub(usage.cached_tokens()),
+                        output: usage.completion_tokens,
+                        cache_read: usage.cached_tokens(),
+                        cache_creation: 0,
+                    });
+                }
+                if !data.is_empty() {
+                    if let Err(error) = writer.chunk(&data, &mut out) {
+                        *ended = true;
+                        tracing::warn!(%error, "an upstream chunk could not be read after the first token");
+                        let error = ProviderError::Protocol { provider: String::from("upstream"), detail: error.to_string() };
+                        writer.error(&error, &mut out);
+                    }
+                }
+            }
+            Ok(StreamEvent::Done) => {
+                *ended = true;
+                writer.done(&mut out);
+            }
+            Err(error) => {
+                *ended = true;
+                tracing::warn!(%error, "upstream stream failed after the first token");
+                writer.error(&error, &mut out);
+            }
+        }
+        future::ready(Some(out.freeze()))
+    });
+    let writes = writes.filter(|write| future::ready(!write.is_empty()));
+    Body::from_stream(crate::coalesce::coalesce(Box::pin(writes)).map(Ok::<_, Infallible>))
+}

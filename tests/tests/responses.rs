@@ -1,0 +1,208 @@
+//! `POST /v1/responses` end to end: the official openai SDK's
+//! `responses.create` and `responses.stream` (whose helper checks the event
+//! grammar) against OpenAI-kind and Anthropic-kind targets on `keel mock`,
+//! and the 400s that name what Keel cannot honour.
+
+use keel_testkit::{start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const KEY: &str = "sk-acme";
+
+fn yaml(mock: &Mock) -> String {
+    let root = mock.base_url();
+    let anthropic_root = root.trim_end_matches("/v1");
+    format!(
+        "tenants:\n  - {{name: acme, keys: [\"{KEY}\"]}}\n\
+         providers:\n\
+         \x20 openai: {{kind: openai, base_url: {root}, retry: {{attempts: 1}}}}\n\
+         \x20 claude: {{kind: anthropic, base_url: {anthropic_root}, api_key: k, retry: {{attempts: 1}}}}\n\
+         models:\n\
+         \x20 chat: {{targets: [{{provider: openai, model: gpt-mock}}]}}\n\
+         \x20 claude: {{targets: [{{provider: claude, model: claude-mock}}]}}\n\
+         \x20 duo: {{targets: [{{provider: openai, model: gpt-down}}, {{provider: openai, model: gpt-mock}}]}}\n"
+    )
+}
+
+async fn setup() -> Result<(Mock, Gateway), Box<dyn std::error::Error>> {
+    let mock = start_mock().await?;
+    let gateway = start_gateway(&yaml(&mock), &[]).await?;
+    Ok((mock, gateway))
+}
+
+#[tokio::test]
+async fn the_official_sdk_creates_and_streams_responses_on_both_target_kinds() -> TestResult {
+    let (_mock, gateway) = setup().await?;
+    for model in ["chat", "claude"] {
+        let args = vec![gateway.url("/v1"), KEY.to_owned(), model.to_owned()];
+        let stdout = keel_testkit::sdk_check("responses_check.py", args).await?;
+        assert!(stdout.starts_with("ok "), "{model}: {stdout}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn fields_keel_cannot_honour_are_refused_by_name() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    let http = reqwest::Client::new();
+    for (extra, param) in [
+        (
+            json!({"previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+        (json!({"conversation": "conv_1"}), "conversation"),
+        (json!({"tools": [{"type": "web_search"}]}), "tools"),
+        (json!({"background": true}), "background"),
+        (json!({"frobnicate": 1}), "frobnicate"),
+        (
+            json!({"input": [{"type": "file_search_call", "id": "x"}]}),
+            "input",
+        ),
+    ] {
+        let mut body = json!({"model": "chat", "input": "hi"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let response = http
+            .post(gateway.url("/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 400, "{param}");
+        let error: Value = response.json().await?;
+        assert_eq!(error["error"]["param"], param, "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() > 20),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        mock.state.stats("gpt-mock").requests,
+        0,
+        "nothing reached the upstream"
+    );
+    Ok(())
+}
+
+/// The events of a streamed Responses request, checking that each event
+/// line names its data's type.
+async fn stream_events(
+    gateway: &Gateway,
+    body: &Value,
+) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+    let text = reqwest::Client::new()
+        .post(gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut events = Vec::new();
+    for frame in text.split("\n\n").filter(|frame| !frame.trim().is_empty()) {
+        let mut lines = frame.lines();
+        let name = lines
+            .next()
+            .and_then(|line| line.strip_prefix("event: "))
+            .ok_or("event line")?;
+        let data = lines
+            .next()
+            .and_then(|line| line.strip_prefix("data: "))
+            .ok_or("data line")?;
+        let data: Value = serde_json::from_str(data)?;
+        assert_eq!(data["type"], name, "the event line names the data's type");
+        events.push(data);
+    }
+    Ok(events)
+}
+
+#[tokio::test]
+async fn failover_before_the_first_event_is_invisible_and_a_later_failure_is_response_failed(
+) -> TestResult {
+    let (mock, gateway) = setup().await?;
+    let fail = Faults {
+        fail: Some(FailNext {
+            status: 503,
+            count: 1,
+            retry_after: None,
+            body: None,
+        }),
+        ..Faults::default()
+    };
+    mock.state.set_faults("gpt-down", fail);
+    let body = json!({"model": "duo", "input": "hello", "stream": true});
+    let events = stream_events(&gateway, &body).await?;
+    let types: Vec<&str> = events
+        .iter()
+        .filter_map(|event| event["type"].as_str())
+        .collect();
+    assert_eq!(types.first().copied(), Some("response.created"));
+    assert_eq!(types.last().copied(), Some("response.completed"));
+    assert_eq!(
+        types
+            .iter()
+            .filter(|name| **name == "response.created")
+            .count(),
+        1
+    );
+    assert_eq!(
+        mock.state.stats("gpt-down").requests,
+        1,
+        "the first target was tried"
+    );
+
+    let broken = Faults {
+        error_event_after_chunk: Some(2),
+        ..Faults::default()
+    };
+    mock.state.set_faults("gpt-mock", broken);
+    let body = json!({"model": "chat", "input": "hello", "stream": true});
+    let events = stream_events(&gateway, &body).await?;
+    let last = events.last().ok_or("events")?;
+    assert_eq!(last["type"], "response.failed", "{events:?}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert!(last["response"]["error"]["message"].is_string(), "{last}");
+    assert!(
+        events
+            .iter()
+            .any(|event| event["type"] == "response.output_text.delta"),
+        "it failed after it started"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_has_one_increasing_sequence_and_exactly_one_terminal_event() -> TestResult {
+    let (_mock, gateway) = setup().await?;
+    let body = json!({"model": "chat", "input": "hello", "stream": true, "max_output_tokens": 3});
+    let events = stream_events(&gateway, &body).await?;
+    let numbers: Vec<u64> = events
+        .iter()
+        .filter_map(|event| event["sequence_number"].as_u64())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+    let last = events.last().ok_or("events")?;
+    assert_eq!(
+        last["type"], "response.incomplete",
+        "cut by max_output_tokens"
+    );
+    assert_eq!(
+        last["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+    let terminal = events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event["type"].as_str(),
+                Some("response.completed" | "response.incomplete" | "response.failed")
+            )
+        })
+        .count();
+    assert_eq!(terminal, 1);
+    Ok(())
+}
