@@ -9,6 +9,7 @@ Prints one line of facts; exits non-zero naming the first problem.
 
 import json
 import sys
+import time
 
 from openai import OpenAI
 
@@ -84,6 +85,17 @@ def main():
     if len(streamed_call) != 1 or "response.function_call_arguments.done" not in tool_types:
         fail(f"stream tools: events {tool_types}")
     json.loads(streamed_call[0].arguments)
+
+    background = client.responses.create(model=model, input=PROMPT, background=True)
+    if background.status != "queued":
+        fail(f"background: created as {background.status}")
+    for _ in range(400):
+        polled = client.responses.retrieve(background.id)
+        if polled.status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.025)
+    if polled.status != "completed" or polled.output_text != expected:
+        fail(f"background: {polled.status} {polled.output_text!r}")
 
     print("ok", len(types), sorted(arguments))
 

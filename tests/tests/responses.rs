@@ -53,7 +53,11 @@ async fn fields_keel_cannot_honour_are_refused_by_name() -> TestResult {
         ),
         (json!({"conversation": "conv_1"}), "conversation"),
         (json!({"tools": [{"type": "web_search"}]}), "tools"),
-        (json!({"background": true}), "background"),
+        (json!({"background": true, "stream": true}), "background"),
+        (
+            json!({"webhook": {"url": "https://example.com/hook"}}),
+            "webhook",
+        ),
         (json!({"frobnicate": 1}), "frobnicate"),
         (
             json!({"input": [{"type": "file_search_call", "id": "x"}]}),
@@ -204,5 +208,135 @@ async fn a_stream_has_one_increasing_sequence_and_exactly_one_terminal_event() -
         })
         .count();
     assert_eq!(terminal, 1);
+    Ok(())
+}
+
+/// Background responses: stored as jobs, answered at once as `queued`,
+/// polled until completed, tenant-scoped, cancellable while not finished.
+#[tokio::test]
+async fn a_background_response_is_queued_then_polled_to_completion() -> TestResult {
+    let mock = start_mock().await?;
+    let yaml = yaml(&mock).replace(
+        "tenants:\n",
+        "tenants:\n  - {name: other, keys: [\"sk-other\"]}\n",
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    let http = reqwest::Client::new();
+    let body = json!({"model": "chat", "input": "hello", "background": true,
+                      "instructions": "Be brief.", "metadata": {"ticket": "T-1"}});
+    let created: Value = http
+        .post(gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .header("idempotency-key", "bg-1")
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(created["object"], "response");
+    assert_eq!(created["status"], "queued", "{created}");
+    assert_eq!(created["background"], true);
+    assert_eq!(created["instructions"], "Be brief.");
+    let id = created["id"].as_str().ok_or("id")?.to_owned();
+    let again: Value = http
+        .post(gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .header("idempotency-key", "bg-1")
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        again["id"],
+        id.as_str(),
+        "the same key is the same response"
+    );
+
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        done = http
+            .get(gateway.url(&format!("/v1/responses/{id}")))
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if done["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["id"], id.as_str());
+    assert_eq!(done["output"][0]["type"], "message");
+    assert!(done["usage"]["output_tokens"]
+        .as_u64()
+        .is_some_and(|tokens| tokens > 0));
+    assert_eq!(done["metadata"]["ticket"], "T-1");
+
+    let cancel = http
+        .post(gateway.url(&format!("/v1/responses/{id}/cancel")))
+        .bearer_auth(KEY)
+        .send()
+        .await?;
+    assert_eq!(
+        cancel.status(),
+        409,
+        "a completed response is left as it is"
+    );
+    let foreign = http
+        .get(gateway.url(&format!("/v1/responses/{id}")))
+        .bearer_auth("sk-other")
+        .send()
+        .await?;
+    assert_eq!(
+        foreign.status(),
+        404,
+        "another tenant's response does not exist for it"
+    );
+
+    let job: Value = http
+        .post(gateway.url("/v1/jobs"))
+        .bearer_auth(KEY)
+        .json(
+            &json!({"request": {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let job_id = job["id"].as_str().ok_or("job id")?;
+    let not_a_response = http
+        .get(gateway.url(&format!("/v1/responses/{job_id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await?;
+    assert_eq!(not_a_response.status(), 404, "a chat job is not a response");
+
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            first_token_delay_ms: 5_000,
+            ..Faults::default()
+        },
+    );
+    let slow: Value = http
+        .post(gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "chat", "input": "slow", "background": true}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let slow_id = slow["id"].as_str().ok_or("id")?;
+    let cancelled: Value = http
+        .post(gateway.url(&format!("/v1/responses/{slow_id}/cancel")))
+        .bearer_auth(KEY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     Ok(())
 }

@@ -44,6 +44,9 @@ pub struct NewJob {
     pub metadata: Option<String>,
     /// Where to send the completion webhook.
     pub webhook_url: Option<String>,
+    /// The Responses API body a background response was created from (its
+    /// answer is shown as a `response` object); `None` for chat jobs.
+    pub response_request: Option<String>,
 }
 
 /// A stored job, as read back from the store. Times are Unix milliseconds.
@@ -81,6 +84,8 @@ pub struct JobRecord {
     pub webhook_last_error: Option<String>,
     /// What its answer cost in USD, when its target has a price.
     pub cost_usd: Option<f64>,
+    /// The Responses API body of a background response.
+    pub response_request: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -231,6 +236,7 @@ mod tests {
             webhook_attempts: 2,
             webhook_last_error: None,
             cost_usd: Some(0.0125),
+            response_request: None,
         }
     }
 

@@ -188,7 +188,7 @@ impl Queue {
             {
                 Enqueued::Created(record) => {
                     self.job_wake.notify_one();
-                    return Ok(Submitted::Created(Box::new(record)));
+                    return Ok(Submitted::Created(record));
                 }
                 Enqueued::KeyExists(stored) => {
                     if let Some(replay) = idempotency::replay(submission, stored)? {

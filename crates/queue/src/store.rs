@@ -72,7 +72,7 @@ pub struct StoredKey {
 #[derive(Clone, Debug)]
 pub enum Enqueued {
     /// The job (and its key, when given) committed.
-    Created(JobRecord),
+    Created(Box<JobRecord>),
     /// The key already exists; nothing was written.
     KeyExists(StoredKey),
 }
@@ -348,7 +348,7 @@ pub fn millis(duration: Duration) -> i64 {
 /// The columns every job query returns, in [`JobRecord`] order.
 pub(crate) const JOB_COLUMNS: &str =
     "id, tenant, status, model, metadata, created_at, started_at, finished_at, attempts, \
-     result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error, cost_usd";
+     result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error, cost_usd, response_request";
 
 /// Reads a [`JobRecord`] from a row of either backend (the columns of [`JOB_COLUMNS`]).
 macro_rules! job_from_row {
@@ -378,6 +378,7 @@ macro_rules! job_from_row {
             webhook_attempts: row.try_get("webhook_attempts")?,
             webhook_last_error: row.try_get("webhook_last_error")?,
             cost_usd: row.try_get("cost_usd")?,
+            response_request: row.try_get("response_request")?,
         }
     }};
 }
@@ -402,6 +403,7 @@ pub(crate) fn queued_record(job: &NewJob, now: i64) -> JobRecord {
         webhook_attempts: 0,
         webhook_last_error: None,
         cost_usd: None,
+        response_request: job.response_request.clone(),
     }
 }
 

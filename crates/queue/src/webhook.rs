@@ -456,6 +456,7 @@ mod tests {
             webhook_attempts,
             webhook_last_error: None,
             cost_usd: None,
+            response_request: None,
         }
     }
 

@@ -50,6 +50,7 @@ pub async fn submit(
         request: parsed.request.get().to_owned(),
         metadata: parsed.metadata.map(|raw| raw.get().to_owned()),
         webhook_url: parsed.webhook.map(|hook| hook.url),
+        response_request: None,
     };
     let key = idempotency_key(&headers, "/v1/jobs", &body)?;
     enqueue(&state, queue, &tenant, &chat, job, key).await
@@ -75,6 +76,7 @@ pub(crate) async fn submit_chat(
             request,
             metadata: None,
             webhook_url: None,
+            response_request: None,
         };
         enqueue(state, queue, tenant, chat, job, key).await
     }
@@ -246,13 +248,29 @@ struct WebhookSpec {
 }
 
 /// A job before it has an id and a tenant.
-struct Draft {
-    request: String,
-    metadata: Option<String>,
-    webhook_url: Option<String>,
+/// A job about to be submitted.
+pub(crate) struct Draft {
+    /// The chat request, as JSON text.
+    pub request: String,
+    /// The client's metadata object, as JSON text.
+    pub metadata: Option<String>,
+    /// Where to send the webhook.
+    pub webhook_url: Option<String>,
+    /// The Responses API body of a background response.
+    pub response_request: Option<String>,
 }
 
-fn queue(state: &AppState) -> Result<&Arc<Queue>, JobsError> {
+/// A submission the store has committed (or replayed for its key).
+pub(crate) struct Accepted {
+    /// The job id.
+    pub id: String,
+    /// The job object as JSON text (as first answered, for a replay).
+    pub body: String,
+    /// It was answered before, under the same `Idempotency-Key`.
+    pub replayed: bool,
+}
+
+pub(crate) fn queue(state: &AppState) -> Result<&Arc<Queue>, JobsError> {
     state.jobs.as_ref().ok_or(JobsError::Disabled)
 }
 
@@ -264,6 +282,28 @@ async fn enqueue(
     job: Draft,
     key: Option<KeyClaim>,
 ) -> Result<Response, JobsError> {
+    let Accepted { id, body, replayed } = submit_job(state, queue, tenant, chat, job, key).await?;
+    let mut response = json(StatusCode::ACCEPTED, body);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Checks a job and commits it (with its idempotency key, when sent).
+pub(crate) async fn submit_job(
+    state: &AppState,
+    queue: &Queue,
+    tenant: &Tenant,
+    chat: &ChatRequest,
+    job: Draft,
+    key: Option<KeyClaim>,
+) -> Result<Accepted, JobsError> {
     match state.router.check_endpoint(chat.model(), chat.endpoint()) {
         Ok(()) => {}
         Err(keel_router::RouteError::UnknownModel { model }) => {
@@ -286,21 +326,20 @@ async fn enqueue(
         request: job.request,
         metadata: job.metadata.filter(|metadata| metadata != "null"),
         webhook_url: job.webhook_url,
+        response_request: job.response_request,
     };
-    let (id, body, replayed) = match queue.submit(&Submission { job, key }).await? {
-        Submitted::Created(record) => (record.id.clone(), record.to_json(), false),
-        Submitted::Replayed { id, body } => (id, body, true),
-    };
-    let mut response = json(StatusCode::ACCEPTED, body);
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(match queue.submit(&Submission { job, key }).await? {
+        Submitted::Created(record) => Accepted {
+            id: record.id.clone(),
+            body: record.to_json(),
+            replayed: false,
+        },
+        Submitted::Replayed { id, body } => Accepted {
+            id,
+            body,
+            replayed: true,
+        },
+    })
 }
 
 /// The `Idempotency-Key` of a request, scoped later by tenant, with the

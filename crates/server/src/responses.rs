@@ -20,12 +20,15 @@ use crate::extract::read_body;
 use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
 
+mod background;
 mod request;
 mod response;
 mod stream;
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) use background::{cancel, get};
 
 /// The endpoint name Responses requests are cached under.
 const RESPONSES_ENDPOINT: &str = "responses";
@@ -53,6 +56,9 @@ pub async fn create(
     ResponsesBody(translated): ResponsesBody,
 ) -> Result<Response, ApiError> {
     let request::Translated { chat, raw } = translated;
+    if request::background(&raw) {
+        return Ok(background::create(&state, &tenant, &headers, &chat, &raw).await);
+    }
     let echo = response::Echo::new(&raw);
     let front = Front {
         endpoint: RESPONSES_ENDPOINT,

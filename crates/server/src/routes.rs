@@ -24,6 +24,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/messages", post(crate::messages::create))
         .route("/v1/embeddings", post(crate::embeddings::create))
         .route("/v1/responses", post(crate::responses::create))
+        .route("/v1/responses/{id}", get(crate::responses::get))
+        .route("/v1/responses/{id}/cancel", post(crate::responses::cancel))
         .route("/v1/models", get(models))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))

@@ -44,6 +44,11 @@ const POSTGRES: Embedded = Embedded(&[
         "job_cost",
         include_str!("../../../../migrations/postgres/20261206000006_job_cost.sql"),
     ),
+    (
+        20_261_206_000_007,
+        "background_responses",
+        include_str!("../../../../migrations/postgres/20261206000007_background_responses.sql"),
+    ),
 ]);
 
 const SQLITE: Embedded = Embedded(&[
@@ -76,6 +81,11 @@ const SQLITE: Embedded = Embedded(&[
         20_261_206_000_006,
         "job_cost",
         include_str!("../../../../migrations/sqlite/20261206000006_job_cost.sql"),
+    ),
+    (
+        20_261_206_000_007,
+        "background_responses",
+        include_str!("../../../../migrations/sqlite/20261206000007_background_responses.sql"),
     ),
 ]);
 

@@ -171,7 +171,7 @@ impl JobStore for PostgresStore {
         let Some(key) = key else {
             insert_job(&self.pool, job, now).await?;
             self.notify_soon();
-            return Ok(Enqueued::Created(record));
+            return Ok(Enqueued::Created(Box::new(record)));
         };
         let mut transaction = self.pool.begin().await?;
         let inserted = sqlx::query(sql::INSERT_KEY)
@@ -200,7 +200,7 @@ impl JobStore for PostgresStore {
             .await?;
         transaction.commit().await?;
         self.notify_soon();
-        Ok(Enqueued::Created(record))
+        Ok(Enqueued::Created(Box::new(record)))
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -591,6 +591,7 @@ async fn insert_job<'e>(
         .bind(&job.metadata)
         .bind(now)
         .bind(&job.webhook_url)
+        .bind(&job.response_request)
         .execute(executor)
         .await?;
     Ok(())

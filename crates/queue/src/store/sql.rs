@@ -2,8 +2,8 @@
 //! Only the claims differ: Postgres adds `FOR UPDATE SKIP LOCKED`.
 
 /// Inserts a queued job.
-pub(crate) const INSERT_JOB: &str = "INSERT INTO keel_jobs (id, tenant, status, model, request, metadata, created_at, run_at, webhook_url) \
-     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7)";
+pub(crate) const INSERT_JOB: &str = "INSERT INTO keel_jobs (id, tenant, status, model, request, metadata, created_at, run_at, webhook_url, response_request) \
+     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8)";
 
 /// Inserts an idempotency key unless the tenant already has it.
 pub(crate) const INSERT_KEY: &str =

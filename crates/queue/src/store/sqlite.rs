@@ -98,7 +98,7 @@ impl JobStore for SqliteStore {
         let record = super::queued_record(job, now);
         let Some(key) = key else {
             insert_job(&self.pool, job, now).await?;
-            return Ok(Enqueued::Created(record));
+            return Ok(Enqueued::Created(Box::new(record)));
         };
         let mut transaction = self.pool.begin().await?;
         let inserted = sqlx::query(sql::INSERT_KEY)
@@ -126,7 +126,7 @@ impl JobStore for SqliteStore {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        Ok(Enqueued::Created(record))
+        Ok(Enqueued::Created(Box::new(record)))
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -526,6 +526,7 @@ async fn insert_job<'e>(
         .bind(&job.metadata)
         .bind(now)
         .bind(&job.webhook_url)
+        .bind(&job.response_request)
         .execute(executor)
         .await?;
     Ok(())

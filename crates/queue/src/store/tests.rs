@@ -105,6 +105,7 @@ fn new_job(tenant: &str, webhook: Option<&str>, now: i64) -> NewJob {
         request: String::from(r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#),
         metadata: None,
         webhook_url: webhook.map(str::to_owned),
+        response_request: None,
     }
 }
 
@@ -114,7 +115,7 @@ async fn enqueue(
     now: i64,
 ) -> Result<JobRecord, Box<dyn std::error::Error>> {
     match store.enqueue(job, None, now).await? {
-        Enqueued::Created(record) => Ok(record),
+        Enqueued::Created(record) => Ok(*record),
         Enqueued::KeyExists(_) => Err("unexpected key".into()),
     }
 }

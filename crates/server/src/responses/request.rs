@@ -21,7 +21,7 @@ use keel_types::canonical::{
 use keel_types::{ChatRequest, RawObject, RequestError};
 
 /// Every top-level field the translation reads or knowingly ignores.
-const KNOWN_FIELDS: [&str; 27] = [
+const KNOWN_FIELDS: [&str; 28] = [
     "model",
     "input",
     "instructions",
@@ -49,6 +49,7 @@ const KNOWN_FIELDS: [&str; 27] = [
     "conversation",
     "prompt",
     "top_logprobs",
+    "webhook",
 ];
 
 /// One item of `input`. Messages may come without `type`.
@@ -178,8 +179,11 @@ fn refuse_unsupported(raw: &RawObject) -> Result<(), RequestError> {
                 "Keel keeps no conversation state: send the whole conversation in 'input'"
             }
             "prompt" if set => "stored prompt templates are not available through Keel",
-            "background" if set => {
-                "background responses are not supported yet: submit a job (POST /v1/jobs) instead"
+            "background" if set && streamed(raw) => {
+                "a background response is not streamed: create it, then poll GET /v1/responses/{id}"
+            }
+            "webhook" if set && !background(raw) => {
+                "'webhook' (Keel's extension) is for background responses: set background: true"
             }
             "top_logprobs" if value != "0" && value != "null" => {
                 "log probabilities are not returned through Keel's Responses API"
@@ -189,6 +193,16 @@ fn refuse_unsupported(raw: &RawObject) -> Result<(), RequestError> {
         return Err(refused(refusal, key));
     }
     Ok(())
+}
+
+/// Whether the body asks for a background response.
+pub(crate) fn background(raw: &RawObject) -> bool {
+    raw.get("background")
+        .is_some_and(|value| value.get() == "true")
+}
+
+fn streamed(raw: &RawObject) -> bool {
+    raw.get("stream").is_some_and(|value| value.get() == "true")
 }
 
 fn input(raw: &RawObject) -> Result<Vec<Message>, RequestError> {

@@ -12,6 +12,7 @@ use keel_types::RawObject;
 pub(crate) struct Echo {
     id: String,
     created_at: u64,
+    background: bool,
     instructions: Option<Box<RawValue>>,
     max_output_tokens: Option<Box<RawValue>>,
     parallel_tool_calls: Box<RawValue>,
@@ -28,8 +29,12 @@ pub(crate) struct Echo {
 /// The state of a response object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// Being generated (the first events of a stream).
+    /// A background response waiting for a worker.
+    Queued,
+    /// Being generated (the first events of a stream, a running job).
     InProgress,
+    /// A background response cancelled before it finished.
+    Cancelled,
     /// Finished.
     Completed,
     /// Cut short: by `max_output_tokens` or a content filter.
@@ -137,6 +142,12 @@ struct ReasoningTokensOut {
 impl Echo {
     /// The echo of `raw` (the client's body) for a new response id.
     pub(crate) fn new(raw: &RawObject) -> Self {
+        Self::stored(raw, new_id("resp_"), unix_now())
+    }
+
+    /// The echo of `raw` for a response that has an id and creation time
+    /// already (a background response, kept as a job).
+    pub(crate) fn stored(raw: &RawObject, id: String, created_at: u64) -> Self {
         let field = |key: &str| {
             raw.get(key)
                 .filter(|value| value.get() != "null")
@@ -149,8 +160,11 @@ impl Echo {
             .and_then(|reasoning| reasoning.get("effort").filter(|e| !e.is_null()).cloned())
             .map(|effort| raw_json(&effort.to_string()));
         Self {
-            id: new_id("resp_"),
-            created_at: unix_now(),
+            id,
+            created_at,
+            background: raw
+                .get("background")
+                .is_some_and(|value| value.get() == "true"),
             instructions: field("instructions"),
             max_output_tokens: field("max_output_tokens"),
             parallel_tool_calls: or("parallel_tool_calls", "true"),
@@ -175,7 +189,9 @@ impl Echo {
         error: Option<&str>,
     ) -> Vec<u8> {
         let (status_text, incomplete) = match status {
+            Status::Queued => ("queued", None),
             Status::InProgress => ("in_progress", None),
+            Status::Cancelled => ("cancelled", None),
             Status::Completed => ("completed", None),
             Status::Incomplete(reason) => ("incomplete", Some(IncompleteOut { reason })),
             Status::Failed => ("failed", None),
@@ -185,7 +201,7 @@ impl Echo {
             object: "response",
             created_at: self.created_at,
             status: status_text,
-            background: false,
+            background: self.background,
             error: error.map(|message| ErrorOut {
                 code: "server_error",
                 message,

@@ -59,8 +59,12 @@ fn what_cannot_be_honoured_is_refused_by_name() {
             "tool_choice",
         ),
         (
-            r#"{"model":"m","input":"hi","background":true}"#,
+            r#"{"model":"m","input":"hi","background":true,"stream":true}"#,
             "background",
+        ),
+        (
+            r#"{"model":"m","input":"hi","webhook":{"url":"https://x"}}"#,
+            "webhook",
         ),
         (
             r#"{"model":"m","input":"hi","top_logprobs":3}"#,
