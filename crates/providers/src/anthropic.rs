@@ -97,11 +97,11 @@ impl AnthropicProvider {
         upstream_model: &str,
         default_max_tokens: u32,
     ) -> Result<Vec<u8>, ProviderError> {
-        if request.endpoint() == keel_types::Endpoint::Embeddings {
+        if request.endpoint() != keel_types::Endpoint::Chat {
             // Configuration refuses this; a request that still gets here
             // is the gateway's mistake, not the upstream's.
             let body = ErrorBody::new(
-                "Anthropic has no embeddings API",
+                "Anthropic has no embeddings or Responses API",
                 "invalid_request_error",
                 Some("model"),
                 None,

@@ -4,6 +4,7 @@
 //! Azure OpenAI (`azure.rs`) reuses it with a per-deployment URL.
 
 mod convert;
+mod responses;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub(crate) enum Endpoint {
         chat: Uri,
         /// Embeddings.
         embeddings: Uri,
+        /// The Responses API (for `responses: native`).
+        responses: Uri,
     },
     /// `{base}/openai/deployments/{model}/{chat/completions|embeddings}?api-version={api_version}`.
     Deployments {
@@ -82,6 +85,7 @@ impl OpenAiProvider {
         let endpoint = Endpoint::Fixed {
             chat: url("chat/completions")?,
             embeddings: url("embeddings")?,
+            responses: url("responses")?,
         };
         Ok(Self::with_endpoint(
             &settings.name,
@@ -115,11 +119,17 @@ impl Endpoint {
         let path = match api {
             keel_types::Endpoint::Chat => "chat/completions",
             keel_types::Endpoint::Embeddings => "embeddings",
+            keel_types::Endpoint::Responses => "responses",
         };
         match self {
-            Self::Fixed { chat, embeddings } => Ok(match api {
+            Self::Fixed {
+                chat,
+                embeddings,
+                responses,
+            } => Ok(match api {
                 keel_types::Endpoint::Chat => chat.clone(),
                 keel_types::Endpoint::Embeddings => embeddings.clone(),
+                keel_types::Endpoint::Responses => responses.clone(),
             }),
             Self::Deployments { base, api_version } => format!(
                 "{base}/openai/deployments/{upstream_model}/{path}?api-version={api_version}"
@@ -195,7 +205,13 @@ impl crate::Provider for OpenAiProvider {
             if !status.is_success() {
                 return Err(read_error(&name, response).await);
             }
-            if request.stream() {
+            let native = request.endpoint() == keel_types::Endpoint::Responses;
+            if request.stream() && native {
+                Ok(Reply::Stream(responses::event_stream(
+                    name,
+                    crate::http::body_stream(response),
+                )))
+            } else if request.stream() {
                 Ok(Reply::Stream(convert::event_stream(
                     name,
                     crate::http::body_stream(response),
@@ -208,6 +224,7 @@ impl crate::Provider for OpenAiProvider {
                 let usage = match request.endpoint() {
                     keel_types::Endpoint::Chat => convert::completion_usage(&name, &body)?,
                     keel_types::Endpoint::Embeddings => convert::embeddings_usage(&name, &body)?,
+                    keel_types::Endpoint::Responses => responses::response_usage(&name, &body)?,
                 };
                 Ok(Reply::Complete(Completion { body, usage }))
             }

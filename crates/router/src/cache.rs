@@ -227,6 +227,11 @@ impl Router {
         control: CacheControl,
     ) -> Option<CachePlan> {
         let cache = self.cache.as_ref()?;
+        // Native Responses answers are the upstream's own objects, with
+        // their ids: they are passed through, never stored.
+        if request.endpoint() == keel_types::Endpoint::Responses {
+            return None;
+        }
         let route = self.table.route(request.model())?;
         let ttl = route.cache?;
         let scope = if cache.settings.shared {

@@ -25,6 +25,8 @@ pub struct Clocks {
 pub struct ProviderControls {
     /// The provider's `kind` (`openai`, `anthropic`, …), for operators.
     pub kind: &'static str,
+    /// `responses: native`: it takes `/v1/responses` bodies as they come.
+    pub responses_native: bool,
     /// Attempt clocks.
     pub clocks: Clocks,
     /// Tries per target, the first included.
@@ -52,6 +54,7 @@ impl ProviderControls {
         let minute = Duration::from_secs(60);
         Arc::new(Self {
             kind: provider.kind.as_str(),
+            responses_native: provider.responses_native,
             clocks: Clocks {
                 headers: timeouts.headers,
                 first_token: timeouts.first_token,
@@ -82,6 +85,7 @@ impl ProviderControls {
     pub fn unlimited(clocks: Clocks, attempts: u32, backoff: Backoff) -> Arc<Self> {
         Arc::new(Self {
             kind: "test",
+            responses_native: false,
             clocks,
             attempts,
             backoff,

@@ -149,6 +149,15 @@ impl Router {
         self.table.route_for(model, endpoint).map(|_| ())
     }
 
+    /// Whether every target `model` may be routed to (its fallbacks'
+    /// included) takes Responses API bodies natively: then they go through
+    /// verbatim; otherwise they are translated for the chat route.
+    pub fn serves_responses_natively(&self, model: &str) -> bool {
+        self.table.plan(model).is_ok_and(|plan| {
+            !plan.is_empty() && plan.iter().all(|target| target.controls.responses_native)
+        })
+    }
+
     /// Whether `model` is a public model name.
     pub fn knows(&self, model: &str) -> bool {
         self.table.route(model).is_some()

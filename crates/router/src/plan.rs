@@ -167,11 +167,18 @@ impl RouteTable {
         let route = self.route(model).ok_or_else(|| RouteError::UnknownModel {
             model: model.to_owned(),
         })?;
-        if route.endpoint == endpoint {
+        // A Responses body passed through goes to a chat model's targets.
+        let wanted = match endpoint {
+            keel_types::Endpoint::Responses => keel_types::Endpoint::Chat,
+            other => other,
+        };
+        if route.endpoint == wanted {
             return Ok(route);
         }
         let (serves, path) = match route.endpoint {
-            keel_types::Endpoint::Chat => ("chat", "/v1/chat/completions"),
+            keel_types::Endpoint::Chat | keel_types::Endpoint::Responses => {
+                ("chat", "/v1/chat/completions")
+            }
             keel_types::Endpoint::Embeddings => ("embeddings", "/v1/embeddings"),
         };
         Err(RouteError::WrongEndpoint {

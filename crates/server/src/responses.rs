@@ -21,6 +21,7 @@ use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
 
 mod background;
+mod native;
 mod request;
 mod response;
 mod stream;
@@ -33,8 +34,15 @@ pub(crate) use background::{cancel, get};
 /// The endpoint name Responses requests are cached under.
 const RESPONSES_ENDPOINT: &str = "responses";
 
-/// A Responses body translated for the router, with the client's body.
-pub struct ResponsesBody(request::Translated);
+/// A Responses body as the router will take it: passed through to a model
+/// whose targets all speak the API (`responses: native`; background
+/// responses excepted), translated otherwise.
+pub enum ResponsesBody {
+    /// Translated for the chat route, with the client's body.
+    Translated(request::Translated),
+    /// Passed through as it came.
+    Native(keel_types::ChatRequest),
+}
 
 impl FromRequest<Arc<AppState>> for ResponsesBody {
     type Rejection = ApiError;
@@ -44,7 +52,16 @@ impl FromRequest<Arc<AppState>> for ResponsesBody {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let bytes = read_body(request, state.body_limit()).await?;
-        Ok(Self(request::translate(&bytes)?))
+        let raw = keel_types::parse_object(&bytes)?;
+        let native = raw
+            .parse::<String>("model")
+            .and_then(Result::ok)
+            .is_some_and(|model| state.router.serves_responses_natively(&model));
+        if native && !request::background(&raw) {
+            let chat = keel_types::ChatRequest::parse_native_responses(&bytes)?;
+            return Ok(Self::Native(chat));
+        }
+        Ok(Self::Translated(request::translate_object(raw)?))
     }
 }
 
@@ -53,8 +70,12 @@ pub async fn create(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
-    ResponsesBody(translated): ResponsesBody,
+    body: ResponsesBody,
 ) -> Result<Response, ApiError> {
+    let translated = match body {
+        ResponsesBody::Translated(translated) => translated,
+        ResponsesBody::Native(chat) => return passthrough(&state, &tenant, chat, &headers).await,
+    };
     let request::Translated { chat, raw } = translated;
     if request::background(&raw) {
         return Ok(background::create(&state, &tenant, &headers, &chat, &raw).await);
@@ -67,6 +88,41 @@ pub async fn create(
     };
     dispatch(&state, &tenant, chat, front, |routed, reservation| {
         respond(echo, routed, reservation)
+    })
+    .await
+}
+
+/// A native request: routed as it came, answered as the upstream answered.
+async fn passthrough(
+    state: &Arc<AppState>,
+    tenant: &Tenant,
+    chat: keel_types::ChatRequest,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let front = Front {
+        endpoint: RESPONSES_ENDPOINT,
+        body: KeyedBody::Chat,
+        headers,
+    };
+    dispatch(state, tenant, chat, front, |routed, reservation| {
+        let who = Answered {
+            provider: &routed.provider,
+            model: &routed.model,
+            attempts: routed.attempts,
+            hedged: routed.hedged,
+            cache: routed.cache,
+        };
+        match routed.answer {
+            Answer::Complete(completion) => {
+                settle_usage(reservation.as_ref(), completion.usage.as_ref());
+                answered("application/json", Body::from(completion.body), &who)
+            }
+            Answer::Stream { head, rest } => answered(
+                "text/event-stream",
+                native::body(head, rest, reservation),
+                &who,
+            ),
+        }
     })
     .await
 }

@@ -26,6 +26,9 @@ pub enum Endpoint {
     Chat,
     /// Embeddings (`/embeddings`): never streamed.
     Embeddings,
+    /// The Responses API passed through as it came (`/responses`), for
+    /// targets that speak it natively.
+    Responses,
 }
 
 /// Why a request body was refused, with the parameter at fault.
@@ -210,6 +213,32 @@ impl ChatRequest {
         })
     }
 
+    /// Reads a `POST /v1/responses` body to pass through verbatim to a
+    /// target that speaks the Responses API: `model` and `stream` are read,
+    /// everything else goes as sent.
+    pub fn parse_native_responses(body: &[u8]) -> Result<Self, RequestError> {
+        let raw = parse_object(body)?;
+        let model = required_model(&raw)?;
+        let stream = match raw.parse::<bool>("stream") {
+            None => false,
+            Some(Ok(stream)) => stream,
+            Some(Err(_)) => {
+                return Err(RequestError::InvalidField {
+                    param: "stream",
+                    expected: "a boolean",
+                })
+            }
+        };
+        Ok(Self {
+            raw,
+            model,
+            stream,
+            include_usage: false,
+            body_len: body.len(),
+            endpoint: Endpoint::Responses,
+        })
+    }
+
     /// The upstream API this request is for.
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint
@@ -250,7 +279,9 @@ impl ChatRequest {
         let mut model = Vec::with_capacity(upstream_model.len() + 2);
         write_json_string(&mut model, upstream_model);
         let model = String::from_utf8_lossy(&model);
-        if self.stream && !self.include_usage {
+        // Chat streams ask for their usage chunk; a Responses stream ends
+        // with the usage in its terminal event anyway.
+        if self.stream && !self.include_usage && self.endpoint == Endpoint::Chat {
             let options = self.stream_options_with_usage();
             return self
                 .raw

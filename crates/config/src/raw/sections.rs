@@ -70,6 +70,7 @@ pub(crate) struct RawProvider {
     pub(crate) timeouts: Option<RawTimeouts>,
     pub(crate) retry: Option<RawRetry>,
     pub(crate) breaker: Option<RawBreaker>,
+    pub(crate) responses: Option<Scalar>,
 }
 
 /// `providers.<name>.timeouts`

@@ -43,6 +43,10 @@ pub struct ProviderConfig {
     pub retry: RetryPolicy,
     /// The circuit breaker for each of this provider's targets.
     pub breaker: BreakerPolicy,
+    /// `responses: native`: `/v1/responses` requests for models served
+    /// only by such providers go through verbatim (OpenAI kind only);
+    /// `translate` (the default) routes them through chat.
+    pub responses_native: bool,
 }
 
 /// `providers.<name>.kind`.

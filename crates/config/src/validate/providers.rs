@@ -85,6 +85,36 @@ impl Checker {
             timeouts: self.timeouts(raw.timeouts.as_ref(), &path.key("timeouts")),
             retry: self.retry(raw.retry.as_ref(), &path.key("retry")),
             breaker: self.breaker(raw.breaker.as_ref(), &path.key("breaker")),
+            responses_native: self.responses_mode(kind, raw.responses.as_ref(), &path.key("responses")),
+        }
+    }
+
+    /// `responses: translate | native`; native only for the OpenAI kind,
+    /// whose API has `/responses`.
+    fn responses_mode(
+        &mut self,
+        kind: Option<ProviderKind>,
+        value: Option<&Scalar>,
+        path: &KeyPath,
+    ) -> bool {
+        match value.map(Scalar::text) {
+            None | Some("translate") => false,
+            Some("native") if kind.is_none_or(|kind| kind == ProviderKind::Openai) => true,
+            Some("native") => {
+                let kind = kind.map_or("", ProviderKind::as_str);
+                self.problems.push(
+                    path,
+                    format!("native is for kind openai (this provider is {kind}); use translate"),
+                );
+                false
+            }
+            Some(other) => {
+                self.problems.push(
+                    path,
+                    format!("unknown mode \"{other}\" (expected one of: translate, native)"),
+                );
+                false
+            }
         }
     }
 

@@ -71,7 +71,8 @@ impl StoredAnswer {
         }
         let usage = completion.usage?;
         let body = match endpoint {
-            keel_types::Endpoint::Embeddings => StoredBody::Verbatim {
+            // Never planned for the cache; kept verbatim if it were.
+            keel_types::Endpoint::Embeddings | keel_types::Endpoint::Responses => StoredBody::Verbatim {
                 body: completion.body.clone(),
                 usage,
             },

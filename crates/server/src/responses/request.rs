@@ -116,8 +116,13 @@ pub(crate) struct Translated {
 }
 
 /// Reads a `POST /v1/responses` body as the router's chat request.
+#[cfg(test)]
 pub(crate) fn translate(body: &[u8]) -> Result<Translated, RequestError> {
-    let raw = keel_types::parse_object(body)?;
+    translate_object(keel_types::parse_object(body)?)
+}
+
+/// [`translate`] for a body already parsed.
+pub(crate) fn translate_object(raw: RawObject) -> Result<Translated, RequestError> {
     let canonical = canonical(&raw)?;
     let chat = ChatRequest::parse(&request_body(&canonical))?;
     Ok(Translated { chat, raw })

@@ -1,0 +1,68 @@
+//! Responses passed through to targets that speak the API (`responses:
+//! native`): the body goes as it came with only `model` rewritten, and the
+//! answer comes back as the upstream sent it, each event frame forwarded as
+//! it arrives. A failure after the first event ends the stream with a
+//! `response.failed` event numbered after the last one forwarded.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::{future, stream, StreamExt};
+use keel_router::{EventStream, ProviderError, StreamEvent};
+
+use crate::error::failure_summary;
+use crate::limits::{settle_usage, Reservation};
+
+/// The SSE body of a native stream.
+pub(crate) fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reservation>) -> Body {
+    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
+    // Upstream sequence numbers count events from 0: the next is the count.
+    let frames = events.scan((0u64, false), move |(forwarded, ended), event| {
+        if *ended {
+            return future::ready(None);
+        }
+        let frame = match event {
+            Ok(StreamEvent::Chunk { data, usage, .. }) => {
+                settle_usage(reservation.as_ref(), usage.as_ref());
+                *forwarded += 1;
+                data
+            }
+            Ok(StreamEvent::Done) => {
+                *ended = true;
+                Bytes::new()
+            }
+            Err(error) => {
+                *ended = true;
+                tracing::warn!(%error, "upstream Responses stream failed after the first event");
+                failed_frame(*forwarded, &error)
+            }
+        };
+        future::ready(Some(frame))
+    });
+    let frames = frames.filter(|frame| future::ready(!frame.is_empty()));
+    Body::from_stream(crate::coalesce::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>))
+}
+
+fn failed_frame(sequence_number: u64, error: &ProviderError) -> Bytes {
+    let message = format!(
+        "the stream from provider '{}' failed after it started: it {}",
+        error.provider(),
+        failure_summary(error)
+    );
+    let event = serde_json::json!({
+        "type": "response.failed",
+        "sequence_number": sequence_number,
+        "response": {
+            "object": "response",
+            "status": "failed",
+            "error": {"code": "server_error", "message": message},
+            "output": [],
+        },
+    });
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(b"event: response.failed\ndata: ");
+    frame.extend_from_slice(event.to_string().as_bytes());
+    frame.extend_from_slice(b"\n\n");
+    frame.freeze()
+}
