@@ -60,11 +60,11 @@ struct Prompt {
 
 /// One input item, reduced to what the mock needs.
 enum Item<'a> {
-    /// A message (or a function call's output) whose text counts toward the prompt.
+    /// A message, whose text counts toward the prompt.
     Text { content: &'a Value },
     /// A function call the assistant made earlier.
     FunctionCall,
-    /// The output of a function call.
+    /// The output of a function call, which counts toward the prompt too.
     FunctionCallOutput { output: &'a Value },
     /// An item type the mock does not act on (reasoning, item references...).
     Other,
