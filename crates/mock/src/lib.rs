@@ -1,7 +1,10 @@
 //! A wire-faithful OpenAI + Anthropic mock upstream with a fault-injection control API.
 //!
 //! Serves `POST /v1/chat/completions` (OpenAI Chat Completions, JSON and
-//! SSE), `POST /v1/messages` (Anthropic Messages, JSON and SSE),
+//! SSE), `POST /v1/responses` (OpenAI Responses, JSON and SSE with
+//! `sequence_number`ed events ending in `response.completed`,
+//! `response.incomplete` or, after an injected error, `error` and
+//! `response.failed`), `POST /v1/messages` (Anthropic Messages, JSON and SSE),
 //! `POST /v1/embeddings` (OpenAI Embeddings, deterministic vectors),
 //! `GET /v1/models`, and the control API:
 //!
@@ -40,6 +43,7 @@ mod faults;
 mod openai;
 mod reply;
 mod respond;
+mod responses;
 mod state;
 mod stats;
 mod stream;
@@ -59,6 +63,7 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub fn router(state: MockState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(openai::models))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/messages", post(anthropic::messages))

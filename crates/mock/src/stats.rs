@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// `requests` = `completed` + `cancelled` + `failed_injected` + requests still in flight.
 #[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
 pub struct ModelStats {
-    /// Valid chat or messages requests received for the model, counted before faults apply.
+    /// Valid chat, responses, messages or embeddings requests received for the model, counted before faults apply.
     pub requests: u64,
     /// Responses whose whole body (JSON, or a stream up to its terminal event) was handed to hyper.
     pub completed: u64,

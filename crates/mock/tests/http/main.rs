@@ -5,4 +5,5 @@ mod anthropic;
 mod control;
 mod faults;
 mod openai;
+mod responses;
 mod support;

@@ -48,6 +48,11 @@ impl Mock {
         self.client.post(url).json_body(&body).send().await.unwrap()
     }
 
+    pub async fn responses(&self, body: Value) -> reqwest::Response {
+        let url = self.url("/v1/responses");
+        self.client.post(url).json_body(&body).send().await.unwrap()
+    }
+
     pub async fn anthropic(&self, body: Value) -> reqwest::Response {
         let url = self.url("/v1/messages");
         let request = self
