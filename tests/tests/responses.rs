@@ -340,3 +340,79 @@ async fn a_background_response_is_queued_then_polled_to_completion() -> TestResu
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     Ok(())
 }
+
+/// `responses: native`: the body goes through verbatim (fields a
+/// translation would refuse included) and the upstream's answer and events
+/// come back as it sent them; the official SDK reads both.
+#[tokio::test]
+async fn a_native_target_gets_the_body_verbatim_and_its_events_come_back() -> TestResult {
+    let mock = start_mock().await?;
+    let yaml = format!(
+        "tenants:\n  - {{name: acme, keys: [\"{KEY}\"]}}\n\
+         providers:\n  native: {{kind: openai, base_url: {}, responses: native, retry: {{attempts: 1}}}}\n\
+         models:\n  gpt: {{targets: [{{provider: native, model: gpt-native}}]}}\n",
+        mock.base_url()
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    let http = reqwest::Client::new();
+    let body = json!({"model": "gpt", "input": "hello", "previous_response_id": null,
+                      "include": ["reasoning.encrypted_content"], "store": false});
+    let response = http
+        .post(gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-keel-provider")
+            .and_then(|v| v.to_str().ok()),
+        Some("native")
+    );
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["object"], "response");
+    assert_eq!(answer["model"], "gpt-native", "the upstream's own object");
+    assert_eq!(mock.state.stats("gpt-native").requests, 1);
+
+    let stream = json!({"model": "gpt", "input": "hello", "stream": true});
+    let events = stream_events(&gateway, &stream).await?;
+    assert_eq!(
+        events.first().map(|event| &event["type"]),
+        Some(&json!("response.created"))
+    );
+    assert_eq!(
+        events.last().map(|event| &event["type"]),
+        Some(&json!("response.completed"))
+    );
+    let numbers: Vec<u64> = events
+        .iter()
+        .filter_map(|event| event["sequence_number"].as_u64())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+
+    mock.state.set_faults(
+        "gpt-native",
+        Faults {
+            drop_after_chunk: Some(2),
+            ..Faults::default()
+        },
+    );
+    let events = stream_events(&gateway, &stream).await?;
+    let last = events.last().ok_or("events")?;
+    assert_eq!(
+        last["type"], "response.failed",
+        "a cut stream ends with response.failed"
+    );
+    assert_eq!(
+        last["sequence_number"].as_u64(),
+        Some(events.len() as u64 - 1)
+    );
+    mock.state.clear();
+
+    let args = vec![gateway.url("/v1"), String::from("gpt"), KEY.to_owned()];
+    let stdout = keel_testkit::sdk_check("responses_mock_check.py", args).await?;
+    assert!(stdout.starts_with("ok"), "{stdout}");
+    Ok(())
+}

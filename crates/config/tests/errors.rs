@@ -62,7 +62,7 @@ fn rows() -> Vec<Row> {
             "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)",
         )),
         row("unknown provider key", "providers:\n  openai: {kind: openai, timeout: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
-            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)",
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses)",
         )),
         row("unknown key three levels down", "providers:\n  openai:\n    kind: openai\n    timeouts: {conect: 2s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts.conect: unknown key \"conect\" (expected one of: connect, headers, first_token, inactivity, total)",
@@ -143,6 +143,12 @@ fn rows() -> Vec<Row> {
         )),
         row("an unknown endpoint", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    endpoint: completions\n    targets: [{provider: openai, model: c}]", Error(
             "models.chat.endpoint: unknown endpoint \"completions\" (expected one of: chat, embeddings)",
+        )),
+        row("native responses on an anthropic provider", "providers:\n  claude: {kind: anthropic, api_key: k, responses: native}\nmodels:\n  chat:\n    targets: [{provider: claude, model: c}]", Error(
+            "providers.claude.responses: native is for kind openai (this provider is anthropic); use translate",
+        )),
+        row("an unknown responses mode", "providers:\n  openai: {kind: openai, responses: passthrough}\nmodels:\n  chat:\n    targets: [{provider: openai, model: c}]", Error(
+            "providers.openai.responses: unknown mode \"passthrough\" (expected one of: translate, native)",
         )),
         row("cost strategy without a price", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: cost\n    targets: [{provider: openai, model: a, price: {input: 1, output: 2}}, {provider: openai, model: b}]", Error(
             "models.chat.targets[1].price: required when strategy is cost, e.g. price: {input: 2.5, output: 10}",
@@ -241,7 +247,7 @@ fn rows() -> Vec<Row> {
         )),
         row("multiple problems reported at once", "server: {request_timeout: 10s, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
             "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body)\n",
-            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
+            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses)\n",
             "providers.openai.retry.attempts: must be at least 1, got 0\n",
             "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 0\n",
             "models.chat.targets[0].provider: unknown provider \"opnai\"\n",
@@ -263,7 +269,7 @@ fn rows() -> Vec<Row> {
             "server.max_in_flight: must be at least 1, got -3",
         ))),
         row("an unknown key beside a bad value in a provider", "providers:\n  openai: {kind: openai, timeout: 5s, timeouts: {first_token: soon}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses)\n",
             "providers.openai.timeouts.first_token: invalid duration \"soon\": use a number and a unit such as 250ms, 10s, 5m",
         ))),
         row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, weight: 2}]}", Error(concat!(

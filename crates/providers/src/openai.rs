@@ -46,6 +46,10 @@ pub struct OpenAiProvider {
 
 /// Where requests go: one URL per API, or one per Azure deployment (the
 /// upstream model).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per provider, built once at start-up"
+)]
 pub(crate) enum Endpoint {
     /// `{base_url}/chat/completions` and `{base_url}/embeddings`, parsed
     /// once: parsing them per request showed up in profiles.

@@ -85,7 +85,11 @@ impl Checker {
             timeouts: self.timeouts(raw.timeouts.as_ref(), &path.key("timeouts")),
             retry: self.retry(raw.retry.as_ref(), &path.key("retry")),
             breaker: self.breaker(raw.breaker.as_ref(), &path.key("breaker")),
-            responses_native: self.responses_mode(kind, raw.responses.as_ref(), &path.key("responses")),
+            responses_native: self.responses_mode(
+                kind,
+                raw.responses.as_ref(),
+                &path.key("responses"),
+            ),
         }
     }
 

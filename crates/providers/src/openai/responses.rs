@@ -111,16 +111,20 @@ where
             Some(Ok(event)) if event.data.is_empty() => continue,
             Some(Ok(event)) => event,
         };
-        let probe: Probe = serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail: format!("a Responses event is not valid JSON: {error}"),
-        })?;
+        let probe: Probe =
+            serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
+                provider: provider.to_owned(),
+                detail: format!("a Responses event is not valid JSON: {error}"),
+            })?;
         let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
         match kind {
             "error" | "response.failed" => return Err(failed(provider, &probe)),
             "response.completed" | "response.incomplete" => {
                 state.ended = true;
-                let usage = probe.response.and_then(|response| response.usage).map(usage);
+                let usage = probe
+                    .response
+                    .and_then(|response| response.usage)
+                    .map(usage);
                 return Ok(chunk(kind, &event.data, false, usage));
             }
             _ => {
@@ -142,10 +146,11 @@ fn chunk(kind: &str, data: &str, token: bool, usage: Option<Usage>) -> StreamEve
 
 /// A non-stream Responses answer's usage, after checking it did not fail.
 pub(crate) fn response_usage(provider: &str, body: &[u8]) -> Result<Option<Usage>, ProviderError> {
-    let response: ResponseProbe = serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
-        provider: provider.to_owned(),
-        detail: format!("the response is not valid JSON: {error}"),
-    })?;
+    let response: ResponseProbe =
+        serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: format!("the response is not valid JSON: {error}"),
+        })?;
     if response.status.as_deref() == Some("failed") {
         let probe = Probe {
             kind: None,
@@ -171,7 +176,9 @@ fn failed(provider: &str, probe: &Probe) -> ProviderError {
 }
 
 fn usage(usage: UsageProbe) -> Usage {
-    let cached = usage.input_tokens_details.map_or(0, |details| details.cached_tokens);
+    let cached = usage
+        .input_tokens_details
+        .map_or(0, |details| details.cached_tokens);
     Usage {
         prompt_tokens: usage.input_tokens,
         completion_tokens: usage.output_tokens,
@@ -187,7 +194,9 @@ mod tests {
     use super::*;
 
     fn events(frames: &str) -> Vec<Result<StreamEvent, String>> {
-        let bytes = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(frames.to_owned()))]);
+        let bytes = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(
+            frames.to_owned(),
+        ))]);
         let stream = event_stream(Arc::from("up"), bytes);
         futures_executor::block_on(stream.collect::<Vec<_>>())
             .into_iter()
@@ -223,8 +232,14 @@ mod tests {
         let failed = events(
             "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"message\":\"boom\"}}}\n\n",
         );
-        assert!(matches!(failed.first(), Some(Err(message)) if message.contains("boom")), "{failed:?}");
+        assert!(
+            matches!(failed.first(), Some(Err(message)) if message.contains("boom")),
+            "{failed:?}"
+        );
         let cut = events("event: response.created\ndata: {\"type\":\"response.created\"}\n\n");
-        assert!(matches!(cut.last(), Some(Err(_))), "no terminal event: {cut:?}");
+        assert!(
+            matches!(cut.last(), Some(Err(_))),
+            "no terminal event: {cut:?}"
+        );
     }
 }

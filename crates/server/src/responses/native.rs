@@ -15,7 +15,11 @@ use crate::error::failure_summary;
 use crate::limits::{settle_usage, Reservation};
 
 /// The SSE body of a native stream.
-pub(crate) fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reservation>) -> Body {
+pub(crate) fn body(
+    head: Vec<StreamEvent>,
+    rest: EventStream,
+    reservation: Option<Reservation>,
+) -> Body {
     let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
     // Upstream sequence numbers count events from 0: the next is the count.
     let frames = events.scan((0u64, false), move |(forwarded, ended), event| {
