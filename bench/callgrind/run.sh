@@ -6,10 +6,14 @@
 #
 #   bench/callgrind/run.sh BIN [BIN...]     (each a built `keel`)
 # Knobs (environment): WARMUP=200 REQUESTS=2000 CALLGRIND_CONFIG=<extra yaml>
+#   REQUEST_PATH=/v1/chat/completions REQUEST_BODY=<json>  (the request measured;
+#   e.g. REQUEST_PATH=/v1/responses REQUEST_BODY='{"model":"chat","input":"Hello"}')
 # Only 127.0.0.1 is used; everything started is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+export REQUEST_PATH=${REQUEST_PATH:-/v1/chat/completions}
+export REQUEST_BODY=${REQUEST_BODY:-'{"model":"chat","messages":[{"role":"user","content":"Hello"}]}'}
 WARMUP=${WARMUP:-200}
 REQUESTS=${REQUESTS:-2000}
 work=$(mktemp -d /tmp/keel-callgrind.XXXXXX)
@@ -27,13 +31,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Sends N chat completions over one keep-alive connection; fails on a non-200.
 load() {
   python3 - "$1" "$2" <<'PY'
-import http.client, json, sys
+import http.client, os, sys
 port, count = int(sys.argv[1]), int(sys.argv[2])
-body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "Hello"}]})
+path, body = os.environ["REQUEST_PATH"], os.environ["REQUEST_BODY"]
 headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 for _ in range(count):
-    connection.request("POST", "/v1/chat/completions", body, headers)
+    connection.request("POST", path, body, headers)
     response = connection.getresponse()
     response.read()
     if response.status != 200:
@@ -79,5 +83,5 @@ YAML
   kill "$keel_pid" 2>/dev/null || true
   wait "$keel_pid" 2>/dev/null || true
   rm -f "$work"/cg.out*
-  echo "$bin: $((total / REQUESTS)) instructions per request ($REQUESTS requests)"
+  echo "$bin: $((total / REQUESTS)) instructions per request ($REQUESTS x POST $REQUEST_PATH)"
 done

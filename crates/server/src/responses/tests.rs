@@ -108,3 +108,177 @@ fn what_cannot_be_honoured_is_refused_by_name() {
     )
     .is_ok());
 }
+
+mod stream {
+    use bytes::BytesMut;
+    use keel_router::ProviderError;
+
+    use super::super::response::Echo;
+    use super::super::stream::EventWriter;
+
+    /// Feeds OpenAI chunks through the writer (then the end, or a failure)
+    /// and returns each event's type and data.
+    fn events(chunks: &[&str], end: Result<(), ProviderError>) -> Vec<(String, serde_json::Value)> {
+        let raw = keel_types::parse_object(br#"{"model":"m","input":"hi"}"#).unwrap_or_default();
+        let mut writer = EventWriter::new(Echo::new(&raw), "up");
+        let mut out = BytesMut::new();
+        for chunk in chunks {
+            assert!(writer.chunk(chunk.as_bytes(), &mut out).is_ok(), "{chunk}");
+        }
+        match end {
+            Ok(()) => writer.done(&mut out),
+            Err(error) => writer.error(&error, &mut out),
+        }
+        String::from_utf8_lossy(&out)
+            .split("\n\n")
+            .filter(|frame| !frame.is_empty())
+            .map(|frame| {
+                let mut lines = frame.lines();
+                let name = lines
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("event: ")
+                    .to_owned();
+                let data = lines.next().unwrap_or("").trim_start_matches("data: ");
+                (name, serde_json::from_str(data).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    fn types(events: &[(String, serde_json::Value)]) -> Vec<&str> {
+        events.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    const ROLE: &str = r#"{"id":"c","model":"up-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+
+    #[test]
+    fn text_split_mid_character_usage_and_the_order_of_events() {
+        let chunks = [
+            ROLE,
+            r#"{"id":"c","model":"up-1","choices":[{"index":0,"delta":{"content":"Zür"}}]}"#,
+            r#"{"id":"c","model":"up-1","choices":[{"index":0,"delta":{"content":"ich ✓"}}]}"#,
+            r#"{"id":"c","model":"up-1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","model":"up-1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#,
+        ];
+        let events = events(&chunks, Ok(()));
+        assert_eq!(
+            types(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (number, (name, data)) in events.iter().enumerate() {
+            assert_eq!(data["type"], name.as_str());
+            assert_eq!(data["sequence_number"], number);
+        }
+        assert_eq!(events[6].1["text"], "Zürich ✓");
+        let completed = &events[9].1["response"];
+        assert_eq!(completed["status"], "completed");
+        assert_eq!(completed["model"], "up-1", "the model that answered");
+        assert_eq!(completed["output"][0]["content"][0]["text"], "Zürich ✓");
+        assert_eq!(completed["usage"]["input_tokens"], 5);
+        assert_eq!(completed["usage"]["output_tokens"], 3);
+        assert_eq!(completed["usage"]["total_tokens"], 8);
+    }
+
+    #[test]
+    fn function_calls_with_split_arguments_close_the_message_and_end_in_order() {
+        let chunks = [
+            ROLE,
+            r#"{"choices":[{"index":0,"delta":{"content":"Let me check."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"loc"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ation\":\"Paris\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ];
+        let events = events(&chunks, Ok(()));
+        assert_eq!(
+            types(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let done: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|(name, _)| name == "response.function_call_arguments.done")
+            .map(|(_, data)| data)
+            .collect();
+        assert_eq!(
+            done[0]["arguments"], r#"{"location":"Paris"}"#,
+            "late arguments reach their call"
+        );
+        assert_eq!(done[0]["output_index"], 1);
+        assert_eq!(done[1]["arguments"], "{}");
+        let output = &events[17].1["response"]["output"];
+        assert_eq!(output[1]["call_id"], "call_1");
+        assert_eq!(output[2]["name"], "get_time");
+    }
+
+    #[test]
+    fn a_length_cut_is_incomplete_and_a_failure_is_response_failed() {
+        let cut = [
+            ROLE,
+            r#"{"choices":[{"index":0,"delta":{"content":"Once upon"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+        ];
+        let cut_events = events(&cut, Ok(()));
+        let (name, last) = cut_events.last().cloned().unwrap_or_default();
+        assert_eq!(name, "response.incomplete");
+        assert_eq!(
+            last["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+
+        let broken = [
+            ROLE,
+            r#"{"choices":[{"index":0,"delta":{"content":"Once"}}]}"#,
+        ];
+        let error = ProviderError::Truncated {
+            provider: String::from("up"),
+        };
+        let events = events(&broken, Err(error));
+        let terminal: Vec<&str> = types(&events)
+            .into_iter()
+            .filter(|name| {
+                name.starts_with("response.")
+                    && matches!(
+                        *name,
+                        "response.completed" | "response.incomplete" | "response.failed"
+                    )
+            })
+            .collect();
+        assert_eq!(terminal, ["response.failed"]);
+        let (_, failed) = events.last().cloned().unwrap_or_default();
+        assert_eq!(failed["response"]["status"], "failed");
+        assert!(failed["response"]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'up'")));
+    }
+}
