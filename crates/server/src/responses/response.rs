@@ -8,23 +8,30 @@ use serde_json::value::RawValue;
 use keel_types::canonical::{FinishReason, Response, TokenUsage, ToolCall};
 use keel_types::RawObject;
 
-/// What a response object says about the request, read once.
+/// What a response object says about the request, read once: the
+/// client's settings, echoed as the JSON text it sent them in.
 pub(crate) struct Echo {
     id: String,
     created_at: u64,
     background: bool,
-    instructions: Option<Box<RawValue>>,
-    max_output_tokens: Option<Box<RawValue>>,
-    parallel_tool_calls: Box<RawValue>,
-    temperature: Box<RawValue>,
-    top_p: Box<RawValue>,
-    tool_choice: Box<RawValue>,
-    tools: Box<RawValue>,
-    text: Box<RawValue>,
-    reasoning_effort: Option<Box<RawValue>>,
-    user: Option<Box<RawValue>>,
-    metadata: Box<RawValue>,
+    /// `"instructions":…,` through `"metadata":…` (each setting the client
+    /// sent, or its default), ready to copy into every object written.
+    settings: Vec<u8>,
 }
+
+/// The echoed settings, in the order they are written, with their defaults.
+const ECHOED: [(&str, &str); 10] = [
+    ("instructions", "null"),
+    ("max_output_tokens", "null"),
+    ("parallel_tool_calls", "true"),
+    ("temperature", "1.0"),
+    ("top_p", "1.0"),
+    ("tool_choice", "\"auto\""),
+    ("tools", "[]"),
+    ("text", r#"{"format":{"type":"text"}}"#),
+    ("user", "null"),
+    ("metadata", "{}"),
+];
 
 /// The state of a response object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,51 +79,6 @@ pub(crate) struct TextOut<'a> {
     pub logprobs: [(); 0],
 }
 
-#[derive(Serialize)]
-struct ObjectOut<'a> {
-    id: &'a str,
-    object: &'static str,
-    created_at: u64,
-    status: &'static str,
-    background: bool,
-    error: Option<ErrorOut<'a>>,
-    incomplete_details: Option<IncompleteOut>,
-    instructions: Option<&'a RawValue>,
-    max_output_tokens: Option<&'a RawValue>,
-    model: &'a str,
-    output: &'a [ItemOut<'a>],
-    parallel_tool_calls: &'a RawValue,
-    previous_response_id: Option<()>,
-    reasoning: ReasoningOut<'a>,
-    store: bool,
-    temperature: &'a RawValue,
-    text: &'a RawValue,
-    tool_choice: &'a RawValue,
-    tools: &'a RawValue,
-    top_p: &'a RawValue,
-    truncation: &'static str,
-    usage: Option<UsageOut>,
-    user: Option<&'a RawValue>,
-    metadata: &'a RawValue,
-}
-
-#[derive(Serialize)]
-struct ErrorOut<'a> {
-    code: &'static str,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct IncompleteOut {
-    reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct ReasoningOut<'a> {
-    effort: Option<&'a RawValue>,
-    summary: Option<()>,
-}
-
 /// Responses usage: `input_tokens` includes cached ones, as OpenAI counts.
 #[derive(Serialize)]
 struct UsageOut {
@@ -148,34 +110,30 @@ impl Echo {
     /// The echo of `raw` for a response that has an id and creation time
     /// already (a background response, kept as a job).
     pub(crate) fn stored(raw: &RawObject, id: String, created_at: u64) -> Self {
-        let field = |key: &str| {
-            raw.get(key)
-                .filter(|value| value.get() != "null")
-                .map(ToOwned::to_owned)
-        };
-        let or = |key: &str, default: &str| field(key).unwrap_or_else(|| raw_json(default));
-        let reasoning_effort = raw
-            .parse::<serde_json::Value>("reasoning")
-            .and_then(Result::ok)
-            .and_then(|reasoning| reasoning.get("effort").filter(|e| !e.is_null()).cloned())
-            .map(|effort| raw_json(&effort.to_string()));
+        let mut settings = Vec::with_capacity(256);
+        for (key, default) in ECHOED {
+            let sent = raw
+                .get(key)
+                .map(|value| value.get())
+                .filter(|value| *value != "null");
+            push_field(&mut settings, key, sent.unwrap_or(default));
+        }
+        // `reasoning.effort` as sent; the summary is never produced.
+        let effort = raw
+            .get("reasoning")
+            .and_then(|reasoning| serde_json::from_str::<ReasoningIn<'_>>(reasoning.get()).ok())
+            .and_then(|reasoning| reasoning.effort)
+            .map_or("null", |effort| effort.get());
+        settings.extend_from_slice(b"\"reasoning\":{\"effort\":");
+        settings.extend_from_slice(effort.as_bytes());
+        settings.extend_from_slice(b",\"summary\":null},");
         Self {
             id,
             created_at,
             background: raw
                 .get("background")
                 .is_some_and(|value| value.get() == "true"),
-            instructions: field("instructions"),
-            max_output_tokens: field("max_output_tokens"),
-            parallel_tool_calls: or("parallel_tool_calls", "true"),
-            temperature: or("temperature", "1.0"),
-            top_p: or("top_p", "1.0"),
-            tool_choice: or("tool_choice", "\"auto\""),
-            tools: or("tools", "[]"),
-            text: or("text", r#"{"format":{"type":"text"}}"#),
-            reasoning_effort,
-            user: field("user"),
-            metadata: or("metadata", "{}"),
+            settings,
         }
     }
 
@@ -193,45 +151,72 @@ impl Echo {
             Status::InProgress => ("in_progress", None),
             Status::Cancelled => ("cancelled", None),
             Status::Completed => ("completed", None),
-            Status::Incomplete(reason) => ("incomplete", Some(IncompleteOut { reason })),
+            Status::Incomplete(reason) => ("incomplete", Some(reason)),
             Status::Failed => ("failed", None),
         };
-        let object = ObjectOut {
-            id: &self.id,
-            object: "response",
-            created_at: self.created_at,
-            status: status_text,
-            background: self.background,
-            error: error.map(|message| ErrorOut {
-                code: "server_error",
-                message,
-            }),
-            incomplete_details: incomplete,
-            instructions: self.instructions.as_deref(),
-            max_output_tokens: self.max_output_tokens.as_deref(),
-            model,
-            output,
-            parallel_tool_calls: &self.parallel_tool_calls,
-            previous_response_id: None,
-            reasoning: ReasoningOut {
-                effort: self.reasoning_effort.as_deref(),
-                summary: None,
-            },
-            // Keel keeps no responses: nothing can be fetched by this id.
-            store: false,
-            temperature: &self.temperature,
-            text: &self.text,
-            tool_choice: &self.tool_choice,
-            tools: &self.tools,
-            top_p: &self.top_p,
-            truncation: "disabled",
-            usage: usage.map(UsageOut::from),
-            user: self.user.as_deref(),
-            metadata: &self.metadata,
-        };
+        let mut out = Vec::with_capacity(512 + self.settings.len());
+        out.extend_from_slice(b"{\"id\":");
+        push_string(&mut out, &self.id);
+        out.extend_from_slice(b",\"object\":\"response\",\"created_at\":");
+        out.extend_from_slice(self.created_at.to_string().as_bytes());
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(status_text.as_bytes());
+        out.extend_from_slice(if self.background {
+            b"\",\"background\":true,\"error\":"
+        } else {
+            b"\",\"background\":false,\"error\":"
+        });
+        match error {
+            Some(message) => {
+                out.extend_from_slice(b"{\"code\":\"server_error\",\"message\":");
+                push_string(&mut out, message);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"incomplete_details\":");
+        match incomplete {
+            Some(reason) => {
+                out.extend_from_slice(b"{\"reason\":\"");
+                out.extend_from_slice(reason.as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b',');
+        out.extend_from_slice(&self.settings);
+        out.extend_from_slice(b"\"model\":");
+        push_string(&mut out, model);
+        out.extend_from_slice(b",\"output\":");
         // Serialising these types into a Vec cannot fail.
-        serde_json::to_vec(&object).unwrap_or_default()
+        let _ = serde_json::to_writer(&mut out, output);
+        // Keel keeps no responses: nothing can be fetched by this id.
+        out.extend_from_slice(b",\"previous_response_id\":null,\"store\":false,\"truncation\":\"disabled\",\"usage\":");
+        let _ = serde_json::to_writer(&mut out, &usage.map(UsageOut::from));
+        out.push(b'}');
+        out
     }
+}
+
+#[derive(serde::Deserialize)]
+struct ReasoningIn<'a> {
+    #[serde(borrow, default)]
+    effort: Option<&'a RawValue>,
+}
+
+/// `"key":value,` with `value` JSON text.
+fn push_field(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(value.as_bytes());
+    out.push(b',');
+}
+
+/// `text` as a JSON string.
+fn push_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
 }
 
 /// The status a finished answer has.
@@ -331,17 +316,17 @@ impl From<TokenUsage> for UsageOut {
 
 /// `prefix` and 48 hex digits, as OpenAI's ids look.
 pub(crate) fn new_id(prefix: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(prefix.len() + 48);
     id.push_str(prefix);
     for _ in 0..3 {
-        id.push_str(&format!("{:016x}", fastrand::u64(..)));
+        let mut bits = fastrand::u64(..);
+        for _ in 0..16 {
+            id.push(char::from(HEX[(bits & 0xf) as usize]));
+            bits >>= 4;
+        }
     }
     id
-}
-
-fn raw_json(text: &str) -> Box<RawValue> {
-    // Only literals written here are parsed; `null` if one were not JSON.
-    serde_json::from_str::<Box<RawValue>>(text).unwrap_or_default()
 }
 
 fn unix_now() -> u64 {
