@@ -163,6 +163,14 @@ impl ApiError {
     }
 }
 
+/// Whether a routing failure is final: Keel's own retries and failover have
+/// run, or the request cannot succeed as sent. `Unavailable` is not: no
+/// target was tried, and its `Retry-After` says when one may take it, like
+/// load shedding.
+fn route_is_final(error: &RouteError) -> bool {
+    !matches!(error, RouteError::Unavailable { .. })
+}
+
 fn route_status(error: &RouteError) -> StatusCode {
     match error {
         RouteError::UnknownModel { .. } | RouteError::WrongEndpoint { .. } => {
@@ -280,6 +288,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     axum::http::header::RETRY_AFTER,
                     HeaderValue::from(route_retry_after_seconds(&delay)),
+                );
+            }
+            if route_is_final(route) {
+                headers.insert(
+                    crate::headers::X_SHOULD_RETRY,
+                    HeaderValue::from_static("false"),
                 );
             }
         }

@@ -103,7 +103,10 @@ fn unreadable_completion(provider: &str, error: &serde_json::Error) -> Response 
     );
     (
         StatusCode::BAD_GATEWAY,
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (crate::headers::X_SHOULD_RETRY, "false"),
+        ],
         body.to_json(),
     )
         .into_response()
