@@ -45,6 +45,12 @@ pub enum ApiError {
         /// The request path.
         path: String,
     },
+    /// `GET /v1/models/{id}` for a model that is not served.
+    #[error("the model '{model}' does not exist")]
+    ModelNotFound {
+        /// The requested model.
+        model: String,
+    },
     /// The path exists but not with this method.
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed {
@@ -102,7 +108,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Route(error) => route_status(error),
             Self::TenantLimited { .. } | Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -140,6 +146,12 @@ impl ApiError {
             Self::NotFound { .. } => {
                 ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url"))
             }
+            Self::ModelNotFound { .. } => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
             Self::MethodNotAllowed { .. } => ErrorBody::new(
                 message,
                 "invalid_request_error",
