@@ -47,6 +47,11 @@ async fn a_text_answer_keeps_content_finish_usage_and_names_the_target() -> Test
     assert_eq!(answer["model"], CLAUDE);
     let choice = &answer["choices"][0];
     assert_eq!(choice["message"]["content"], direct["content"][0]["text"]);
+    // Fields OpenAI's schema requires, present as OpenAI sends them.
+    let null = Some(&Value::Null);
+    assert_eq!(choice["message"].get("refusal"), null, "{answer}");
+    assert_eq!(choice.get("logprobs"), null, "{answer}");
+    assert_eq!(answer.get("system_fingerprint"), null, "{answer}");
     assert_eq!(
         (
             choice["message"]["role"].as_str(),
@@ -117,7 +122,7 @@ async fn a_stream_has_one_id_every_token_and_the_usage_chunk() -> TestResult {
         .all(|chunk| &chunk["id"] == id && chunk["object"] == "chat.completion.chunk"));
     assert_eq!(
         chunks[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": ""})
+        json!({"role": "assistant", "content": "", "refusal": null})
     );
     let text: String = chunks
         .iter()
