@@ -11,7 +11,7 @@ use keel_types::{ErrorBody, RequestError};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No key, or a key no tenant has.
-    #[error("invalid or missing API key: send it as 'Authorization: Bearer <key>'")]
+    #[error("invalid or missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")]
     Unauthorized,
     /// The body could not be used.
     #[error("{0}")]

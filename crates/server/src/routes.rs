@@ -51,6 +51,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             request_id::stamp,
         ))
+        // Outside `stamp`, so it sees the request id and every refusal.
+        .layer(axum::middleware::from_fn(crate::messages::anthropic_errors))
         .with_state(state)
 }
 
