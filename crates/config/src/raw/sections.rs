@@ -19,6 +19,14 @@ pub(crate) struct RawServer {
     pub(crate) metrics_listen: Option<Scalar>,
     pub(crate) body_timeout: Option<Scalar>,
     pub(crate) max_upstream_body: Option<Scalar>,
+    pub(crate) cors: Option<RawCors>,
+}
+
+/// `server.cors`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with the key origins")]
+pub(crate) struct RawCors {
+    pub(crate) origins: Option<ScalarList>,
 }
 
 /// `database:`
