@@ -62,7 +62,7 @@ fn rows() -> Vec<Row> {
             "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)",
         )),
         row("unknown provider key", "providers:\n  openai: {kind: openai, timeout: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
-            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)",
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, drop_unsupported)",
         )),
         row("unknown key three levels down", "providers:\n  openai:\n    kind: openai\n    timeouts: {conect: 2s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts.conect: unknown key \"conect\" (expected one of: connect, headers, first_token, inactivity, total)",
@@ -84,6 +84,10 @@ fn rows() -> Vec<Row> {
             "server.cors.origins[2]: invalid origin \"ftp://files.example\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"\n",
             "server.cors.origins[3]: invalid origin \"app.example\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"\n",
             "server.cors.origins[4]: invalid origin \"http://localhost:99999\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"",
+        ))),
+        row("drop_unsupported only where requests are translated", "providers:\n  openai: {kind: openai, drop_unsupported: true}\n  claude: {kind: anthropic, api_key: k, drop_unsupported: maybe}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: claude, model: c}]}", Error(concat!(
+            "providers.openai.drop_unsupported: not used by kind openai: it forwards every field as sent; remove it\n",
+            "providers.claude.drop_unsupported: invalid boolean \"maybe\": use true or false",
         ))),
         with_base("cors needs its origins", "server: {cors: {}}", Error(
             "server.cors.origins: required: the origins browsers may call from, such as [\"https://app.example\"], or [\"*\"]",
@@ -253,7 +257,7 @@ fn rows() -> Vec<Row> {
         )),
         row("multiple problems reported at once", "server: {request_timeout: 10s, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
             "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors)\n",
-            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
+            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, drop_unsupported)\n",
             "providers.openai.retry.attempts: must be at least 1, got 0\n",
             "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 0\n",
             "models.chat.targets[0].provider: unknown provider \"opnai\"\n",
@@ -275,7 +279,7 @@ fn rows() -> Vec<Row> {
             "server.max_in_flight: must be at least 1, got -3",
         ))),
         row("an unknown key beside a bad value in a provider", "providers:\n  openai: {kind: openai, timeout: 5s, timeouts: {first_token: soon}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker)\n",
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, drop_unsupported)\n",
             "providers.openai.timeouts.first_token: invalid duration \"soon\": use a number and a unit such as 250ms, 10s, 5m",
         ))),
         row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, weight: 2}]}", Error(concat!(

@@ -78,6 +78,7 @@ pub(crate) struct RawProvider {
     pub(crate) timeouts: Option<RawTimeouts>,
     pub(crate) retry: Option<RawRetry>,
     pub(crate) breaker: Option<RawBreaker>,
+    pub(crate) drop_unsupported: Option<Scalar>,
 }
 
 /// `providers.<name>.timeouts`

@@ -43,6 +43,10 @@ pub struct ProviderConfig {
     pub retry: RetryPolicy,
     /// The circuit breaker for each of this provider's targets.
     pub breaker: BreakerPolicy,
+    /// Request fields the provider's API cannot express are left out
+    /// (and named in `x-keel-dropped`) instead of refused with 400;
+    /// default false. Only translating kinds (anthropic) ever drop.
+    pub drop_unsupported: bool,
 }
 
 /// `providers.<name>.kind`.

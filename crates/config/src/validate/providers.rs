@@ -85,6 +85,30 @@ impl Checker {
             timeouts: self.timeouts(raw.timeouts.as_ref(), &path.key("timeouts")),
             retry: self.retry(raw.retry.as_ref(), &path.key("retry")),
             breaker: self.breaker(raw.breaker.as_ref(), &path.key("breaker")),
+            drop_unsupported: self.drop_unsupported(kind, raw.drop_unsupported.as_ref(), path),
+        }
+    }
+
+    /// Only a kind that translates requests has fields to drop; `true`
+    /// elsewhere would promise something that never happens.
+    fn drop_unsupported(
+        &mut self,
+        kind: Option<ProviderKind>,
+        value: Option<&Scalar>,
+        path: &KeyPath,
+    ) -> bool {
+        let path = path.key("drop_unsupported");
+        let drop = self.boolean(value, &path, false);
+        match kind {
+            Some(kind @ (ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock))
+                if drop =>
+            {
+                let message =
+                    format!("not used by kind {kind}: it forwards every field as sent; remove it");
+                self.problems.push(&path, message);
+                false
+            }
+            _ => drop,
         }
     }
 

@@ -122,7 +122,7 @@ fn anthropic_body(status: StatusCode, detail: &ErrorDetail, request_id: Option<&
 
 /// Anthropic's error type: an Anthropic upstream's own, else the one its
 /// documentation gives the status.
-fn anthropic_type<'a>(status: StatusCode, code: Option<&'a str>) -> &'a str {
+fn anthropic_type(status: StatusCode, code: Option<&str>) -> &str {
     if let Some(kind) = code.filter(|code| ANTHROPIC_TYPES.contains(code)) {
         return kind;
     }

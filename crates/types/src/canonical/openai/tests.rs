@@ -74,10 +74,6 @@ fn an_openai_request_reads_into_every_canonical_field() -> TestResult {
 fn requests_the_canonical_form_cannot_carry_are_refused_with_the_parameter() -> TestResult {
     let cases = [
         (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
-            "n",
-        ),
-        (
             r#"{"model":"m","messages":[{"role":"function","name":"f","content":"x"}]}"#,
             "messages",
         ),
