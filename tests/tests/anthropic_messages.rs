@@ -220,23 +220,82 @@ async fn a_failure_after_the_first_token_ends_with_an_anthropic_error_event() ->
     Ok(())
 }
 
+/// An error as Anthropic writes it: status, `error.type`, its message, and
+/// the `request-id` header equal to `x-request-id` and to `request_id`.
+async fn anthropic_error(
+    response: reqwest::Response,
+) -> Result<(u16, String, String), Box<dyn std::error::Error>> {
+    let status = response.status().as_u16();
+    let id = response.headers()["request-id"].to_str()?.to_owned();
+    assert_eq!(response.headers()["x-request-id"].to_str()?, id);
+    let body: Value = response.json().await?;
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["request_id"].as_str(), Some(id.as_str()), "{body}");
+    assert!(body.get("code").is_none() && body["error"].get("code").is_none());
+    let kind = body["error"]["type"].as_str().ok_or("no type")?.to_owned();
+    let message = body["error"]["message"].as_str().ok_or("no message")?;
+    Ok((status, kind, message.to_owned()))
+}
+
 #[tokio::test]
-async fn bad_requests_and_keys_are_refused_before_routing() -> TestResult {
+async fn bad_requests_and_keys_are_refused_before_routing_in_anthropic_shape() -> TestResult {
     let setup = Setup::start().await?;
     let document = json!({"model": "gpt-chat", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]});
-    let response = setup.messages(&document).await?;
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await?;
-    assert_eq!(body["error"]["param"], "messages", "{body}");
-    let response = setup.messages(&json!({"model": "nope", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})).await?;
-    assert_eq!(response.status(), 400);
-    let anonymous = reqwest::Client::new()
-        .post(setup.gateway.url("/v1/messages"))
-        .json(&ask("gpt-chat"))
+    let (status, kind, message) = anthropic_error(setup.messages(&document).await?).await?;
+    assert_eq!((status, kind.as_str()), (400, "invalid_request_error"));
+    assert!(message.contains("messages"), "{message}");
+    let unknown =
+        json!({"model": "nope", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]});
+    let (status, kind, _) = anthropic_error(setup.messages(&unknown).await?).await?;
+    assert_eq!((status, kind.as_str()), (400, "invalid_request_error"));
+    let client = reqwest::Client::new();
+    let url = setup.gateway.url("/v1/messages");
+    let not_json = client
+        .post(&url)
+        .header("x-api-key", keel_testkit::TEST_KEY)
+        .body("{\"model\":")
         .send()
         .await?;
-    assert_eq!(anonymous.status(), 401);
+    let (status, kind, _) = anthropic_error(not_json).await?;
+    assert_eq!((status, kind.as_str()), (400, "invalid_request_error"));
+    let anonymous = client.post(&url).json(&ask("gpt-chat")).send().await?;
+    let (status, kind, message) = anthropic_error(anonymous).await?;
+    assert_eq!((status, kind.as_str()), (401, "authentication_error"));
+    assert!(message.contains("x-api-key"), "{message}");
+    let wrong_method = client.get(&url).send().await?;
+    let (status, kind, _) = anthropic_error(wrong_method).await?;
+    assert_eq!((status, kind.as_str()), (405, "invalid_request_error"));
     assert_eq!(setup.mock.state.stats(GPT).requests, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_routing_failure_is_an_anthropic_api_error_that_is_not_retried() -> TestResult {
+    let setup = Setup::start().await?;
+    let fail = keel_testkit::FailNext {
+        status: 500,
+        count: 10,
+        retry_after: None,
+        body: None,
+    };
+    setup.mock.state.set_faults(
+        GPT,
+        Faults {
+            fail: Some(fail),
+            ..Faults::default()
+        },
+    );
+    let response = setup.messages(&ask("gpt-chat")).await?;
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    let (status, kind, message) = anthropic_error(response).await?;
+    assert_eq!((status, kind.as_str()), (502, "api_error"));
+    assert!(message.contains("provider 'gpt'"), "{message}");
+    let answered = setup.messages(&ask("claude-chat")).await?;
+    assert_eq!(answered.status(), 200);
+    assert_eq!(
+        answered.headers()["request-id"],
+        answered.headers()["x-request-id"]
+    );
     Ok(())
 }
 

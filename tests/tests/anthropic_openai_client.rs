@@ -47,6 +47,11 @@ async fn a_text_answer_keeps_content_finish_usage_and_names_the_target() -> Test
     assert_eq!(answer["model"], CLAUDE);
     let choice = &answer["choices"][0];
     assert_eq!(choice["message"]["content"], direct["content"][0]["text"]);
+    // Fields OpenAI's schema requires, present as OpenAI sends them.
+    let null = Some(&Value::Null);
+    assert_eq!(choice["message"].get("refusal"), null, "{answer}");
+    assert_eq!(choice.get("logprobs"), null, "{answer}");
+    assert_eq!(answer.get("system_fingerprint"), null, "{answer}");
     assert_eq!(
         (
             choice["message"]["role"].as_str(),
@@ -117,7 +122,7 @@ async fn a_stream_has_one_id_every_token_and_the_usage_chunk() -> TestResult {
         .all(|chunk| &chunk["id"] == id && chunk["object"] == "chat.completion.chunk"));
     assert_eq!(
         chunks[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": ""})
+        json!({"role": "assistant", "content": "", "refusal": null})
     );
     let text: String = chunks
         .iter()
@@ -352,5 +357,77 @@ async fn an_overloaded_event_before_the_first_token_fails_over_and_after_it_ends
             .collect();
         assert_eq!(text, "Hello from the ", "{faults:?}");
     }
+    Ok(())
+}
+
+/// A field the Messages API cannot express is refused before any upstream
+/// call, naming the field, the provider and its kind; a provider with
+/// `drop_unsupported` leaves it out and says so in `x-keel-dropped`.
+#[tokio::test]
+async fn unsupported_fields_are_refused_or_dropped_and_named() -> TestResult {
+    let mock = keel_testkit::start_mock().await?;
+    let yaml = format!(
+        "tenants: [{{name: t, keys: [\"{key}\"]}}]\nproviders:\n  claude: {{kind: anthropic, base_url: \"http://{addr}\", api_key: k}}\n  lenient: {{kind: anthropic, base_url: \"http://{addr}\", api_key: k, drop_unsupported: true}}\nmodels:\n  strict: {{targets: [{{provider: claude, model: {CLAUDE}}}]}}\n  loose: {{targets: [{{provider: lenient, model: {CLAUDE}}}]}}\n",
+        key = keel_testkit::TEST_KEY,
+        addr = mock.addr
+    );
+    let gateway = keel_testkit::start_gateway(&yaml, &[]).await?;
+    let client = reqwest::Client::new();
+    let send = |body: Value| {
+        client
+            .post(gateway.url("/v1/chat/completions"))
+            .bearer_auth(keel_testkit::TEST_KEY)
+            .json(&body)
+            .send()
+    };
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}});
+    let mut body = ask("strict");
+    body["response_format"] = schema.clone();
+    let refused = send(body).await?;
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await?;
+    assert_eq!(error["error"]["param"], "response_format", "{error}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "'response_format' json_schema cannot be sent to provider 'claude' (kind anthropic): "
+        ),
+        "{message}"
+    );
+    for (field, value) in [
+        ("seed", json!(7)),
+        ("logprobs", json!(true)),
+        ("reasoning_effort", json!("high")),
+    ] {
+        let mut body = ask("strict");
+        body[field] = value;
+        let refused = send(body).await?;
+        assert_eq!(refused.status(), 400, "{field}");
+        let error: Value = refused.json().await?;
+        assert_eq!(error["error"]["param"], field, "{error}");
+    }
+    assert_eq!(
+        mock.state.stats(CLAUDE).requests,
+        0,
+        "no refused request is sent"
+    );
+    let mut body = ask("loose");
+    body["seed"] = json!(7);
+    body["logprobs"] = json!(true);
+    body["response_format"] = schema;
+    body["top_k"] = json!(5);
+    for stream in [false, true] {
+        body["stream"] = json!(stream);
+        let answered = send(body.clone()).await?;
+        assert_eq!(answered.status(), 200);
+        assert_eq!(
+            answered.headers()["x-keel-dropped"],
+            // In the order of the body, whose keys serde_json sorts.
+            "logprobs,response_format,seed",
+            "stream: {stream}"
+        );
+    }
+    let plain = send(ask("loose")).await?;
+    assert!(plain.headers().get("x-keel-dropped").is_none());
     Ok(())
 }

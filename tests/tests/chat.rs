@@ -201,6 +201,39 @@ async fn models_are_listed_in_openai_shape() -> TestResult {
 }
 
 #[tokio::test]
+async fn one_model_is_retrieved_in_openai_shape_and_others_are_404() -> TestResult {
+    let mock = start_mock().await?;
+    let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
+    let client = reqwest::Client::new();
+    let found = client
+        .get(gateway.url("/v1/models/chat"))
+        .bearer_auth(TEST_KEY)
+        .send()
+        .await?;
+    assert_eq!(found.status(), 200);
+    let model: Value = serde_json::from_slice(&found.bytes().await?)?;
+    assert_eq!(
+        model,
+        serde_json::json!({"id": "chat", "object": "model", "created": 0, "owned_by": "keel"})
+    );
+    for id in ["gpt-mock", "org/chat"] {
+        let missing = client
+            .get(gateway.url(&format!("/v1/models/{id}")))
+            .bearer_auth(TEST_KEY)
+            .send()
+            .await?;
+        assert_eq!(missing.status(), 404, "{id}");
+        let error: Value = serde_json::from_slice(&missing.bytes().await?)?;
+        assert_eq!(error["error"]["code"], "model_not_found", "{error}");
+        assert_eq!(error["error"]["param"], "model", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    }
+    let anonymous = client.get(gateway.url("/v1/models/chat")).send().await?;
+    assert_eq!(anonymous.status(), 401);
+    Ok(())
+}
+
+#[tokio::test]
 async fn models_whose_providers_are_all_disabled_are_not_listed() -> TestResult {
     let mock = start_mock().await?;
     let base_url = mock.base_url();

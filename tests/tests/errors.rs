@@ -190,6 +190,11 @@ async fn when_every_target_fails_the_client_gets_502_naming_the_last() -> TestRe
         .send()
         .await?;
     assert_eq!(response.headers()["x-keel-attempts"], "1");
+    assert_eq!(
+        response.headers()["x-should-retry"],
+        "false",
+        "Keel has retried and failed over already"
+    );
     let (status, error) = error_of(response).await?;
     assert_eq!(status, 502);
     assert_eq!(error["message"], "every target of the model 'chat' failed; the last, provider 'only', answered with status 503");

@@ -50,6 +50,10 @@ async fn rl1_a_tenant_over_its_rpm_gets_429_with_openai_headers() -> TestResult 
         "one request comes back every 20 s: {retry_after}"
     );
     assert!(refused.headers().contains_key("x-ratelimit-reset-requests"));
+    assert!(
+        refused.headers().get("x-should-retry").is_none(),
+        "a tenant's 429 may be retried after Retry-After"
+    );
     let body: serde_json::Value = serde_json::from_slice(&refused.bytes().await?)?;
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(
@@ -104,6 +108,10 @@ async fn rl2_load_beyond_max_in_flight_is_shed_and_health_still_answers() -> Tes
         .await?;
     assert_eq!(shed.status(), 503);
     assert_eq!(shed.headers()["retry-after"], "1");
+    assert!(
+        shed.headers().get("x-should-retry").is_none(),
+        "a shed request may be retried after Retry-After"
+    );
     let health = client.get(gateway.url("/healthz")).send().await?;
     assert_eq!(health.status(), 200);
     let metrics = client

@@ -31,9 +31,9 @@ pub use error::{ConfigError, Problem};
 pub use keel_types::SecretString;
 pub use raw::known_keys;
 pub use schema::{
-    BreakerPolicy, CacheConfig, Config, DatabaseConfig, DatabaseKind, HedgeDelay, HedgePolicy,
-    IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, ModelEndpoint, Price,
-    ProviderConfig, ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target,
+    BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig, DatabaseKind, HedgeDelay,
+    HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, ModelEndpoint,
+    Price, ProviderConfig, ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target,
     TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
 };
 pub use summary::summary;

@@ -66,6 +66,21 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Largest non-stream upstream answer read, in bytes; default 64 MiB.
     pub max_upstream_body: u64,
+    /// The browser origins allowed to call the API (`server.cors.origins`);
+    /// default off.
+    pub cors: CorsOrigins,
+}
+
+/// `server.cors.origins`: which browser origins get CORS headers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CorsOrigins {
+    /// No CORS headers: browsers refuse cross-origin calls.
+    #[default]
+    Off,
+    /// `["*"]`: every origin.
+    Any,
+    /// These origins, each `scheme://host[:port]` in lower case.
+    Only(Vec<String>),
 }
 
 /// `database:` settings.
@@ -212,6 +227,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             body_timeout: Duration::from_secs(30),
             max_upstream_body: 64 << 20,
+            cors: CorsOrigins::Off,
         }
     }
 }

@@ -62,7 +62,7 @@ fn rows() -> Vec<Row> {
             "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)",
         )),
         row("unknown provider key", "providers:\n  openai: {kind: openai, timeout: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
-            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses)",
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported)",
         )),
         row("unknown key three levels down", "providers:\n  openai:\n    kind: openai\n    timeouts: {conect: 2s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts.conect: unknown key \"conect\" (expected one of: connect, headers, first_token, inactivity, total)",
@@ -78,6 +78,22 @@ fn rows() -> Vec<Row> {
         )),
         with_base("bad duration", "server: {request_timeout: 5 minutes}", Error(
             "server.request_timeout: invalid duration \"5 minutes\": use a number and a unit such as 250ms, 10s, 5m",
+        )),
+        with_base("cors origins are origins, not URLs", "server: {cors: {origins: [\"https://app.example\", \"https://app.example/\", \"ftp://files.example\", \"app.example\", \"http://localhost:99999\"]}}", Error(concat!(
+            "server.cors.origins[1]: invalid origin \"https://app.example/\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"\n",
+            "server.cors.origins[2]: invalid origin \"ftp://files.example\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"\n",
+            "server.cors.origins[3]: invalid origin \"app.example\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"\n",
+            "server.cors.origins[4]: invalid origin \"http://localhost:99999\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\"",
+        ))),
+        row("drop_unsupported only where requests are translated", "providers:\n  openai: {kind: openai, drop_unsupported: true}\n  claude: {kind: anthropic, api_key: k, drop_unsupported: maybe}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: claude, model: c}]}", Error(concat!(
+            "providers.openai.drop_unsupported: not used by kind openai: it forwards every field as sent; remove it\n",
+            "providers.claude.drop_unsupported: invalid boolean \"maybe\": use true or false",
+        ))),
+        with_base("cors needs its origins", "server: {cors: {}}", Error(
+            "server.cors.origins: required: the origins browsers may call from, such as [\"https://app.example\"], or [\"*\"]",
+        )),
+        with_base("cors star stands alone", "server: {cors: {origins: [\"*\", \"https://app.example\"]}}", Error(
+            "server.cors.origins: \"*\" allows every origin: list nothing beside it",
         )),
         row("bare number duration", "providers:\n  openai: {kind: openai, timeouts: {connect: 10}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts.connect: invalid duration \"10\": add a unit, e.g. 10s or 10ms",
@@ -246,8 +262,8 @@ fn rows() -> Vec<Row> {
             "invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 12",
         )),
         row("multiple problems reported at once", "server: {request_timeout: 10s, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
-            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body)\n",
-            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses)\n",
+            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors)\n",
+            "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported)\n",
             "providers.openai.retry.attempts: must be at least 1, got 0\n",
             "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 0\n",
             "models.chat.targets[0].provider: unknown provider \"opnai\"\n",
@@ -265,11 +281,11 @@ fn rows() -> Vec<Row> {
             "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
         ))),
         row("an unknown key beside a bad value at the top", "server: {listn: x, max_in_flight: -3}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body)\n",
+            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors)\n",
             "server.max_in_flight: must be at least 1, got -3",
         ))),
         row("an unknown key beside a bad value in a provider", "providers:\n  openai: {kind: openai, timeout: 5s, timeouts: {first_token: soon}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses)\n",
+            "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported)\n",
             "providers.openai.timeouts.first_token: invalid duration \"soon\": use a number and a unit such as 250ms, 10s, 5m",
         ))),
         row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, weight: 2}]}", Error(concat!(

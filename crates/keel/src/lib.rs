@@ -87,7 +87,7 @@ pub async fn start(
     let served = jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
         keel_server::serve(
             listener,
-            keel_server::app(state),
+            keel_server::with_cors(keel_server::app(state), &config.server.cors),
             signal,
             grace,
             cutoff,

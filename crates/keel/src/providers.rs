@@ -80,6 +80,7 @@ fn other_kind(provider: &ProviderConfig, config: &Config) -> std::io::Result<Arc
             default_max_tokens,
             connect_timeout,
             max_body: upstream_body_limit(config),
+            drop_unsupported: provider.drop_unsupported,
         };
         Arc::new(AnthropicProvider::new(settings).map_err(std::io::Error::other)?)
     };

@@ -5,8 +5,11 @@
 //! `x-api-key` and `anthropic-version`, and turns the answer back into
 //! OpenAI's completion JSON (`response`) or chunks (`stream`). Anthropic
 //! errors become OpenAI-shape errors; 429 and 529 (`overloaded_error`) are
-//! retryable, other 4xx are the client's.
+//! retryable, other 4xx are the client's. A request field the Messages API
+//! cannot express (`fields`) is refused with 400 naming it, or left out
+//! when the provider has `drop_unsupported` ([`crate::Provider::dropped_fields`]).
 
+mod fields;
 mod request;
 mod response;
 pub(crate) mod stream;
@@ -50,6 +53,9 @@ pub struct AnthropicSettings {
     pub connect_timeout: Duration,
     /// The longest non-stream answer read (`server.max_upstream_body`).
     pub max_body: usize,
+    /// Leave out request fields the Messages API cannot express instead of
+    /// refusing the request (`drop_unsupported`).
+    pub drop_unsupported: bool,
 }
 
 /// An Anthropic Messages upstream with its own pooled HTTP client.
@@ -57,6 +63,7 @@ pub struct AnthropicProvider {
     name: Arc<str>,
     url: Uri,
     default_max_tokens: u32,
+    drop_unsupported: bool,
     client: HttpClient,
 }
 
@@ -86,6 +93,7 @@ impl AnthropicProvider {
             name: Arc::from(settings.name),
             url,
             default_max_tokens: settings.default_max_tokens,
+            drop_unsupported: settings.drop_unsupported,
             client,
         })
     }
@@ -113,9 +121,43 @@ impl AnthropicProvider {
                 retry_after: None,
             });
         }
+        let fields = fields::read(request);
+        if let (false, Some(unsupported)) = (self.drop_unsupported, fields.unsupported.first()) {
+            return Err(self.unsupported(unsupported));
+        }
         let canonical = from_chat_request(request).map_err(|error| self.refusal(error))?;
-        request::request_body(&canonical, upstream_model, default_max_tokens)
-            .map_err(|error| self.refusal(error))
+        request::request_body(
+            &canonical,
+            &fields.extras,
+            upstream_model,
+            default_max_tokens,
+        )
+        .map_err(|error| self.refusal(error))
+    }
+
+    /// A field the Messages API cannot express: a client error naming the
+    /// field, the provider and its kind.
+    fn unsupported(&self, unsupported: &fields::Unsupported) -> ProviderError {
+        let qualifier = unsupported
+            .qualifier
+            .map(|qualifier| format!(" {qualifier}"))
+            .unwrap_or_default();
+        let message = format!(
+            "'{}'{qualifier} cannot be sent to provider '{}' (kind anthropic): {}",
+            unsupported.field, self.name, unsupported.why
+        );
+        let body = ErrorBody::new(
+            message,
+            "invalid_request_error",
+            Some(&unsupported.param),
+            Some("unsupported_parameter"),
+        );
+        ProviderError::Status {
+            provider: self.name.to_string(),
+            status: 400,
+            body,
+            retry_after: None,
+        }
     }
 
     /// A request this provider cannot express: a client error, never retried.
@@ -159,6 +201,19 @@ fn default_headers(settings: &AnthropicSettings) -> Result<HeaderMap, String> {
 impl crate::Provider for AnthropicProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn dropped_fields(&self, request: &ChatRequest) -> Vec<String> {
+        if !self.drop_unsupported {
+            return Vec::new();
+        }
+        let mut names: Vec<String> = fields::read(request)
+            .unsupported
+            .into_iter()
+            .map(|unsupported| unsupported.field)
+            .collect();
+        names.dedup();
+        names
     }
 
     fn chat(

@@ -60,4 +60,11 @@ pub trait Provider: Send + Sync + 'static {
         request: Arc<ChatRequest>,
         upstream: UpstreamModel,
     ) -> BoxFuture<'static, Result<Reply, ProviderError>>;
+
+    /// The request fields this provider leaves out of `request` rather than
+    /// refusing it (its `drop_unsupported`), in request order; none for an
+    /// adapter that forwards every field.
+    fn dropped_fields(&self, _request: &ChatRequest) -> Vec<String> {
+        Vec::new()
+    }
 }

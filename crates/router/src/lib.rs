@@ -158,6 +158,18 @@ impl Router {
         })
     }
 
+    /// The request fields `provider` leaves out of `request` instead of
+    /// refusing them (its `drop_unsupported`), for `x-keel-dropped`; the
+    /// same for a cached answer as for the call that produced it, since
+    /// the cache key holds every field.
+    pub fn dropped_fields(&self, provider: &str, request: &ChatRequest) -> Vec<String> {
+        self.table
+            .targets()
+            .find(|target| &*target.provider_name == provider)
+            .map(|target| target.provider.dropped_fields(request))
+            .unwrap_or_default()
+    }
+
     /// Whether `model` is a public model name.
     pub fn knows(&self, model: &str) -> bool {
         self.table.route(model).is_some()

@@ -77,13 +77,16 @@ pub(crate) async fn dispatch(
             mut routed,
             reservation,
             limit_headers,
+            dropped,
         }) => {
             if let Answer::Stream { rest, .. } = &mut routed.answer {
                 let stream = std::mem::replace(rest, futures_util::stream::empty().boxed());
                 *rest = state.cutoff.guard(stream);
             }
             ledger.answered(&mut routed);
-            (respond(routed, reservation), limit_headers)
+            let mut response = respond(routed, reservation);
+            mark_dropped(&mut response, &dropped);
+            (response, limit_headers)
         }
         Err(Unserved::Limited(exceeded)) => {
             ledger.refused_or_failed(StatusCode::TOO_MANY_REQUESTS.as_u16());
@@ -106,6 +109,19 @@ pub(crate) async fn dispatch(
         response.headers_mut().extend(headers);
     }
     Ok(response)
+}
+
+/// Names the fields the provider left out, so a client that asked for them
+/// can tell.
+fn mark_dropped(response: &mut Response, dropped: &[String]) {
+    if dropped.is_empty() {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&dropped.join(",")) {
+        response
+            .headers_mut()
+            .insert(crate::headers::X_KEEL_DROPPED, value);
+    }
 }
 
 fn tenant_limited(state: &AppState, tenant: &Tenant, exceeded: Exceeded) -> ApiError {

@@ -11,7 +11,7 @@ use keel_types::{ErrorBody, RequestError};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No key, or a key no tenant has.
-    #[error("invalid or missing API key: send it as 'Authorization: Bearer <key>'")]
+    #[error("invalid or missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")]
     Unauthorized,
     /// The body could not be used.
     #[error("{0}")]
@@ -44,6 +44,12 @@ pub enum ApiError {
         method: String,
         /// The request path.
         path: String,
+    },
+    /// `GET /v1/models/{id}` for a model that is not served.
+    #[error("the model '{model}' does not exist")]
+    ModelNotFound {
+        /// The requested model.
+        model: String,
     },
     /// The path exists but not with this method.
     #[error("method {method} is not allowed on {path}")]
@@ -102,7 +108,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Route(error) => route_status(error),
             Self::TenantLimited { .. } | Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -140,6 +146,12 @@ impl ApiError {
             Self::NotFound { .. } => {
                 ErrorBody::new(message, "invalid_request_error", None, Some("unknown_url"))
             }
+            Self::ModelNotFound { .. } => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
             Self::MethodNotAllowed { .. } => ErrorBody::new(
                 message,
                 "invalid_request_error",
@@ -161,6 +173,14 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// Whether a routing failure is final: Keel's own retries and failover have
+/// run, or the request cannot succeed as sent. `Unavailable` is not: no
+/// target was tried, and its `Retry-After` says when one may take it, like
+/// load shedding.
+fn route_is_final(error: &RouteError) -> bool {
+    !matches!(error, RouteError::Unavailable { .. })
 }
 
 fn route_status(error: &RouteError) -> StatusCode {
@@ -280,6 +300,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     axum::http::header::RETRY_AFTER,
                     HeaderValue::from(route_retry_after_seconds(&delay)),
+                );
+            }
+            if route_is_final(route) {
+                headers.insert(
+                    crate::headers::X_SHOULD_RETRY,
+                    HeaderValue::from_static("false"),
                 );
             }
         }

@@ -15,3 +15,10 @@ pub const X_KEEL_HEDGED: HeaderName = HeaderName::from_static("x-keel-hedged");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How the prompt cache took part: `hit`, `miss`, `bypass` or `stale`.
 pub const X_KEEL_CACHE: HeaderName = HeaderName::from_static("x-keel-cache");
+/// The request fields the answering provider left out (its
+/// `drop_unsupported`), comma-separated.
+pub const X_KEEL_DROPPED: HeaderName = HeaderName::from_static("x-keel-dropped");
+/// `false` on a final error: Keel has retried and failed over already, so
+/// the official SDKs (which honour this header before the status) must not
+/// repeat the request.
+pub const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");

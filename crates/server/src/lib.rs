@@ -7,6 +7,7 @@ mod auth;
 mod cache;
 mod chat;
 mod coalesce;
+mod cors;
 mod embeddings;
 mod error;
 mod extract;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
+pub use cors::layer as with_cors;
 pub use error::ApiError;
 pub use ledger::{charge, Bill};
 pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};

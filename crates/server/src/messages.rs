@@ -5,8 +5,10 @@
 //! (`request`); the committed answer is turned back into Anthropic's
 //! `message` JSON (`response`) or its exact SSE event sequence (`stream`).
 //! So an Anthropic SDK can be served by an OpenAI target or an Anthropic
-//! one. Errors before the answer keep the gateway's one error shape.
+//! one. Errors before the answer are written in Anthropic's error shape
+//! (`errors`), with a `request-id` header.
 
+mod errors;
 mod request;
 mod response;
 mod stream;
@@ -23,6 +25,8 @@ use keel_types::ChatRequest;
 
 use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
+
+pub(crate) use errors::anthropic_errors;
 
 /// A Messages request, already written as the router's chat request, and
 /// the body's fields as the client sent them (the cache keys those).
@@ -103,7 +107,10 @@ fn unreadable_completion(provider: &str, error: &serde_json::Error) -> Response 
     );
     (
         StatusCode::BAD_GATEWAY,
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (crate::headers::X_SHOULD_RETRY, "false"),
+        ],
         body.to_json(),
     )
         .into_response()

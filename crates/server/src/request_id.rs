@@ -71,6 +71,7 @@ fn route_label(path: &str) -> &'static str {
         "/v1/chat/completions" => "/v1/chat/completions",
         "/v1/messages" => "/v1/messages",
         "/v1/models" => "/v1/models",
+        path if path.starts_with("/v1/models/") => "/v1/models/{id}",
         "/v1/jobs" => "/v1/jobs",
         path if path.starts_with("/v1/jobs/") => "/v1/jobs/{id}",
         "/healthz" | "/readyz" | "/metrics" => "health",

@@ -20,6 +20,8 @@ pub struct Served {
     pub reservation: Option<Reservation>,
     /// The tenant's `x-ratelimit-*` headers, when it has limits.
     pub limit_headers: Option<HeaderMap>,
+    /// The request fields the answering provider left out (`x-keel-dropped`).
+    pub dropped: Vec<String>,
 }
 
 /// Why there is no answer.
@@ -50,10 +52,12 @@ pub async fn route_within_limits(
     if let Some(plan) = &plan {
         if let Some(routed) = router.cached(plan, &request).await {
             let limit_headers = admitted.as_ref().map(|admitted| admitted.headers());
+            let dropped = router.dropped_fields(&routed.provider, &request);
             return Ok(Served {
                 routed,
                 reservation: None,
                 limit_headers,
+                dropped,
             });
         }
     }
@@ -63,8 +67,10 @@ pub async fn route_within_limits(
         .map_err(Unserved::Limited)?;
     let limit_headers = reservation.as_ref().map(Reservation::headers);
     let cache = plan.as_ref().map(CachePlan::status_without_entry);
-    match router.dispatch_with_cache(Arc::new(request), plan).await {
+    let request = Arc::new(request);
+    match router.dispatch_with_cache(request.clone(), plan).await {
         Ok(routed) => Ok(Served {
+            dropped: router.dropped_fields(&routed.provider, &request),
             routed,
             reservation,
             limit_headers,

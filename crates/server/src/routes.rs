@@ -27,6 +27,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/responses/{id}", get(crate::responses::get))
         .route("/v1/responses/{id}/cancel", post(crate::responses::cancel))
         .route("/v1/models", get(models))
+        // A model name may hold a `/` (`meta/llama-3`), as the SDKs send it.
+        .route("/v1/models/{*id}", get(model))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
@@ -52,6 +54,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             request_id::stamp,
         ))
+        // Outside `stamp`, so it sees the request id and every refusal.
+        .layer(axum::middleware::from_fn(crate::messages::anthropic_errors))
         .with_state(state)
 }
 
@@ -62,9 +66,26 @@ async fn models(_tenant: Tenant, State(state): State<Arc<AppState>>) -> impl Int
     let data: Vec<_> = state
         .router
         .served_model_names()
-        .map(|name| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "keel"}))
+        .map(model_object)
         .collect();
     Json(serde_json::json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`: one model of the list, or 404 `model_not_found`.
+async fn model(
+    _tenant: Tenant,
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let served = state.router.served_model_names().find(|name| *name == id);
+    served
+        .map(|name| Json(model_object(name)))
+        .ok_or(ApiError::ModelNotFound { model: id })
+}
+
+/// OpenAI's model object for a public model.
+fn model_object(name: &str) -> serde_json::Value {
+    serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "keel"})
 }
 
 /// Only `/metrics`, open, for `server.metrics_listen` (a private scrape network).

@@ -19,6 +19,14 @@ pub(crate) struct RawServer {
     pub(crate) metrics_listen: Option<Scalar>,
     pub(crate) body_timeout: Option<Scalar>,
     pub(crate) max_upstream_body: Option<Scalar>,
+    pub(crate) cors: Option<RawCors>,
+}
+
+/// `server.cors`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with the key origins")]
+pub(crate) struct RawCors {
+    pub(crate) origins: Option<ScalarList>,
 }
 
 /// `database:`
@@ -71,6 +79,7 @@ pub(crate) struct RawProvider {
     pub(crate) retry: Option<RawRetry>,
     pub(crate) breaker: Option<RawBreaker>,
     pub(crate) responses: Option<Scalar>,
+    pub(crate) drop_unsupported: Option<Scalar>,
 }
 
 /// `providers.<name>.timeouts`

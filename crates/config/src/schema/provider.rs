@@ -47,6 +47,10 @@ pub struct ProviderConfig {
     /// only by such providers go through verbatim (OpenAI kind only);
     /// `translate` (the default) routes them through chat.
     pub responses_native: bool,
+    /// Request fields the provider's API cannot express are left out
+    /// (and named in `x-keel-dropped`) instead of refused with 400;
+    /// default false. Only translating kinds (anthropic) ever drop.
+    pub drop_unsupported: bool,
 }
 
 /// `providers.<name>.kind`.

@@ -90,6 +90,7 @@ impl Checker {
                 raw.responses.as_ref(),
                 &path.key("responses"),
             ),
+            drop_unsupported: self.drop_unsupported(kind, raw.drop_unsupported.as_ref(), path),
         }
     }
 
@@ -119,6 +120,29 @@ impl Checker {
                 );
                 false
             }
+        }
+    }
+
+    /// Only a kind that translates requests has fields to drop; `true`
+    /// elsewhere would promise something that never happens.
+    fn drop_unsupported(
+        &mut self,
+        kind: Option<ProviderKind>,
+        value: Option<&Scalar>,
+        path: &KeyPath,
+    ) -> bool {
+        let path = path.key("drop_unsupported");
+        let drop = self.boolean(value, &path, false);
+        match kind {
+            Some(kind @ (ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mock))
+                if drop =>
+            {
+                let message =
+                    format!("not used by kind {kind}: it forwards every field as sent; remove it");
+                self.problems.push(&path, message);
+                false
+            }
+            _ => drop,
         }
     }
 

@@ -6,13 +6,34 @@ use std::net::SocketAddr;
 use super::Checker;
 use crate::error::KeyPath;
 use crate::raw::{
-    RawCache, RawDatabase, RawIdempotency, RawJobs, RawServer, RawTelemetry, RawWebhooks,
+    RawCache, RawCors, RawDatabase, RawIdempotency, RawJobs, RawServer, RawTelemetry, RawWebhooks,
 };
 use crate::schema::{
-    CacheConfig, DatabaseConfig, IdempotencyConfig, JobRetry, JobsConfig, ServerConfig,
-    TelemetryConfig, WebhooksConfig,
+    CacheConfig, CorsOrigins, DatabaseConfig, IdempotencyConfig, JobRetry, JobsConfig,
+    ServerConfig, TelemetryConfig, WebhooksConfig,
 };
 use crate::SecretString;
+
+/// An origin as browsers send it in `Origin`: `http` or `https`, a host and
+/// an optional port, nothing else; lower-cased, as browsers write it.
+fn cors_origin(text: &str) -> Option<String> {
+    let origin = text.to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        // An IPv6 literal holds colons; its port comes after the `]`.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-.[]:".contains(&byte));
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
+    (host_ok && port_ok).then_some(origin)
+}
 
 /// Standard Webhooks secrets are `whsec_` followed by base64.
 const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
@@ -67,6 +88,43 @@ impl Checker {
                 &path.key("max_upstream_body"),
                 defaults.max_upstream_body,
             ),
+            cors: self.cors(raw.cors.as_ref(), &path.key("cors")),
+        }
+    }
+
+    fn cors(&mut self, raw: Option<&RawCors>, path: &KeyPath) -> CorsOrigins {
+        let Some(raw) = raw else {
+            return CorsOrigins::Off;
+        };
+        let path = path.key("origins");
+        let hint =
+            "the origins browsers may call from, such as [\"https://app.example\"], or [\"*\"]";
+        let Some(origins) = raw.origins.as_ref() else {
+            self.problems.push(&path, format!("required: {hint}"));
+            return CorsOrigins::Off;
+        };
+        let texts: Vec<&str> = origins.0.iter().map(crate::raw::Scalar::text).collect();
+        if texts.contains(&"*") {
+            if texts.len() > 1 {
+                self.problems
+                    .push(&path, "\"*\" allows every origin: list nothing beside it");
+            }
+            return CorsOrigins::Any;
+        }
+        let mut allowed = Vec::new();
+        for (index, text) in texts.into_iter().enumerate() {
+            match cors_origin(text) {
+                Some(origin) => allowed.push(origin),
+                None => self.problems.push(
+                    &path.index(index),
+                    format!("invalid origin \"{text}\": use scheme://host[:port] with http or https and no path, such as https://app.example, or \"*\""),
+                ),
+            }
+        }
+        if allowed.is_empty() {
+            CorsOrigins::Off
+        } else {
+            CorsOrigins::Only(allowed)
         }
     }
 

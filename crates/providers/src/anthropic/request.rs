@@ -11,6 +11,8 @@ use keel_types::canonical::{
     Image, Part, Request, Role, ToolCall, ToolChoice, ToolResult, TranslateError,
 };
 
+use super::fields::Extras;
+
 #[derive(Serialize)]
 struct BodyOut<'a> {
     model: &'a str,
@@ -29,7 +31,11 @@ struct BodyOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<MetadataOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
 }
@@ -100,13 +106,16 @@ struct MetadataOut<'a> {
     user_id: &'a str,
 }
 
-/// Writes the Messages body for `request` sent to `model`. `max_tokens` is
-/// required upstream: the request's, else `default_max_tokens`.
+/// Writes the Messages body for `request` sent to `model`, with the
+/// Anthropic fields of `extras`. `max_tokens` is required upstream: the
+/// request's, else `default_max_tokens`.
 pub(crate) fn request_body(
     request: &Request,
+    extras: &Extras,
     model: &str,
     default_max_tokens: u32,
 ) -> Result<Vec<u8>, TranslateError> {
+    let user = request.user.as_deref().or(extras.user.as_deref());
     let body = BodyOut {
         model,
         max_tokens: request.max_tokens.unwrap_or(default_max_tokens),
@@ -117,10 +126,9 @@ pub(crate) fn request_body(
         stop_sequences: &request.stop,
         temperature: request.temperature,
         top_p: request.top_p,
-        metadata: request
-            .user
-            .as_deref()
-            .map(|user_id| MetadataOut { user_id }),
+        top_k: extras.top_k,
+        metadata: user.map(|user_id| MetadataOut { user_id }),
+        service_tier: extras.service_tier,
         stream: request.stream,
     };
     serde_json::to_vec(&body).map_err(|error| TranslateError::new("messages", error.to_string()))

@@ -28,6 +28,22 @@ enum Kind {
     OpenAi,
     Azure,
     Anthropic,
+    /// Anthropic with `drop_unsupported: true`.
+    AnthropicDropping,
+}
+
+// === impl Kind ===
+
+impl Kind {
+    /// The directory of its golden files.
+    fn dir(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
+            Self::AnthropicDropping => "anthropic_dropping",
+        }
+    }
 }
 
 fn fixtures() -> PathBuf {
@@ -64,7 +80,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 "gpt-4o-deployment",
             )
         }
-        Kind::Anthropic => {
+        Kind::Anthropic | Kind::AnthropicDropping => {
             let settings = AnthropicSettings {
                 name: "anthropic".into(),
                 base_url: base.to_owned(),
@@ -73,6 +89,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 default_max_tokens: 4096,
                 connect_timeout,
                 max_body: 1 << 20,
+                drop_unsupported: matches!(kind, Kind::AnthropicDropping),
             };
             (
                 Arc::new(AnthropicProvider::new(settings)?),
@@ -83,22 +100,32 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
 }
 
 /// The upstream request as a small HTTP-like text, or the refusal when the
-/// adapter sent nothing.
-fn render(captured: Option<Captured>, outcome: Result<(), ProviderError>) -> String {
-    match (captured, outcome) {
-        (Some(captured), _) => {
-            let mut text = format!("{}\n", captured.request_line.trim_end_matches(" HTTP/1.1"));
-            for (name, value) in captured.headers {
-                text.push_str(&format!("{name}: {value}\n"));
+/// adapter sent nothing; the fields the adapter left out first, when any.
+fn render(
+    captured: Option<Captured>,
+    outcome: Result<(), ProviderError>,
+    dropped: &[String],
+) -> String {
+    let dropped = if dropped.is_empty() {
+        String::new()
+    } else {
+        format!("dropped: {}\n", dropped.join(","))
+    };
+    dropped
+        + &match (captured, outcome) {
+            (Some(captured), _) => {
+                let mut text = format!("{}\n", captured.request_line.trim_end_matches(" HTTP/1.1"));
+                for (name, value) in captured.headers {
+                    text.push_str(&format!("{name}: {value}\n"));
+                }
+                text.push('\n');
+                text.push_str(&String::from_utf8_lossy(&captured.body));
+                text.push('\n');
+                text
             }
-            text.push('\n');
-            text.push_str(&String::from_utf8_lossy(&captured.body));
-            text.push('\n');
-            text
+            (None, Err(error)) => format!("not sent: {error}\n"),
+            (None, Ok(())) => String::from("not sent, yet no error\n"),
         }
-        (None, Err(error)) => format!("not sent: {error}\n"),
-        (None, Ok(())) => String::from("not sent, yet no error\n"),
-    }
 }
 
 fn golden(path: PathBuf, actual: &str) -> TestResult {
@@ -131,16 +158,22 @@ async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request
         .map(|entry| entry.path())
         .collect();
     features.sort();
-    assert!(features.len() >= 20, "{features:?}");
+    assert!(features.len() >= 30, "{features:?}");
     let mut capture = capture::start(400, REFUSAL).await?;
     let base = format!("http://{}", capture.addr);
-    for kind in [Kind::OpenAi, Kind::Azure, Kind::Anthropic] {
+    for kind in [
+        Kind::OpenAi,
+        Kind::Azure,
+        Kind::Anthropic,
+        Kind::AnthropicDropping,
+    ] {
         let (provider, model) = provider(kind, &base)?;
         for feature in &features {
             let request = Arc::new(
                 ChatRequest::parse(&std::fs::read(feature)?)
                     .map_err(|error| format!("{}: {error}", feature.display()))?,
             );
+            let dropped = provider.dropped_fields(&request);
             let outcome = provider
                 .chat(request, keel_providers::UpstreamModel::from(model))
                 .await
@@ -158,10 +191,9 @@ async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request
                 .file_stem()
                 .and_then(|stem| stem.to_str())
                 .ok_or("bad fixture name")?;
-            let kind_dir = format!("{kind:?}").to_ascii_lowercase();
             golden(
-                fixtures().join(format!("golden/{kind_dir}/{name}.http")),
-                &render(captured, outcome),
+                fixtures().join(format!("golden/{}/{name}.http", kind.dir())),
+                &render(captured, outcome, &dropped),
             )?;
         }
     }

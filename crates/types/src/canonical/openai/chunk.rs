@@ -35,6 +35,8 @@ struct ChunkOut<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
+    /// `null`, as on the completion (see `completion_json`).
+    system_fingerprint: Option<()>,
     choices: &'a [ChoiceOut<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<UsageOut>>,
@@ -57,6 +59,10 @@ struct DeltaOut<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    /// `Some(None)` writes the `"refusal": null` OpenAI puts in the role
+    /// chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,6 +175,7 @@ impl ChunkWriter {
             Delta::Role => {
                 choice.delta.role = Some("assistant");
                 choice.delta.content = Some("");
+                choice.delta.refusal = Some(None);
             }
             Delta::Text(text) => choice.delta.content = Some(text),
             Delta::Reasoning(text) => choice.delta.reasoning_content = Some(text),
@@ -214,6 +221,7 @@ impl ChunkWriter {
             object: "chat.completion.chunk",
             created: self.created,
             model: &self.model,
+            system_fingerprint: None,
             choices,
             usage: self.include_usage.then_some(usage),
         };

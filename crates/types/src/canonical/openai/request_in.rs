@@ -95,18 +95,11 @@ enum StopIn {
 }
 
 /// Reads the canonical request out of an OpenAI chat request. Fields that
-/// have no canonical meaning (`seed`, penalties, `response_format`, …) are
-/// not carried; `n` above 1 is refused, since a canonical answer has one choice.
+/// have no canonical meaning (`seed`, penalties, `response_format`, `n`, …)
+/// are not read: the adapter that translates decides whether it refuses
+/// them or leaves them out.
 pub fn from_chat_request(request: &ChatRequest) -> Result<Request, TranslateError> {
     let raw = request.raw();
-    if let Some(n) = field::<u64>(raw, "n")? {
-        if n > 1 {
-            return Err(TranslateError::new(
-                "n",
-                "'n' above 1 is not supported by this provider",
-            ));
-        }
-    }
     let messages = field::<Vec<MessageIn>>(raw, "messages")?.unwrap_or_default();
     let max_tokens = match field::<u32>(raw, "max_completion_tokens")? {
         Some(limit) => Some(limit),

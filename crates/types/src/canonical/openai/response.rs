@@ -12,6 +12,9 @@ struct CompletionOut<'a> {
     model: &'a str,
     choices: [ChoiceOut<'a>; 1],
     usage: UsageOut,
+    /// OpenAI sends it on every completion; no upstream of a translated
+    /// answer has one, so it is `null`, as OpenAI's schema allows.
+    system_fingerprint: Option<()>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +32,9 @@ struct ChoiceOut<'a> {
 struct MessageOut<'a> {
     role: &'static str,
     content: Option<String>,
+    /// Required by OpenAI's schema; a canonical answer's text (an
+    /// Anthropic refusal included) is content, so it is always `null`.
+    refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -164,6 +170,7 @@ pub fn completion_json_with_id(response: &Response, id: &str, created: u64) -> V
     let message = MessageOut {
         role: "assistant",
         content,
+        refusal: None,
         reasoning_content: response.reasoning.as_deref(),
         tool_calls,
     };
@@ -180,6 +187,7 @@ pub fn completion_json_with_id(response: &Response, id: &str, created: u64) -> V
             stop_reason: response.stop_sequence.as_deref(),
         }],
         usage: UsageOut::from(response.usage),
+        system_fingerprint: None,
     };
     // Serialising these types into a Vec cannot fail.
     serde_json::to_vec(&completion).unwrap_or_default()
