@@ -258,6 +258,8 @@ async fn a_failing_provider_shows_in_admin_providers() -> TestResult {
         "{message}"
     );
     assert!(failing["first_token_ms"]["p50"].is_number(), "{failing}");
+    assert!(failing["latency_ewma_ms"].is_number(), "{failing}");
+    assert_eq!(failing["in_flight"], 0, "no call is open");
     assert_eq!(failing["health"]["state"], "not_configured");
     let solo = targets
         .iter()
@@ -266,6 +268,7 @@ async fn a_failing_provider_shows_in_admin_providers() -> TestResult {
     assert_eq!(solo["breaker"]["state"], "closed");
     assert_eq!(solo["requests"], 0);
     assert_eq!(solo["error_rate"], Value::Null);
+    assert_eq!(solo["latency_ewma_ms"], Value::Null, "never measured");
 
     let secondary = &providers[1]["targets"][0];
     assert_eq!(secondary["model"], "gpt-secondary");

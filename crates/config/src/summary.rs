@@ -140,7 +140,12 @@ fn targets_text(model: &ModelConfig, config: &Config) -> String {
                 .provider(&target.provider)
                 .is_some_and(|provider| !provider.is_enabled());
             let marker = if disabled { " (disabled)" } else { "" };
-            format!("{}/{}{marker}", target.provider, target.model)
+            let weight = if model.strategy == crate::Strategy::Weighted {
+                format!(" (weight {})", target.weight)
+            } else {
+                String::new()
+            };
+            format!("{}/{}{weight}{marker}", target.provider, target.model)
         })
         .collect();
     targets.join(", ")
@@ -216,7 +221,27 @@ fn mask_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_password;
+    use std::collections::HashMap;
+
+    use super::{mask_password, summary};
+    use crate::ConfigError;
+
+    #[test]
+    fn a_weighted_model_shows_its_strategy_and_each_weight() -> Result<(), ConfigError> {
+        let yaml = "providers:\n  a: {kind: mock}\n  b: {kind: mock}\nmodels:\n  chat:\n    strategy: weighted\n    targets: [{provider: a, model: x, weight: 3}, {provider: b, model: y}]\n  fast:\n    strategy: latency\n    targets: [{provider: a, model: x}]\n";
+        let loaded = crate::load_str(yaml, &HashMap::<String, String>::new())?;
+        let text = summary(&loaded.config);
+        for expected in [
+            "  chat [weighted] -> a/x (weight 3), b/y (weight 1)",
+            "  fast [latency] -> a/x",
+        ] {
+            assert!(
+                text.lines().any(|line| line == expected),
+                "missing {expected:?} in:\n{text}"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn database_passwords_are_masked() {

@@ -67,8 +67,8 @@ fn rows() -> Vec<Row> {
         row("unknown key three levels down", "providers:\n  openai:\n    kind: openai\n    timeouts: {conect: 2s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts.conect: unknown key \"conect\" (expected one of: connect, headers, first_token, inactivity, total)",
         )),
-        row("unknown key in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: openai, model: n, weight: 2}]}", Error(
-            "models.chat.targets[1].weight: unknown key \"weight\" (expected one of: provider, model, price, max_tokens)",
+        row("unknown key in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: openai, model: n, priority: 2}]}", Error(
+            "models.chat.targets[1].priority: unknown key \"priority\" (expected one of: provider, model, price, max_tokens, weight)",
         )),
         row("wrong shape", "providers:\n  openai: {kind: openai, timeouts: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts: invalid type: string \"5s\", expected a mapping of timeout names to durations",
@@ -127,6 +127,9 @@ fn rows() -> Vec<Row> {
             "tenants: none configured; every request will be rejected with 401",
             "webhooks.allow_private: on: webhooks may reach loopback, private and cloud metadata addresses (an SSRF risk); keep it off in production",
         ])),
+        row("a weight on a model that is not weighted is only a warning", "providers:\n  openai: {kind: openai, api_key: k}\nmodels:\n  chat:\n    strategy: latency\n    targets: [{provider: openai, model: a, weight: 3}, {provider: openai, model: b}]\ntenants: [{name: t, keys: [k]}]", Warnings(&[
+            "models.chat.targets[0].weight: ignored, the model's strategy is latency (weights apply to strategy: weighted)",
+        ])),
         with_base("no tenants is only a warning", "", Warnings(&[
             "tenants: none configured; every request will be rejected with 401",
         ])),
@@ -168,6 +171,21 @@ fn rows() -> Vec<Row> {
         )),
         row("cost strategy without a price", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: cost\n    targets: [{provider: openai, model: a, price: {input: 1, output: 2}}, {provider: openai, model: b}]", Error(
             "models.chat.targets[1].price: required when strategy is cost, e.g. price: {input: 2.5, output: 10}",
+        )),
+        row("an unknown strategy", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: random\n    targets: [{provider: openai, model: a}]", Error(
+            "models.chat.strategy: unknown strategy \"random\" (expected one of: ordered, cost, weighted, least_busy, latency)",
+        )),
+        row("a zero weight", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: weighted\n    targets: [{provider: openai, model: a, weight: 0}]", Error(
+            "models.chat.targets[0].weight: must be at least 1, got 0",
+        )),
+        row("a negative weight", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: weighted\n    targets: [{provider: openai, model: a, weight: -2}]", Error(
+            "models.chat.targets[0].weight: must be at least 1, got -2",
+        )),
+        row("a fractional weight", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: weighted\n    targets: [{provider: openai, model: a, weight: 0.5}]", Error(
+            "models.chat.targets[0].weight: invalid number \"0.5\": expected a whole number such as 10",
+        )),
+        row("a weight too large", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: weighted\n    targets: [{provider: openai, model: a, weight: 1000001}]", Error(
+            "models.chat.targets[0].weight: must be at most 1000000, got 1000001",
         )),
         row("model without targets", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: []}", Error(
             "models.chat.targets: at least one target is required, e.g. [{provider: openai, model: gpt-4o}]",
@@ -288,8 +306,8 @@ fn rows() -> Vec<Row> {
             "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported)\n",
             "providers.openai.timeouts.first_token: invalid duration \"soon\": use a number and a unit such as 250ms, 10s, 5m",
         ))),
-        row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, weight: 2}]}", Error(concat!(
-            "models.chat.targets[1].weight: unknown key \"weight\" (expected one of: provider, model, price, max_tokens)\n",
+        row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, priority: 2}]}", Error(concat!(
+            "models.chat.targets[1].priority: unknown key \"priority\" (expected one of: provider, model, price, max_tokens, weight)\n",
             "models.chat.targets[1].provider: unknown provider \"opnai\"",
         ))),
         with_base("every unknown key of a nested block beside its bad value", "tenants: [{name: acme, keys: [k], limits: {rmp: 10, tpm: many, burst: 2}}]", Error(concat!(

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::guarded::Guarded;
+use crate::stats::InFlight;
 use crate::{Answer, Target};
 
 /// What an admitted attempt holds until it ends.
@@ -27,6 +28,9 @@ pub(crate) struct Admission {
     /// The bulkhead slot.
     #[expect(dead_code, reason = "held for its Drop, which frees the bulkhead slot")]
     pub slot: BulkheadPermit,
+    /// The target's own count of calls in flight.
+    #[expect(dead_code, reason = "held for its Drop, which ends the count")]
+    pub in_flight: InFlight,
 }
 
 /// The deadlines of one attempt, each with the clock it belongs to.

@@ -26,7 +26,8 @@ struct Parts<'a> {
 impl RouteTable {
     /// One route per configured model. Targets whose provider is absent from
     /// `providers` (disabled, e.g. for a missing key) are left out; with
-    /// `strategy: cost` the targets are ordered cheapest first.
+    /// `strategy: cost` the targets are ordered cheapest first, once (the
+    /// other strategies order them per request).
     pub fn from_config(config: &Config, providers: &HashMap<String, Arc<dyn Provider>>) -> Self {
         let mut parts = Parts {
             config,
@@ -75,6 +76,7 @@ impl Parts<'_> {
                 keel_config::ModelEndpoint::Chat => keel_types::Endpoint::Chat,
                 keel_config::ModelEndpoint::Embeddings => keel_types::Endpoint::Embeddings,
             },
+            strategy: model.strategy,
             targets,
             fallback: model.fallback.clone(),
             budget,
@@ -124,6 +126,7 @@ impl Parts<'_> {
             breaker,
             stats,
             price: configured.price,
+            weight: configured.weight,
             handles: Arc::default(),
         })
     }

@@ -21,6 +21,7 @@ mod guarded;
 mod hedge;
 mod plan;
 mod stats;
+mod strategy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -452,7 +453,11 @@ impl Router {
             }
             taken.push(bucket);
         }
-        Some(Admission { trial, slot })
+        Some(Admission {
+            trial,
+            slot,
+            in_flight: target.stats.start_call(),
+        })
     }
 
     /// An upstream 429 drains the provider's request bucket and pauses it

@@ -31,6 +31,8 @@ pub struct Target {
     pub stats: Arc<crate::TargetStats>,
     /// USD per million tokens, when the target has a `price`.
     pub price: Option<keel_config::Price>,
+    /// Its share of first picks when the model is `weighted` (at least 1).
+    pub weight: u32,
     /// This target's metric handles, looked up once (a label lookup
     /// allocates its label strings and hashes them on every use).
     pub handles: Arc<OnceLock<TargetMetrics>>,
@@ -73,7 +75,9 @@ pub struct ModelRoute {
     pub name: String,
     /// The API it serves.
     pub endpoint: keel_types::Endpoint,
-    /// Enabled targets, in order.
+    /// How each request orders `targets`.
+    pub strategy: keel_config::Strategy,
+    /// Enabled targets, in configured order (cheapest first for `cost`).
     pub targets: Vec<Target>,
     /// Public models to try, in order, when every target fails.
     pub fallback: Vec<String>,
@@ -189,24 +193,35 @@ impl RouteTable {
     }
 
     /// The targets one request for `model` tries, in order: the model's own,
-    /// then each fallback's (depth first, each model once).
+    /// then each fallback's (depth first, each model once), each model's
+    /// ordered by its strategy for this request.
     pub fn plan(&self, model: &str) -> Result<Vec<&Target>, RouteError> {
+        self.plan_with(model, &mut fastrand::Rng::new())
+    }
+
+    /// [`Self::plan`] with the strategies drawing from `rng`.
+    pub(crate) fn plan_with(
+        &self,
+        model: &str,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Vec<&Target>, RouteError> {
         let route = self.route(model).ok_or_else(|| RouteError::UnknownModel {
             model: model.to_owned(),
         })?;
         let mut visited = vec![route.name.as_str()];
         let mut targets = Vec::new();
-        self.collect(route, &mut visited, &mut targets);
+        self.collect(route, rng, &mut visited, &mut targets);
         Ok(targets)
     }
 
     fn collect<'a>(
         &'a self,
         route: &'a ModelRoute,
+        rng: &mut fastrand::Rng,
         visited: &mut Vec<&'a str>,
         targets: &mut Vec<&'a Target>,
     ) {
-        targets.extend(route.targets.iter());
+        crate::strategy::order(route.strategy, &route.targets, rng, targets);
         for name in &route.fallback {
             let Some(fallback) = self.route(name) else {
                 continue;
@@ -215,7 +230,7 @@ impl RouteTable {
                 continue;
             }
             visited.push(fallback.name.as_str());
-            self.collect(fallback, visited, targets);
+            self.collect(fallback, rng, visited, targets);
         }
     }
 }

@@ -1,9 +1,12 @@
 //! What an operator asks of one target at 3 a.m.: how often it failed
 //! lately, how fast its first tokens came, and what its last error was.
 //! Bounded: a fixed set of buckets, at most [`SAMPLES`] first-token times.
+//! Beside them, two lock-free figures the routing strategies read on every
+//! request: the calls in flight and a moving average of first-token times.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keel_providers::{ErrorKind, ProviderError};
@@ -19,12 +22,32 @@ const SAMPLES: usize = 1024;
 /// The longest last-error message kept, in bytes.
 const MAX_MESSAGE: usize = 512;
 
+/// The weight of the newest first-token time in the moving average: about
+/// the last half-dozen answers count, so a target that turns slow (or
+/// recovers) is noticed within a few of them.
+const LATENCY_ALPHA: f64 = 0.3;
+
+/// The moving average's bits before the first sample (a NaN no average of
+/// finite times can produce).
+const NO_LATENCY: u64 = u64::MAX;
+
 /// Recent outcomes of one target (shared by every model that routes to the
 /// same provider + upstream model, like its breaker).
 #[derive(Debug)]
 pub struct TargetStats {
     recent: Mutex<Recent>,
+    /// Calls on this target now: attempts, and committed streams until
+    /// they end (`least_busy` compares these).
+    in_flight: AtomicUsize,
+    /// The exponentially weighted moving average of first-token times, in
+    /// seconds, as `f64` bits (`latency` orders by it); [`NO_LATENCY`]
+    /// until the first sample.
+    latency_ewma: AtomicU64,
 }
+
+/// One call in flight on a target, counted until it is dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<TargetStats>);
 
 #[derive(Debug)]
 struct Recent {
@@ -70,16 +93,55 @@ impl TargetStats {
                 first_tokens: VecDeque::with_capacity(SAMPLES),
                 last_error: None,
             }),
+            in_flight: AtomicUsize::new(0),
+            latency_ewma: AtomicU64::new(NO_LATENCY),
         }
     }
 
     /// An attempt reached its first token after `elapsed`.
     pub fn record_first_token(&self, elapsed: Duration) {
+        self.update_latency_ewma(elapsed);
         let mut recent = self.lock();
         if recent.first_tokens.len() == SAMPLES {
             recent.first_tokens.pop_front();
         }
         recent.first_tokens.push_back((Instant::now(), elapsed));
+    }
+
+    /// Moves the average a step towards `elapsed` (the first sample sets
+    /// it), without a lock: concurrent answers each get their step in.
+    fn update_latency_ewma(&self, elapsed: Duration) {
+        let sample = elapsed.as_secs_f64();
+        let step = |bits: u64| {
+            let average = if bits == NO_LATENCY {
+                sample
+            } else {
+                let previous = f64::from_bits(bits);
+                previous + LATENCY_ALPHA * (sample - previous)
+            };
+            Some(average.to_bits())
+        };
+        // The step never declines, so the update always lands.
+        let _ = self
+            .latency_ewma
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step);
+    }
+
+    /// The moving average of first-token times; `None` before the first.
+    pub fn latency_ewma(&self) -> Option<Duration> {
+        let bits = self.latency_ewma.load(Ordering::Relaxed);
+        (bits != NO_LATENCY).then(|| Duration::from_secs_f64(f64::from_bits(bits)))
+    }
+
+    /// Calls on this target now, committed streams included.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call until the returned guard is dropped.
+    pub(crate) fn start_call(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
     }
 
     /// An attempt ended: `Ok` served (or the client left), `Err` failed.
@@ -137,6 +199,12 @@ impl TargetStats {
 impl Default for TargetStats {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -204,6 +272,34 @@ mod tests {
             (0, 0, None)
         );
         assert_eq!(later.last_error, snapshot.last_error);
+    }
+
+    #[test]
+    fn the_latency_average_starts_at_the_first_sample_and_moves_by_alpha() {
+        let stats = TargetStats::new();
+        assert_eq!(stats.latency_ewma(), None);
+        stats.record_first_token(Duration::from_millis(100));
+        assert_eq!(stats.latency_ewma(), Some(Duration::from_millis(100)));
+        stats.record_first_token(Duration::from_millis(1100));
+        let millis = stats
+            .latency_ewma()
+            .map(|average| average.as_secs_f64() * 1000.0);
+        assert!(
+            millis.is_some_and(|millis| (millis - 400.0).abs() < 1e-6),
+            "100 + 0.3 x 1000 = 400, got {millis:?}"
+        );
+    }
+
+    #[test]
+    fn a_call_counts_in_flight_until_its_guard_is_dropped() {
+        let stats = Arc::new(TargetStats::new());
+        let first = stats.start_call();
+        let second = stats.start_call();
+        assert_eq!(stats.in_flight(), 2);
+        drop(first);
+        assert_eq!(stats.in_flight(), 1);
+        drop(second);
+        assert_eq!(stats.in_flight(), 0);
     }
 
     #[test]

@@ -147,6 +147,8 @@ fn target_json(view: &TargetView<'_>, clock: &WallClock) -> Value {
             "transitions": target.breaker.transitions(),
         },
         "first_token_ms": first_token_ms,
+        "latency_ewma_ms": target.stats.latency_ewma().map(millis),
+        "in_flight": target.stats.in_flight(),
         "window_seconds": keel_router::RECENT.as_secs(),
         "requests": attempts,
         "errors": errors,

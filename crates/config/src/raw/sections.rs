@@ -137,13 +137,14 @@ pub(crate) struct RawModel {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a target: provider, model, price, max_tokens"
+    expecting = "a target: provider, model, price, max_tokens, weight"
 )]
 pub(crate) struct RawTarget {
     pub(crate) provider: Option<Scalar>,
     pub(crate) model: Option<Scalar>,
     pub(crate) price: Option<RawPrice>,
     pub(crate) max_tokens: Option<Scalar>,
+    pub(crate) weight: Option<Scalar>,
 }
 
 /// `models.<name>.targets[i].price`

@@ -57,6 +57,14 @@ pub enum Strategy {
     Ordered,
     /// Cheapest first, by `price`; every target has one.
     Cost,
+    /// The first target drawn at random by `weight`, the rest in order.
+    Weighted,
+    /// Of two targets drawn at random, the one with fewer calls in flight
+    /// first, then the other, then the rest in order.
+    LeastBusy,
+    /// Lowest recent first-token latency first, sometimes a random rotation
+    /// so a slow target is still sampled.
+    Latency,
 }
 
 /// `models.<name>.targets[i]`: a provider and its upstream model name.
@@ -70,6 +78,9 @@ pub struct Target {
     pub price: Option<Price>,
     /// Upper bound on `max_tokens` for this target, at least 1.
     pub max_tokens: Option<u32>,
+    /// Its share of first picks under `strategy: weighted`, at least 1;
+    /// default 1.
+    pub weight: u32,
 }
 
 /// `targets[i].price`: USD per million tokens, finite and non-negative.
@@ -163,6 +174,9 @@ impl Strategy {
         match self {
             Self::Ordered => "ordered",
             Self::Cost => "cost",
+            Self::Weighted => "weighted",
+            Self::LeastBusy => "least_busy",
+            Self::Latency => "latency",
         }
     }
 }

@@ -13,6 +13,9 @@ use crate::schema::{
 
 mod fallback;
 
+/// The largest `targets[i].weight`: a million to one is already a pin.
+const MAX_WEIGHT: u32 = 1_000_000;
+
 /// The default hedge budget: 10 % of the model's requests.
 const DEFAULT_HEDGE_BUDGET: f64 = 0.10;
 
@@ -165,9 +168,13 @@ impl Checker {
         match value.map(Scalar::text) {
             None | Some("ordered") => Strategy::Ordered,
             Some("cost") => Strategy::Cost,
+            Some("weighted") => Strategy::Weighted,
+            Some("least_busy") => Strategy::LeastBusy,
+            Some("latency") => Strategy::Latency,
             Some(other) => {
-                let message =
-                    format!("unknown strategy \"{other}\" (expected one of: ordered, cost)");
+                let message = format!(
+                    "unknown strategy \"{other}\" (expected one of: ordered, cost, weighted, least_busy, latency)"
+                );
                 self.problems.push(path, message);
                 Strategy::Ordered
             }
@@ -234,12 +241,27 @@ impl Checker {
             1,
             u64::from(u32::MAX),
         );
+        let weight = self.weight(raw.weight.as_ref(), strategy, &path.key("weight"));
         Some(Target {
             provider: provider?,
             model: model?,
             price,
             max_tokens,
+            weight,
         })
+    }
+
+    /// `weight`, 1 when absent or invalid. Set on a model that is not
+    /// weighted it is only a warning: it does nothing there, but switching a
+    /// model's strategy back and forth should not mean deleting weights.
+    fn weight(&mut self, value: Option<&Scalar>, strategy: Strategy, path: &KeyPath) -> u32 {
+        let weight = self.whole(value, path, 1, u64::from(MAX_WEIGHT));
+        if value.is_some() && strategy != Strategy::Weighted {
+            self.warn(format!(
+                "{path}: ignored, the model's strategy is {strategy} (weights apply to strategy: weighted)"
+            ));
+        }
+        weight.unwrap_or(1)
     }
 
     fn price(&mut self, raw: &crate::raw::RawPrice, path: &KeyPath) -> Option<Price> {

@@ -84,11 +84,13 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
         breaker: keel_resilience::CircuitBreaker::new("canned", BREAKER),
         stats: Arc::default(),
         price: None,
+        weight: 1,
         handles: Arc::default(),
     };
     let model = ModelRoute {
         name: String::from("m"),
         endpoint: keel_types::Endpoint::Chat,
+        strategy: keel_config::Strategy::Ordered,
         targets: vec![target],
         fallback: Vec::new(),
         budget: Duration::from_secs(600),

@@ -169,6 +169,7 @@ async fn fallback_models_are_tried_after_every_target_failed() -> Result<(), Rou
     let fallback = ModelRoute {
         name: String::from("s"),
         endpoint: keel_types::Endpoint::Chat,
+        strategy: keel_config::Strategy::Ordered,
         targets: vec![plain(&small)],
         fallback: vec![String::from("m")],
         budget: MINUTE,

@@ -222,6 +222,7 @@ pub fn target(
         breaker: CircuitBreaker::new(provider.name, breaker),
         stats: Arc::default(),
         price: None,
+        weight: 1,
         handles: Arc::default(),
     }
 }
@@ -252,6 +253,7 @@ pub fn hedged_router(
     let mut models = vec![ModelRoute {
         name: String::from("m"),
         endpoint: keel_types::Endpoint::Chat,
+        strategy: keel_config::Strategy::Ordered,
         targets,
         fallback,
         budget,
@@ -260,6 +262,25 @@ pub fn hedged_router(
     }];
     models.extend(extra);
     Router::new(RouteTable::new(models), Arc::new(Metrics::new()))
+}
+
+/// A table with one model `m` over `targets`, ordered by `strategy`.
+pub fn table(strategy: keel_config::Strategy, targets: Vec<Target>) -> RouteTable {
+    RouteTable::new(vec![ModelRoute {
+        name: String::from("m"),
+        endpoint: keel_types::Endpoint::Chat,
+        strategy,
+        targets,
+        fallback: Vec::new(),
+        budget: MINUTE,
+        hedge: None,
+        cache: None,
+    }])
+}
+
+/// A router over [`table`].
+pub fn strategy_router(strategy: keel_config::Strategy, targets: Vec<Target>) -> Router {
+    Router::new(table(strategy, targets), Arc::new(Metrics::new()))
 }
 
 pub fn request(stream: bool) -> Arc<ChatRequest> {
