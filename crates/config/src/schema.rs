@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Largest non-stream upstream answer read, in bytes; default 64 MiB.
     pub max_upstream_body: u64,
+    /// How long a stream waits for its first token before Keel sends the
+    /// headers and then a keep-alive comment every such interval; default
+    /// 20 s. Zero never sends them.
+    pub sse_keepalive: Duration,
 }
 
 /// `database:` settings.
@@ -212,6 +216,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             body_timeout: Duration::from_secs(30),
             max_upstream_body: 64 << 20,
+            sse_keepalive: Duration::from_secs(20),
         }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) struct RawServer {
     pub(crate) metrics_listen: Option<Scalar>,
     pub(crate) body_timeout: Option<Scalar>,
     pub(crate) max_upstream_body: Option<Scalar>,
+    pub(crate) sse_keepalive: Option<Scalar>,
 }
 
 /// `database:`

@@ -67,6 +67,9 @@ impl Checker {
                 &path.key("max_upstream_body"),
                 defaults.max_upstream_body,
             ),
+            sse_keepalive: self
+                .any_duration(raw.sse_keepalive.as_ref(), &path.key("sse_keepalive"))
+                .unwrap_or(defaults.sse_keepalive),
         }
     }
 
