@@ -51,10 +51,18 @@ struct Streamed {
 }
 
 async fn stream(gateway: &Gateway) -> Result<Streamed, Box<dyn std::error::Error>> {
+    stream_from(gateway, "/v1/chat/completions", STREAM).await
+}
+
+async fn stream_from(
+    gateway: &Gateway,
+    path: &str,
+    body: &'static str,
+) -> Result<Streamed, Box<dyn std::error::Error>> {
     let response = reqwest::Client::new()
-        .post(gateway.url("/v1/chat/completions"))
+        .post(gateway.url(path))
         .bearer_auth(TEST_KEY)
-        .body(STREAM)
+        .body(body)
         .send()
         .await?;
     let status = response.status().as_u16();
@@ -65,6 +73,25 @@ async fn stream(gateway: &Gateway) -> Result<Streamed, Box<dyn std::error::Error
         headers,
         body,
     })
+}
+
+const MESSAGES_STREAM: &str =
+    r#"{"model":"chat","max_tokens":64,"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+
+const RESPONSES_STREAM: &str = r#"{"model":"chat","input":"hi","stream":true}"#;
+
+/// Every request fails with a 500 after 1.5 s: two targets take 3 s.
+fn failing_slowly() -> Faults {
+    Faults {
+        headers_delay_ms: 1_500,
+        fail: Some(FailNext {
+            status: 500,
+            count: 2,
+            retry_after: None,
+            body: None,
+        }),
+        ..Faults::default()
+    }
 }
 
 fn slow_first_token() -> Faults {
@@ -138,17 +165,7 @@ async fn the_official_openai_sdk_reads_a_kept_alive_stream_as_a_normal_one() -> 
 #[tokio::test]
 async fn every_target_failing_after_the_comments_ends_with_the_error_event_and_done() -> TestResult
 {
-    let faults = Faults {
-        headers_delay_ms: 1_500,
-        fail: Some(FailNext {
-            status: 500,
-            count: 2,
-            retry_after: None,
-            body: None,
-        }),
-        ..Faults::default()
-    };
-    let (mock, gateway) = gateway("1s", 2, faults).await?;
+    let (mock, gateway) = gateway("1s", 2, failing_slowly()).await?;
     let Streamed {
         status,
         headers,
@@ -205,5 +222,61 @@ async fn zero_never_sends_comments_and_waits_for_the_first_token() -> TestResult
     assert!(headers.get("x-keel-provider").is_some(), "{headers:?}");
     assert!(!body.contains(KEEP_ALIVE), "{body:?}");
     assert_eq!(sse_data(&body).last().map(String::as_str), Some("[DONE]"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_messages_stream_gets_comments_then_anthropics_events() -> TestResult {
+    let (_mock, gateway) = gateway("1s", 1, slow_first_token()).await?;
+    let Streamed { status, body, .. } =
+        stream_from(&gateway, "/v1/messages", MESSAGES_STREAM).await?;
+    assert_eq!(status, 200);
+    let before_events = body.split("event:").next().unwrap_or_default();
+    assert!(before_events.matches(KEEP_ALIVE).count() >= 2, "{body:?}");
+    assert!(body.contains("event: message_start\n"), "{body}");
+    assert!(
+        body.trim_end()
+            .ends_with(r#"data: {"type":"message_stop"}"#),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_messages_stream_failing_after_the_comments_ends_with_anthropics_error_event(
+) -> TestResult {
+    let (_mock, gateway) = gateway("1s", 2, failing_slowly()).await?;
+    let Streamed { status, body, .. } =
+        stream_from(&gateway, "/v1/messages", MESSAGES_STREAM).await?;
+    assert_eq!(status, 200);
+    let (comments, events) = body.split_once("event:").ok_or("no event")?;
+    assert!(comments.matches(KEEP_ALIVE).count() >= 2, "{body:?}");
+    let (name, data) = events.split_once("\ndata: ").ok_or("no data")?;
+    assert_eq!(name.trim(), "error", "{body}");
+    let error: serde_json::Value = serde_json::from_str(data.trim_end())?;
+    assert_eq!(error["type"], "error", "{body}");
+    assert_eq!(error["error"]["type"], "api_error", "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_responses_stream_failing_after_the_comments_ends_with_response_failed() -> TestResult {
+    let (_mock, gateway) = gateway("1s", 2, failing_slowly()).await?;
+    let Streamed { status, body, .. } =
+        stream_from(&gateway, "/v1/responses", RESPONSES_STREAM).await?;
+    assert_eq!(status, 200);
+    let (comments, events) = body.split_once("event:").ok_or("no event")?;
+    assert!(comments.matches(KEEP_ALIVE).count() >= 2, "{body:?}");
+    let (name, data) = events.split_once("\ndata: ").ok_or("no data")?;
+    assert_eq!(name.trim(), "response.failed", "{body}");
+    let failed: serde_json::Value = serde_json::from_str(data.trim_end())?;
+    assert_eq!(failed["response"]["status"], "failed", "{body}");
+    let message = failed["response"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("every target of the model 'chat' failed"),
+        "{body}"
+    );
     Ok(())
 }
