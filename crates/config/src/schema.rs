@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// The browser origins allowed to call the API (`server.cors.origins`);
     /// default off.
     pub cors: CorsOrigins,
+    /// How long a stream waits for its first token before Keel sends the
+    /// headers and then a keep-alive comment every such interval; default
+    /// 20 s. Zero never sends them.
+    pub sse_keepalive: Duration,
 }
 
 /// `server.cors.origins`: which browser origins get CORS headers.
@@ -228,6 +232,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             max_upstream_body: 64 << 20,
             cors: CorsOrigins::Off,
+            sse_keepalive: Duration::from_secs(20),
         }
     }
 }

@@ -32,9 +32,12 @@ const SIZE_UNITS: [(&str, u128); 9] = [
 ];
 
 /// Parses a duration such as `250ms`, `10s`, `5m`, `2h`, `7d`, `1m30s` or
-/// `1.5s`.
+/// `1.5s`. A bare `0` is zero: only other bare numbers are ambiguous.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     let looks_numeric = text.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c));
     if looks_numeric && text.parse::<f64>().is_ok() {
         return Err(format!(

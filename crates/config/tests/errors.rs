@@ -280,7 +280,7 @@ fn rows() -> Vec<Row> {
             "invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 12",
         )),
         row("multiple problems reported at once", "server: {request_timeout: 10s, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
-            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors)\n",
+            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors, sse_keepalive)\n",
             "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported)\n",
             "providers.openai.retry.attempts: must be at least 1, got 0\n",
             "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 0\n",
@@ -299,7 +299,7 @@ fn rows() -> Vec<Row> {
             "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
         ))),
         row("an unknown key beside a bad value at the top", "server: {listn: x, max_in_flight: -3}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors)\n",
+            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors, sse_keepalive)\n",
             "server.max_in_flight: must be at least 1, got -3",
         ))),
         row("an unknown key beside a bad value in a provider", "providers:\n  openai: {kind: openai, timeout: 5s, timeouts: {first_token: soon}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(

@@ -72,6 +72,7 @@ fn spec_example_server_database_and_tenants_match_the_file() -> Result<(), Confi
     assert_eq!(config.server.max_body, 8 << 20);
     assert_eq!(config.server.body_timeout, secs(30));
     assert_eq!(config.server.max_upstream_body, 64 << 20);
+    assert_eq!(config.server.sse_keepalive, secs(15));
     assert_eq!(
         config
             .server

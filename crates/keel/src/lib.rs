@@ -75,6 +75,7 @@ pub async fn start(
         metrics_elsewhere: config.server.metrics_listen.is_some(),
         cutoff: keel_server::Cutoff::new(),
         slos,
+        sse_keepalive: config.server.sse_keepalive,
     });
     let metrics_server = match config.server.metrics_listen {
         Some(address) => Some(serve_metrics(address, state.clone()).await?),

@@ -1,22 +1,28 @@
 //! `POST /v1/chat/completions`: parse, route, and answer as JSON or SSE with
 //! headers naming who answered.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use keel_router::{Answer, CacheStatus, Routed};
+use keel_types::ErrorBody;
+use tracing::Instrument as _;
 
 use crate::cache::KeyedBody;
 use crate::extract::ChatBody;
 use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
 use crate::ledger::Ledger;
 use crate::limits::{settle_usage, Exceeded, Reservation};
-use crate::route::{route_within_limits, Served, Unserved};
-use crate::{sse, ApiError, AppState, Tenant};
+use crate::route::{admit, Admission, Served, Unserved};
+use crate::{keepalive, sse, ApiError, AppState, Tenant};
 
 /// Routes one chat completion and encodes the committed answer.
 pub async fn completions(
@@ -32,6 +38,7 @@ pub async fn completions(
         endpoint: CHAT_ENDPOINT,
         body: KeyedBody::Chat,
         headers: &headers,
+        in_band_error: sse::in_band_error,
     };
     dispatch(&state, &tenant, request, front, respond).await
 }
@@ -39,7 +46,8 @@ pub async fn completions(
 /// The endpoint name chat completions (and job runs) are cached under.
 pub const CHAT_ENDPOINT: &str = "chat.completions";
 
-/// Where a request came in, for its cache key and `Cache-Control`.
+/// Where a request came in, for its cache key, `Cache-Control`, and how its
+/// stream tells of a failure once its 200 has gone out.
 pub(crate) struct Front<'a> {
     /// The endpoint name in the cache key.
     pub endpoint: &'static str,
@@ -47,20 +55,28 @@ pub(crate) struct Front<'a> {
     pub body: KeyedBody<'a>,
     /// The request's headers.
     pub headers: &'a axum::http::HeaderMap,
+    /// The endpoint's SSE error event (and end) for a stream whose routing
+    /// fails after keep-alive comments were sent.
+    pub in_band_error: fn(&ErrorBody) -> Bytes,
 }
 
 /// Answers a request within its tenant's limits, from the prompt cache or
-/// the router ([`route_within_limits`]), with `respond` (or the routing
-/// error), adding the tenant's rate-limit headers and, for a cached model,
-/// `x-keel-cache`. Both front ends answer through here (admitted by `shed`
-/// first).
-pub(crate) async fn dispatch(
+/// the router ([`admit`], then routing upstream), with `respond` (or the
+/// routing error), adding the tenant's rate-limit headers and, for a cached
+/// model, `x-keel-cache`. A stream still waiting for its first token after
+/// `server.sse_keepalive` gets its 200 now and keep-alive comments until
+/// then ([`keep_alive`]). Both front ends answer through here (admitted by
+/// `shed` first).
+pub(crate) async fn dispatch<R>(
     state: &Arc<AppState>,
     tenant: &Tenant,
     request: keel_types::ChatRequest,
     front: Front<'_>,
-    respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
-) -> Result<Response, ApiError> {
+    respond: R,
+) -> Result<Response, ApiError>
+where
+    R: FnOnce(Routed, Option<Reservation>) -> Response + Send + 'static,
+{
     let plan = crate::cache::plan(
         state,
         &tenant.name,
@@ -70,45 +86,134 @@ pub(crate) async fn dispatch(
         front.headers,
     );
     let ledger = Ledger::open(&state.slos, &state.metrics, &tenant.name, request.model());
-    let served =
-        route_within_limits(&state.router, &state.limits, &tenant.name, request, plan).await;
-    let (mut response, limit_headers) = match served {
-        Ok(Served {
-            mut routed,
-            reservation,
-            limit_headers,
-            dropped,
-        }) => {
-            if let Answer::Stream { rest, .. } = &mut routed.answer {
-                let stream = std::mem::replace(rest, futures_util::stream::empty().boxed());
-                *rest = state.cutoff.guard(stream);
+    let keep_alive_every = keep_alive_interval(state, &request);
+    let admitted = admit(&state.router, &state.limits, &tenant.name, request, plan).await;
+    let served = match admitted {
+        Ok(Admission::Hit(served)) => Ok(served),
+        Err(unserved) => Err(unserved),
+        Ok(Admission::Upstream(upstream)) => {
+            let Some(every) = keep_alive_every else {
+                return Ok(settle(
+                    state,
+                    &tenant.name,
+                    ledger,
+                    upstream.route(state.router.clone()).await,
+                    respond,
+                ));
+            };
+            let limit_headers = upstream.limit_headers.clone();
+            let mut routing = Box::pin(upstream.route(state.router.clone()).in_current_span());
+            match tokio::time::timeout(every, &mut routing).await {
+                Ok(served) => served,
+                Err(_still_routing) => {
+                    let waiting = Waiting {
+                        state: state.clone(),
+                        tenant: tenant.name.clone(),
+                        ledger,
+                        in_band_error: front.in_band_error,
+                    };
+                    return Ok(keep_alive(every, waiting, routing, respond, limit_headers));
+                }
             }
-            ledger.answered(&mut routed);
-            let mut response = respond(routed, reservation);
-            mark_dropped(&mut response, &dropped);
-            (response, limit_headers)
         }
-        Err(Unserved::Limited(exceeded)) => {
-            ledger.refused_or_failed(StatusCode::TOO_MANY_REQUESTS.as_u16());
-            return Err(tenant_limited(state, tenant, exceeded));
+    };
+    Ok(settle(state, &tenant.name, ledger, served, respond))
+}
+
+/// How long a stream request may wait for its first token before its
+/// headers go out; `None` for a whole answer, or when
+/// `server.sse_keepalive` is 0.
+fn keep_alive_interval(state: &AppState, request: &keel_types::ChatRequest) -> Option<Duration> {
+    let every = state.sse_keepalive;
+    (request.stream() && !every.is_zero()).then_some(every)
+}
+
+/// The response to a routed request: the committed answer through
+/// `respond`, or the error; either way booked once.
+fn settle(
+    state: &AppState,
+    tenant: &str,
+    ledger: Ledger,
+    served: Result<Served, Unserved>,
+    respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
+) -> Response {
+    match served {
+        Ok(mut served) => {
+            let limit_headers = served.limit_headers.take();
+            with_limit_headers(answer(state, ledger, served, respond), limit_headers)
         }
-        Err(Unserved::Failed {
-            error,
-            cache,
-            limit_headers,
-        }) => {
-            let mut response = ApiError::from(error).into_response();
-            ledger.refused_or_failed(response.status().as_u16());
+        Err(unserved) => {
+            let Failure {
+                error,
+                cache,
+                limit_headers,
+            } = failure(state, tenant, unserved);
+            ledger.refused_or_failed(error.status().as_u16());
+            let mut response = error.into_response();
             if let Some(status) = cache {
                 crate::cache::mark(&mut response, status);
             }
-            (response, limit_headers)
+            with_limit_headers(response, limit_headers)
         }
-    };
+    }
+}
+
+/// A committed answer, booked, its stream ended cleanly by the shutdown
+/// cutoff, encoded by `respond`.
+fn answer(
+    state: &AppState,
+    ledger: Ledger,
+    served: Served,
+    respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
+) -> Response {
+    let Served {
+        mut routed,
+        reservation,
+        dropped,
+        ..
+    } = served;
+    if let Answer::Stream { rest, .. } = &mut routed.answer {
+        let stream = std::mem::replace(rest, futures_util::stream::empty().boxed());
+        *rest = state.cutoff.guard(stream);
+    }
+    ledger.answered(&mut routed);
+    let mut response = respond(routed, reservation);
+    mark_dropped(&mut response, &dropped);
+    response
+}
+
+/// Why a request has no answer, as its client is told.
+struct Failure {
+    error: ApiError,
+    /// `x-keel-cache` for the failure, for a cached model.
+    cache: Option<CacheStatus>,
+    limit_headers: Option<HeaderMap>,
+}
+
+fn failure(state: &AppState, tenant: &str, unserved: Unserved) -> Failure {
+    match unserved {
+        Unserved::Limited(exceeded) => Failure {
+            error: tenant_limited(state, tenant, exceeded),
+            cache: None,
+            limit_headers: None,
+        },
+        Unserved::Failed {
+            error,
+            cache,
+            limit_headers,
+        } => Failure {
+            error: ApiError::from(error),
+            cache,
+            limit_headers,
+        },
+    }
+}
+
+fn with_limit_headers(mut response: Response, limit_headers: Option<HeaderMap>) -> Response {
     if let Some(headers) = limit_headers {
         response.headers_mut().extend(headers);
     }
-    Ok(response)
+    response
 }
 
 /// Names the fields the provider left out, so a client that asked for them
@@ -124,10 +229,62 @@ fn mark_dropped(response: &mut Response, dropped: &[String]) {
     }
 }
 
-fn tenant_limited(state: &AppState, tenant: &Tenant, exceeded: Exceeded) -> ApiError {
+/// What a stream answered after its headers needs to finish: its books,
+/// and how to tell of a failure in band.
+struct Waiting {
+    state: Arc<AppState>,
+    tenant: Arc<str>,
+    ledger: Ledger,
+    in_band_error: fn(&ErrorBody) -> Bytes,
+}
+
+/// The 200 and SSE headers of a stream still being routed (without
+/// `x-keel-provider` / `-model`: nobody has answered yet), and a body of
+/// keep-alive comments until `routing` resolves, then the committed
+/// stream's frames, or the error event in band. The body owns `routing`:
+/// a client that leaves cancels it.
+fn keep_alive<F, R>(
+    every: Duration,
+    waiting: Waiting,
+    routing: Pin<Box<F>>,
+    respond: R,
+    limit_headers: Option<HeaderMap>,
+) -> Response
+where
+    F: Future<Output = Result<Served, Unserved>> + Send + 'static,
+    R: FnOnce(Routed, Option<Reservation>) -> Response + Send + 'static,
+{
+    let answer = async move {
+        let Waiting {
+            state,
+            tenant,
+            ledger,
+            in_band_error,
+        } = waiting;
+        match routing.await {
+            Ok(served) => answer(&state, ledger, served, respond).into_body(),
+            Err(unserved) => {
+                let Failure { error, .. } = failure(&state, &tenant, unserved);
+                ledger.refused_or_failed(error.status().as_u16());
+                tracing::warn!(%error, "a stream failed before its first token, after its headers were sent");
+                Body::from(in_band_error(&error.body()))
+            }
+        }
+    };
+    let mut response = (StatusCode::OK, keepalive::body(every, answer)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    with_limit_headers(response, limit_headers)
+}
+
+fn tenant_limited(state: &AppState, tenant: &str, exceeded: Exceeded) -> ApiError {
     let labels = keel_telemetry::LimitLabels {
         scope: String::from("tenant"),
-        name: tenant.name.to_string(),
+        name: tenant.to_owned(),
     };
     state.metrics.rate_limited.get_or_create(&labels).inc();
     ApiError::TenantLimited {

@@ -30,6 +30,8 @@ pub async fn create(
         endpoint: EMBEDDINGS_ENDPOINT,
         body: KeyedBody::Chat,
         headers: &headers,
+        // Never streamed, so never kept alive.
+        in_band_error: crate::sse::in_band_error,
     };
     dispatch(&state, &tenant, request, front, respond).await
 }

@@ -101,7 +101,8 @@ pub struct LoggedError(pub String);
 // === impl ApiError ===
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The status it is answered with (in-band after a keep-alive).
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) | Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
@@ -115,7 +116,8 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> ErrorBody {
+    /// Its error body.
+    pub(crate) fn body(&self) -> ErrorBody {
         let message = self.to_string();
         match self {
             Self::Unauthorized => ErrorBody::new(

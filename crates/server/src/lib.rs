@@ -14,6 +14,7 @@ mod extract;
 mod headers;
 mod idempotency;
 mod jobs;
+mod keepalive;
 mod ledger;
 mod limits;
 mod messages;
@@ -71,6 +72,10 @@ pub struct AppState {
     pub cutoff: Cutoff,
     /// The configured SLOs, which every live request for a model counts in.
     pub slos: Arc<keel_slo::Slos>,
+    /// How long a stream waits for its first token before its headers go
+    /// out and keep-alive comments follow (`server.sse_keepalive`); zero:
+    /// never.
+    pub sse_keepalive: Duration,
 }
 
 // === impl AppState ===

@@ -53,6 +53,7 @@ pub async fn create(
         endpoint: MESSAGES_ENDPOINT,
         body: crate::cache::KeyedBody::Original(&body),
         headers: &headers,
+        in_band_error: stream::in_band_error,
     };
     crate::chat::dispatch(&state, &tenant, request, front, respond).await
 }

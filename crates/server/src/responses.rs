@@ -85,6 +85,7 @@ pub async fn create(
         endpoint: RESPONSES_ENDPOINT,
         body: KeyedBody::Original(&raw),
         headers: &headers,
+        in_band_error: native::in_band_error,
     };
     dispatch(&state, &tenant, chat, front, |routed, reservation| {
         respond(echo, routed, reservation)
@@ -103,6 +104,7 @@ async fn passthrough(
         endpoint: RESPONSES_ENDPOINT,
         body: KeyedBody::Chat,
         headers,
+        in_band_error: native::in_band_error,
     };
     dispatch(state, tenant, chat, front, |routed, reservation| {
         let who = Answered {

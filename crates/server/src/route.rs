@@ -48,17 +48,51 @@ pub async fn route_within_limits(
     request: ChatRequest,
     plan: Option<CachePlan>,
 ) -> Result<Served, Unserved> {
+    match admit(router, limits, tenant, request, plan).await? {
+        Admission::Hit(served) => Ok(served),
+        Admission::Upstream(upstream) => upstream.route(router.clone()).await,
+    }
+}
+
+/// What admission leads to: a cached answer, or an upstream call.
+pub(crate) enum Admission {
+    /// Answered from the cache.
+    Hit(Served),
+    /// Admitted to go upstream.
+    Upstream(Upstream),
+}
+
+/// A request admitted to go upstream, its tokens reserved: everything the
+/// (possibly long) routing needs, owned, so it can outlive the handler.
+pub(crate) struct Upstream {
+    request: ChatRequest,
+    plan: Option<CachePlan>,
+    reservation: Option<Reservation>,
+    /// The tenant's `x-ratelimit-*` headers, when it has limits: known
+    /// before routing, so they can go with headers sent before the answer.
+    pub(crate) limit_headers: Option<HeaderMap>,
+}
+
+/// Takes `request` past `tenant`'s request limit, answers it from the
+/// cache when `plan` finds a fresh entry, and otherwise reserves its tokens.
+pub(crate) async fn admit(
+    router: &Arc<Router>,
+    limits: &TenantLimits,
+    tenant: &str,
+    request: ChatRequest,
+    plan: Option<CachePlan>,
+) -> Result<Admission, Unserved> {
     let admitted = limits.take_request(tenant).map_err(Unserved::Limited)?;
     if let Some(plan) = &plan {
         if let Some(routed) = router.cached(plan, &request).await {
             let limit_headers = admitted.as_ref().map(|admitted| admitted.headers());
             let dropped = router.dropped_fields(&routed.provider, &request);
-            return Ok(Served {
+            return Ok(Admission::Hit(Served {
                 routed,
                 reservation: None,
                 limit_headers,
                 dropped,
-            });
+            }));
         }
     }
     let reservation = admitted
@@ -66,19 +100,40 @@ pub async fn route_within_limits(
         .transpose()
         .map_err(Unserved::Limited)?;
     let limit_headers = reservation.as_ref().map(Reservation::headers);
-    let cache = plan.as_ref().map(CachePlan::status_without_entry);
-    let request = Arc::new(request);
-    match router.dispatch_with_cache(request.clone(), plan).await {
-        Ok(routed) => Ok(Served {
-            dropped: router.dropped_fields(&routed.provider, &request),
-            routed,
+    Ok(Admission::Upstream(Upstream {
+        request,
+        plan,
+        reservation,
+        limit_headers,
+    }))
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Routes the request (through the prompt cache's single flight, for a
+    /// cached model); returns once an answer is committed or routing failed.
+    pub(crate) async fn route(self, router: Arc<Router>) -> Result<Served, Unserved> {
+        let Self {
+            request,
+            plan,
             reservation,
             limit_headers,
-        }),
-        Err(error) => Err(Unserved::Failed {
-            error,
-            cache,
-            limit_headers,
-        }),
+        } = self;
+        let cache = plan.as_ref().map(CachePlan::status_without_entry);
+        let request = Arc::new(request);
+        match router.dispatch_with_cache(request.clone(), plan).await {
+            Ok(routed) => Ok(Served {
+                dropped: router.dropped_fields(&routed.provider, &request),
+                routed,
+                reservation,
+                limit_headers,
+            }),
+            Err(error) => Err(Unserved::Failed {
+                error,
+                cache,
+                limit_headers,
+            }),
+        }
     }
 }

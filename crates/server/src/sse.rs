@@ -60,6 +60,12 @@ pub fn error_frames(error: &ProviderError) -> Bytes {
         failure_summary(error)
     );
     let body = ErrorBody::new(message, "server_error", None, Some("upstream_stream_error"));
+    in_band_error(&body)
+}
+
+/// `body` as an error event, then `[DONE]`: how a stream whose 200 has
+/// been sent reports a failure.
+pub fn in_band_error(body: &ErrorBody) -> Bytes {
     let mut frames = BytesMut::from(&data_frame(body.to_json().as_bytes())[..]);
     frames.extend_from_slice(DONE_FRAME);
     frames.freeze()

@@ -20,6 +20,7 @@ pub(crate) struct RawServer {
     pub(crate) body_timeout: Option<Scalar>,
     pub(crate) max_upstream_body: Option<Scalar>,
     pub(crate) cors: Option<RawCors>,
+    pub(crate) sse_keepalive: Option<Scalar>,
 }
 
 /// `server.cors`

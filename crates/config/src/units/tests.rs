@@ -17,6 +17,7 @@ fn durations_parse_with_every_unit_and_combinations() {
         ("1m30s", Duration::from_secs(90)),
         ("1.5s", Duration::from_millis(1_500)),
         ("0s", Duration::ZERO),
+        ("0", Duration::ZERO),
         (" 3s ", Duration::from_secs(3)),
     ];
     for (text, expected) in cases {

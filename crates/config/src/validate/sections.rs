@@ -89,6 +89,9 @@ impl Checker {
                 defaults.max_upstream_body,
             ),
             cors: self.cors(raw.cors.as_ref(), &path.key("cors")),
+            sse_keepalive: self
+                .any_duration(raw.sse_keepalive.as_ref(), &path.key("sse_keepalive"))
+                .unwrap_or(defaults.sse_keepalive),
         }
     }
 

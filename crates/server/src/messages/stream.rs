@@ -331,6 +331,24 @@ impl EventWriter {
 }
 
 /// Writes one named SSE event.
+/// Anthropic's `event: error` for a stream whose routing failed after its
+/// headers (and keep-alive comments) were sent.
+pub(crate) fn in_band_error(body: &keel_types::ErrorBody) -> bytes::Bytes {
+    let kind = match body.error.kind.as_str() {
+        "invalid_request_error" => "invalid_request_error",
+        "rate_limit_error" => "rate_limit_error",
+        "timeout" => "timeout_error",
+        _ => "api_error",
+    };
+    let mut out = BytesMut::new();
+    let error = ErrorOut {
+        kind,
+        message: &body.error.message,
+    };
+    write(&mut out, "error", &EventOut::Error { error });
+    out.freeze()
+}
+
 fn write(out: &mut BytesMut, name: &str, event: &EventOut<'_>) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());

@@ -54,13 +54,24 @@ fn failed_frame(sequence_number: u64, error: &ProviderError) -> Bytes {
         error.provider(),
         failure_summary(error)
     );
+    failed_event(sequence_number, "server_error", &message)
+}
+
+/// `response.failed`, the first event, for a stream whose routing failed
+/// after its headers (and keep-alive comments) were sent.
+pub(crate) fn in_band_error(body: &keel_types::ErrorBody) -> Bytes {
+    let code = body.error.code.as_deref().unwrap_or("server_error");
+    failed_event(0, code, &body.error.message)
+}
+
+fn failed_event(sequence_number: u64, code: &str, message: &str) -> Bytes {
     let event = serde_json::json!({
         "type": "response.failed",
         "sequence_number": sequence_number,
         "response": {
             "object": "response",
             "status": "failed",
-            "error": {"code": "server_error", "message": message},
+            "error": {"code": code, "message": message},
             "output": [],
         },
     });
