@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use keel_testkit::{FailNext, Faults};
+use keel_testkit::{start_gateway, start_mock, FailNext, Faults, TestDatabase};
 use serde_json::{json, Value};
 use support::{chat_request, Options, Setup, Store, TestResult, ACME};
 
@@ -20,6 +20,7 @@ both_stores!(
     an_answer_within_the_wait_is_a_200,
     an_answer_after_the_wait_is_a_202_and_becomes_the_jobs_result_without_a_second_call,
     a_request_every_target_fails_is_queued_at_once_and_runs_when_the_upstream_recovers,
+    a_request_while_every_breaker_is_open_is_queued_at_once_and_runs_after_the_cooldown,
     a_request_at_fault_stays_a_400_and_creates_no_job,
     a_stream_ignores_the_wait,
 );
@@ -163,6 +164,94 @@ async fn a_request_every_target_fails_is_queued_at_once_and_runs_when_the_upstre
     assert_eq!(done["attempts"], 2);
     // The synchronous attempt, the failed run and the successful run.
     assert_eq!(setup.mock.state.stats("gpt-mock").requests, 3);
+    Ok(())
+}
+
+/// A gateway whose one provider opens its breaker after two failures in a
+/// row and tries again after 2 s; job runs back off by about a second, so a
+/// run during the cooldown is retried rather than failed for good.
+async fn start_with_breaker(store: Store) -> Result<Setup, Box<dyn std::error::Error>> {
+    let database = match store {
+        Store::Sqlite => TestDatabase::sqlite(),
+        Store::Postgres => TestDatabase::postgres().await?,
+    };
+    let mock = start_mock().await?;
+    let yaml = format!(
+        r#"tenants:
+  - {{name: acme, keys: ["{ACME}"]}}
+providers:
+  first:
+    kind: openai
+    base_url: "{base}"
+    timeouts: {{connect: 1s}}
+    retry: {{attempts: 1}}
+    breaker: {{failure_rate: 0.5, window: 10s, min_requests: 2, cooldown: 2s, half_open_trials: 1}}
+models:
+  chat: {{targets: [{{provider: first, model: gpt-mock}}]}}
+database: {{url: "{url}"}}
+jobs: {{workers: 2, lease: 5s, max_attempts: 20, retry: {{base_delay: 500ms, max_delay: 1s}}}}
+"#,
+        base = mock.base_url(),
+        url = database.url(),
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    Ok(Setup {
+        mock,
+        gateway,
+        http: reqwest::Client::new(),
+        _database: database,
+    })
+}
+
+async fn a_request_while_every_breaker_is_open_is_queued_at_once_and_runs_after_the_cooldown(
+    store: Store,
+) -> TestResult {
+    let setup = start_with_breaker(store).await?;
+    let fail = FailNext {
+        status: 503,
+        count: 2,
+        ..FailNext::default()
+    };
+    setup.mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            fail: Some(fail),
+            ..Faults::default()
+        },
+    );
+    for _ in 0..2 {
+        let failed = setup
+            .http
+            .post(setup.gateway.url("/v1/chat/completions"))
+            .bearer_auth(ACME)
+            .json(&chat_request())
+            .send()
+            .await?;
+        assert!(failed.status().is_server_error(), "{}", failed.status());
+    }
+    assert_eq!(setup.mock.state.stats("gpt-mock").requests, 2);
+    let started = Instant::now();
+    let response = send_waiting(&setup, &chat_request(), None).await?;
+    assert_eq!(response.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "queued after {:?}, not at once",
+        started.elapsed()
+    );
+    // The breaker is open: the synchronous attempt made no upstream call.
+    assert_eq!(setup.mock.state.stats("gpt-mock").requests, 2);
+    let job: Value = response.json().await?;
+    let done = setup.wait_final(job["id"].as_str().ok_or("id")?).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Only the run after the cooldown reached the (recovered) upstream.
+    assert_eq!(setup.mock.state.stats("gpt-mock").requests, 3);
+    let finished_after = done["finished_at"].as_i64().ok_or("finished_at")?
+        - done["created_at"].as_i64().ok_or("created_at")?;
+    // Job times are in seconds: the 2 s cooldown puts at least 1 s between them.
+    assert!(
+        finished_after >= 1,
+        "the job finished {finished_after} s after it was queued, inside the breaker's cooldown: {done}"
+    );
     Ok(())
 }
 
