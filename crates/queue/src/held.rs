@@ -149,3 +149,114 @@ impl HeldJob {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{new_job_id, JobStatus, NewJob, WebhookPolicy};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    async fn queue() -> Result<Arc<Queue>, Box<dyn std::error::Error>> {
+        let url = format!(
+            "sqlite:file:keel_held_test_{:016x}?mode=memory&cache=shared",
+            fastrand::u64(..)
+        );
+        let store = crate::open(&url).await?;
+        store.migrate().await?;
+        let webhooks = WebhookPolicy {
+            keys: Vec::new(),
+            timeout: Duration::from_secs(1),
+            allow_private: false,
+            retry_schedule: Vec::new(),
+            concurrency: 1,
+            disable_after: Duration::from_secs(60),
+        };
+        Ok(Arc::new(Queue::new(store, &webhooks)))
+    }
+
+    async fn hold(queue: &Arc<Queue>) -> Result<HeldJob, Box<dyn std::error::Error>> {
+        let job = NewJob {
+            id: new_job_id(now_ms()),
+            tenant: String::from("acme"),
+            model: String::from("chat"),
+            request: String::from(r#"{"model":"chat","messages":[]}"#),
+            metadata: None,
+            webhook_url: None,
+            response_request: None,
+        };
+        match queue.submit_running(&Submission { job, key: None }).await? {
+            Held::Running { record, job } => {
+                assert_eq!((record.status, record.attempts), (JobStatus::Running, 1));
+                Ok(job)
+            }
+            Held::Replayed { .. } => Err("replayed without a key".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_job_is_not_claimed_and_finishes_with_its_holders_answer() -> TestResult {
+        let queue = queue().await?;
+        let job = hold(&queue).await?;
+        let id = job.id().to_owned();
+        let now = now_ms();
+        assert!(queue.store().claim(10, now + 60_000, now).await?.is_empty());
+        let output = JobOutput {
+            result: String::from(r#"{"object":"chat.completion"}"#),
+            cost_usd: Some(0.25),
+        };
+        job.run(async { Some(output) }).await;
+        let done = queue.get("acme", &id).await?.ok_or("job")?;
+        assert_eq!(
+            (done.status, done.attempts, done.result.as_deref()),
+            (
+                JobStatus::Succeeded,
+                1,
+                Some(r#"{"object":"chat.completion"}"#)
+            )
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_held_job_whose_work_failed_is_given_to_the_workers() -> TestResult {
+        let queue = queue().await?;
+        let job = hold(&queue).await?;
+        let id = job.id().to_owned();
+        job.run(async { None }).await;
+        let queued = queue.get("acme", &id).await?.ok_or("job")?;
+        assert_eq!((queued.status, queued.attempts), (JobStatus::Queued, 0));
+        let now = now_ms();
+        let claimed = queue.store().claim(10, now + 60_000, now).await?;
+        assert_eq!(claimed.len(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_held_job_drops_its_work() -> TestResult {
+        let queue = queue().await?;
+        let job = hold(&queue).await?;
+        let id = job.id().to_owned();
+        let running = tokio::spawn(job.run(std::future::pending()));
+        // The holder registers its cancel hook once its task runs.
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            if queue
+                .running
+                .lock()
+                .is_ok_and(|running| running.contains_key(&id))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            queue.cancel("acme", &id).await?,
+            crate::CancelOutcome::Cancelled(_)
+        ));
+        tokio::time::timeout(Duration::from_secs(5), running).await??;
+        let cancelled = queue.get("acme", &id).await?.ok_or("job")?;
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        Ok(())
+    }
+}
