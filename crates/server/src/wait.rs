@@ -224,3 +224,63 @@ fn job_output(
     serde_json::from_str::<&serde_json::value::RawValue>(&result).ok()?;
     Some(JobOutput { result, cost_usd })
 }
+
+#[cfg(test)]
+mod tests {
+    use keel_router::ProviderError;
+    use keel_types::ErrorBody;
+
+    use super::*;
+
+    fn upstream(status: u16) -> ProviderError {
+        ProviderError::Status {
+            provider: String::from("first"),
+            status,
+            body: ErrorBody::new("upstream says no", "server_error", None, None),
+            retry_after: None,
+        }
+    }
+
+    fn exhausted(last: ProviderError) -> RouteError {
+        RouteError::Exhausted {
+            model: String::from("chat"),
+            last,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn failures_a_later_run_may_not_meet_are_queued_and_the_requests_own_are_not() {
+        let model = String::from("chat");
+        let queued = [
+            RouteError::Unavailable {
+                model: model.clone(),
+                retry_after: Duration::from_secs(1),
+                attempts: 0,
+            },
+            RouteError::DeadlineExceeded {
+                model: model.clone(),
+                attempts: 2,
+            },
+            exhausted(upstream(503)),
+            exhausted(upstream(429)),
+        ];
+        for error in &queued {
+            assert!(worth_queueing(error), "{error}");
+        }
+        let answered = [
+            exhausted(upstream(400)),
+            RouteError::Rejected {
+                error: upstream(422),
+                attempts: 1,
+            },
+            RouteError::UnknownModel {
+                model: model.clone(),
+            },
+            RouteError::NoTargets { model },
+        ];
+        for error in &answered {
+            assert!(!worth_queueing(error), "{error}");
+        }
+    }
+}
