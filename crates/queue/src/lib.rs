@@ -9,6 +9,7 @@
 //! binary passes a [`JobHandler`] that calls the router.
 
 mod backoff;
+mod held;
 mod idempotency;
 mod job;
 mod store;
@@ -22,12 +23,13 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
 pub use backoff::{ceiling as backoff_ceiling, full_jitter};
+pub use held::{Held, HeldJob, HELD_LEASE};
 pub use idempotency::{request_hash, KeyState, LOCK_TIMEOUT, MAX_KEY_LENGTH};
 pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
 pub use store::{
     migrate_url, millis, open, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
-    Enqueued, Finish, JobStore, KeyClaim, ListQuery, PostgresStore, RedeliverOutcome, SqliteStore,
-    StoreError, StoredKey, SweepBefore, Swept, SWEEP_BATCH,
+    Enqueued, Finish, JobStore, KeyClaim, Lease, ListQuery, PostgresStore, RedeliverOutcome,
+    SqliteStore, StoreError, StoredKey, SweepBefore, Swept, SWEEP_BATCH,
 };
 pub use webhook::{
     check_url, decode_secret, delivery_client, is_blocked, signature_header, verify,
@@ -173,6 +175,15 @@ impl Queue {
 
     /// Checks and inserts a job; 202 may be sent once this returns `Ok`.
     pub async fn submit(&self, submission: &Submission) -> Result<Submitted, SubmitError> {
+        self.submit_with(submission, None).await
+    }
+
+    /// Submits a job, queued, or running under `lease` (held by the caller).
+    async fn submit_with(
+        &self,
+        submission: &Submission,
+        lease: Option<&Lease>,
+    ) -> Result<Submitted, SubmitError> {
         if let Some(url) = &submission.job.webhook_url {
             if !self.webhooks_enabled {
                 return Err(SubmitError::WebhooksDisabled);
@@ -181,13 +192,17 @@ impl Queue {
         }
         let deadline = tokio::time::Instant::now() + idempotency::WAIT;
         loop {
-            match self
-                .store
-                .enqueue(&submission.job, submission.key.as_ref(), now_ms())
-                .await?
-            {
+            let (job, key, now) = (&submission.job, submission.key.as_ref(), now_ms());
+            let enqueued = match lease {
+                None => self.store.enqueue(job, key, now).await?,
+                Some(lease) => self.store.enqueue_running(job, key, lease, now).await?,
+            };
+            match enqueued {
                 Enqueued::Created(record) => {
-                    self.job_wake.notify_one();
+                    // A running job is its holder's: no worker needs waking.
+                    if lease.is_none() {
+                        self.job_wake.notify_one();
+                    }
                     return Ok(Submitted::Created(record));
                 }
                 Enqueued::KeyExists(stored) => {

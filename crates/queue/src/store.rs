@@ -92,6 +92,28 @@ pub struct ClaimedJob {
     pub token: String,
 }
 
+/// A lease on a job: only its token's holder may heartbeat, finish or
+/// release the job, until it expires.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The lease token.
+    pub token: String,
+    /// When the lease expires (Unix ms).
+    pub until: i64,
+}
+
+// === impl Lease ===
+
+impl Lease {
+    /// A fresh lease until `until`.
+    pub fn new(until: i64) -> Self {
+        Self {
+            token: lease_token(),
+            until,
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug)]
 pub enum Finish {
@@ -223,6 +245,17 @@ pub trait JobStore: Send + Sync {
         &self,
         job: &NewJob,
         key: Option<&KeyClaim>,
+        now: i64,
+    ) -> Result<Enqueued, StoreError>;
+    /// Like [`JobStore::enqueue`], for a job its submitter is already
+    /// running: inserted `running`, its first attempt counted, under the
+    /// `lease` the submitter holds (so it heartbeats, finishes or releases
+    /// it like a worker, and a rescue re-queues it if the submitter dies).
+    async fn enqueue_running(
+        &self,
+        job: &NewJob,
+        key: Option<&KeyClaim>,
+        lease: &Lease,
         now: i64,
     ) -> Result<Enqueued, StoreError>;
     /// The tenant's job `id`.
@@ -383,6 +416,16 @@ macro_rules! job_from_row {
     }};
 }
 pub(crate) use job_from_row;
+
+/// The record of a job just inserted by [`JobStore::enqueue_running`].
+pub(crate) fn running_record(job: &NewJob, now: i64) -> JobRecord {
+    JobRecord {
+        status: JobStatus::Running,
+        started_at: Some(now),
+        attempts: 1,
+        ..queued_record(job, now)
+    }
+}
 
 /// The record of a job just inserted by [`JobStore::enqueue`].
 pub(crate) fn queued_record(job: &NewJob, now: i64) -> JobRecord {

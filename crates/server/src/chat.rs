@@ -32,7 +32,15 @@ pub async fn completions(
     ChatBody(request): ChatBody,
 ) -> Result<Response, ApiError> {
     if crate::jobs::wants_async(&headers) {
-        return Ok(crate::jobs::submit_chat(&tenant, &state, &headers, &request).await);
+        // A stream ignores `wait`: its answer starts as soon as it can.
+        match crate::jobs::async_wait(&headers) {
+            Some(_) if request.stream() => {}
+            Some(wait) => {
+                let answer = crate::wait::answer_or_queue(&state, &tenant, &headers, request, wait);
+                return Ok(answer.await);
+            }
+            None => return Ok(crate::jobs::submit_chat(&tenant, &state, &headers, &request).await),
+        }
     }
     let front = Front {
         endpoint: CHAT_ENDPOINT,
@@ -130,7 +138,7 @@ fn keep_alive_interval(state: &AppState, request: &keel_types::ChatRequest) -> O
 
 /// The response to a routed request: the committed answer through
 /// `respond`, or the error; either way booked once.
-fn settle(
+pub(crate) fn settle(
     state: &AppState,
     tenant: &str,
     ledger: Ledger,
@@ -294,7 +302,7 @@ fn tenant_limited(state: &AppState, tenant: &str, exceeded: Exceeded) -> ApiErro
     }
 }
 
-fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
+pub(crate) fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
     let Routed {
         provider,
         model,

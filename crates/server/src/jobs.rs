@@ -5,6 +5,7 @@
 //! once the job row has committed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -66,28 +67,52 @@ pub(crate) async fn submit_chat(
 ) -> Response {
     let result = async {
         let queue = queue(state)?;
-        let request = String::from_utf8_lossy(&chat.raw().to_json_with(&[])).into_owned();
-        let key = idempotency_key(
-            headers,
-            "/v1/chat/completions respond-async",
-            request.as_bytes(),
-        )?;
-        let job = Draft {
-            request,
-            metadata: None,
-            webhook_url: None,
-            response_request: None,
-        };
-        enqueue(state, queue, tenant, chat, job, key).await
+        let key = chat_key(headers, chat)?;
+        let submission = chat_submission(state, queue, tenant, chat, key).await?;
+        Ok::<_, JobsError>(accepted(Accepted::from(queue.submit(&submission).await?)))
     }
     .await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    if response.status() == StatusCode::ACCEPTED {
-        response.headers_mut().insert(
-            "preference-applied",
-            HeaderValue::from_static("respond-async"),
-        );
-    }
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The `Idempotency-Key` of a chat request that becomes a job, fingerprinted
+/// with the job's request.
+pub(crate) fn chat_key(
+    headers: &HeaderMap,
+    chat: &ChatRequest,
+) -> Result<Option<KeyClaim>, JobsError> {
+    idempotency_key(
+        headers,
+        "/v1/chat/completions respond-async",
+        &chat.raw().to_json_with(&[]),
+    )
+}
+
+/// A chat request as a job, checked like any submission.
+pub(crate) async fn chat_submission(
+    state: &AppState,
+    queue: &Queue,
+    tenant: &Tenant,
+    chat: &ChatRequest,
+    key: Option<KeyClaim>,
+) -> Result<Submission, JobsError> {
+    let job = Draft {
+        request: String::from_utf8_lossy(&chat.raw().to_json_with(&[])).into_owned(),
+        metadata: None,
+        webhook_url: None,
+        response_request: None,
+    };
+    submission(state, queue, tenant, chat, job, key).await
+}
+
+/// The 202 of a chat request that became a job: `Location`, and
+/// `Preference-Applied: respond-async` (RFC 7240).
+pub(crate) fn accepted(accepted: Accepted) -> Response {
+    let mut response = accepted_response(accepted);
+    response.headers_mut().insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
     response
 }
 
@@ -105,6 +130,32 @@ pub(crate) fn wants_async(headers: &HeaderMap) -> bool {
                     .is_some_and(|name| name.trim().eq_ignore_ascii_case("respond-async"))
             })
         })
+}
+
+/// The longest `Prefer: wait` honoured: a longer one waits this long.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a client that prefers `respond-async` waits for a synchronous
+/// answer (`Prefer: respond-async, wait=N`, RFC 7240), at most
+/// [`MAX_WAIT`]; `None` without `respond-async` (a lone `wait` changes
+/// nothing) or without a `wait` in whole seconds.
+pub(crate) fn async_wait(headers: &HeaderMap) -> Option<Duration> {
+    if !wants_async(headers) {
+        return None;
+    }
+    let seconds = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split([',', ';']))
+        .find_map(|preference| {
+            let (name, value) = preference.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("wait") {
+                return None;
+            }
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })?;
+    Some(Duration::from_secs(seconds).min(MAX_WAIT))
 }
 
 /// `GET /v1/jobs/{id}`; `Retry-After` while the job is queued or running.
@@ -282,7 +333,13 @@ async fn enqueue(
     job: Draft,
     key: Option<KeyClaim>,
 ) -> Result<Response, JobsError> {
-    let Accepted { id, body, replayed } = submit_job(state, queue, tenant, chat, job, key).await?;
+    let accepted = submit_job(state, queue, tenant, chat, job, key).await?;
+    Ok(accepted_response(accepted))
+}
+
+/// 202 with the job object, `Location`, and `Idempotent-Replayed` for a replay.
+fn accepted_response(accepted: Accepted) -> Response {
+    let Accepted { id, body, replayed } = accepted;
     let mut response = json(StatusCode::ACCEPTED, body);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -292,7 +349,7 @@ async fn enqueue(
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// Checks a job and commits it (with its idempotency key, when sent).
@@ -304,6 +361,20 @@ pub(crate) async fn submit_job(
     job: Draft,
     key: Option<KeyClaim>,
 ) -> Result<Accepted, JobsError> {
+    let submission = submission(state, queue, tenant, chat, job, key).await?;
+    Ok(Accepted::from(queue.submit(&submission).await?))
+}
+
+/// Checks a job (its model serves chat, its tenant is under its queued-job
+/// cap) and gives it an id.
+async fn submission(
+    state: &AppState,
+    queue: &Queue,
+    tenant: &Tenant,
+    chat: &ChatRequest,
+    job: Draft,
+    key: Option<KeyClaim>,
+) -> Result<Submission, JobsError> {
     match state.router.check_endpoint(chat.model(), chat.endpoint()) {
         Ok(()) => {}
         Err(keel_router::RouteError::UnknownModel { model }) => {
@@ -328,18 +399,26 @@ pub(crate) async fn submit_job(
         webhook_url: job.webhook_url,
         response_request: job.response_request,
     };
-    Ok(match queue.submit(&Submission { job, key }).await? {
-        Submitted::Created(record) => Accepted {
-            id: record.id.clone(),
-            body: record.to_json(),
-            replayed: false,
-        },
-        Submitted::Replayed { id, body } => Accepted {
-            id,
-            body,
-            replayed: true,
-        },
-    })
+    Ok(Submission { job, key })
+}
+
+// === impl Accepted ===
+
+impl From<Submitted> for Accepted {
+    fn from(submitted: Submitted) -> Self {
+        match submitted {
+            Submitted::Created(record) => Self {
+                id: record.id.clone(),
+                body: record.to_json(),
+                replayed: false,
+            },
+            Submitted::Replayed { id, body } => Self {
+                id,
+                body,
+                replayed: true,
+            },
+        }
+    }
 }
 
 /// The `Idempotency-Key` of a request, scoped later by tenant, with the
@@ -394,5 +473,24 @@ mod tests {
         assert!(wants_async(&headers));
         headers.insert("prefer", HeaderValue::from_static("respond-asynchronously"));
         assert!(!wants_async(&headers));
+    }
+
+    #[test]
+    fn prefer_wait_counts_only_with_respond_async_and_is_capped() {
+        let wait = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("prefer", HeaderValue::from_static(value));
+            async_wait(&headers)
+        };
+        assert_eq!(wait("respond-async, wait=2"), Some(Duration::from_secs(2)));
+        assert_eq!(wait("wait=5, Respond-Async"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            wait("respond-async; wait=10"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(wait("respond-async, wait=3600"), Some(MAX_WAIT));
+        assert_eq!(wait("respond-async"), None);
+        assert_eq!(wait("respond-async, wait=soon"), None);
+        assert_eq!(wait("wait=2"), None);
     }
 }

@@ -24,6 +24,7 @@ mod route;
 mod routes;
 mod shed;
 mod sse;
+mod wait;
 
 use std::future::Future;
 use std::sync::Arc;

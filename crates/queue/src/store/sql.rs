@@ -5,6 +5,12 @@
 pub(crate) const INSERT_JOB: &str = "INSERT INTO keel_jobs (id, tenant, status, model, request, metadata, created_at, run_at, webhook_url, response_request) \
      VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8)";
 
+/// Inserts a job already running under its submitter's lease (`$9` token,
+/// `$10` expiry): its first attempt is under way, so no worker claims it.
+pub(crate) const INSERT_RUNNING_JOB: &str = "INSERT INTO keel_jobs (id, tenant, status, model, request, metadata, created_at, run_at, webhook_url, response_request, \
+     attempts, lease_token, lease_expires_at, started_at) \
+     VALUES ($1, $2, 'running', $3, $4, $5, $6, $6, $7, $8, 1, $9, $10, $6)";
+
 /// Inserts an idempotency key unless the tenant already has it.
 pub(crate) const INSERT_KEY: &str =
     "INSERT INTO keel_idempotency_keys (tenant, key, request_hash, created_at) \

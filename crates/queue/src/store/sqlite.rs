@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 use super::sql;
 use super::{
     job_from_row, lease_token, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
-    Enqueued, Finish, JobStore, KeyClaim, ListQuery, RedeliverOutcome, StoreError, StoredKey,
-    SweepBefore, Swept, JOB_COLUMNS, SWEEP_BATCH,
+    Enqueued, Finish, JobStore, KeyClaim, Lease, ListQuery, RedeliverOutcome, StoreError,
+    StoredKey, SweepBefore, Swept, JOB_COLUMNS, SWEEP_BATCH,
 };
 use crate::job::{JobRecord, NewJob};
 
@@ -31,6 +31,51 @@ pub struct SqliteStore {
 // === impl SqliteStore ===
 
 impl SqliteStore {
+    /// Inserts a job (queued, or running under `lease`) with its key.
+    async fn insert(
+        &self,
+        job: &NewJob,
+        key: Option<&KeyClaim>,
+        lease: Option<&Lease>,
+        now: i64,
+    ) -> Result<Enqueued, StoreError> {
+        let record = match lease {
+            None => super::queued_record(job, now),
+            Some(_) => super::running_record(job, now),
+        };
+        let Some(key) = key else {
+            insert_job(&self.pool, job, lease, now).await?;
+            return Ok(Enqueued::Created(Box::new(record)));
+        };
+        let mut transaction = self.pool.begin().await?;
+        let inserted = sqlx::query(sql::INSERT_KEY)
+            .bind(&job.tenant)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            transaction.rollback().await?;
+            let stored = self.key(&job.tenant, &key.key).await?;
+            return stored
+                .map(Enqueued::KeyExists)
+                .ok_or_else(|| StoreError::Corrupt(String::from("an idempotency key vanished")));
+        }
+        insert_job(&mut *transaction, job, lease, now).await?;
+        sqlx::query(sql::COMPLETE_KEY)
+            .bind(&job.tenant)
+            .bind(&key.key)
+            .bind(202_i32)
+            .bind(record.to_json())
+            .bind(None::<&str>)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Enqueued::Created(Box::new(record)))
+    }
+
     /// Connects to `url` (nothing is migrated yet).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         // WAL with FULL sync: a 202 means the job survives a crash of the
@@ -95,38 +140,17 @@ impl JobStore for SqliteStore {
         key: Option<&KeyClaim>,
         now: i64,
     ) -> Result<Enqueued, StoreError> {
-        let record = super::queued_record(job, now);
-        let Some(key) = key else {
-            insert_job(&self.pool, job, now).await?;
-            return Ok(Enqueued::Created(Box::new(record)));
-        };
-        let mut transaction = self.pool.begin().await?;
-        let inserted = sqlx::query(sql::INSERT_KEY)
-            .bind(&job.tenant)
-            .bind(&key.key)
-            .bind(&key.request_hash)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            transaction.rollback().await?;
-            let stored = self.key(&job.tenant, &key.key).await?;
-            return stored
-                .map(Enqueued::KeyExists)
-                .ok_or_else(|| StoreError::Corrupt(String::from("an idempotency key vanished")));
-        }
-        insert_job(&mut *transaction, job, now).await?;
-        sqlx::query(sql::COMPLETE_KEY)
-            .bind(&job.tenant)
-            .bind(&key.key)
-            .bind(202_i32)
-            .bind(record.to_json())
-            .bind(None::<&str>)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(Enqueued::Created(Box::new(record)))
+        self.insert(job, key, None, now).await
+    }
+
+    async fn enqueue_running(
+        &self,
+        job: &NewJob,
+        key: Option<&KeyClaim>,
+        lease: &Lease,
+        now: i64,
+    ) -> Result<Enqueued, StoreError> {
+        self.insert(job, key, Some(lease), now).await
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -516,9 +540,15 @@ impl JobStore for SqliteStore {
 async fn insert_job<'e>(
     executor: impl sqlx::SqliteExecutor<'e>,
     job: &NewJob,
+    lease: Option<&Lease>,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(sql::INSERT_JOB)
+    let statement = if lease.is_some() {
+        sql::INSERT_RUNNING_JOB
+    } else {
+        sql::INSERT_JOB
+    };
+    let mut insert = sqlx::query(statement)
         .bind(&job.id)
         .bind(&job.tenant)
         .bind(&job.model)
@@ -526,8 +556,10 @@ async fn insert_job<'e>(
         .bind(&job.metadata)
         .bind(now)
         .bind(&job.webhook_url)
-        .bind(&job.response_request)
-        .execute(executor)
-        .await?;
+        .bind(&job.response_request);
+    if let Some(lease) = lease {
+        insert = insert.bind(&lease.token).bind(lease.until);
+    }
+    insert.execute(executor).await?;
     Ok(())
 }

@@ -164,6 +164,10 @@ both_backends!(
     jq4_random_operations_never_leave_the_state_diagram,
     cancel_queued_then_final_jobs,
     release_gives_a_job_back_without_counting_the_attempt,
+    a_job_enqueued_running_is_not_claimed_and_its_holder_finishes_it,
+    a_job_enqueued_running_and_released_is_claimed_by_a_worker,
+    a_job_enqueued_running_whose_holder_vanished_is_rescued,
+    a_job_enqueued_running_keeps_its_idempotency_key,
     list_is_newest_first_with_a_cursor_and_a_status_filter,
     wh2_deliveries_are_claimed_once_retried_and_settled,
     sweep_removes_old_finished_jobs_and_keys_only,
@@ -709,6 +713,136 @@ async fn release_gives_a_job_back_without_counting_the_attempt(db: TestStore) ->
     let queued = db.store.get("acme", &job.id).await?.ok_or("job")?;
     assert_eq!((queued.status, queued.attempts), (JobStatus::Queued, 0));
     assert_eq!(db.store.claim(1, NOW + LEASE, NOW).await?.len(), 1);
+    Ok(())
+}
+
+async fn enqueue_running(
+    store: &dyn JobStore,
+    job: &NewJob,
+    lease: &Lease,
+) -> Result<JobRecord, Box<dyn std::error::Error>> {
+    match store.enqueue_running(job, None, lease, NOW).await? {
+        Enqueued::Created(record) => Ok(*record),
+        Enqueued::KeyExists(_) => Err("unexpected key".into()),
+    }
+}
+
+async fn a_job_enqueued_running_is_not_claimed_and_its_holder_finishes_it(
+    db: TestStore,
+) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    let lease = Lease::new(NOW + LEASE);
+    let record = enqueue_running(&*db.store, &job, &lease).await?;
+    assert_eq!((record.status, record.attempts), (JobStatus::Running, 1));
+    let stored = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!(stored, record);
+    assert_eq!(db.store.queued_count("acme").await?, 0);
+    assert!(db.store.claim(10, NOW + LEASE, NOW).await?.is_empty());
+    assert!(
+        db.store
+            .heartbeat(&job.id, &lease.token, NOW + 2 * LEASE)
+            .await?
+    );
+    assert!(
+        !db.store
+            .heartbeat(&job.id, "another token", NOW + 2 * LEASE)
+            .await?
+    );
+    let result = Finish::Succeeded {
+        result: String::from(r#"{"id":"answer"}"#),
+        cost_usd: Some(0.5),
+    };
+    assert!(
+        db.store
+            .finish(&job.id, &lease.token, &result, NOW + 1)
+            .await?
+    );
+    let done = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!(
+        (
+            done.status,
+            done.attempts,
+            done.result.as_deref(),
+            done.cost_usd
+        ),
+        (
+            JobStatus::Succeeded,
+            1,
+            Some(r#"{"id":"answer"}"#),
+            Some(0.5)
+        )
+    );
+    Ok(())
+}
+
+async fn a_job_enqueued_running_and_released_is_claimed_by_a_worker(db: TestStore) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    let lease = Lease::new(NOW + LEASE);
+    enqueue_running(&*db.store, &job, &lease).await?;
+    assert!(db.store.release(&job.id, &lease.token, NOW).await?);
+    let queued = db.store.get("acme", &job.id).await?.ok_or("job")?;
+    assert_eq!((queued.status, queued.attempts), (JobStatus::Queued, 0));
+    let claimed = db.store.claim(10, NOW + LEASE, NOW).await?;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].id.as_str(), claimed[0].attempts),
+        (job.id.as_str(), 1)
+    );
+    assert!(
+        !db.store
+            .heartbeat(&job.id, &lease.token, NOW + LEASE)
+            .await?
+    );
+    Ok(())
+}
+
+async fn a_job_enqueued_running_whose_holder_vanished_is_rescued(db: TestStore) -> TestResult {
+    let job = new_job("acme", None, NOW);
+    let lease = Lease::new(NOW + LEASE);
+    enqueue_running(&*db.store, &job, &lease).await?;
+    assert_eq!(db.store.rescue(3, "{}", NOW + LEASE - 1).await?, 0);
+    assert_eq!(db.store.rescue(3, "{}", NOW + LEASE + 1).await?, 1);
+    let claimed = db.store.claim(10, NOW + 3 * LEASE, NOW + LEASE + 1).await?;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempts, 2);
+    let late = Finish::Succeeded {
+        result: String::from("{}"),
+        cost_usd: None,
+    };
+    assert!(
+        !db.store
+            .finish(&job.id, &lease.token, &late, NOW + LEASE + 2)
+            .await?
+    );
+    Ok(())
+}
+
+async fn a_job_enqueued_running_keeps_its_idempotency_key(db: TestStore) -> TestResult {
+    let key = KeyClaim {
+        key: String::from("k1"),
+        request_hash: String::from("h1"),
+    };
+    let first = new_job("acme", None, NOW);
+    let lease = Lease::new(NOW + LEASE);
+    let Enqueued::Created(record) = db
+        .store
+        .enqueue_running(&first, Some(&key), &lease, NOW)
+        .await?
+    else {
+        return Err("first insert".into());
+    };
+    let second = new_job("acme", None, NOW);
+    let again = Lease::new(NOW + LEASE);
+    let Enqueued::KeyExists(stored) = db
+        .store
+        .enqueue_running(&second, Some(&key), &again, NOW)
+        .await?
+    else {
+        return Err("second insert".into());
+    };
+    assert_eq!(stored.response_status, Some(202));
+    assert_eq!(stored.response_body, Some(record.to_json()));
+    assert_eq!(db.store.get("acme", &second.id).await?, None);
     Ok(())
 }
 
