@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Health, Schedule};
+use crate::{Health, HealthSchedule};
 use keel_config::ProviderConfig;
 use keel_resilience::{Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket};
 
@@ -82,7 +82,7 @@ impl ProviderControls {
                 .map(|rpm| TokenBucket::new(u64::from(rpm), minute)),
             tokens: provider.tpm.map(|tpm| TokenBucket::new(tpm, minute)),
             health: provider.health_check.map_or_else(Health::off, |check| {
-                Health::every(Schedule {
+                Health::every(HealthSchedule {
                     interval: check.interval,
                     // The clocks of a call's response head, and never
                     // longer than the interval, so probes never overlap.

@@ -24,13 +24,13 @@ const MAX_MESSAGE: usize = 512;
 /// outcome.
 #[derive(Debug)]
 pub struct Health {
-    schedule: Option<Schedule>,
+    schedule: Option<HealthSchedule>,
     state: Mutex<HealthState>,
 }
 
 /// When probes are sent and how long one may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Schedule {
+pub struct HealthSchedule {
     /// The time between two probes.
     pub interval: Duration,
     /// The longest a probe may take before it counts as failed.
@@ -76,11 +76,11 @@ impl Health {
     }
 
     /// Probes on `schedule`.
-    pub fn every(schedule: Schedule) -> Self {
+    pub fn every(schedule: HealthSchedule) -> Self {
         Self::with(Some(schedule), HealthState::Pending)
     }
 
-    fn with(schedule: Option<Schedule>, state: HealthState) -> Self {
+    fn with(schedule: Option<HealthSchedule>, state: HealthState) -> Self {
         Self {
             schedule,
             state: Mutex::new(state),
@@ -88,7 +88,7 @@ impl Health {
     }
 
     /// The schedule, when health checks are configured.
-    pub fn schedule(&self) -> Option<Schedule> {
+    pub fn schedule(&self) -> Option<HealthSchedule> {
         self.schedule
     }
 
@@ -195,7 +195,7 @@ impl Router {
     /// Each tick, probes the provider unless it had traffic within the
     /// last interval: then its calls already feed the breakers, and a
     /// probe would only add load.
-    async fn check_loop(&self, checked: Checked<'_>, schedule: Schedule) {
+    async fn check_loop(&self, checked: Checked<'_>, schedule: HealthSchedule) {
         let mut ticks = tokio::time::interval(schedule.interval);
         // A slow probe delays the next one instead of causing a burst.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -42,7 +42,7 @@ use attempt::Admission;
 pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
-pub use health::{Health, HealthState, Schedule};
+pub use health::{Health, HealthSchedule, HealthState};
 pub use hedge::{Hedge, HedgeAfter};
 /// The attempt-level types the server encodes, re-exported so the front end
 /// depends on the router only, never on the provider adapters.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use keel_resilience::{BreakerPolicy, BreakerState};
 
 use super::scripted::{request, router, target, Probe, Scripted, Step, BACKOFF, CLOCKS, MINUTE};
-use crate::{Health, HealthState, ProviderControls, RouteError, Router, Schedule};
+use crate::{Health, HealthSchedule, HealthState, ProviderControls, RouteError, Router};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -25,7 +25,7 @@ const BREAKER: BreakerPolicy = BreakerPolicy {
 fn probed_every(interval: Duration, timeout: Duration) -> Arc<ProviderControls> {
     let mut controls = ProviderControls::unlimited(CLOCKS, 1, BACKOFF);
     if let Some(controls) = Arc::get_mut(&mut controls) {
-        controls.health = Health::every(Schedule { interval, timeout });
+        controls.health = Health::every(HealthSchedule { interval, timeout });
     }
     controls
 }
