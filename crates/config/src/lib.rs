@@ -31,10 +31,10 @@ pub use error::{ConfigError, Problem};
 pub use keel_types::SecretString;
 pub use raw::known_keys;
 pub use schema::{
-    BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig, DatabaseKind, HedgeDelay,
-    HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig, ModelEndpoint,
-    Price, ProviderConfig, ProviderKind, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target,
-    TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
+    BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig, DatabaseKind, HealthCheck,
+    HedgeDelay, HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig,
+    ModelEndpoint, Price, ProviderConfig, ProviderKind, RetryPolicy, ServerConfig, Sli, Slo,
+    Strategy, Target, TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
 };
 pub use summary::summary;
 

@@ -22,9 +22,9 @@ mod shapes;
 pub use keys::known_keys;
 
 pub(crate) use sections::{
-    RawBreaker, RawCache, RawCors, RawDatabase, RawHedge, RawIdempotency, RawJobs, RawModel,
-    RawModelCache, RawPrice, RawProvider, RawRetry, RawServer, RawSlo, RawTarget, RawTelemetry,
-    RawTenant, RawTimeouts, RawWebhooks,
+    RawBreaker, RawCache, RawCors, RawDatabase, RawHealthCheck, RawHedge, RawIdempotency, RawJobs,
+    RawModel, RawModelCache, RawPrice, RawProvider, RawRetry, RawServer, RawSlo, RawTarget,
+    RawTelemetry, RawTenant, RawTimeouts, RawWebhooks,
 };
 pub(crate) use shapes::{OrderedMap, Scalar, ScalarList};
 

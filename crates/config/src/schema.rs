@@ -9,7 +9,9 @@ use crate::SecretString;
 mod provider;
 mod routing;
 
-pub use provider::{BreakerPolicy, ProviderConfig, ProviderKind, RetryPolicy, Timeouts};
+pub use provider::{
+    BreakerPolicy, HealthCheck, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
+};
 pub use routing::{
     HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, Sli, Slo, Strategy,
     Target,

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use keel_config::{
-    load_file, summary, BreakerPolicy, ConfigError, DatabaseKind, HedgeDelay, Loaded, ProviderKind,
-    RetryPolicy, Sli, Strategy, Timeouts,
+    load_file, summary, BreakerPolicy, ConfigError, DatabaseKind, HealthCheck, HedgeDelay, Loaded,
+    ProviderKind, RetryPolicy, Sli, Strategy, Timeouts,
 };
 
 const FIXTURE: &str = concat!(
@@ -121,6 +121,8 @@ fn spec_example_provider_policies_are_parsed_and_defaults_filled() -> Result<(),
     };
     assert_eq!(openai.retry, retry);
     assert_eq!(openai.breaker, BreakerPolicy::default());
+    let every_30s = HealthCheck { interval: secs(30) };
+    assert_eq!(openai.health_check, Some(every_30s));
     let anthropic = config
         .provider("anthropic")
         .ok_or_else(|| missing("anthropic"))?;
@@ -130,6 +132,7 @@ fn spec_example_provider_policies_are_parsed_and_defaults_filled() -> Result<(),
     );
     assert_eq!(anthropic.timeouts, Timeouts::default());
     assert_eq!(anthropic.retry, RetryPolicy::default());
+    assert_eq!(anthropic.health_check, None, "off unless configured");
     Ok(())
 }
 

@@ -82,6 +82,11 @@ pub async fn start(
         None => None,
     };
     tracing::info!(listen = %listener.local_addr()?, "keel is serving");
+    // Started once nothing else can fail, and stopped with the server.
+    let health_checks = tokio::spawn({
+        let router = state.router.clone();
+        async move { router.run_health_checks().await }
+    });
     let grace = config.server.shutdown_grace;
     let cutoff = state.cutoff.clone();
     let connections = connection_limits();
@@ -96,6 +101,7 @@ pub async fn start(
         )
     })
     .await;
+    health_checks.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }

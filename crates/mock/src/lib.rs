@@ -6,7 +6,7 @@
 //! `response.incomplete` or, after an injected error, `error` and
 //! `response.failed`), `POST /v1/messages` (Anthropic Messages, JSON and SSE),
 //! `POST /v1/embeddings` (OpenAI Embeddings, deterministic vectors),
-//! `GET /v1/models`, and the control API:
+//! `GET /v1/models` (faulted under the name `_models`), and the control API:
 //!
 //! - `PUT /_mock/faults/{model}`: replace the model's fault plan (body: `Faults` JSON)
 //! - `DELETE /_mock/faults/{model}`: remove the model's fault plan
@@ -52,7 +52,7 @@ mod wire;
 pub use crate::faults::{
     FailNext, Faults, HeavyTail, InvalidFaults, DEFAULT_CHUNKS, HEAVY_TAIL_BASE_MS, MAX_CHUNKS,
 };
-pub use crate::openai::LISTED_MODELS;
+pub use crate::openai::{LISTED_MODELS, MODELS_LIST};
 pub use crate::state::{MockState, WILDCARD_MODEL};
 pub use crate::stats::ModelStats;
 

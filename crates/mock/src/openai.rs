@@ -27,6 +27,11 @@ pub const LISTED_MODELS: [&str; 4] = [
     "mock-claude-haiku",
 ];
 
+/// The name `GET /v1/models` is counted and faulted under: its plan's
+/// `fail` (or the `*` plan's) fails the list, so a test can take the whole
+/// upstream down for health checks; no model is called that.
+pub const MODELS_LIST: &str = "_models";
+
 /// The fields of a chat completion request the mock acts on; others are ignored.
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
@@ -85,8 +90,14 @@ pub(crate) async fn chat_completions(State(state): State<MockState>, body: Bytes
     .await
 }
 
-/// `GET /v1/models`.
-pub(crate) async fn models() -> Response {
+/// `GET /v1/models`, failed as the plan of [`MODELS_LIST`] says.
+pub(crate) async fn models(State(state): State<MockState>) -> Response {
+    let mut admission = state.admit(MODELS_LIST);
+    if let Some(fail) = admission.fail {
+        admission.guard.fail_injected();
+        return Api::OpenAi.injected_failure(&fail);
+    }
+    admission.guard.complete();
     let data = LISTED_MODELS
         .iter()
         .map(|id| ModelEntry {

@@ -62,6 +62,8 @@ pub struct AnthropicSettings {
 pub struct AnthropicProvider {
     name: Arc<str>,
     url: Uri,
+    /// `{base_url}/v1/models`, for health checks.
+    models_url: Uri,
     default_max_tokens: u32,
     drop_unsupported: bool,
     client: HttpClient,
@@ -78,20 +80,19 @@ impl AnthropicProvider {
             settings.max_body,
         );
         let base = settings.base_url.trim_end_matches('/');
-        let url = if base.ends_with("/v1") {
-            format!("{base}/messages")
-        } else {
-            format!("{base}/v1/messages")
+        let api = base.strip_suffix("/v1").unwrap_or(base);
+        let url = |path: &str| {
+            format!("{api}/v1/{path}").parse::<Uri>().map_err(|error| {
+                format!(
+                    "providers.{}.base_url: not a valid URL: {error}",
+                    settings.name
+                )
+            })
         };
-        let url = url.parse::<Uri>().map_err(|error| {
-            format!(
-                "providers.{}.base_url: not a valid URL: {error}",
-                settings.name
-            )
-        })?;
         Ok(Self {
-            name: Arc::from(settings.name),
-            url,
+            name: Arc::from(settings.name.as_str()),
+            url: url("messages")?,
+            models_url: url("models")?,
             default_max_tokens: settings.default_max_tokens,
             drop_unsupported: settings.drop_unsupported,
             client,
@@ -201,6 +202,15 @@ fn default_headers(settings: &AnthropicSettings) -> Result<HeaderMap, String> {
 impl crate::Provider for AnthropicProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn health_check(&self) -> Option<BoxFuture<'static, Result<(), ProviderError>>> {
+        Some(crate::http::probe(
+            &self.client,
+            self.name.clone(),
+            self.models_url.clone(),
+            response::error_from_status,
+        ))
     }
 
     fn dropped_fields(&self, request: &ChatRequest) -> Vec<String> {

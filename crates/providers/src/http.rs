@@ -4,10 +4,12 @@
 //! per request even with redirects off, about a tenth of a plain request's
 //! instructions (bench/README.md). Keel never follows upstream redirects.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt as _, Stream};
 use http::header::{HeaderMap, HeaderValue, ACCEPT};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyDataStream, BodyExt as _, Full};
@@ -65,6 +67,16 @@ impl HttpClient {
         }
     }
 
+    /// GETs `uri`, with the provider's headers and no body.
+    pub(crate) fn get(&self, uri: Uri) -> ResponseFuture {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.headers.clone();
+        // A GET has no body to describe.
+        request.headers_mut().remove(http::header::CONTENT_TYPE);
+        self.client.request(request)
+    }
+
     /// POSTs `body` to `uri`.
     pub(crate) fn post(&self, uri: Uri, body: impl Into<Bytes>) -> ResponseFuture {
         let mut request = Request::new(Full::new(body.into()));
@@ -74,6 +86,37 @@ impl HttpClient {
         self.client.request(request)
     }
 }
+
+/// Sends a GET of `uri` through `client` and reads the whole answer: `Ok`
+/// for a success, else the status classified by `error_from_status` (each
+/// API words its errors its own way).
+pub(crate) fn probe(
+    client: &HttpClient,
+    provider: Arc<str>,
+    uri: Uri,
+    error_from_status: ErrorFromStatus,
+) -> BoxFuture<'static, Result<(), crate::ProviderError>> {
+    let sent = client.get(uri);
+    let max_body = client.max_body;
+    async move {
+        let response = sent
+            .await
+            .map_err(|error| crate::openai::send_error(&provider, &error))?;
+        if !response.status().is_success() {
+            let (status, retry_after, body) = crate::openai::read_error_body(response).await;
+            return Err(error_from_status(&provider, status, &body, retry_after));
+        }
+        // Read to the end, so the connection goes back to the pool.
+        read_body(response, max_body)
+            .await
+            .map(|_| ())
+            .map_err(|error| body_failure(&provider, &error))
+    }
+    .boxed()
+}
+
+/// How one API turns an error status and body into the attempt's error.
+pub(crate) type ErrorFromStatus = fn(&str, u16, &[u8], Option<Duration>) -> crate::ProviderError;
 
 /// Classifies a failed send.
 pub(crate) fn send_error(error: &hyper_util::client::legacy::Error) -> SendError {

@@ -67,4 +67,13 @@ pub trait Provider: Send + Sync + 'static {
     fn dropped_fields(&self, _request: &ChatRequest) -> Vec<String> {
         Vec::new()
     }
+
+    /// A request that costs no tokens (the upstream's models list), for
+    /// active health checks: `Ok` when the upstream answered it with a
+    /// success and its body was read. `None` for an adapter that knows no
+    /// such request: it is never probed rather than reported healthy
+    /// without asking.
+    fn health_check(&self) -> Option<BoxFuture<'static, Result<(), ProviderError>>> {
+        None
+    }
 }

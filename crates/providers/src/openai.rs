@@ -60,6 +60,8 @@ pub(crate) enum Endpoint {
         embeddings: Uri,
         /// The Responses API (for `responses: native`).
         responses: Uri,
+        /// The models list (health checks).
+        models: Uri,
     },
     /// `{base}/openai/deployments/{model}/{chat/completions|embeddings}?api-version={api_version}`.
     Deployments {
@@ -90,6 +92,7 @@ impl OpenAiProvider {
             chat: url("chat/completions")?,
             embeddings: url("embeddings")?,
             responses: url("responses")?,
+            models: url("models")?,
         };
         Ok(Self::with_endpoint(
             &settings.name,
@@ -130,6 +133,7 @@ impl Endpoint {
                 chat,
                 embeddings,
                 responses,
+                ..
             } => Ok(match api {
                 keel_types::Endpoint::Chat => chat.clone(),
                 keel_types::Endpoint::Embeddings => embeddings.clone(),
@@ -140,6 +144,20 @@ impl Endpoint {
             )
             .parse()
             .map_err(|error| format!("the deployment URL is not valid: {error}")),
+        }
+    }
+
+    /// The models list: `{base_url}/models`, or Azure's
+    /// `{base}/openai/models?api-version=…` (the resource's models, which
+    /// needs no deployment name).
+    fn models_uri(&self) -> Result<Uri, String> {
+        match self {
+            Self::Fixed { models, .. } => Ok(models.clone()),
+            Self::Deployments { base, api_version } => {
+                format!("{base}/openai/models?api-version={api_version}")
+                    .parse()
+                    .map_err(|error| format!("the models list URL is not valid: {error}"))
+            }
         }
     }
 }
@@ -180,6 +198,19 @@ pub(crate) fn insert_extra_headers(
 impl crate::Provider for OpenAiProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn health_check(&self) -> Option<BoxFuture<'static, Result<(), ProviderError>>> {
+        Some(match self.endpoint.models_uri() {
+            Ok(uri) => crate::http::probe(&self.client, self.name.clone(), uri, error_from_status),
+            Err(detail) => {
+                let error = ProviderError::Transport {
+                    provider: self.name.to_string(),
+                    detail,
+                };
+                futures_util::future::ready(Err(error)).boxed()
+            }
+        })
     }
 
     fn chat(

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Health, HealthSchedule};
 use keel_config::ProviderConfig;
 use keel_resilience::{Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket};
 
@@ -42,6 +43,8 @@ pub struct ProviderControls {
     pub requests: Option<TokenBucket>,
     /// `tpm`, when set: charged from real usage after each call.
     pub tokens: Option<TokenBucket>,
+    /// `health_check`: its schedule and last outcome.
+    pub health: Health,
 }
 
 // === impl ProviderControls ===
@@ -78,6 +81,14 @@ impl ProviderControls {
                 .rpm
                 .map(|rpm| TokenBucket::new(u64::from(rpm), minute)),
             tokens: provider.tpm.map(|tpm| TokenBucket::new(tpm, minute)),
+            health: provider.health_check.map_or_else(Health::off, |check| {
+                Health::every(HealthSchedule {
+                    interval: check.interval,
+                    // The clocks of a call's response head, and never
+                    // longer than the interval, so probes never overlap.
+                    timeout: (timeouts.connect + timeouts.headers).min(check.interval),
+                })
+            }),
         })
     }
 
@@ -97,6 +108,7 @@ impl ProviderControls {
             bulkhead: Bulkhead::unbounded(),
             requests: None,
             tokens: None,
+            health: Health::off(),
         })
     }
 }

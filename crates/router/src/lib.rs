@@ -18,6 +18,7 @@ mod controls;
 mod error;
 mod from_config;
 mod guarded;
+mod health;
 mod hedge;
 mod plan;
 mod stats;
@@ -41,6 +42,7 @@ use attempt::Admission;
 pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
+pub use health::{Health, HealthSchedule, HealthState};
 pub use hedge::{Hedge, HedgeAfter};
 /// The attempt-level types the server encodes, re-exported so the front end
 /// depends on the router only, never on the provider adapters.

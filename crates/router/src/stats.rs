@@ -55,6 +55,9 @@ struct Recent {
     outcomes: SlidingWindow,
     first_tokens: VecDeque<(Instant, Duration)>,
     last_error: Option<LastError>,
+    /// When the newest attempt ended (health checks probe only idle
+    /// providers).
+    last_ended: Option<Instant>,
 }
 
 /// The last failure of a target.
@@ -92,6 +95,7 @@ impl TargetStats {
                 outcomes: SlidingWindow::new(RECENT, 10),
                 first_tokens: VecDeque::with_capacity(SAMPLES),
                 last_error: None,
+                last_ended: None,
             }),
             in_flight: AtomicUsize::new(0),
             latency_ewma: AtomicU64::new(NO_LATENCY),
@@ -153,6 +157,7 @@ impl TargetStats {
             .filter(|error| error.kind() != ErrorKind::Client);
         let mut recent = self.lock();
         let now = Instant::now();
+        recent.last_ended = Some(now);
         match failure {
             None => recent.outcomes.add(now, 0, 1),
             Some(error) => {
@@ -166,6 +171,18 @@ impl TargetStats {
                 });
             }
         }
+    }
+
+    /// Whether a call is in flight or an attempt ended within `period`:
+    /// traffic already tells how the target is doing.
+    pub fn busy_within(&self, period: Duration) -> bool {
+        if self.in_flight() > 0 {
+            return true;
+        }
+        let now = Instant::now();
+        self.lock()
+            .last_ended
+            .is_some_and(|ended| now.saturating_duration_since(ended) < period)
     }
 
     /// The figures now.
@@ -214,7 +231,7 @@ fn nearest_rank(times: &[Duration], percent: usize) -> Duration {
     times[rank.min(times.len()) - 1]
 }
 
-fn truncate_on_char(text: &mut String, max: usize) {
+pub(crate) fn truncate_on_char(text: &mut String, max: usize) {
     if text.len() <= max {
         return;
     }

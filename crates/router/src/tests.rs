@@ -1,11 +1,12 @@
 //! Dispatch against scripted in-process providers on tokio's paused clock:
-//! failover, retries, backoff, Retry-After, budgets, each clock, breakers,
+//! failover, retries, backoff, health checks, Retry-After, budgets, each clock, breakers,
 //! bulkheads, rate limits and routing strategies. No sockets, no sleeps:
 //! time is advanced.
 
 mod cache;
 mod controls;
 mod failover;
+mod health;
 mod hedging;
 mod scripted;
 mod strategies;

@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use keel_resilience::BreakerState;
-use keel_router::{ProviderView, Snapshot, TargetView};
+use keel_router::{HealthState, ProviderView, Snapshot, TargetView};
 use keel_slo::{Indicator, Report, ALERTS, BURN_WINDOWS};
 use keel_telemetry::rfc3339;
 use serde_json::{json, Value};
@@ -154,9 +154,20 @@ fn target_json(view: &TargetView<'_>, clock: &WallClock) -> Value {
         "errors": errors,
         "error_rate": (attempts > 0).then(|| errors as f64 / attempts as f64),
         "last_error": last_error,
-        // Active health checks are not part of this release.
-        "health": {"state": "not_configured", "checked_at": null},
+        "health": health_json(&target.controls.health.state()),
     })
+}
+
+/// The provider's health checks, shown on each of its targets.
+fn health_json(state: &HealthState) -> Value {
+    let mut health = json!({
+        "state": state.as_str(),
+        "checked_at": state.checked_at().map(rfc3339),
+    });
+    if let (Some(error), Some(object)) = (state.error(), health.as_object_mut()) {
+        object.insert(String::from("error"), Value::from(error));
+    }
+    health
 }
 
 fn breaker_state(state: BreakerState) -> &'static str {

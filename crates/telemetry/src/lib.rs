@@ -47,6 +47,15 @@ pub struct ProviderLabels {
     pub provider: String,
 }
 
+/// Labels of one active health check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthCheckLabels {
+    /// Provider name.
+    pub provider: String,
+    /// `healthy` or `unhealthy`.
+    pub outcome: String,
+}
+
 /// Labels naming a target.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -117,6 +126,8 @@ pub struct Metrics {
     pub retries: Family<ProviderLabels, Counter>,
     /// `keel_retry_budget_exhausted_total{provider}`.
     pub retry_budget_exhausted: Family<ProviderLabels, Counter>,
+    /// `keel_health_checks_total{provider,outcome}`.
+    pub health_checks: Family<HealthCheckLabels, Counter>,
     /// `keel_circuit_state{provider,model}`: 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<TargetLabels, Gauge>,
     /// `keel_circuit_transitions_total{provider,model}`.
@@ -190,6 +201,7 @@ impl Metrics {
         let upstream_attempts = Family::default();
         let retries = Family::default();
         let retry_budget_exhausted = Family::default();
+        let health_checks = Family::default();
         let circuit_state = Family::default();
         let circuit_transitions = Family::default();
         let circuit_rejections = Family::default();
@@ -217,6 +229,11 @@ impl Metrics {
             "retry_budget_exhausted",
             "Retries refused by the retry budget",
             retry_budget_exhausted.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Active health checks of idle providers, by outcome",
+            health_checks.clone(),
         );
         registry.register(
             "circuit_state",
@@ -336,6 +353,7 @@ impl Metrics {
             upstream_attempts,
             retries,
             retry_budget_exhausted,
+            health_checks,
             circuit_state,
             circuit_transitions,
             circuit_rejections,

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use db::TestDatabase;
-pub use keel_mock::{FailNext, Faults, MockState, ModelStats};
+pub use keel_mock::{FailNext, Faults, MockState, ModelStats, MODELS_LIST};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

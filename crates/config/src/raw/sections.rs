@@ -81,6 +81,14 @@ pub(crate) struct RawProvider {
     pub(crate) breaker: Option<RawBreaker>,
     pub(crate) responses: Option<Scalar>,
     pub(crate) drop_unsupported: Option<Scalar>,
+    pub(crate) health_check: Option<RawHealthCheck>,
+}
+
+/// `providers.<name>.health_check`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with the key interval")]
+pub(crate) struct RawHealthCheck {
+    pub(crate) interval: Option<Scalar>,
 }
 
 /// `providers.<name>.timeouts`

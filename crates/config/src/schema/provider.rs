@@ -51,6 +51,17 @@ pub struct ProviderConfig {
     /// (and named in `x-keel-dropped`) instead of refused with 400;
     /// default false. Only translating kinds (anthropic) ever drop.
     pub drop_unsupported: bool,
+    /// Active health checks (`health_check`); `None`, the default, is off.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `providers.<name>.health_check`: a request that costs no tokens (the
+/// models list), sent while the provider is idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Time between two probes, at least 1 s; a probe is skipped when an
+    /// attempt on the provider ended within the last interval.
+    pub interval: Duration,
 }
 
 /// `providers.<name>.kind`.

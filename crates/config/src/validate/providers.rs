@@ -1,11 +1,16 @@
 //! `providers:`: kinds, URLs, the api_key rule, limits and resilience policies.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::{Checker, FractionRange};
 use crate::error::KeyPath;
-use crate::raw::{OrderedMap, RawBreaker, RawProvider, RawRetry, RawTimeouts, Scalar};
-use crate::schema::{BreakerPolicy, ProviderConfig, ProviderKind, RetryPolicy, Timeouts};
+use crate::raw::{
+    OrderedMap, RawBreaker, RawHealthCheck, RawProvider, RawRetry, RawTimeouts, Scalar,
+};
+use crate::schema::{
+    BreakerPolicy, HealthCheck, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
+};
 use crate::SecretString;
 
 /// `max_tokens` sent to upstreams that require one when the request has none.
@@ -13,6 +18,9 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The most tries per target `retry.attempts` allows.
 const MAX_ATTEMPTS: u64 = 10;
+
+/// The shortest `health_check.interval`.
+const MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 // === impl Checker ===
 
@@ -91,7 +99,29 @@ impl Checker {
                 &path.key("responses"),
             ),
             drop_unsupported: self.drop_unsupported(kind, raw.drop_unsupported.as_ref(), path),
+            health_check: self.health_check(raw.health_check.as_ref(), &path.key("health_check")),
         }
+    }
+
+    /// `health_check: {interval}`: at least a second apart, so probes stay
+    /// cheap for the upstream and never look like traffic.
+    fn health_check(
+        &mut self,
+        raw: Option<&RawHealthCheck>,
+        path: &KeyPath,
+    ) -> Option<HealthCheck> {
+        let path = path.key("interval");
+        let interval = self.required(raw?.interval.as_ref(), &path, "a duration such as 30s")?;
+        let interval = self.any_duration(Some(interval), &path)?;
+        if interval < MIN_HEALTH_CHECK_INTERVAL {
+            let message = format!(
+                "must be at least 1s, got {}",
+                crate::units::format_duration(interval)
+            );
+            self.problems.push(&path, message);
+            return None;
+        }
+        Some(HealthCheck { interval })
     }
 
     /// `responses: translate | native`; native only for the OpenAI kind,

@@ -84,6 +84,26 @@ async fn wildcard_plan_applies_to_models_without_their_own() {
 }
 
 #[tokio::test]
+async fn the_models_list_fails_under_its_own_plan_and_counts_under_its_name() {
+    let mock = Mock::start().await;
+    let list = |mock: &Mock| mock.client.get(mock.url("/v1/models")).send();
+    mock.state
+        .set_faults(keel_mock::MODELS_LIST, fail(503, 1, None));
+    let response = list(&mock).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json_body().await;
+    assert_eq!(error["error"]["type"], "server_error");
+    assert_eq!(list(&mock).await.unwrap().status(), 200);
+    let expected = ModelStats {
+        requests: 2,
+        completed: 1,
+        cancelled: 0,
+        failed_injected: 1,
+    };
+    assert_eq!(mock.state.stats(keel_mock::MODELS_LIST), expected);
+}
+
+#[tokio::test]
 async fn stall_stops_after_k_chunks_and_a_client_drop_counts_cancelled() {
     let mock = Mock::start().await;
     mock.state.set_faults(

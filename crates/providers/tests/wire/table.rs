@@ -199,3 +199,65 @@ async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request
     }
     Ok(())
 }
+
+/// The health check of each kind: one GET of its models list with its
+/// own auth headers and no body, nothing that costs tokens.
+#[tokio::test]
+async fn the_health_check_of_every_kind_gets_its_models_list() -> TestResult {
+    let mut capture = capture::start(200, r#"{"object":"list","data":[]}"#).await?;
+    let base = format!("http://{}", capture.addr);
+    let expected = [
+        (
+            Kind::OpenAi,
+            "GET /v1/models",
+            ("authorization", "Bearer sk-openai"),
+        ),
+        (
+            Kind::Azure,
+            "GET /openai/models?api-version=2024-10-21",
+            ("api-key", "az-key"),
+        ),
+        (Kind::Anthropic, "GET /v1/models", ("x-api-key", "sk-ant")),
+    ];
+    for (kind, request_line, auth) in expected {
+        let (provider, _) = provider(kind, &base)?;
+        let probe = provider.health_check().ok_or("no health check")?;
+        probe.await?;
+        let captured = capture.requests.try_recv()?;
+        assert_eq!(
+            captured.request_line.trim_end_matches(" HTTP/1.1"),
+            request_line,
+            "{kind:?}"
+        );
+        let header = |name: &str| {
+            captured
+                .headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(header(auth.0), Some(auth.1), "{kind:?}");
+        assert_eq!(header(EXTRA.0), Some(EXTRA.1), "{kind:?}");
+        assert_eq!(header("content-type"), None, "{kind:?}");
+        assert!(captured.body.is_empty(), "{kind:?}");
+        if matches!(kind, Kind::Anthropic) {
+            assert_eq!(
+                header("anthropic-version"),
+                Some(keel_providers::ANTHROPIC_VERSION)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A failed models list is the provider's failure, classified like a call's.
+#[tokio::test]
+async fn a_failing_health_check_is_a_classified_error() -> TestResult {
+    let capture =
+        capture::start(503, r#"{"error":{"message":"down","type":"server_error"}}"#).await?;
+    let (provider, _) = provider(Kind::OpenAi, &format!("http://{}", capture.addr))?;
+    let outcome = provider.health_check().ok_or("no health check")?.await;
+    let error = outcome.err().ok_or("a 503 probe succeeded")?;
+    assert_eq!(error.kind(), keel_providers::ErrorKind::Server, "{error}");
+    Ok(())
+}

@@ -37,8 +37,23 @@ pub enum Step {
     },
 }
 
+/// What a health check does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Succeeds at once.
+    Pass,
+    /// Connection refused.
+    Refuse,
+    /// Never answers.
+    Hang,
+}
+
 pub struct Scripted {
     pub name: &'static str,
+    /// What its health checks do.
+    pub probe: Mutex<Probe>,
+    /// Health checks sent.
+    pub probes: AtomicU32,
     steps: Mutex<VecDeque<Step>>,
     last: Mutex<Step>,
     pub calls: AtomicU32,
@@ -72,6 +87,8 @@ impl Scripted {
         });
         Arc::new(Self {
             name,
+            probe: Mutex::new(Probe::Pass),
+            probes: AtomicU32::new(0),
             steps: Mutex::new(steps.into()),
             last: Mutex::new(last),
             calls: AtomicU32::new(0),
@@ -82,6 +99,17 @@ impl Scripted {
 
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn probes(&self) -> u32 {
+        self.probes.load(Ordering::SeqCst)
+    }
+
+    pub fn set_probe(&self, probe: Probe) {
+        *self
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = probe;
     }
 
     pub fn cancelled(&self) -> u32 {
@@ -115,6 +143,28 @@ fn chunk(provider: &str, token: bool) -> StreamEvent {
 impl Provider for Scripted {
     fn name(&self) -> &str {
         self.name
+    }
+
+    fn health_check(&self) -> Option<BoxFuture<'static, Result<(), ProviderError>>> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        let probe = *self
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let provider = self.name.to_owned();
+        Some(
+            async move {
+                match probe {
+                    Probe::Pass => Ok(()),
+                    Probe::Refuse => Err(ProviderError::Connect {
+                        provider,
+                        detail: String::from("refused"),
+                    }),
+                    Probe::Hang => std::future::pending().await,
+                }
+            }
+            .boxed(),
+        )
     }
 
     fn chat(
