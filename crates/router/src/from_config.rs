@@ -127,6 +127,7 @@ impl Parts<'_> {
             stats,
             price: configured.price,
             weight: configured.weight,
+            context_window: configured.context_window,
             handles: Arc::default(),
         })
     }

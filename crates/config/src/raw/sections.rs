@@ -138,7 +138,7 @@ pub(crate) struct RawModel {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a target: provider, model, price, max_tokens, weight"
+    expecting = "a target: provider, model, price, max_tokens, weight, context_window"
 )]
 pub(crate) struct RawTarget {
     pub(crate) provider: Option<Scalar>,
@@ -146,6 +146,7 @@ pub(crate) struct RawTarget {
     pub(crate) price: Option<RawPrice>,
     pub(crate) max_tokens: Option<Scalar>,
     pub(crate) weight: Option<Scalar>,
+    pub(crate) context_window: Option<Scalar>,
 }
 
 /// `models.<name>.targets[i].price`

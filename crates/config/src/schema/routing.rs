@@ -81,6 +81,10 @@ pub struct Target {
     /// Its share of first picks under `strategy: weighted`, at least 1;
     /// default 1.
     pub weight: u32,
+    /// The upstream model's context window in tokens, at least 1: when this
+    /// target refuses a prompt as too long, the walk moves on to a target
+    /// with a larger one.
+    pub context_window: Option<u32>,
 }
 
 /// `targets[i].price`: USD per million tokens, finite and non-negative.

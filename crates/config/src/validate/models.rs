@@ -242,12 +242,19 @@ impl Checker {
             u64::from(u32::MAX),
         );
         let weight = self.weight(raw.weight.as_ref(), strategy, &path.key("weight"));
+        let context_window = self.whole(
+            raw.context_window.as_ref(),
+            &path.key("context_window"),
+            1,
+            u64::from(u32::MAX),
+        );
         Some(Target {
             provider: provider?,
             model: model?,
             price,
             max_tokens,
             weight,
+            context_window,
         })
     }
 

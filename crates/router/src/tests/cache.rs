@@ -85,6 +85,7 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
         stats: Arc::default(),
         price: None,
         weight: 1,
+        context_window: None,
         handles: Arc::default(),
     };
     let model = ModelRoute {

@@ -26,6 +26,8 @@ pub enum Step {
         status: u16,
         retry_after: Option<Duration>,
     },
+    /// Fails with `status` and the upstream's error `body`.
+    Error { status: u16, body: ErrorBody },
     /// Connection refused.
     Refused,
     /// Sends the head after `head`, then chunks: each `(gap, token)`; ends
@@ -152,6 +154,15 @@ impl Provider for Scripted {
                         retry_after,
                     })
                 }
+                Step::Error { status, body } => {
+                    guard.disarm();
+                    Err(ProviderError::Status {
+                        provider,
+                        status,
+                        body,
+                        retry_after: None,
+                    })
+                }
                 Step::Refused => {
                     guard.disarm();
                     Err(ProviderError::Connect {
@@ -223,6 +234,7 @@ pub fn target(
         stats: Arc::default(),
         price: None,
         weight: 1,
+        context_window: None,
         handles: Arc::default(),
     }
 }
