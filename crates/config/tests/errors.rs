@@ -193,6 +193,15 @@ fn rows() -> Vec<Row> {
         row("a context window in words", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a, context_window: 128k}]", Error(
             "models.chat.targets[0].context_window: invalid number \"128k\": expected a whole number such as 10",
         )),
+        row("an empty last resort", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a}]\n    on_failure: {respond: {content: \"\"}}", Error(
+            "models.chat.on_failure.respond.content: must not be empty: the answer's text, e.g. respond: {content: \"The assistant is unavailable; try again later.\"}",
+        )),
+        row("a last resort without respond", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a}]\n    on_failure: {}", Error(
+            "models.chat.on_failure.respond: required: the answer's text, e.g. respond: {content: \"The assistant is unavailable; try again later.\"}",
+        )),
+        row("a last resort on an embeddings model", "providers:\n  openai: {kind: openai}\nmodels:\n  vectors:\n    endpoint: embeddings\n    targets: [{provider: openai, model: e}]\n    on_failure: {respond: {content: sorry}}", Error(
+            "models.vectors.on_failure: embeddings have no text answer to fall back on; remove it",
+        )),
         row("model without targets", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: []}", Error(
             "models.chat.targets: at least one target is required, e.g. [{provider: openai, model: gpt-4o}]",
         )),

@@ -88,6 +88,7 @@ impl Parts<'_> {
                 ttl: cache.ttl,
                 stale_if_error: cache.stale_if_error.unwrap_or(Duration::ZERO),
             }),
+            last_resort: model.last_resort.as_deref().map(Arc::from),
         }
     }
 

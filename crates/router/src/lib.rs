@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
-use keel_providers::Completion;
 use keel_resilience::BreakerState;
 use keel_telemetry::Metrics;
 use keel_types::ChatRequest;
@@ -48,7 +47,7 @@ pub use error::RouteError;
 pub use hedge::{Hedge, HedgeAfter};
 /// The attempt-level types the server encodes, re-exported so the front end
 /// depends on the router only, never on the provider adapters.
-pub use keel_providers::{Clock, ErrorKind, EventStream, ProviderError, StreamEvent};
+pub use keel_providers::{Clock, Completion, ErrorKind, EventStream, ProviderError, StreamEvent};
 pub use plan::{ModelRoute, RouteTable, Target};
 pub use stats::{LastError, Snapshot, TargetStats, RECENT};
 
@@ -176,6 +175,12 @@ impl Router {
             .find(|target| &*target.provider_name == provider)
             .map(|target| target.provider.dropped_fields(request))
             .unwrap_or_default()
+    }
+
+    /// The text `model` answers with when routing fails, when it has
+    /// `on_failure.respond`.
+    pub fn last_resort(&self, model: &str) -> Option<&Arc<str>> {
+        self.table.route(model)?.last_resort.as_ref()
     }
 
     /// Whether `model` is a public model name.

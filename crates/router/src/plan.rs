@@ -89,6 +89,8 @@ pub struct ModelRoute {
     pub hedge: Option<crate::Hedge>,
     /// The prompt cache's TTLs, when the model has `cache:`.
     pub cache: Option<crate::CacheTtl>,
+    /// The text answered when routing fails (`on_failure.respond.content`).
+    pub last_resort: Option<Arc<str>>,
 }
 
 /// Every public model, indexed by name.

@@ -132,6 +132,21 @@ pub(crate) struct RawModel {
     pub(crate) timeout: Option<Scalar>,
     pub(crate) hedge: Option<RawHedge>,
     pub(crate) cache: Option<RawModelCache>,
+    pub(crate) on_failure: Option<RawOnFailure>,
+}
+
+/// `models.<name>.on_failure`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with respond")]
+pub(crate) struct RawOnFailure {
+    pub(crate) respond: Option<RawRespond>,
+}
+
+/// `models.<name>.on_failure.respond`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with content")]
+pub(crate) struct RawRespond {
+    pub(crate) content: Option<Scalar>,
 }
 
 /// `models.<name>.targets[i]`

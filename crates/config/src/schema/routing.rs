@@ -24,6 +24,9 @@ pub struct ModelConfig {
     pub hedge: Option<HedgePolicy>,
     /// Prompt caching, when set.
     pub cache: Option<ModelCache>,
+    /// The answer given when every target, fallback and stale cache entry
+    /// failed (`on_failure.respond.content`, non-empty; chat models only).
+    pub last_resort: Option<String>,
 }
 
 /// `models.<name>.endpoint`: which API a model serves.

@@ -100,6 +100,7 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
             ttl: TTL,
             stale_if_error: STALE,
         }),
+        last_resort: None,
     };
     let router = Router::new(RouteTable::new(vec![model]), Arc::new(Metrics::new()));
     (Arc::new(router), canned)

@@ -64,6 +64,7 @@ async fn a_fallback_model_with_a_larger_window_answers() -> Result<(), RouteErro
         budget: MINUTE,
         hedge: None,
         cache: None,
+        last_resort: None,
     };
     let routed = router(vec![windowed(&small, Some(8_192))], MINUTE, vec![fallback])
         .dispatch(request(false))

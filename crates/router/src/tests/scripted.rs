@@ -271,6 +271,7 @@ pub fn hedged_router(
         budget,
         hedge,
         cache: None,
+        last_resort: None,
     }];
     models.extend(extra);
     Router::new(RouteTable::new(models), Arc::new(Metrics::new()))
@@ -287,6 +288,7 @@ pub fn table(strategy: keel_config::Strategy, targets: Vec<Target>) -> RouteTabl
         budget: MINUTE,
         hedge: None,
         cache: None,
+        last_resort: None,
     }])
 }
 

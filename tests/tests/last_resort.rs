@@ -1,0 +1,149 @@
+//! `models.<name>.on_failure.respond`: when every target fails, a model with
+//! a last resort answers its text (200, `x-keel-degraded: true`) on both
+//! front ends, as a whole answer and as a stream; an upstream 400 and a
+//! model without one keep their errors.
+
+use keel_testkit::{sse_data, start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const KEY: &str = "sk-acme";
+const SORRY: &str = "The assistant is unavailable right now; please try again later.";
+
+fn yaml(mock: &Mock) -> String {
+    let root = mock.base_url();
+    format!(
+        "tenants:\n  - {{name: acme, keys: [\"{KEY}\"]}}\n\
+         providers:\n\
+         \x20 openai: {{kind: openai, base_url: {root}, retry: {{attempts: 1}}}}\n\
+         models:\n\
+         \x20 chat:\n\
+         \x20   targets: [{{provider: openai, model: gpt-a}}, {{provider: openai, model: gpt-b}}]\n\
+         \x20   on_failure: {{respond: {{content: \"{SORRY}\"}}}}\n\
+         \x20 plain: {{targets: [{{provider: openai, model: gpt-c}}]}}\n"
+    )
+}
+
+fn fail(mock: &Mock, model: &str, status: u16) {
+    let fail = FailNext {
+        status,
+        count: 1000,
+        retry_after: None,
+        body: None,
+    };
+    mock.state.set_faults(
+        model,
+        Faults {
+            fail: Some(fail),
+            ..Faults::default()
+        },
+    );
+}
+
+async fn setup() -> Result<(Mock, Gateway), Box<dyn std::error::Error>> {
+    let mock = start_mock().await?;
+    let gateway = start_gateway(&yaml(&mock), &[]).await?;
+    Ok((mock, gateway))
+}
+
+async fn post(
+    gateway: &Gateway,
+    path: &str,
+    model: &str,
+    stream: bool,
+) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .post(gateway.url(path))
+        .header("x-api-key", KEY)
+        .json(&json!({
+            "model": model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream,
+        }))
+        .send()
+        .await
+}
+
+fn assert_degraded(response: &reqwest::Response) {
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-keel-degraded"], "true");
+    assert!(response.headers().get("x-keel-provider").is_none());
+}
+
+#[tokio::test]
+async fn every_target_failing_answers_the_configured_text() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 503);
+    fail(&mock, "gpt-b", 500);
+    let response = post(&gateway, "/v1/chat/completions", "chat", false).await?;
+    assert_degraded(&response);
+    assert_eq!(response.headers()["x-keel-attempts"], "2");
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["model"], "chat");
+    assert_eq!(answer["choices"][0]["message"]["content"], SORRY);
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert_eq!(answer["usage"]["total_tokens"], 0);
+    assert_eq!(mock.state.stats("gpt-b").requests, 1, "the walk came first");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_gets_the_text_in_chunks_ending_with_done() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 503);
+    fail(&mock, "gpt-b", 503);
+    let response = post(&gateway, "/v1/chat/completions", "chat", true).await?;
+    assert_degraded(&response);
+    let events = sse_data(&response.text().await?);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks = events[..events.len() - 1]
+        .iter()
+        .map(|event| serde_json::from_str::<Value>(event))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, SORRY);
+    let last = chunks.last().ok_or("no chunks")?;
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["model"], "chat");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_messages_front_end_answers_it_in_anthropic_shape() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 503);
+    fail(&mock, "gpt-b", 503);
+    let response = post(&gateway, "/v1/messages", "chat", false).await?;
+    assert_degraded(&response);
+    let message: Value = response.json().await?;
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], SORRY);
+    assert_eq!(message["stop_reason"], "end_turn");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upstream_400_is_still_the_400() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 400);
+    let response = post(&gateway, "/v1/chat/completions", "chat", false).await?;
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("x-keel-degraded").is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_model_without_on_failure_still_gets_the_502() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-c", 503);
+    let response = post(&gateway, "/v1/chat/completions", "plain", false).await?;
+    assert_eq!(response.status(), 502);
+    assert!(response.headers().get("x-keel-degraded").is_none());
+    Ok(())
+}
