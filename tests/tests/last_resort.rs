@@ -21,7 +21,11 @@ fn yaml(mock: &Mock) -> String {
          \x20 chat:\n\
          \x20   targets: [{{provider: openai, model: gpt-a}}, {{provider: openai, model: gpt-b}}]\n\
          \x20   on_failure: {{respond: {{content: \"{SORRY}\"}}}}\n\
-         \x20 plain: {{targets: [{{provider: openai, model: gpt-c}}]}}\n"
+         \x20 plain: {{targets: [{{provider: openai, model: gpt-c}}]}}\n\
+         \x20 cached:\n\
+         \x20   targets: [{{provider: openai, model: gpt-d}}]\n\
+         \x20   cache: {{ttl: 10m, stale_if_error: 1h}}\n\
+         \x20   on_failure: {{respond: {{content: \"{SORRY}\"}}}}\n"
     )
 }
 
@@ -53,17 +57,25 @@ async fn post(
     model: &str,
     stream: bool,
 ) -> reqwest::Result<reqwest::Response> {
+    ask(gateway, path, model, stream, "hi").send().await
+}
+
+fn ask(
+    gateway: &Gateway,
+    path: &str,
+    model: &str,
+    stream: bool,
+    prompt: &str,
+) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(gateway.url(path))
         .header("x-api-key", KEY)
         .json(&json!({
             "model": model,
             "max_tokens": 64,
-            "messages": [{"role": "user", "content": "hi"}],
+            "messages": [{"role": "user", "content": prompt}],
             "stream": stream,
         }))
-        .send()
-        .await
 }
 
 fn assert_degraded(response: &reqwest::Response) {
@@ -145,5 +157,62 @@ async fn a_model_without_on_failure_still_gets_the_502() -> TestResult {
     let response = post(&gateway, "/v1/chat/completions", "plain", false).await?;
     assert_eq!(response.status(), 502);
     assert!(response.headers().get("x-keel-degraded").is_none());
+    Ok(())
+}
+
+/// The prompt cache's stale entry wins over the last resort; a prompt with
+/// no entry gets the text.
+#[tokio::test]
+async fn a_stale_cache_entry_comes_before_the_last_resort() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    let path = "/v1/chat/completions";
+    let original: Value = ask(&gateway, path, "cached", false, "remembered")
+        .send()
+        .await?
+        .json()
+        .await?;
+    fail(&mock, "gpt-d", 503);
+    let stale = ask(&gateway, path, "cached", false, "remembered")
+        .header("cache-control", "no-cache")
+        .send()
+        .await?;
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-keel-cache"], "stale");
+    assert!(stale.headers().get("x-keel-degraded").is_none());
+    let stale: Value = stale.json().await?;
+    assert_eq!(
+        stale["choices"][0]["message"]["content"],
+        original["choices"][0]["message"]["content"]
+    );
+    let unknown = ask(&gateway, path, "cached", false, "never seen")
+        .send()
+        .await?;
+    assert_degraded(&unknown);
+    let answer: Value = unknown.json().await?;
+    assert_eq!(answer["choices"][0]["message"]["content"], SORRY);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_messages_stream_gets_anthropic_events() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 503);
+    fail(&mock, "gpt-b", 503);
+    let response = post(&gateway, "/v1/messages", "chat", true).await?;
+    assert_degraded(&response);
+    let events = sse_data(&response.text().await?)
+        .iter()
+        .map(|event| serde_json::from_str::<Value>(event))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text: String = events
+        .iter()
+        .filter(|event| event["type"] == "content_block_delta")
+        .filter_map(|event| event["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, SORRY);
+    assert_eq!(
+        events.last().map(|event| event["type"].clone()),
+        Some(json!("message_stop"))
+    );
     Ok(())
 }
