@@ -216,3 +216,34 @@ async fn a_messages_stream_gets_anthropic_events() -> TestResult {
     );
     Ok(())
 }
+
+/// A stream whose headers went out with keep-alive comments before routing
+/// failed gets the text in band (too late for `x-keel-degraded`).
+#[tokio::test]
+async fn a_kept_alive_stream_gets_the_text_after_its_comments() -> TestResult {
+    let mock = start_mock().await?;
+    let yaml = format!("server: {{sse_keepalive: 200ms}}\n{}", yaml(&mock));
+    let gateway = start_gateway(&yaml, &[]).await?;
+    for model in ["gpt-a", "gpt-b"] {
+        let slow_failure = Faults {
+            headers_delay_ms: 400,
+            fail: Some(FailNext {
+                status: 503,
+                count: 1000,
+                retry_after: None,
+                body: None,
+            }),
+            ..Faults::default()
+        };
+        mock.state.set_faults(model, slow_failure);
+    }
+    let response = post(&gateway, "/v1/chat/completions", "chat", true).await?;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-keel-degraded").is_none());
+    let body = response.text().await?;
+    assert!(body.starts_with(": keep-alive"), "{body}");
+    let events = sse_data(&body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(body.contains(SORRY), "{body}");
+    Ok(())
+}
