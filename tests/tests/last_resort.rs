@@ -247,3 +247,23 @@ async fn a_kept_alive_stream_gets_the_text_after_its_comments() -> TestResult {
     assert!(body.contains(SORRY), "{body}");
     Ok(())
 }
+
+/// `/v1/responses` (translated for the chat route) answers it as a response.
+#[tokio::test]
+async fn the_responses_front_end_answers_it_as_a_response() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 503);
+    fail(&mock, "gpt-b", 503);
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "chat", "input": "hi"}))
+        .send()
+        .await?;
+    assert_degraded(&response);
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["object"], "response");
+    assert_eq!(answer["status"], "completed");
+    assert_eq!(answer["output"][0]["content"][0]["text"], SORRY);
+    Ok(())
+}

@@ -32,8 +32,13 @@ pub(crate) struct LastResort {
 // === impl LastResort ===
 
 impl LastResort {
-    /// The last resort of `request`'s model, when it has one.
+    /// The last resort of `request`'s model, when it has one. A Responses
+    /// request passed through natively has none: its answers go to the
+    /// client verbatim, and a chat completion would be the wrong shape.
     pub(crate) fn of(router: &Router, request: &ChatRequest) -> Option<Self> {
+        if request.endpoint() == keel_types::Endpoint::Responses {
+            return None;
+        }
         let content = router.last_resort(request.model())?.clone();
         Some(Self {
             model: request.model().to_owned(),
