@@ -267,3 +267,28 @@ async fn the_responses_front_end_answers_it_as_a_response() -> TestResult {
     assert_eq!(answer["output"][0]["content"][0]["text"], SORRY);
     Ok(())
 }
+
+/// A last resort stands in for a failure: an `Idempotency-Key` is released,
+/// not stored, so the retry is tried again upstream.
+#[tokio::test]
+async fn an_idempotency_key_is_not_spent_on_the_last_resort() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    fail(&mock, "gpt-a", 503);
+    fail(&mock, "gpt-b", 503);
+    let with_key = || {
+        ask(&gateway, "/v1/chat/completions", "chat", false, "hi")
+            .header("idempotency-key", "retry-me")
+            .send()
+    };
+    let degraded = with_key().await?;
+    assert_degraded(&degraded);
+    degraded.text().await?;
+    mock.state.set_faults("gpt-a", Faults::default());
+    let retried = with_key().await?;
+    assert_eq!(retried.status(), 200);
+    assert!(retried.headers().get("x-keel-degraded").is_none());
+    assert!(retried.headers().get("idempotent-replayed").is_none());
+    let answer: Value = retried.json().await?;
+    assert_ne!(answer["choices"][0]["message"]["content"], SORRY);
+    Ok(())
+}
