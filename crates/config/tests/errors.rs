@@ -68,7 +68,7 @@ fn rows() -> Vec<Row> {
             "providers.openai.timeouts.conect: unknown key \"conect\" (expected one of: connect, headers, first_token, inactivity, total)",
         )),
         row("unknown key in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: openai, model: n, priority: 2}]}", Error(
-            "models.chat.targets[1].priority: unknown key \"priority\" (expected one of: provider, model, price, max_tokens, weight)",
+            "models.chat.targets[1].priority: unknown key \"priority\" (expected one of: provider, model, price, max_tokens, weight, context_window)",
         )),
         row("wrong shape", "providers:\n  openai: {kind: openai, timeouts: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeouts: invalid type: string \"5s\", expected a mapping of timeout names to durations",
@@ -186,6 +186,21 @@ fn rows() -> Vec<Row> {
         )),
         row("a weight too large", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    strategy: weighted\n    targets: [{provider: openai, model: a, weight: 1000001}]", Error(
             "models.chat.targets[0].weight: must be at most 1000000, got 1000001",
+        )),
+        row("a zero context window", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a, context_window: 0}]", Error(
+            "models.chat.targets[0].context_window: must be at least 1, got 0",
+        )),
+        row("a context window in words", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a, context_window: 128k}]", Error(
+            "models.chat.targets[0].context_window: invalid number \"128k\": expected a whole number such as 10",
+        )),
+        row("an empty last resort", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a}]\n    on_failure: {respond: {content: \"\"}}", Error(
+            "models.chat.on_failure.respond.content: must not be empty: the answer's text, e.g. respond: {content: \"The assistant is unavailable; try again later.\"}",
+        )),
+        row("a last resort without respond", "providers:\n  openai: {kind: openai}\nmodels:\n  chat:\n    targets: [{provider: openai, model: a}]\n    on_failure: {}", Error(
+            "models.chat.on_failure.respond: required: the answer's text, e.g. respond: {content: \"The assistant is unavailable; try again later.\"}",
+        )),
+        row("a last resort on an embeddings model", "providers:\n  openai: {kind: openai}\nmodels:\n  vectors:\n    endpoint: embeddings\n    targets: [{provider: openai, model: e}]\n    on_failure: {respond: {content: sorry}}", Error(
+            "models.vectors.on_failure: embeddings have no text answer to fall back on; remove it",
         )),
         row("model without targets", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: []}", Error(
             "models.chat.targets: at least one target is required, e.g. [{provider: openai, model: gpt-4o}]",
@@ -313,7 +328,7 @@ fn rows() -> Vec<Row> {
             "providers.openai.timeouts.first_token: invalid duration \"soon\": use a number and a unit such as 250ms, 10s, 5m",
         ))),
         row("an unknown key beside a bad value in a list item", "providers:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}, {provider: opnai, model: n, priority: 2}]}", Error(concat!(
-            "models.chat.targets[1].priority: unknown key \"priority\" (expected one of: provider, model, price, max_tokens, weight)\n",
+            "models.chat.targets[1].priority: unknown key \"priority\" (expected one of: provider, model, price, max_tokens, weight, context_window)\n",
             "models.chat.targets[1].provider: unknown provider \"opnai\"",
         ))),
         with_base("every unknown key of a nested block beside its bad value", "tenants: [{name: acme, keys: [k], limits: {rmp: 10, tpm: many, burst: 2}}]", Error(concat!(

@@ -74,6 +74,18 @@ pub enum ProviderError {
     },
 }
 
+/// Phrases in the error messages of upstreams that refused a prompt for its
+/// length, lower case: OpenAI and vLLM ("This model's maximum context length
+/// is 8192 tokens"), Anthropic ("prompt is too long: 210000 tokens > 200000
+/// maximum"), vLLM's newer wordings ("… is longer than the model's context
+/// length", "… is longer than the maximum model length of 4096").
+const CONTEXT_LENGTH_MESSAGES: [&str; 4] = [
+    "maximum context length",
+    "prompt is too long",
+    "longer than the model's context length",
+    "longer than the maximum model length",
+];
+
 /// The clocks of one attempt (the README's "Clocks").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clock {
@@ -169,6 +181,29 @@ impl ProviderError {
         self.kind() != ErrorKind::Client
     }
 
+    /// Whether the upstream refused the request for being longer than its
+    /// context window: a client error of this target's size, which a target
+    /// with a larger window may still answer. Recognised by OpenAI's and
+    /// Azure's `code: context_length_exceeded` or by the messages OpenAI,
+    /// Anthropic and vLLM write (vLLM's body is not OpenAI-shaped and reaches
+    /// here as its raw text in the message).
+    pub fn is_context_length(&self) -> bool {
+        let Self::Status { body, .. } = self else {
+            return false;
+        };
+        if self.kind() != ErrorKind::Client {
+            return false;
+        }
+        let detail = &body.error;
+        if detail.code.as_deref() == Some("context_length_exceeded") {
+            return true;
+        }
+        let message = detail.message.to_ascii_lowercase();
+        CONTEXT_LENGTH_MESSAGES
+            .iter()
+            .any(|phrase| message.contains(phrase))
+    }
+
     /// Whether trying the same target again is pointless (its key, access
     /// or model mapping is wrong), though another target may answer.
     pub fn skips_target(&self) -> bool {
@@ -208,6 +243,72 @@ mod tests {
             status,
             body: ErrorBody::new("m", "t", None, None),
             retry_after: None,
+        }
+    }
+
+    fn refusal(status: u16, message: &str, kind: &str, code: Option<&str>) -> ProviderError {
+        ProviderError::Status {
+            provider: String::from("p"),
+            status,
+            body: ErrorBody::new(message, kind, None, code),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn context_length_refusals_are_recognised_in_each_published_format() {
+        let too_long = [
+            // OpenAI and Azure: the code, whatever the message.
+            refusal(400, "Input too long.", "invalid_request_error", Some("context_length_exceeded")),
+            refusal(
+                400,
+                "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+                "invalid_request_error",
+                None,
+            ),
+            // Anthropic, as its adapter reshapes it.
+            refusal(
+                400,
+                "prompt is too long: 210000 tokens > 200000 maximum",
+                "invalid_request_error",
+                Some("invalid_request_error"),
+            ),
+            // vLLM's bare body, kept as text in the message.
+            refusal(
+                400,
+                r#"upstream status 400: {"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","code":400}"#,
+                "invalid_request_error",
+                None,
+            ),
+            refusal(
+                400,
+                "The decoder prompt (length 5000) is longer than the maximum model length of 4096.",
+                "BadRequestError",
+                None,
+            ),
+        ];
+        for error in &too_long {
+            assert!(error.is_context_length(), "{error}");
+            assert!(!error.is_retryable(), "still a client error: {error}");
+        }
+        let other = [
+            refusal(
+                400,
+                "Invalid value for 'temperature'",
+                "invalid_request_error",
+                None,
+            ),
+            // A 5xx that mentions the context is the upstream's failure.
+            refusal(
+                500,
+                "maximum context length lookup failed",
+                "server_error",
+                None,
+            ),
+            refusal(429, "prompt is too long", "rate_limit_error", None),
+        ];
+        for error in &other {
+            assert!(!error.is_context_length(), "{error}");
         }
     }
 

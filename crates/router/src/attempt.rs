@@ -217,8 +217,12 @@ const MAX_HEAD_EVENTS: usize = 1024;
 const MAX_HEAD_BYTES: usize = 1 << 20;
 
 /// How a failure counts for the breaker: a 429 says nothing of health and a
-/// client error is the client's, not the upstream's (CB-4).
+/// client error is the client's, not the upstream's (CB-4); a prompt longer
+/// than the context window is the request's size, so it is not counted.
 pub(crate) fn breaker_outcome(error: &ProviderError) -> Outcome {
+    if error.is_context_length() {
+        return Outcome::Ignored;
+    }
     match error.kind() {
         ErrorKind::RateLimited => Outcome::Ignored,
         ErrorKind::Client => Outcome::Success,

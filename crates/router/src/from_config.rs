@@ -88,6 +88,7 @@ impl Parts<'_> {
                 ttl: cache.ttl,
                 stale_if_error: cache.stale_if_error.unwrap_or(Duration::ZERO),
             }),
+            last_resort: model.last_resort.as_deref().map(Arc::from),
         }
     }
 
@@ -127,6 +128,7 @@ impl Parts<'_> {
             stats,
             price: configured.price,
             weight: configured.weight,
+            context_window: configured.context_window,
             handles: Arc::default(),
         })
     }

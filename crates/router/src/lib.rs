@@ -10,6 +10,10 @@
 //! bulkhead is full or whose rate limit is empty is skipped, not waited on.
 //! After the commit point the answer belongs to that target. A model with
 //! `hedge:` races further walks against a slow one (see [`hedge`]).
+//!
+//! A client error ends the walk at once, except a prompt longer than the
+//! target's `context_window`: the walk then goes on to the later targets
+//! whose window is larger, and only to those.
 
 mod admin;
 mod attempt;
@@ -30,7 +34,6 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
-use keel_providers::Completion;
 use keel_resilience::BreakerState;
 use keel_telemetry::Metrics;
 use keel_types::ChatRequest;
@@ -46,7 +49,7 @@ pub use health::{Health, HealthSchedule, HealthState};
 pub use hedge::{Hedge, HedgeAfter};
 /// The attempt-level types the server encodes, re-exported so the front end
 /// depends on the router only, never on the provider adapters.
-pub use keel_providers::{Clock, ErrorKind, EventStream, ProviderError, StreamEvent};
+pub use keel_providers::{Clock, Completion, ErrorKind, EventStream, ProviderError, StreamEvent};
 pub use plan::{ModelRoute, RouteTable, Target};
 pub use stats::{LastError, Snapshot, TargetStats, RECENT};
 
@@ -100,6 +103,9 @@ struct Walk {
     last_failure: Option<ProviderError>,
     /// The shortest wait named by a control that refused a target.
     refused_for: Option<Duration>,
+    /// The largest context window a target refused the prompt for, once
+    /// one has: from then on only targets with a larger window are tried.
+    too_long_for: Option<u32>,
 }
 
 enum TargetResult {
@@ -173,6 +179,12 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// The text `model` answers with when routing fails, when it has
+    /// `on_failure.respond`.
+    pub fn last_resort(&self, model: &str) -> Option<&Arc<str>> {
+        self.table.route(model)?.last_resort.as_ref()
+    }
+
     /// Whether `model` is a public model name.
     pub fn knows(&self, model: &str) -> bool {
         self.table.route(model).is_some()
@@ -233,15 +245,25 @@ impl Router {
         attempts: &AtomicU32,
     ) -> Walked<'p> {
         let mut walk = Walk::default();
-        for &target in plan {
+        for (position, &target) in plan.iter().enumerate() {
+            if !walk.may_fit(target) {
+                continue;
+            }
             match self
                 .try_target(target, request, deadline, &mut walk, attempts)
                 .await
             {
                 TargetResult::Answered(answer) => return Walked::Answered(target, answer),
-                TargetResult::Rejected(error) => return Walked::Rejected(error),
-                TargetResult::Next if Instant::now() >= deadline => break,
+                TargetResult::Rejected(error) => {
+                    if !walk.outgrow(target, &error, &plan[position + 1..]) {
+                        return Walked::Rejected(error);
+                    }
+                    tracing::info!(provider = %target.provider_name, model = %target.model, %error, "prompt longer than the target's context window; trying a larger one");
+                }
                 TargetResult::Next => {}
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
         Walked::Failed(walk)
@@ -506,6 +528,28 @@ impl Router {
 impl Walk {
     fn refused(&mut self, wait: Duration) {
         self.refused_for = Some(self.refused_for.map_or(wait, |shortest| shortest.min(wait)));
+    }
+
+    /// Whether `target` may take the prompt: any target until one refused it
+    /// as too long, then only targets with a known, larger context window
+    /// (a target without `context_window` is not known to be larger).
+    fn may_fit(&self, target: &Target) -> bool {
+        self.too_long_for
+            .is_none_or(|refused| target.context_window.is_some_and(|window| window > refused))
+    }
+
+    /// After `target` refused the request with `error`: whether the walk
+    /// goes on, because `error` says the prompt exceeds the target's known
+    /// context window and a target of `rest` has a larger one.
+    fn outgrow(&mut self, target: &Target, error: &ProviderError, rest: &[&Target]) -> bool {
+        let Some(window) = target.context_window else {
+            return false;
+        };
+        if !error.is_context_length() {
+            return false;
+        }
+        self.too_long_for = Some(window);
+        rest.iter().any(|next| self.may_fit(next))
     }
 
     fn into_error(self, model: &str, deadline: Instant, attempts: u32) -> RouteError {

@@ -33,6 +33,8 @@ pub struct Target {
     pub price: Option<keel_config::Price>,
     /// Its share of first picks when the model is `weighted` (at least 1).
     pub weight: u32,
+    /// The upstream model's context window in tokens, when configured.
+    pub context_window: Option<u32>,
     /// This target's metric handles, looked up once (a label lookup
     /// allocates its label strings and hashes them on every use).
     pub handles: Arc<OnceLock<TargetMetrics>>,
@@ -87,6 +89,8 @@ pub struct ModelRoute {
     pub hedge: Option<crate::Hedge>,
     /// The prompt cache's TTLs, when the model has `cache:`.
     pub cache: Option<crate::CacheTtl>,
+    /// The text answered when routing fails (`on_failure.respond.content`).
+    pub last_resort: Option<Arc<str>>,
 }
 
 /// Every public model, indexed by name.

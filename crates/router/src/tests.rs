@@ -4,6 +4,7 @@
 //! time is advanced.
 
 mod cache;
+mod context_window;
 mod controls;
 mod failover;
 mod health;

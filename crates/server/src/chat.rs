@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 use crate::cache::KeyedBody;
 use crate::extract::ChatBody;
 use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
+use crate::last_resort::LastResort;
 use crate::ledger::Ledger;
 use crate::limits::{settle_usage, Exceeded, Reservation};
 use crate::route::{admit, Admission, Served, Unserved};
@@ -73,7 +74,9 @@ pub(crate) struct Front<'a> {
 /// routing error), adding the tenant's rate-limit headers and, for a cached
 /// model, `x-keel-cache`. A stream still waiting for its first token after
 /// `server.sse_keepalive` gets its 200 now and keep-alive comments until
-/// then ([`keep_alive`]). Both front ends answer through here (admitted by
+/// then ([`keep_alive`]). When routing fails for the gateway's reasons, a
+/// model with `on_failure.respond` answers its text instead
+/// ([`LastResort`]). Both front ends answer through here (admitted by
 /// `shed` first).
 pub(crate) async fn dispatch<R>(
     state: &Arc<AppState>,
@@ -95,17 +98,20 @@ where
     );
     let ledger = Ledger::open(&state.slos, &state.metrics, &tenant.name, request.model());
     let keep_alive_every = keep_alive_interval(state, &request);
+    let last_resort = LastResort::of(&state.router, &request);
     let admitted = admit(&state.router, &state.limits, &tenant.name, request, plan).await;
     let served = match admitted {
         Ok(Admission::Hit(served)) => Ok(served),
         Err(unserved) => Err(unserved),
         Ok(Admission::Upstream(upstream)) => {
             let Some(every) = keep_alive_every else {
+                let served = upstream.route(state.router.clone()).await;
                 return Ok(settle(
                     state,
                     &tenant.name,
                     ledger,
-                    upstream.route(state.router.clone()).await,
+                    served,
+                    last_resort,
                     respond,
                 ));
             };
@@ -119,13 +125,21 @@ where
                         tenant: tenant.name.clone(),
                         ledger,
                         in_band_error: front.in_band_error,
+                        last_resort,
                     };
                     return Ok(keep_alive(every, waiting, routing, respond, limit_headers));
                 }
             }
         }
     };
-    Ok(settle(state, &tenant.name, ledger, served, respond))
+    Ok(settle(
+        state,
+        &tenant.name,
+        ledger,
+        served,
+        last_resort,
+        respond,
+    ))
 }
 
 /// How long a stream request may wait for its first token before its
@@ -137,12 +151,14 @@ fn keep_alive_interval(state: &AppState, request: &keel_types::ChatRequest) -> O
 }
 
 /// The response to a routed request: the committed answer through
-/// `respond`, or the error; either way booked once.
+/// `respond`, or the error (or the model's last resort in its place);
+/// either way booked once.
 pub(crate) fn settle(
     state: &AppState,
     tenant: &str,
     ledger: Ledger,
     served: Result<Served, Unserved>,
+    last_resort: Option<LastResort>,
     respond: impl FnOnce(Routed, Option<Reservation>) -> Response,
 ) -> Response {
     match served {
@@ -156,7 +172,13 @@ pub(crate) fn settle(
                 cache,
                 limit_headers,
             } = failure(state, tenant, unserved);
+            // A last resort is booked as the failure it hides: the model's
+            // SLOs measure its answers, not the gateway's apologies.
             ledger.refused_or_failed(error.status().as_u16());
+            let templated = last_resort.and_then(|resort| resort.answer(&error, cache, respond));
+            if let Some(response) = templated {
+                return with_limit_headers(response, limit_headers);
+            }
             let mut response = error.into_response();
             if let Some(status) = cache {
                 crate::cache::mark(&mut response, status);
@@ -244,6 +266,7 @@ struct Waiting {
     tenant: Arc<str>,
     ledger: Ledger,
     in_band_error: fn(&ErrorBody) -> Bytes,
+    last_resort: Option<LastResort>,
 }
 
 /// The 200 and SSE headers of a stream still being routed (without
@@ -268,12 +291,20 @@ where
             tenant,
             ledger,
             in_band_error,
+            last_resort,
         } = waiting;
         match routing.await {
             Ok(served) => answer(&state, ledger, served, respond).into_body(),
             Err(unserved) => {
-                let Failure { error, .. } = failure(&state, &tenant, unserved);
+                let Failure { error, cache, .. } = failure(&state, &tenant, unserved);
                 ledger.refused_or_failed(error.status().as_u16());
+                // The headers went out with the keep-alives, so the text
+                // goes in band, without `x-keel-degraded`.
+                let templated =
+                    last_resort.and_then(|resort| resort.answer(&error, cache, respond));
+                if let Some(response) = templated {
+                    return response.into_body();
+                }
                 tracing::warn!(%error, "a stream failed before its first token, after its headers were sent");
                 Body::from(in_band_error(&error.body()))
             }

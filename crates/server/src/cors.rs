@@ -22,7 +22,7 @@ const ALLOWED_HEADERS: &str = "authorization, content-type, x-api-key, anthropic
 const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 
 /// The response headers a page may read beyond the safelisted ones.
-const EXPOSED_HEADERS: &str = "x-request-id, request-id, x-keel-provider, x-keel-model, x-keel-attempts, x-keel-hedged, x-keel-cache, x-keel-dropped, retry-after, x-should-retry, location, x-ratelimit-limit-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, x-ratelimit-reset-tokens";
+const EXPOSED_HEADERS: &str = "x-request-id, request-id, x-keel-provider, x-keel-model, x-keel-attempts, x-keel-hedged, x-keel-cache, x-keel-dropped, x-keel-degraded, retry-after, x-should-retry, location, x-ratelimit-limit-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, x-ratelimit-reset-tokens";
 
 /// How long a browser may reuse a preflight answer, in seconds.
 const MAX_AGE: &str = "3600";

@@ -11,6 +11,9 @@ pub const X_KEEL_MODEL: HeaderName = HeaderName::from_static("x-keel-model");
 pub const X_KEEL_ATTEMPTS: HeaderName = HeaderName::from_static("x-keel-attempts");
 /// `true` when the answer came from a hedged attempt.
 pub const X_KEEL_HEDGED: HeaderName = HeaderName::from_static("x-keel-hedged");
+/// `true` when the answer is the model's `on_failure` text, given because
+/// routing failed.
+pub const X_KEEL_DEGRADED: HeaderName = HeaderName::from_static("x-keel-degraded");
 /// The request's id, echoed or made.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How the prompt cache took part: `hit`, `miss`, `bypass` or `stale`.

@@ -3,8 +3,8 @@
 //! handler runs; a response the upstream produced (a 2xx, or a 4xx the
 //! upstream answered) is stored and replayed byte for byte to later requests
 //! with the same key and body (`Idempotent-Replayed: true`); anything else
-//! (5xx, a request rejected before execution, a client that went away)
-//! releases the key. Same key, other body: 422. A concurrent duplicate waits
+//! (5xx, a model's last resort standing in for one, a request rejected
+//! before execution, a client that went away) releases the key. Same key, other body: 422. A concurrent duplicate waits
 //! for the first (bounded), then gets 409. Job submissions handle their key
 //! in `jobs`; streams pass through untouched.
 
@@ -18,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use keel_queue::{KeyState, Queue};
 use keel_types::ChatRequest;
 
-use crate::headers::{X_KEEL_ATTEMPTS, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER};
+use crate::headers::{
+    X_KEEL_ATTEMPTS, X_KEEL_DEGRADED, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER,
+};
 use crate::jobs::{self, JobsError};
 use crate::{AppState, Tenant};
 
@@ -105,7 +107,10 @@ impl Owned {
             .and_then(|value| value.parse::<u32>().ok())
             .is_some_and(|attempts| attempts > 0);
         let status = response.status();
-        if status.is_server_error() || !executed {
+        // A last resort hides a failure: the client's retry deserves a
+        // real attempt, not the stored apology.
+        let degraded = response.headers().contains_key(X_KEEL_DEGRADED);
+        if status.is_server_error() || degraded || !executed {
             self.release(&key).await;
             return response;
         }

@@ -15,6 +15,7 @@ mod headers;
 mod idempotency;
 mod jobs;
 mod keepalive;
+mod last_resort;
 mod ledger;
 mod limits;
 mod messages;

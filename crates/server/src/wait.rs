@@ -66,19 +66,20 @@ pub(crate) async fn answer_or_queue(
     let ledger = Ledger::open(&state.slos, &state.metrics, &tenant.name, request.model());
     let upstream = match admit(&state.router, &state.limits, &tenant.name, request, plan).await {
         Ok(Admission::Hit(served)) => {
-            return settle(state, &tenant.name, ledger, Ok(served), respond)
+            return settle(state, &tenant.name, ledger, Ok(served), None, respond)
         }
         Ok(Admission::Upstream(upstream)) => upstream,
-        Err(unserved) => return settle(state, &tenant.name, ledger, Err(unserved), respond),
+        Err(unserved) => return settle(state, &tenant.name, ledger, Err(unserved), None, respond),
     };
     let mut routing = Box::pin(upstream.route(state.router.clone()).in_current_span());
+    // No last resort here: the failures it would hide are queued instead.
     match tokio::time::timeout(wait, &mut routing).await {
         Ok(Err(Unserved::Failed { error, .. })) if worth_queueing(&error) => {
             tracing::info!(%error, "routing failed before the wait ran out; the request is queued as a job");
             ledger.refused_or_failed(crate::ApiError::from(error).status().as_u16());
             switch.queue().await
         }
-        Ok(served) => settle(state, &tenant.name, ledger, served, respond),
+        Ok(served) => settle(state, &tenant.name, ledger, served, None, respond),
         Err(_still_routing) => switch.hand_over(routing).await,
     }
 }

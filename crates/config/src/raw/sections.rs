@@ -140,13 +140,28 @@ pub(crate) struct RawModel {
     pub(crate) timeout: Option<Scalar>,
     pub(crate) hedge: Option<RawHedge>,
     pub(crate) cache: Option<RawModelCache>,
+    pub(crate) on_failure: Option<RawOnFailure>,
+}
+
+/// `models.<name>.on_failure`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with respond")]
+pub(crate) struct RawOnFailure {
+    pub(crate) respond: Option<RawRespond>,
+}
+
+/// `models.<name>.on_failure.respond`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with content")]
+pub(crate) struct RawRespond {
+    pub(crate) content: Option<Scalar>,
 }
 
 /// `models.<name>.targets[i]`
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a target: provider, model, price, max_tokens, weight"
+    expecting = "a target: provider, model, price, max_tokens, weight, context_window"
 )]
 pub(crate) struct RawTarget {
     pub(crate) provider: Option<Scalar>,
@@ -154,6 +169,7 @@ pub(crate) struct RawTarget {
     pub(crate) price: Option<RawPrice>,
     pub(crate) max_tokens: Option<Scalar>,
     pub(crate) weight: Option<Scalar>,
+    pub(crate) context_window: Option<Scalar>,
 }
 
 /// `models.<name>.targets[i].price`

@@ -24,6 +24,9 @@ pub struct ModelConfig {
     pub hedge: Option<HedgePolicy>,
     /// Prompt caching, when set.
     pub cache: Option<ModelCache>,
+    /// The answer given when every target, fallback and stale cache entry
+    /// failed (`on_failure.respond.content`, non-empty; chat models only).
+    pub last_resort: Option<String>,
 }
 
 /// `models.<name>.endpoint`: which API a model serves.
@@ -81,6 +84,10 @@ pub struct Target {
     /// Its share of first picks under `strategy: weighted`, at least 1;
     /// default 1.
     pub weight: u32,
+    /// The upstream model's context window in tokens, at least 1: when this
+    /// target refuses a prompt as too long, the walk moves on to a target
+    /// with a larger one.
+    pub context_window: Option<u32>,
 }
 
 /// `targets[i].price`: USD per million tokens, finite and non-negative.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::{Checker, FractionRange, Names};
 use crate::error::KeyPath;
-use crate::raw::{RawHedge, RawModel, RawModelCache, RawTarget, Scalar, ScalarList};
+use crate::raw::{RawHedge, RawModel, RawModelCache, RawOnFailure, RawTarget, Scalar, ScalarList};
 use crate::schema::{
     HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, ProviderConfig,
     ProviderKind, Strategy, Target,
@@ -81,6 +81,9 @@ impl Checker {
                 .cache
                 .as_ref()
                 .and_then(|cache| self.model_cache(cache, &path.key("cache"))),
+            last_resort: raw.on_failure.as_ref().and_then(|on_failure| {
+                self.last_resort(on_failure, endpoint, &path.key("on_failure"))
+            }),
             name,
         }
     }
@@ -242,12 +245,19 @@ impl Checker {
             u64::from(u32::MAX),
         );
         let weight = self.weight(raw.weight.as_ref(), strategy, &path.key("weight"));
+        let context_window = self.whole(
+            raw.context_window.as_ref(),
+            &path.key("context_window"),
+            1,
+            u64::from(u32::MAX),
+        );
         Some(Target {
             provider: provider?,
             model: model?,
             price,
             max_tokens,
             weight,
+            context_window,
         })
     }
 
@@ -338,6 +348,31 @@ impl Checker {
             max,
             budget,
         })
+    }
+
+    /// `on_failure.respond.content`: the text a chat model answers with
+    /// when routing fails. Embeddings have no text answer to give.
+    fn last_resort(
+        &mut self,
+        raw: &RawOnFailure,
+        endpoint: ModelEndpoint,
+        path: &KeyPath,
+    ) -> Option<String> {
+        if endpoint == ModelEndpoint::Embeddings {
+            self.problems.push(
+                path,
+                "embeddings have no text answer to fall back on; remove it",
+            );
+            return None;
+        }
+        let respond_path = path.key("respond");
+        let hint = "the answer's text, e.g. respond: {content: \"The assistant is unavailable; try again later.\"}";
+        let Some(respond) = &raw.respond else {
+            self.problems
+                .push(&respond_path, format!("required: {hint}"));
+            return None;
+        };
+        self.text(respond.content.as_ref(), &respond_path.key("content"), hint)
     }
 
     fn model_cache(&mut self, raw: &RawModelCache, path: &KeyPath) -> Option<ModelCache> {

@@ -85,6 +85,7 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
         stats: Arc::default(),
         price: None,
         weight: 1,
+        context_window: None,
         handles: Arc::default(),
     };
     let model = ModelRoute {
@@ -99,6 +100,7 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
             ttl: TTL,
             stale_if_error: STALE,
         }),
+        last_resort: None,
     };
     let router = Router::new(RouteTable::new(vec![model]), Arc::new(Metrics::new()));
     (Arc::new(router), canned)

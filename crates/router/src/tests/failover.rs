@@ -175,6 +175,7 @@ async fn fallback_models_are_tried_after_every_target_failed() -> Result<(), Rou
         budget: MINUTE,
         hedge: None,
         cache: None,
+        last_resort: None,
     };
     let routed = router(vec![plain(&bad)], MINUTE, vec![fallback])
         .dispatch(request(false))

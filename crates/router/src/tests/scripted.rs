@@ -26,6 +26,8 @@ pub enum Step {
         status: u16,
         retry_after: Option<Duration>,
     },
+    /// Fails with `status` and the upstream's error `body`.
+    Error { status: u16, body: ErrorBody },
     /// Connection refused.
     Refused,
     /// Sends the head after `head`, then chunks: each `(gap, token)`; ends
@@ -202,6 +204,15 @@ impl Provider for Scripted {
                         retry_after,
                     })
                 }
+                Step::Error { status, body } => {
+                    guard.disarm();
+                    Err(ProviderError::Status {
+                        provider,
+                        status,
+                        body,
+                        retry_after: None,
+                    })
+                }
                 Step::Refused => {
                     guard.disarm();
                     Err(ProviderError::Connect {
@@ -273,6 +284,7 @@ pub fn target(
         stats: Arc::default(),
         price: None,
         weight: 1,
+        context_window: None,
         handles: Arc::default(),
     }
 }
@@ -309,6 +321,7 @@ pub fn hedged_router(
         budget,
         hedge,
         cache: None,
+        last_resort: None,
     }];
     models.extend(extra);
     Router::new(RouteTable::new(models), Arc::new(Metrics::new()))
@@ -325,6 +338,7 @@ pub fn table(strategy: keel_config::Strategy, targets: Vec<Target>) -> RouteTabl
         budget: MINUTE,
         hedge: None,
         cache: None,
+        last_resort: None,
     }])
 }
 

@@ -353,6 +353,7 @@ fn each_fallback_model_is_ordered_by_its_own_strategy() -> Result<(), RouteError
         budget: super::scripted::MINUTE,
         hedge: None,
         cache: None,
+        last_resort: None,
     };
     let own = ModelRoute {
         name: String::from("m"),
@@ -363,6 +364,7 @@ fn each_fallback_model_is_ordered_by_its_own_strategy() -> Result<(), RouteError
         budget: super::scripted::MINUTE,
         hedge: None,
         cache: None,
+        last_resort: None,
     };
     let table = RouteTable::new(vec![own, fallback]);
     let mut rng = fastrand::Rng::with_seed(10);
