@@ -80,10 +80,11 @@ const MESSAGES_STREAM: &str =
 
 const RESPONSES_STREAM: &str = r#"{"model":"chat","input":"hi","stream":true}"#;
 
-/// Every request fails with a 500 after 1.5 s: two targets take 3 s.
+/// Every request fails with a 500 after 2.25 s: two targets take 4.5 s,
+/// past the comments due at 1, 2, 3 and 4 s.
 fn failing_slowly() -> Faults {
     Faults {
-        headers_delay_ms: 1_500,
+        headers_delay_ms: 2_250,
         fail: Some(FailNext {
             status: 500,
             count: 2,
@@ -94,9 +95,12 @@ fn failing_slowly() -> Faults {
     }
 }
 
+/// A first token 4.5 s late: with a 1 s interval, comments are due at
+/// 1, 2, 3 and 4 s, so at least two arrive before it even on a loaded
+/// machine (the assertions ask for two).
 fn slow_first_token() -> Faults {
     Faults {
-        first_token_delay_ms: 3_000,
+        first_token_delay_ms: 4_500,
         chunks: Some(3),
         ..Faults::default()
     }
