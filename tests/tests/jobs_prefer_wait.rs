@@ -91,7 +91,9 @@ async fn an_answer_after_the_wait_is_a_202_and_becomes_the_jobs_result_without_a
     let answered_after = started.elapsed();
     assert_eq!(response.status(), 202);
     assert!(
-        answered_after >= Duration::from_millis(1_900) && answered_after < Duration::from_secs(3),
+        // A 202 at all proves it came before the 4 s answer; the upper
+        // bound is only a hang guard.
+        answered_after >= Duration::from_millis(1_900) && answered_after < Duration::from_secs(10),
         "the 202 came after {answered_after:?}, not at the end of the 2 s wait"
     );
     assert_eq!(
@@ -146,7 +148,8 @@ async fn a_request_every_target_fails_is_queued_at_once_and_runs_when_the_upstre
     let response = send_waiting(&setup, &chat_request(), None).await?;
     assert_eq!(response.status(), 202);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // Before the 2 s wait could have run out: queued without waiting.
+        started.elapsed() < Duration::from_millis(1_900),
         "queued after {:?}, not at once",
         started.elapsed()
     );
@@ -234,7 +237,8 @@ async fn a_request_while_every_breaker_is_open_is_queued_at_once_and_runs_after_
     let response = send_waiting(&setup, &chat_request(), None).await?;
     assert_eq!(response.status(), 202);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // Before the 2 s wait could have run out: queued without waiting.
+        started.elapsed() < Duration::from_millis(1_900),
         "queued after {:?}, not at once",
         started.elapsed()
     );
