@@ -260,6 +260,15 @@ fn route_body(error: &RouteError) -> ErrorBody {
     }
 }
 
+/// What a client is told, in band, of a stream that failed after it started.
+pub(crate) fn stream_failure_message(error: &ProviderError) -> String {
+    format!(
+        "the stream from provider '{}' failed after it started: it {}",
+        error.provider(),
+        failure_summary(error)
+    )
+}
+
 /// A short, detail-free description of an upstream failure for clients.
 pub(crate) fn failure_summary(error: &ProviderError) -> String {
     match error {

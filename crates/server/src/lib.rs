@@ -25,6 +25,7 @@ mod route;
 mod routes;
 mod shed;
 mod sse;
+mod translated;
 mod wait;
 
 use std::future::Future;

@@ -83,7 +83,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
             let writer = stream::EventWriter::new(&model);
             (
                 "text/event-stream",
-                stream::body(head, rest, writer, reservation),
+                crate::translated::body(head, rest, writer, reservation),
             )
         }
     };

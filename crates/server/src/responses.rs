@@ -153,7 +153,7 @@ fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation
             let writer = stream::EventWriter::new(echo, who.model);
             answered(
                 "text/event-stream",
-                stream::body(head, rest, writer, reservation),
+                crate::translated::body(head, rest, writer, reservation),
                 &who,
             )
         }

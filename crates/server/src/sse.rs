@@ -15,7 +15,7 @@ use keel_router::{EventStream, ProviderError, StreamEvent};
 use keel_sse::{data_frame, DONE_FRAME};
 use keel_types::ErrorBody;
 
-use crate::error::failure_summary;
+use crate::error::stream_failure_message;
 use crate::limits::{settle_usage, Reservation};
 
 /// The SSE body: `head` first, then the rest of the upstream stream. Usage
@@ -54,11 +54,7 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
 
 /// The error event and `[DONE]` that end a stream that failed mid-way.
 pub fn error_frames(error: &ProviderError) -> Bytes {
-    let message = format!(
-        "the stream from provider '{}' failed after it started: it {}",
-        error.provider(),
-        failure_summary(error)
-    );
+    let message = stream_failure_message(error);
     let body = ErrorBody::new(message, "server_error", None, Some("upstream_stream_error"));
     in_band_error(&body)
 }

@@ -8,19 +8,16 @@
 //! each event written straight into the output buffer.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 
-use axum::body::Body;
 use bytes::{BufMut, BytesMut};
-use futures_util::{future, stream, StreamExt};
-use keel_router::{EventStream, ProviderError, StreamEvent};
-use keel_types::canonical::openai::{read_chunk, ChunkMeta};
+use keel_router::ProviderError;
+use keel_types::canonical::openai::ChunkMeta;
 use keel_types::canonical::{Delta, FinishReason, TokenUsage};
 use serde::Serialize;
 
 use super::response::{stop_reason, ToolInput, UsageOut};
-use crate::error::failure_summary;
-use crate::limits::{settle_usage, Reservation};
+use crate::error::stream_failure_message;
+use crate::translated::EventEncoder;
 
 /// The state of one stream's conversion.
 pub(crate) struct EventWriter {
@@ -141,91 +138,6 @@ impl EventWriter {
         }
     }
 
-    /// Writes the events for one OpenAI chunk.
-    pub(crate) fn chunk(
-        &mut self,
-        data: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), serde_json::Error> {
-        let text = std::str::from_utf8(data).map_err(serde::de::Error::custom)?;
-        read_chunk(text, |meta, delta| self.delta(meta, delta, out))
-    }
-
-    /// Ends a complete stream: the open block, `message_delta`, `message_stop`.
-    pub(crate) fn done(&mut self, out: &mut BytesMut) {
-        self.start(None, out);
-        self.close(out);
-        let delta = StopDelta {
-            stop_reason: stop_reason(self.stop),
-            stop_sequence: self.stop_sequence.as_deref(),
-        };
-        write(
-            out,
-            "message_delta",
-            &EventOut::MessageDelta {
-                delta,
-                usage: UsageOut::from(self.usage),
-            },
-        );
-        write(out, "message_stop", &EventOut::MessageStop);
-    }
-
-    /// Ends a failed stream with Anthropic's error event.
-    pub(crate) fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
-        let message = format!(
-            "the stream from provider '{}' failed after it started: it {}",
-            error.provider(),
-            failure_summary(error)
-        );
-        let kind = match error {
-            ProviderError::InBand { body, .. }
-                if body.error.code.as_deref() == Some("overloaded_error") =>
-            {
-                "overloaded_error"
-            }
-            ProviderError::Timeout { .. } => "timeout_error",
-            _ => "api_error",
-        };
-        write(
-            out,
-            "error",
-            &EventOut::Error {
-                error: ErrorOut {
-                    kind,
-                    message: &message,
-                },
-            },
-        );
-    }
-
-    fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
-        self.start(Some(meta), out);
-        match delta {
-            Delta::Role => {}
-            Delta::Text(text) => {
-                self.block_delta(Open::Text, BlockDelta::Text { text: &text }, out)
-            }
-            Delta::Reasoning(text) => self.block_delta(
-                Open::Thinking,
-                BlockDelta::Thinking { thinking: &text },
-                out,
-            ),
-            Delta::ToolCallStart { index, id, name } => self.tool_start(index, &id, &name, out),
-            Delta::ToolCallArguments { index, fragment } => {
-                self.tool_arguments(index, &fragment, out)
-            }
-            Delta::Finish {
-                reason,
-                stop_sequence,
-            } => {
-                self.stop = Some(reason);
-                self.stop_sequence = stop_sequence.map(Cow::into_owned);
-                self.close(out);
-            }
-            Delta::Usage(usage) => self.usage = usage,
-        }
-    }
-
     /// `message_start`, once, before anything else.
     fn start(&mut self, meta: Option<&ChunkMeta<'_>>, out: &mut BytesMut) {
         if self.started {
@@ -330,6 +242,81 @@ impl EventWriter {
     }
 }
 
+// === impl EventEncoder ===
+
+impl EventEncoder for EventWriter {
+    /// Ends a complete stream: the open block, `message_delta`, `message_stop`.
+    fn done(&mut self, out: &mut BytesMut) {
+        self.start(None, out);
+        self.close(out);
+        let delta = StopDelta {
+            stop_reason: stop_reason(self.stop),
+            stop_sequence: self.stop_sequence.as_deref(),
+        };
+        write(
+            out,
+            "message_delta",
+            &EventOut::MessageDelta {
+                delta,
+                usage: UsageOut::from(self.usage),
+            },
+        );
+        write(out, "message_stop", &EventOut::MessageStop);
+    }
+
+    /// Ends a failed stream with Anthropic's error event.
+    fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
+        let message = stream_failure_message(error);
+        let kind = match error {
+            ProviderError::InBand { body, .. }
+                if body.error.code.as_deref() == Some("overloaded_error") =>
+            {
+                "overloaded_error"
+            }
+            ProviderError::Timeout { .. } => "timeout_error",
+            _ => "api_error",
+        };
+        write(
+            out,
+            "error",
+            &EventOut::Error {
+                error: ErrorOut {
+                    kind,
+                    message: &message,
+                },
+            },
+        );
+    }
+
+    fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
+        self.start(Some(meta), out);
+        match delta {
+            Delta::Role => {}
+            Delta::Text(text) => {
+                self.block_delta(Open::Text, BlockDelta::Text { text: &text }, out)
+            }
+            Delta::Reasoning(text) => self.block_delta(
+                Open::Thinking,
+                BlockDelta::Thinking { thinking: &text },
+                out,
+            ),
+            Delta::ToolCallStart { index, id, name } => self.tool_start(index, &id, &name, out),
+            Delta::ToolCallArguments { index, fragment } => {
+                self.tool_arguments(index, &fragment, out)
+            }
+            Delta::Finish {
+                reason,
+                stop_sequence,
+            } => {
+                self.stop = Some(reason);
+                self.stop_sequence = stop_sequence.map(Cow::into_owned);
+                self.close(out);
+            }
+            Delta::Usage(usage) => self.usage = usage,
+        }
+    }
+}
+
 /// Writes one named SSE event.
 /// Anthropic's `event: error` for a stream whose routing failed after its
 /// headers (and keep-alive comments) were sent.
@@ -356,49 +343,4 @@ fn write(out: &mut BytesMut, name: &str, event: &EventOut<'_>) {
     // Serialising these types into a buffer cannot fail.
     let _ = serde_json::to_writer((&mut *out).writer(), event);
     out.extend_from_slice(b"\n\n");
-}
-
-/// The SSE body: `head` first, then the rest of the upstream stream, each
-/// chunk converted as it arrives. Usage reported in the stream settles the
-/// tenant's token reservation.
-pub(crate) fn body(
-    head: Vec<StreamEvent>,
-    rest: EventStream,
-    writer: EventWriter,
-    reservation: Option<Reservation>,
-) -> Body {
-    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
-    let writes = events.scan((writer, false), move |(writer, ended), event| {
-        if *ended {
-            return future::ready(None);
-        }
-        let mut out = BytesMut::new();
-        match event {
-            Ok(StreamEvent::Chunk { data, usage, .. }) => {
-                settle_usage(reservation.as_ref(), usage.as_ref());
-                if data.is_empty() {
-                    // Usage metered, nothing for the client.
-                    return future::ready(Some(out.freeze()));
-                }
-                if let Err(error) = writer.chunk(&data, &mut out) {
-                    *ended = true;
-                    tracing::warn!(%error, "an upstream chunk could not be read after the first token");
-                    let error = ProviderError::Protocol { provider: String::from("upstream"), detail: error.to_string() };
-                    writer.error(&error, &mut out);
-                }
-            }
-            Ok(StreamEvent::Done) => {
-                *ended = true;
-                writer.done(&mut out);
-            }
-            Err(error) => {
-                *ended = true;
-                tracing::warn!(%error, "upstream stream failed after the first token");
-                writer.error(&error, &mut out);
-            }
-        }
-        future::ready(Some(out.freeze()))
-    });
-    let writes = writes.filter(|write| future::ready(!write.is_empty()));
-    Body::from_stream(crate::coalesce::coalesce(Box::pin(writes)).map(Ok::<_, Infallible>))
 }

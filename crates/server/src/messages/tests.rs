@@ -14,7 +14,8 @@ use keel_types::RequestError;
 
 use super::request::chat_request;
 use super::response::message_json;
-use super::stream::{body, EventWriter};
+use super::stream::EventWriter;
+use crate::translated::body;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

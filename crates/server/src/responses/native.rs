@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{future, stream, StreamExt};
 use keel_router::{EventStream, ProviderError, StreamEvent};
 
-use crate::error::failure_summary;
+use crate::error::stream_failure_message;
 use crate::limits::{settle_usage, Reservation};
 
 /// The SSE body of a native stream.
@@ -49,11 +49,7 @@ pub(crate) fn body(
 }
 
 fn failed_frame(sequence_number: u64, error: &ProviderError) -> Bytes {
-    let message = format!(
-        "the stream from provider '{}' failed after it started: it {}",
-        error.provider(),
-        failure_summary(error)
-    );
+    let message = stream_failure_message(error);
     failed_event(sequence_number, "server_error", &message)
 }
 

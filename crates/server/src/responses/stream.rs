@@ -11,21 +11,18 @@
 //! it. Tool calls stay open until the answer finishes, so arguments that
 //! arrive late still reach their item.
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use bytes::{BufMut, BytesMut};
-use futures_util::{future, stream, StreamExt};
-use keel_router::{EventStream, ProviderError, StreamEvent};
-use keel_types::canonical::openai::{read_chunk, ChunkMeta};
+use keel_router::ProviderError;
+use keel_types::canonical::openai::ChunkMeta;
 use keel_types::canonical::{Delta, FinishReason, TokenUsage, ToolCall};
+use keel_types::Usage;
 use serde::Serialize;
 
 use super::response::{
     finished, function_call_item, message_item, new_id, output_text, Echo, ItemOut, Status,
 };
-use crate::error::failure_summary;
-use crate::limits::{settle_usage, Reservation};
+use crate::error::stream_failure_message;
+use crate::translated::EventEncoder;
 
 /// The state of one stream's conversion.
 pub(crate) struct EventWriter {
@@ -162,69 +159,6 @@ impl EventWriter {
             open_message: None,
             finish: None,
             usage: None,
-        }
-    }
-
-    /// Writes the events for one OpenAI chunk.
-    pub(crate) fn chunk(
-        &mut self,
-        data: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), serde_json::Error> {
-        let text = std::str::from_utf8(data).map_err(serde::de::Error::custom)?;
-        read_chunk(text, |meta, delta| self.delta(meta, delta, out))
-    }
-
-    /// Ends a complete stream: every open item, then `response.completed`
-    /// or `response.incomplete`.
-    pub(crate) fn done(&mut self, out: &mut BytesMut) {
-        self.start(None, out);
-        self.close_message(out);
-        self.close_calls(out);
-        let status = finished(self.finish);
-        let response = self.object(status, None);
-        let sequence_number = self.next();
-        let event = match status {
-            Status::Incomplete(_) => EventOut::Incomplete {
-                sequence_number,
-                response: &response,
-            },
-            _ => EventOut::Completed {
-                sequence_number,
-                response: &response,
-            },
-        };
-        write(out, &event);
-    }
-
-    /// Ends a failed stream with `response.failed`.
-    pub(crate) fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
-        self.start(None, out);
-        let message = format!(
-            "the stream from provider '{}' failed after it started: it {}",
-            error.provider(),
-            failure_summary(error)
-        );
-        let response = self.object(Status::Failed, Some(&message));
-        let sequence_number = self.next();
-        write(
-            out,
-            &EventOut::Failed {
-                sequence_number,
-                response: &response,
-            },
-        );
-    }
-
-    fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
-        self.start(Some(meta), out);
-        match delta {
-            Delta::Role | Delta::Reasoning(_) => {}
-            Delta::Text(text) => self.text(&text, out),
-            Delta::ToolCallStart { index, id, name } => self.call_start(index, &id, &name, out),
-            Delta::ToolCallArguments { index, fragment } => self.arguments(index, &fragment, out),
-            Delta::Finish { reason, .. } => self.finish = Some(reason),
-            Delta::Usage(usage) => self.usage = Some(usage),
         }
     }
 
@@ -466,6 +400,69 @@ impl EventWriter {
     }
 }
 
+// === impl EventEncoder ===
+
+impl EventEncoder for EventWriter {
+    /// Ends a complete stream: every open item, then `response.completed`
+    /// or `response.incomplete`.
+    fn done(&mut self, out: &mut BytesMut) {
+        self.start(None, out);
+        self.close_message(out);
+        self.close_calls(out);
+        let status = finished(self.finish);
+        let response = self.object(status, None);
+        let sequence_number = self.next();
+        let event = match status {
+            Status::Incomplete(_) => EventOut::Incomplete {
+                sequence_number,
+                response: &response,
+            },
+            _ => EventOut::Completed {
+                sequence_number,
+                response: &response,
+            },
+        };
+        write(out, &event);
+    }
+
+    /// Ends a failed stream with `response.failed`.
+    fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
+        self.start(None, out);
+        let message = stream_failure_message(error);
+        let response = self.object(Status::Failed, Some(&message));
+        let sequence_number = self.next();
+        write(
+            out,
+            &EventOut::Failed {
+                sequence_number,
+                response: &response,
+            },
+        );
+    }
+
+    fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
+        self.start(Some(meta), out);
+        match delta {
+            Delta::Role | Delta::Reasoning(_) => {}
+            Delta::Text(text) => self.text(&text, out),
+            Delta::ToolCallStart { index, id, name } => self.call_start(index, &id, &name, out),
+            Delta::ToolCallArguments { index, fragment } => self.arguments(index, &fragment, out),
+            Delta::Finish { reason, .. } => self.finish = Some(reason),
+            Delta::Usage(usage) => self.usage = Some(usage),
+        }
+    }
+
+    /// Usage also arrives on chunks kept from the client (metered only).
+    fn usage(&mut self, usage: &Usage) {
+        self.usage = Some(TokenUsage {
+            input: usage.prompt_tokens.saturating_sub(usage.cached_tokens()),
+            output: usage.completion_tokens,
+            cache_read: usage.cached_tokens(),
+            cache_creation: 0,
+        });
+    }
+}
+
 // === impl Item ===
 
 impl Item {
@@ -507,56 +504,4 @@ impl EventOut<'_> {
             Self::Failed { .. } => "response.failed",
         }
     }
-}
-
-/// The SSE body: `head` first, then the rest of the upstream stream, each
-/// chunk converted as it arrives. Usage reported in the stream settles the
-/// tenant's token reservation.
-pub(crate) fn body(
-    head: Vec<StreamEvent>,
-    rest: EventStream,
-    writer: EventWriter,
-    reservation: Option<Reservation>,
-) -> Body {
-    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
-    let writes = events.scan((writer, false), move |(writer, ended), event| {
-        if *ended {
-            return future::ready(None);
-        }
-        let mut out = BytesMut::new();
-        match event {
-            Ok(StreamEvent::Chunk { data, usage, .. }) => {
-                settle_usage(reservation.as_ref(), usage.as_ref());
-                if let Some(usage) = usage {
-                    // Metered chunks (kept from clients) still carry the usage.
-                    writer.usage = Some(TokenUsage {
-                        input: usage.prompt_tokens.saturating_sub(usage.cached_tokens()),
-                        output: usage.completion_tokens,
-                        cache_read: usage.cached_tokens(),
-                        cache_creation: 0,
-                    });
-                }
-                if !data.is_empty() {
-                    if let Err(error) = writer.chunk(&data, &mut out) {
-                        *ended = true;
-                        tracing::warn!(%error, "an upstream chunk could not be read after the first token");
-                        let error = ProviderError::Protocol { provider: String::from("upstream"), detail: error.to_string() };
-                        writer.error(&error, &mut out);
-                    }
-                }
-            }
-            Ok(StreamEvent::Done) => {
-                *ended = true;
-                writer.done(&mut out);
-            }
-            Err(error) => {
-                *ended = true;
-                tracing::warn!(%error, "upstream stream failed after the first token");
-                writer.error(&error, &mut out);
-            }
-        }
-        future::ready(Some(out.freeze()))
-    });
-    let writes = writes.filter(|write| future::ready(!write.is_empty()));
-    Body::from_stream(crate::coalesce::coalesce(Box::pin(writes)).map(Ok::<_, Infallible>))
 }

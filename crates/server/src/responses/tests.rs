@@ -115,6 +115,7 @@ mod stream {
 
     use super::super::response::Echo;
     use super::super::stream::EventWriter;
+    use crate::translated::EventEncoder as _;
 
     /// Feeds OpenAI chunks through the writer (then the end, or a failure)
     /// and returns each event's type and data.
