@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use keel_config::Config;
 use keel_providers::ProviderError;
 use keel_queue::{JobFailure, JobHandler, JobOutput, Queue, Retry, WebhookPolicy, WorkerPolicy};
-use keel_router::{Answer, CacheControl, RouteError, Router};
-use keel_server::{Served, TenantLimits, Unserved};
+use keel_router::{CacheControl, RouteError, Router};
+use keel_server::{NotAJobResult, Served, TenantLimits, Unserved};
 use keel_types::{ChatRequest, ErrorDetail};
 
 /// Runs jobs through the router, each run admitted by its tenant's rate
@@ -113,43 +113,10 @@ impl JobHandler for RouterHandler {
             keel_server::route_within_limits(&self.router, &self.limits, tenant, request, plan)
                 .await;
         match served {
-            Ok(served) => self.output(tenant, served),
+            Ok(served) => output(self.router.metrics(), tenant, served),
             Err(Unserved::Limited(exceeded)) => Err(over_limit(exceeded)),
             Err(Unserved::Failed { error, .. }) => Err(route_failure(&error)),
         }
-    }
-}
-
-impl RouterHandler {
-    /// The job's result and cost; the answer's usage settles the tenant's
-    /// token reservation and is priced (only a run that made its own
-    /// upstream call costs anything: a cache hit or a joined call did not).
-    fn output(&self, tenant: &str, served: Served) -> Result<JobOutput, JobFailure> {
-        let routed = served.routed;
-        let Answer::Complete(completion) = routed.answer else {
-            return Err(failure(
-                "the upstream answered with a stream",
-                "server_error",
-                Retry::Later,
-            ));
-        };
-        let usage = completion.usage.as_ref();
-        keel_server::settle_usage(served.reservation.as_ref(), usage);
-        let bill = keel_server::Bill {
-            tenant,
-            provider: &routed.provider,
-            model: &routed.model,
-            price: routed.price,
-        };
-        let cost_usd = if routed.attempts > 0 {
-            keel_server::charge(self.router.metrics(), &bill, usage)
-        } else {
-            None
-        };
-        Ok(JobOutput {
-            result: answer_body(&completion.body)?,
-            cost_usd,
-        })
     }
 }
 
@@ -165,16 +132,20 @@ fn over_limit(exceeded: keel_server::Exceeded) -> JobFailure {
     failure(&message, "rate_limit_error", Retry::NotBefore(wait))
 }
 
-/// The job's result: the completion's JSON text.
-fn answer_body(body: &[u8]) -> Result<String, JobFailure> {
-    match String::from_utf8(body.to_vec()) {
-        Ok(body) if serde_json::from_str::<&serde_json::value::RawValue>(&body).is_ok() => Ok(body),
-        _ => Err(failure(
-            "the upstream answer is not JSON",
-            "server_error",
-            Retry::Later,
-        )),
-    }
+/// The job's result and cost (`keel_server::job_output`), or the failure
+/// that sends the job back to be run again.
+fn output(
+    metrics: &keel_telemetry::Metrics,
+    tenant: &str,
+    served: Served,
+) -> Result<JobOutput, JobFailure> {
+    keel_server::job_output(metrics, tenant, served).map_err(|not_a_result| {
+        let message = match not_a_result {
+            NotAJobResult::Stream => "the upstream answered with a stream",
+            NotAJobResult::NotJson => "the upstream answer is not JSON",
+        };
+        failure(message, "server_error", Retry::Later)
+    })
 }
 
 /// The request with `stream: false` (a job's answer is one JSON document).

@@ -66,6 +66,46 @@ pub fn charge(metrics: &Metrics, bill: &Bill<'_>, usage: Option<&Usage>) -> Opti
     priced
 }
 
+/// Why an answer cannot be a job's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotAJobResult {
+    /// The upstream answered a non-stream request with a stream.
+    Stream,
+    /// The answer is not a JSON document.
+    NotJson,
+}
+
+/// A whole answer as a job's result: its usage settles the tenant's token
+/// reservation and is priced (only an answer that made its own upstream
+/// call costs anything: a cache hit or a joined call did not).
+pub fn job_output(
+    metrics: &Metrics,
+    tenant: &str,
+    served: crate::Served,
+) -> Result<keel_queue::JobOutput, NotAJobResult> {
+    let routed = served.routed;
+    let Answer::Complete(completion) = routed.answer else {
+        return Err(NotAJobResult::Stream);
+    };
+    let usage = completion.usage.as_ref();
+    crate::settle_usage(served.reservation.as_ref(), usage);
+    let bill = Bill {
+        tenant,
+        provider: &routed.provider,
+        model: &routed.model,
+        price: routed.price,
+    };
+    let cost_usd = if routed.attempts > 0 {
+        charge(metrics, &bill, usage)
+    } else {
+        None
+    };
+    let result = String::from_utf8(completion.body.to_vec()).map_err(|_| NotAJobResult::NotJson)?;
+    serde_json::from_str::<&serde_json::value::RawValue>(&result)
+        .map_err(|_| NotAJobResult::NotJson)?;
+    Ok(keel_queue::JobOutput { result, cost_usd })
+}
+
 // === impl Ledger ===
 
 impl Ledger {

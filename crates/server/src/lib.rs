@@ -39,7 +39,7 @@ pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
 pub use cors::layer as with_cors;
 pub use error::ApiError;
-pub use ledger::{charge, Bill};
+pub use ledger::{charge, job_output, Bill, NotAJobResult};
 pub use limits::{settle_usage, Admitted, Exceeded, Reservation, TenantLimits};
 pub use messages::messages_request;
 pub use route::{route_within_limits, Served, Unserved};

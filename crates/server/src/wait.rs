@@ -17,15 +17,14 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use keel_queue::{Held, JobOutput, KeyClaim, Queue};
-use keel_router::{Answer, RouteError};
+use keel_router::RouteError;
 use keel_types::ChatRequest;
 use tracing::Instrument as _;
 
 use crate::cache::KeyedBody;
 use crate::chat::{respond, settle, CHAT_ENDPOINT};
 use crate::jobs::{self, Accepted, JobsError};
-use crate::ledger::{charge, Bill, Ledger};
-use crate::limits::settle_usage;
+use crate::ledger::Ledger;
 use crate::route::{admit, Admission, Served, Unserved};
 use crate::{AppState, Tenant};
 
@@ -157,7 +156,7 @@ impl<'a> Switch<'a> {
                 tracing::info!(job = %job.id(), "the wait ran out; the request continues as a job");
                 let state = self.state.clone();
                 let tenant = self.tenant.name.clone();
-                let work = async move { job_output(&state, &tenant, routing.await) };
+                let work = async move { held_output(&state, &tenant, routing.await) };
                 tokio::spawn(job.run(work).in_current_span());
                 Accepted {
                     id: record.id.clone(),
@@ -187,43 +186,21 @@ impl<'a> Switch<'a> {
     }
 }
 
-/// The job's result from the routing that outlived the wait: the answer's
-/// usage settles the tenant's reservation and is priced, as for a job run.
-/// `None` (the workers run the job) when routing failed.
-fn job_output(
+/// The job's result from the routing that outlived the wait, as for a job
+/// run; `None` (the workers run the job) when routing failed.
+fn held_output(
     state: &AppState,
     tenant: &str,
     served: Result<Served, Unserved>,
 ) -> Option<JobOutput> {
-    let served = match served {
-        Ok(served) => served,
+    match served {
+        Ok(served) => crate::ledger::job_output(&state.metrics, tenant, served).ok(),
         Err(Unserved::Failed { error, .. }) => {
             tracing::info!(%error, "the synchronous attempt of a job failed; a worker runs it");
-            return None;
+            None
         }
-        Err(Unserved::Limited(_)) => return None,
-    };
-    let routed = served.routed;
-    // Non-stream requests only come here: a stream ignores `wait`.
-    let Answer::Complete(completion) = routed.answer else {
-        return None;
-    };
-    let usage = completion.usage.as_ref();
-    settle_usage(served.reservation.as_ref(), usage);
-    let bill = Bill {
-        tenant,
-        provider: &routed.provider,
-        model: &routed.model,
-        price: routed.price,
-    };
-    let cost_usd = if routed.attempts > 0 {
-        charge(&state.metrics, &bill, usage)
-    } else {
-        None
-    };
-    let result = String::from_utf8(completion.body.to_vec()).ok()?;
-    serde_json::from_str::<&serde_json::value::RawValue>(&result).ok()?;
-    Some(JobOutput { result, cost_usd })
+        Err(Unserved::Limited(_)) => None,
+    }
 }
 
 #[cfg(test)]
