@@ -334,15 +334,7 @@ fn tenant_limited(state: &AppState, tenant: &str, exceeded: Exceeded) -> ApiErro
 }
 
 pub(crate) fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
-    let Routed {
-        provider,
-        model,
-        attempts,
-        hedged,
-        cache,
-        answer,
-        ..
-    } = routed;
+    let (who, answer) = Answered::split(routed);
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
@@ -350,22 +342,15 @@ pub(crate) fn respond(routed: Routed, reservation: Option<Reservation>) -> Respo
         }
         Answer::Stream { head, rest } => ("text/event-stream", sse::body(head, rest, reservation)),
     };
-    let who = Answered {
-        provider: &provider,
-        model: &model,
-        attempts,
-        hedged,
-        cache,
-    };
     answered(content_type, body, &who)
 }
 
 /// Who answered a request, for the gateway's headers.
-pub(crate) struct Answered<'a> {
+pub(crate) struct Answered {
     /// The provider.
-    pub provider: &'a str,
+    pub provider: Arc<str>,
     /// The upstream model.
-    pub model: &'a str,
+    pub model: Arc<str>,
     /// Upstream attempts made for this request.
     pub attempts: u32,
     /// A hedge answered.
@@ -374,20 +359,36 @@ pub(crate) struct Answered<'a> {
     pub cache: Option<CacheStatus>,
 }
 
+// === impl Answered ===
+
+impl Answered {
+    /// Who answered `routed`, and its answer.
+    pub(crate) fn split(routed: Routed) -> (Self, Answer) {
+        let who = Self {
+            provider: routed.provider,
+            model: routed.model,
+            attempts: routed.attempts,
+            hedged: routed.hedged,
+            cache: routed.cache,
+        };
+        (who, routed.answer)
+    }
+}
+
 /// A 200 with the body of a committed answer and the headers naming who
 /// answered (`x-keel-hedged: true` when a hedge did, `x-keel-cache` for a
 /// cached model).
-pub(crate) fn answered(content_type: &'static str, body: Body, who: &Answered<'_>) -> Response {
+pub(crate) fn answered(content_type: &'static str, body: Body, who: &Answered) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if content_type == "text/event-stream" {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
-    if let Ok(value) = HeaderValue::from_str(who.provider) {
+    if let Ok(value) = HeaderValue::from_str(&who.provider) {
         headers.insert(X_KEEL_PROVIDER, value);
     }
-    if let Ok(value) = HeaderValue::from_str(who.model) {
+    if let Ok(value) = HeaderValue::from_str(&who.model) {
         headers.insert(X_KEEL_MODEL, value);
     }
     headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(who.attempts));

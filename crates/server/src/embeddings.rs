@@ -37,14 +37,8 @@ pub async fn create(
 }
 
 fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
-    let who = Answered {
-        provider: &routed.provider,
-        model: &routed.model,
-        attempts: routed.attempts,
-        hedged: routed.hedged,
-        cache: routed.cache,
-    };
-    match routed.answer {
+    let (who, answer) = Answered::split(routed);
+    match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
             answered("application/json", Body::from(completion.body), &who)

@@ -59,15 +59,7 @@ pub async fn create(
 }
 
 fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
-    let Routed {
-        provider,
-        model,
-        attempts,
-        hedged,
-        cache,
-        answer,
-        ..
-    } = routed;
+    let (who, answer) = crate::chat::Answered::split(routed);
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
@@ -76,23 +68,16 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
                     "application/json",
                     Body::from(response::message_json(&message)),
                 ),
-                Err(error) => return unreadable_completion(&provider, &error),
+                Err(error) => return unreadable_completion(&who.provider, &error),
             }
         }
         Answer::Stream { head, rest } => {
-            let writer = stream::EventWriter::new(&model);
+            let writer = stream::EventWriter::new(&who.model);
             (
                 "text/event-stream",
                 crate::translated::body(head, rest, writer, reservation),
             )
         }
-    };
-    let who = crate::chat::Answered {
-        provider: &provider,
-        model: &model,
-        attempts,
-        hedged,
-        cache,
     };
     crate::chat::answered(content_type, body, &who)
 }

@@ -107,14 +107,8 @@ async fn passthrough(
         in_band_error: native::in_band_error,
     };
     dispatch(state, tenant, chat, front, |routed, reservation| {
-        let who = Answered {
-            provider: &routed.provider,
-            model: &routed.model,
-            attempts: routed.attempts,
-            hedged: routed.hedged,
-            cache: routed.cache,
-        };
-        match routed.answer {
+        let (who, answer) = Answered::split(routed);
+        match answer {
             Answer::Complete(completion) => {
                 settle_usage(reservation.as_ref(), completion.usage.as_ref());
                 answered("application/json", Body::from(completion.body), &who)
@@ -130,14 +124,8 @@ async fn passthrough(
 }
 
 fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation>) -> Response {
-    let who = Answered {
-        provider: &routed.provider,
-        model: &routed.model,
-        attempts: routed.attempts,
-        hedged: routed.hedged,
-        cache: routed.cache,
-    };
-    match routed.answer {
+    let (who, answer) = Answered::split(routed);
+    match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
             match read_completion(&completion.body) {
@@ -146,11 +134,11 @@ fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation
                     Body::from(response::response_json(&echo, &answer)),
                     &who,
                 ),
-                Err(error) => unreadable_completion(who.provider, &error),
+                Err(error) => unreadable_completion(&who.provider, &error),
             }
         }
         Answer::Stream { head, rest } => {
-            let writer = stream::EventWriter::new(echo, who.model);
+            let writer = stream::EventWriter::new(echo, &who.model);
             answered(
                 "text/event-stream",
                 crate::translated::body(head, rest, writer, reservation),
