@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use keel_router::{Answer, Routed};
 
 use crate::cache::KeyedBody;
@@ -45,22 +44,9 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
         }
         // Embeddings requests are never streamed; an upstream that streams
         // anyway sent something that is not an embeddings answer.
-        Answer::Stream { .. } => {
-            let body = keel_types::ErrorBody::new(
-                format!(
-                    "provider '{}' answered an embeddings request with a stream",
-                    who.provider
-                ),
-                "server_error",
-                None,
-                Some("upstream_invalid_response"),
-            );
-            (
-                StatusCode::BAD_GATEWAY,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.to_json(),
-            )
-                .into_response()
-        }
+        Answer::Stream { .. } => crate::error::invalid_upstream_answer(format!(
+            "provider '{}' answered an embeddings request with a stream",
+            who.provider
+        )),
     }
 }

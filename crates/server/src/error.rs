@@ -260,6 +260,27 @@ fn route_body(error: &RouteError) -> ErrorBody {
     }
 }
 
+/// A 502 for an upstream answer that passed the adapter's checks but is
+/// not what the front end needs (`message` says what was wrong); final,
+/// like every routing failure, so `x-should-retry: false`.
+pub(crate) fn invalid_upstream_answer(message: String) -> Response {
+    let body = ErrorBody::new(
+        message,
+        "server_error",
+        None,
+        Some("upstream_invalid_response"),
+    );
+    (
+        axum::http::StatusCode::BAD_GATEWAY,
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (crate::headers::X_SHOULD_RETRY, "false"),
+        ],
+        body.to_json(),
+    )
+        .into_response()
+}
+
 /// What a client is told, in band, of a stream that failed after it started.
 pub(crate) fn stream_failure_message(error: &ProviderError) -> String {
     format!(

@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion;
 use keel_types::ChatRequest;
@@ -85,21 +84,9 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
 /// A completion that passed the adapter's checks but is not one: a 502.
 fn unreadable_completion(provider: &str, error: &serde_json::Error) -> Response {
     tracing::warn!(provider, %error, "an upstream completion could not be read for /v1/messages");
-    let body = keel_types::ErrorBody::new(
-        format!("provider '{provider}' sent a completion that could not be read"),
-        "server_error",
-        None,
-        Some("upstream_invalid_response"),
-    );
-    (
-        StatusCode::BAD_GATEWAY,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (crate::headers::X_SHOULD_RETRY, "false"),
-        ],
-        body.to_json(),
-    )
-        .into_response()
+    crate::error::invalid_upstream_answer(format!(
+        "provider '{provider}' sent a completion that could not be read"
+    ))
 }
 
 impl FromRequest<Arc<AppState>> for MessagesBody {

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion;
 
@@ -151,16 +150,7 @@ fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation
 /// A completion that passed the adapter's checks but is not one: a 502.
 fn unreadable_completion(provider: &str, error: &serde_json::Error) -> Response {
     tracing::warn!(provider, %error, "an upstream completion could not be read for /v1/responses");
-    let body = keel_types::ErrorBody::new(
-        format!("provider '{provider}' sent a completion that could not be read"),
-        "server_error",
-        None,
-        Some("upstream_invalid_response"),
-    );
-    (
-        StatusCode::BAD_GATEWAY,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_json(),
-    )
-        .into_response()
+    crate::error::invalid_upstream_answer(format!(
+        "provider '{provider}' sent a completion that could not be read"
+    ))
 }
