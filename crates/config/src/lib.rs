@@ -32,9 +32,9 @@ pub use keel_types::SecretString;
 pub use raw::known_keys;
 pub use schema::{
     BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig, DatabaseKind, HealthCheck,
-    HedgeDelay, HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig, ModelCache, ModelConfig,
-    ModelEndpoint, Price, ProviderConfig, ProviderKind, RetryPolicy, ServerConfig, Sli, Slo,
-    Strategy, Target, TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
+    HedgeDelay, HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig, MaxConcurrent, ModelCache,
+    ModelConfig, ModelEndpoint, Price, ProviderConfig, ProviderKind, RetryPolicy, ServerConfig,
+    Sli, Slo, Strategy, Target, TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
 };
 pub use summary::summary;
 

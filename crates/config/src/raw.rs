@@ -23,8 +23,8 @@ pub use keys::known_keys;
 
 pub(crate) use sections::{
     RawBreaker, RawCache, RawCors, RawDatabase, RawHealthCheck, RawHedge, RawIdempotency, RawJobs,
-    RawModel, RawModelCache, RawOnFailure, RawPrice, RawProvider, RawRetry, RawServer, RawSlo,
-    RawTarget, RawTelemetry, RawTenant, RawTimeouts, RawWebhooks,
+    RawMaxConcurrent, RawModel, RawModelCache, RawOnFailure, RawPrice, RawProvider, RawRetry,
+    RawServer, RawSlo, RawTarget, RawTelemetry, RawTenant, RawTimeouts, RawWebhooks,
 };
 pub(crate) use shapes::{OrderedMap, Scalar, ScalarList};
 

@@ -10,7 +10,7 @@ mod provider;
 mod routing;
 
 pub use provider::{
-    BreakerPolicy, HealthCheck, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
+    BreakerPolicy, HealthCheck, MaxConcurrent, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
 };
 pub use routing::{
     HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, Sli, Slo, Strategy,

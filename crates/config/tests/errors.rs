@@ -214,6 +214,21 @@ fn rows() -> Vec<Row> {
         row("health check interval under a second", "providers:\n  openai: {kind: openai, health_check: {interval: 500ms}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.health_check.interval: must be at least 1s, got 500ms",
         )),
+        row("max_concurrent neither a number nor adaptive", "providers:\n  openai: {kind: openai, max_concurrent: lots}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.max_concurrent: invalid value \"lots\": expected a whole number such as 50, adaptive, or {min, max}",
+        )),
+        row("max_concurrent zero", "providers:\n  openai: {kind: openai, max_concurrent: 0}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.max_concurrent: must be at least 1, got 0",
+        )),
+        row("adaptive bounds the wrong way round", "providers:\n  openai: {kind: openai, max_concurrent: {min: 50, max: 10}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.max_concurrent.min: must be at most max (10), got 50",
+        )),
+        row("adaptive bound of zero", "providers:\n  openai: {kind: openai, max_concurrent: {min: 0}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.max_concurrent.min: must be at least 1, got 0",
+        )),
+        row("adaptive bounds with a typo", "providers:\n  openai: {kind: openai, max_concurrent: {min: 2, maximum: 10}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "providers.openai.max_concurrent.maximum: unknown key \"maximum\" (expected one of: min, max)",
+        )),
         row("health check without interval", "providers:\n  openai: {kind: openai, health_check: {}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.health_check.interval: required: a duration such as 30s",
         )),

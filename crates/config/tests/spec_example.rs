@@ -53,7 +53,10 @@ fn spec_example_without_variables_disables_keyed_providers_with_warnings() -> Re
         .ok_or_else(|| missing("anthropic"))?;
     assert_eq!(anthropic.kind, ProviderKind::Anthropic);
     assert!(!anthropic.is_enabled());
-    assert_eq!(anthropic.max_concurrent, Some(20));
+    assert_eq!(
+        anthropic.max_concurrent,
+        Some(keel_config::MaxConcurrent::Fixed(20))
+    );
     assert_eq!(anthropic.default_max_tokens, 4096);
     Ok(())
 }
@@ -103,7 +106,7 @@ fn spec_example_provider_policies_are_parsed_and_defaults_filled() -> Result<(),
     );
     assert_eq!(
         (openai.max_concurrent, openai.rpm, openai.tpm),
-        (Some(50), Some(500), None)
+        (Some(keel_config::MaxConcurrent::Fixed(50)), Some(500), None)
     );
     let timeouts = Timeouts {
         connect: secs(2),

@@ -7,9 +7,11 @@
 //! - [`retry_budget`]: retries in a trailing window capped by a ratio of first tries.
 //! - [`breaker`]: a circuit breaker over a sliding failure-rate window.
 //! - [`bulkhead`]: a concurrency cap that rejects at once, never queues.
+//! - [`adaptive`]: the gradient limiter behind `max_concurrent: adaptive`.
 //! - [`token_bucket`]: a token bucket that can be drained, paused and settled.
 //! - [`window`]: the sliding-window counter the budget and breaker share.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
 pub mod bulkhead;
@@ -17,6 +19,7 @@ pub mod retry_budget;
 pub mod token_bucket;
 pub mod window;
 
+pub use adaptive::{AdaptivePolicy, GradientLimit};
 pub use backoff::Backoff;
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Outcome, TrialPermit};
 pub use bulkhead::{Bulkhead, BulkheadPermit};

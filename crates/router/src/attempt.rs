@@ -25,8 +25,7 @@ use crate::{Answer, Target};
 pub(crate) struct Admission {
     /// The breaker's leave for this call.
     pub trial: TrialPermit,
-    /// The bulkhead slot.
-    #[expect(dead_code, reason = "held for its Drop, which frees the bulkhead slot")]
+    /// The bulkhead slot, freed on drop; an adaptive cap learns from it.
     pub slot: BulkheadPermit,
     /// The target's own count of calls in flight.
     #[expect(dead_code, reason = "held for its Drop, which ends the count")]
@@ -104,6 +103,9 @@ pub(crate) async fn attempt(
     let metrics = &metrics;
     match result {
         Err(error) => {
+            if signals_overload(&error) {
+                admission.slot.record_overload();
+            }
             admission.trial.record(breaker_outcome(&error));
             target.stats.record_end(Err(&error));
             Err(error)
@@ -111,6 +113,7 @@ pub(crate) async fn attempt(
         Ok(Committed::Whole(completion)) => {
             settle_tokens(target, completion.usage.map(|usage| usage.total_tokens));
             admission.trial.record(Outcome::Success);
+            admission.slot.record_success(started.elapsed());
             target.stats.record_first_token(started.elapsed());
             target.stats.record_end(Ok(()));
             observe(metrics, target, started.elapsed(), Some(started.elapsed()));
@@ -118,6 +121,7 @@ pub(crate) async fn attempt(
         }
         Ok(Committed::Stream { head, rest }) => {
             observe(metrics, target, started.elapsed(), None);
+            admission.slot.record_success(started.elapsed());
             target.stats.record_first_token(started.elapsed());
             let rest = Guarded::new(
                 rest,
@@ -232,6 +236,16 @@ pub(crate) fn breaker_outcome(error: &ProviderError) -> Outcome {
         | ErrorKind::Timeout
         | ErrorKind::Misconfigured => Outcome::Failure,
     }
+}
+
+/// Whether a failure says the upstream has more calls than it can take
+/// (an adaptive concurrency cap shrinks on it): a clock ran out, it said
+/// it is rate limited, or it answered 5xx.
+fn signals_overload(error: &ProviderError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Timeout | ErrorKind::RateLimited | ErrorKind::Server
+    )
 }
 
 /// Charges the provider's tokens-per-minute bucket with real usage, once

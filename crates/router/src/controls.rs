@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{Health, HealthSchedule};
-use keel_config::ProviderConfig;
-use keel_resilience::{Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket};
+use keel_config::{MaxConcurrent, ProviderConfig};
+use keel_resilience::{
+    AdaptivePolicy, Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket,
+};
 
 /// The per-attempt clocks of a provider (the README's "Clocks").
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,8 +38,8 @@ pub struct ProviderControls {
     pub backoff: Backoff,
     /// The provider's retry budget.
     pub budget: RetryBudget,
-    /// `max_concurrent` (unbounded when not set, still counting the
-    /// calls in flight for `/admin/providers`).
+    /// `max_concurrent`, fixed or adaptive (unbounded when not set, still
+    /// counting the calls in flight for `/admin/providers`).
     pub bulkhead: Bulkhead,
     /// `rpm`, when set.
     pub requests: Option<TokenBucket>,
@@ -74,9 +76,7 @@ impl ProviderControls {
                 min_retries: 3,
                 window: Duration::from_secs(10),
             }),
-            bulkhead: provider
-                .max_concurrent
-                .map_or_else(Bulkhead::unbounded, Bulkhead::new),
+            bulkhead: bulkhead(provider.max_concurrent),
             requests: provider
                 .rpm
                 .map(|rpm| TokenBucket::new(u64::from(rpm), minute)),
@@ -110,5 +110,16 @@ impl ProviderControls {
             tokens: None,
             health: Health::off(),
         })
+    }
+}
+
+/// The bulkhead `max_concurrent` describes.
+fn bulkhead(max_concurrent: Option<MaxConcurrent>) -> Bulkhead {
+    match max_concurrent {
+        None => Bulkhead::unbounded(),
+        Some(MaxConcurrent::Fixed(cap)) => Bulkhead::new(cap),
+        Some(MaxConcurrent::Adaptive { min, max }) => {
+            Bulkhead::adaptive(AdaptivePolicy { min, max })
+        }
     }
 }

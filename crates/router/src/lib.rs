@@ -515,10 +515,18 @@ impl Router {
                     target.breaker.transitions(),
                     std::sync::atomic::Ordering::Relaxed,
                 );
+            let provider = keel_telemetry::provider(&target.provider_name);
+            let bulkhead = &target.controls.bulkhead;
             self.metrics
                 .bulkhead_in_flight
-                .get_or_create(&keel_telemetry::provider(&target.provider_name))
-                .set(target.controls.bulkhead.in_flight() as i64);
+                .get_or_create(&provider)
+                .set(bulkhead.in_flight() as i64);
+            if bulkhead.is_bounded() {
+                self.metrics
+                    .bulkhead_limit
+                    .get_or_create(&provider)
+                    .set(bulkhead.capacity() as i64);
+            }
         }
     }
 }

@@ -109,6 +109,9 @@ fn provider_json(provider: &ProviderView<'_>, clock: &WallClock) -> Value {
         "kind": controls.kind,
         "in_flight": bulkhead.in_flight(),
         "max_concurrent": bulkhead.is_bounded().then(|| bulkhead.capacity()),
+        "adaptive": bulkhead
+            .adaptive_policy()
+            .map(|policy| json!({"min": policy.min, "max": policy.max})),
         "rate_limit": {
             "rpm": bucket_size(&controls.requests),
             "requests_left": bucket_left(&controls.requests),

@@ -136,6 +136,9 @@ pub struct Metrics {
     pub circuit_rejections: Family<TargetLabels, Counter>,
     /// `keel_bulkhead_in_flight{provider}`.
     pub bulkhead_in_flight: Family<ProviderLabels, Gauge>,
+    /// `keel_bulkhead_limit{provider}`: the cap now, for bounded bulkheads
+    /// (it moves with `max_concurrent: adaptive`).
+    pub bulkhead_limit: Family<ProviderLabels, Gauge>,
     /// `keel_bulkhead_rejections_total{provider}`.
     pub bulkhead_rejections: Family<ProviderLabels, Counter>,
     /// `keel_rate_limited_total{scope,name}`.
@@ -206,6 +209,7 @@ impl Metrics {
         let circuit_transitions = Family::default();
         let circuit_rejections = Family::default();
         let bulkhead_in_flight = Family::default();
+        let bulkhead_limit = Family::default();
         let bulkhead_rejections = Family::default();
         let rate_limited = Family::default();
         let shed = Counter::default();
@@ -254,6 +258,11 @@ impl Metrics {
             "bulkhead_in_flight",
             "Upstream calls in flight",
             bulkhead_in_flight.clone(),
+        );
+        registry.register(
+            "bulkhead_limit",
+            "The bulkhead's cap now (max_concurrent; it moves when adaptive)",
+            bulkhead_limit.clone(),
         );
         registry.register(
             "bulkhead_rejections",
@@ -358,6 +367,7 @@ impl Metrics {
             circuit_transitions,
             circuit_rejections,
             bulkhead_in_flight,
+            bulkhead_limit,
             bulkhead_rejections,
             rate_limited,
             shed,

@@ -72,7 +72,7 @@ pub(crate) struct RawProvider {
     pub(crate) api_key: Option<Scalar>,
     pub(crate) api_version: Option<Scalar>,
     pub(crate) headers: Option<OrderedMap<Scalar>>,
-    pub(crate) max_concurrent: Option<Scalar>,
+    pub(crate) max_concurrent: Option<RawMaxConcurrent>,
     pub(crate) rpm: Option<Scalar>,
     pub(crate) tpm: Option<Scalar>,
     pub(crate) max_tokens: Option<Scalar>,
@@ -82,6 +82,22 @@ pub(crate) struct RawProvider {
     pub(crate) responses: Option<Scalar>,
     pub(crate) drop_unsupported: Option<Scalar>,
     pub(crate) health_check: Option<RawHealthCheck>,
+}
+
+/// `providers.<name>.max_concurrent`: a number or `adaptive` (a scalar),
+/// or the bounds of an adaptive cap (a mapping).
+#[derive(Debug)]
+pub(crate) enum RawMaxConcurrent {
+    Scalar(Scalar),
+    Adaptive(RawAdaptive),
+}
+
+/// `providers.<name>.max_concurrent: {min, max}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with min and max")]
+pub(crate) struct RawAdaptive {
+    pub(crate) min: Option<Scalar>,
+    pub(crate) max: Option<Scalar>,
 }
 
 /// `providers.<name>.health_check`

@@ -159,3 +159,51 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OrderedMapVisitor<T> {
         Ok(OrderedMap(map))
     }
 }
+
+// === impl RawMaxConcurrent ===
+
+impl<'de> Deserialize<'de> for super::sections::RawMaxConcurrent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MaxConcurrentVisitor)
+    }
+}
+
+/// A scalar as [`Scalar`], a mapping as the adaptive bounds.
+struct MaxConcurrentVisitor;
+
+impl<'de> Visitor<'de> for MaxConcurrentVisitor {
+    type Value = super::sections::RawMaxConcurrent;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a whole number, adaptive, or a mapping with min and max")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, entries: A) -> Result<Self::Value, A::Error> {
+        let bounds = Deserialize::deserialize(de::value::MapAccessDeserializer::new(entries))?;
+        Ok(super::sections::RawMaxConcurrent::Adaptive(bounds))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_str(value).map(Self::Value::Scalar)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_bool(value).map(Self::Value::Scalar)
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_i64(value).map(Self::Value::Scalar)
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_u64(value).map(Self::Value::Scalar)
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_f64(value).map(Self::Value::Scalar)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_unit().map(Self::Value::Scalar)
+    }
+}

@@ -28,8 +28,8 @@ pub struct ProviderConfig {
     pub api_version: Option<String>,
     /// Extra request headers, in file order.
     pub headers: Vec<(String, String)>,
-    /// Bulkhead: in-flight upstream calls, at least 1; `None` is unbounded.
-    pub max_concurrent: Option<usize>,
+    /// Bulkhead: upstream calls in flight at once; `None` is unbounded.
+    pub max_concurrent: Option<MaxConcurrent>,
     /// Requests per minute, at least 1; `None` is unlimited.
     pub rpm: Option<u32>,
     /// Tokens per minute, at least 1; `None` is unlimited.
@@ -53,6 +53,21 @@ pub struct ProviderConfig {
     pub drop_unsupported: bool,
     /// Active health checks (`health_check`); `None`, the default, is off.
     pub health_check: Option<HealthCheck>,
+}
+
+/// `providers.<name>.max_concurrent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConcurrent {
+    /// A fixed cap, at least 1.
+    Fixed(usize),
+    /// `adaptive` or `{min, max}`: a cap that follows the provider's
+    /// latency, within `1 <= min <= max` (defaults 1 and 1000).
+    Adaptive {
+        /// The lowest cap.
+        min: usize,
+        /// The highest cap.
+        max: usize,
+    },
 }
 
 /// `providers.<name>.health_check`: a request that costs no tokens (the

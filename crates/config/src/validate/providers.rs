@@ -6,10 +6,11 @@ use std::time::Duration;
 use super::{Checker, FractionRange};
 use crate::error::KeyPath;
 use crate::raw::{
-    OrderedMap, RawBreaker, RawHealthCheck, RawProvider, RawRetry, RawTimeouts, Scalar,
+    OrderedMap, RawBreaker, RawHealthCheck, RawMaxConcurrent, RawProvider, RawRetry, RawTimeouts,
+    Scalar,
 };
 use crate::schema::{
-    BreakerPolicy, HealthCheck, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
+    BreakerPolicy, HealthCheck, MaxConcurrent, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
 };
 use crate::SecretString;
 
@@ -18,6 +19,11 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The most tries per target `retry.attempts` allows.
 const MAX_ATTEMPTS: u64 = 10;
+
+/// The bounds of a bare `max_concurrent: adaptive`, and of a `{min, max}`
+/// that leaves one out.
+const ADAPTIVE_MIN: usize = 1;
+const ADAPTIVE_MAX: usize = 1000;
 
 /// The shortest `health_check.interval`.
 const MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -74,12 +80,8 @@ impl Checker {
             disabled,
             api_version: self.api_version(kind, raw.api_version.as_ref(), &path.key("api_version")),
             headers: self.headers(raw.headers.as_ref(), &path.key("headers")),
-            max_concurrent: self.whole(
-                raw.max_concurrent.as_ref(),
-                &path.key("max_concurrent"),
-                1,
-                u64::from(u32::MAX),
-            ),
+            max_concurrent: self
+                .max_concurrent(raw.max_concurrent.as_ref(), &path.key("max_concurrent")),
             rpm: self.whole(raw.rpm.as_ref(), &path.key("rpm"), 1, u64::from(u32::MAX)),
             tpm: self.whole(raw.tpm.as_ref(), &path.key("tpm"), 1, u64::MAX),
             default_max_tokens: self
@@ -100,6 +102,45 @@ impl Checker {
             ),
             drop_unsupported: self.drop_unsupported(kind, raw.drop_unsupported.as_ref(), path),
             health_check: self.health_check(raw.health_check.as_ref(), &path.key("health_check")),
+        }
+    }
+
+    /// `max_concurrent`: a whole number, `adaptive`, or `{min, max}`.
+    fn max_concurrent(
+        &mut self,
+        raw: Option<&RawMaxConcurrent>,
+        path: &KeyPath,
+    ) -> Option<MaxConcurrent> {
+        let most = u64::from(u32::MAX);
+        match raw? {
+            RawMaxConcurrent::Scalar(value) if value.text() == "adaptive" => {
+                Some(MaxConcurrent::Adaptive {
+                    min: ADAPTIVE_MIN,
+                    max: ADAPTIVE_MAX,
+                })
+            }
+            RawMaxConcurrent::Scalar(value) if value.text().parse::<i64>().is_err() => {
+                let message = format!(
+                    "invalid value \"{}\": expected a whole number such as 50, adaptive, or {{min, max}}",
+                    value.text()
+                );
+                self.problems.push(path, message);
+                None
+            }
+            RawMaxConcurrent::Scalar(value) => self
+                .whole(Some(value), path, 1, most)
+                .map(MaxConcurrent::Fixed),
+            RawMaxConcurrent::Adaptive(bounds) => {
+                let min = self.whole(bounds.min.as_ref(), &path.key("min"), 1, most);
+                let max = self.whole(bounds.max.as_ref(), &path.key("max"), 1, most);
+                let (min, max) = (min.unwrap_or(ADAPTIVE_MIN), max.unwrap_or(ADAPTIVE_MAX));
+                if min > max {
+                    let message = format!("must be at most max ({max}), got {min}");
+                    self.problems.push(&path.key("min"), message);
+                    return None;
+                }
+                Some(MaxConcurrent::Adaptive { min, max })
+            }
         }
     }
 
@@ -416,4 +457,29 @@ fn is_header_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_str, ConfigError, MaxConcurrent};
+
+    fn cap(value: &str) -> Result<Option<MaxConcurrent>, ConfigError> {
+        let yaml = format!(
+            "providers:\n  p: {{kind: openai, api_key: k{value}}}\nmodels:\n  m: {{targets: [{{provider: p, model: x}}]}}"
+        );
+        let loaded = load_str(&yaml, &std::collections::HashMap::new())?;
+        Ok(loaded.config.providers[0].max_concurrent)
+    }
+
+    #[test]
+    fn max_concurrent_is_fixed_adaptive_or_bounded() -> Result<(), ConfigError> {
+        assert_eq!(cap("")?, None);
+        assert_eq!(cap(", max_concurrent: 50")?, Some(MaxConcurrent::Fixed(50)));
+        let adaptive = |min, max| Some(MaxConcurrent::Adaptive { min, max });
+        assert_eq!(cap(", max_concurrent: adaptive")?, adaptive(1, 1000));
+        assert_eq!(cap(", max_concurrent: {min: 4, max: 64}")?, adaptive(4, 64));
+        assert_eq!(cap(", max_concurrent: {min: 4}")?, adaptive(4, 1000));
+        assert_eq!(cap(", max_concurrent: {max: 8}")?, adaptive(1, 8));
+        Ok(())
+    }
 }

@@ -506,3 +506,95 @@ async fn retries_to_a_recovering_upstream_are_spread_in_time() {
         "retries spread over only {spread:?}"
     );
 }
+
+/// The cap after each request, with the calls `provider` had by then,
+/// while `clients` each send `requests` requests to `router`.
+async fn load(
+    router: &Arc<crate::Router>,
+    provider: &Arc<Scripted>,
+    bulkhead: &Bulkhead,
+    clients: usize,
+    requests: usize,
+) -> Vec<(u32, usize)> {
+    let trace = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (router, provider) = (router.clone(), provider.clone());
+            let (bulkhead, trace) = (bulkhead.clone(), trace.clone());
+            tokio::spawn(async move {
+                for _ in 0..requests {
+                    let answered = router.dispatch(request(false)).await.is_ok();
+                    trace
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((provider.calls(), bulkhead.capacity()));
+                    assert!(answered, "a request failed");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.is_ok(), "a client panicked");
+    }
+    let trace = trace
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    trace
+}
+
+/// BH-3: with `max_concurrent: adaptive`, a provider whose latency doubles
+/// once more than 4 calls run gets its cap lowered from 20 towards where
+/// its latency holds, the excess going to the next target; when it stops
+/// slowing down under load, the cap grows back to its ceiling. The cap
+/// stays within its bounds throughout.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn bh3_an_adaptive_cap_follows_latency_under_load() -> Result<(), RouteError> {
+    let base = Duration::from_millis(100);
+    let loaded = Scripted::new("loaded", vec![Step::Loaded { base, knee: 4 }]);
+    let spare = Scripted::new("spare", vec![Step::Answer { delay: base }]);
+    let bulkhead = Bulkhead::adaptive(keel_resilience::AdaptivePolicy { min: 3, max: 80 });
+    let mut controls = ProviderControls::unlimited(CLOCKS, 1, BACKOFF);
+    if let Some(controls) = Arc::get_mut(&mut controls) {
+        controls.bulkhead = bulkhead.clone();
+    }
+    let router = Arc::new(router(
+        vec![target(&loaded, controls, BREAKER), plain(&spare)],
+        MINUTE,
+        vec![],
+    ));
+    assert_eq!(bulkhead.capacity(), 20);
+
+    let trace = load(&router, &loaded, &bulkhead, 60, 10).await;
+    let lowered_after = trace
+        .iter()
+        .find(|&&(_, cap)| cap <= 10)
+        .map(|&(calls, _)| calls);
+    assert!(
+        lowered_after.is_some_and(|calls| calls <= 60),
+        "lowered to 10 only after {lowered_after:?} calls"
+    );
+    assert!(
+        trace.iter().all(|&(_, cap)| (3..=20).contains(&cap)),
+        "the cap left 3..=20: {trace:?}"
+    );
+    assert!(
+        spare.calls() > 0,
+        "nothing over the cap went to the next target"
+    );
+
+    // The provider now takes any load at its base latency.
+    loaded.set_script(Step::Loaded { base, knee: 1_000 });
+    let trace = load(&router, &loaded, &bulkhead, 60, 20).await;
+    assert_eq!(
+        bulkhead.capacity(),
+        80,
+        "the cap came back only to {}",
+        bulkhead.capacity()
+    );
+    assert!(
+        trace.iter().all(|&(_, cap)| cap <= 80),
+        "above the ceiling: {trace:?}"
+    );
+    Ok(())
+}

@@ -30,6 +30,9 @@ pub enum Step {
     Error { status: u16, body: ErrorBody },
     /// Connection refused.
     Refused,
+    /// Answers after `base` × (calls running / `knee`), at least `base`:
+    /// an upstream that slows down under load.
+    Loaded { base: Duration, knee: u32 },
     /// Sends the head after `head`, then chunks: each `(gap, token)`; ends
     /// with Done if `complete`, else hangs forever after the last chunk.
     Stream {
@@ -62,6 +65,8 @@ pub struct Scripted {
     pub call_times: Mutex<Vec<Instant>>,
     /// Calls dropped before their answer or stream head was ready.
     pub cancelled: Arc<AtomicU32>,
+    /// Calls running now (until their answer or stream head is ready).
+    running: Arc<AtomicU32>,
 }
 
 /// Counts a call as cancelled when dropped before it is disarmed.
@@ -96,7 +101,21 @@ impl Scripted {
             calls: AtomicU32::new(0),
             call_times: Mutex::new(Vec::new()),
             cancelled: Arc::new(AtomicU32::new(0)),
+            running: Arc::new(AtomicU32::new(0)),
         })
+    }
+
+    /// From now on every call follows `step`.
+    pub fn set_script(&self, step: Step) {
+        let mut steps = self
+            .steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        steps.clear();
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = step;
     }
 
     pub fn calls(&self) -> u32 {
@@ -129,6 +148,26 @@ impl Scripted {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone()
         })
+    }
+}
+
+/// One call counted as running until dropped.
+struct Running(Arc<AtomicU32>);
+
+impl Running {
+    fn start(running: &Arc<AtomicU32>) -> Self {
+        running.fetch_add(1, Ordering::SeqCst);
+        Self(running.clone())
+    }
+
+    fn count(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -182,8 +221,18 @@ impl Provider for Scripted {
         let provider = self.name.to_owned();
         let step = self.next_step();
         let guard = CancelGuard(Some(self.cancelled.clone()));
+        let running = Running::start(&self.running);
         async move {
             match step {
+                Step::Loaded { base, knee } => {
+                    let load = running.count().div_ceil(knee.max(1)).max(1);
+                    tokio::time::sleep(base * load).await;
+                    guard.disarm();
+                    Ok(Reply::Complete(Completion {
+                        body: Bytes::from_static(b"{}"),
+                        usage: None,
+                    }))
+                }
                 Step::Answer { delay } => {
                     tokio::time::sleep(delay).await;
                     guard.disarm();
