@@ -31,10 +31,11 @@ pub use error::{ConfigError, Problem};
 pub use keel_types::SecretString;
 pub use raw::known_keys;
 pub use schema::{
-    BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig, DatabaseKind, HealthCheck,
-    HedgeDelay, HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig, MaxConcurrent, ModelCache,
-    ModelConfig, ModelEndpoint, Price, ProviderConfig, ProviderKind, RetryPolicy, ServerConfig,
-    Sli, Slo, Strategy, Target, TelemetryConfig, Tenant, TenantLimits, Timeouts, WebhooksConfig,
+    Affinity, AffinityKey, BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig,
+    DatabaseKind, HealthCheck, HedgeDelay, HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig,
+    MaxConcurrent, ModelCache, ModelConfig, ModelEndpoint, Price, ProviderConfig, ProviderKind,
+    RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, TelemetryConfig, Tenant, TenantLimits,
+    Timeouts, WebhooksConfig,
 };
 pub use summary::summary;
 

@@ -22,9 +22,10 @@ mod shapes;
 pub use keys::known_keys;
 
 pub(crate) use sections::{
-    RawBreaker, RawCache, RawCors, RawDatabase, RawHealthCheck, RawHedge, RawIdempotency, RawJobs,
-    RawMaxConcurrent, RawModel, RawModelCache, RawOnFailure, RawPrice, RawProvider, RawRetry,
-    RawServer, RawSlo, RawTarget, RawTelemetry, RawTenant, RawTimeouts, RawWebhooks,
+    RawAffinity, RawBreaker, RawCache, RawCors, RawDatabase, RawHealthCheck, RawHedge,
+    RawIdempotency, RawJobs, RawMaxConcurrent, RawModel, RawModelCache, RawOnFailure, RawPrice,
+    RawProvider, RawRetry, RawServer, RawSlo, RawTarget, RawTelemetry, RawTenant, RawTimeouts,
+    RawWebhooks,
 };
 pub(crate) use shapes::{OrderedMap, Scalar, ScalarList};
 

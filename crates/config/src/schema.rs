@@ -13,8 +13,8 @@ pub use provider::{
     BreakerPolicy, HealthCheck, MaxConcurrent, ProviderConfig, ProviderKind, RetryPolicy, Timeouts,
 };
 pub use routing::{
-    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, Sli, Slo, Strategy,
-    Target,
+    Affinity, AffinityKey, HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price,
+    Sli, Slo, Strategy, Target,
 };
 
 /// The whole validated `providers.yaml`.

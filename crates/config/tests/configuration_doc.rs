@@ -12,7 +12,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const DOC: &str = include_str!("../../../docs/configuration.md");
 
 /// A file with one of everything whose keys have defaults only inside a
-/// block: a provider, a model with hedging and caching, a tenant, an SLO.
+/// block: a provider, a model with hedging, caching and affinity, a
+/// tenant, an SLO.
 const MINIMAL: &str = "
 tenants: [{name: t, keys: [k]}]
 providers:
@@ -22,6 +23,7 @@ models:
     targets: [{provider: p, model: x}]
     hedge: {after: 1s}
     cache: {ttl: 1m}
+    affinity: {key: user}
 slos: [{name: s, model: m, sli: availability, target: 99%}]
 ";
 

@@ -229,6 +229,18 @@ fn rows() -> Vec<Row> {
         row("adaptive bounds with a typo", "providers:\n  openai: {kind: openai, max_concurrent: {min: 2, maximum: 10}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.max_concurrent.maximum: unknown key \"maximum\" (expected one of: min, max)",
         )),
+        row("affinity key that is neither a header nor user", "providers:\n  openai: {kind: openai, api_key: sk}\nmodels:\n  pinned: {targets: [{provider: openai, model: m}], affinity: {key: \"cookie:sid\"}}", Error(
+            "models.pinned.affinity.key: invalid key \"cookie:sid\": expected header:<name> (e.g. header:x-session-id) or user",
+        )),
+        row("affinity header without a name", "providers:\n  openai: {kind: openai, api_key: sk}\nmodels:\n  pinned: {targets: [{provider: openai, model: m}], affinity: {key: \"header:\"}}", Error(
+            "models.pinned.affinity.key: invalid key \"header:\": expected header:<name> (e.g. header:x-session-id) or user",
+        )),
+        row("affinity without a key", "providers:\n  openai: {kind: openai, api_key: sk}\nmodels:\n  pinned: {targets: [{provider: openai, model: m}], affinity: {ttl: 5m}}", Error(
+            "models.pinned.affinity.key: required: header:<name> (e.g. header:x-session-id) or user",
+        )),
+        row("affinity with no room", "providers:\n  openai: {kind: openai, api_key: sk}\nmodels:\n  pinned: {targets: [{provider: openai, model: m}], affinity: {key: user, max_sessions: 0}}", Error(
+            "models.pinned.affinity.max_sessions: must be at least 1, got 0",
+        )),
         row("health check without interval", "providers:\n  openai: {kind: openai, health_check: {}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.health_check.interval: required: a duration such as 30s",
         )),

@@ -102,6 +102,8 @@ impl JobHandler for RouterHandler {
     async fn run(&self, tenant: &str, request: &str) -> Result<JobOutput, JobFailure> {
         let request = non_stream(request)
             .map_err(|message| failure(&message, "invalid_request_error", Retry::Never))?;
+        // A job keeps its body, not its headers: only `key: user` applies.
+        let request = keel_server::tag_session(&self.router, tenant, None, request);
         let plan = self.router.cache_plan(
             keel_server::CHAT_ENDPOINT,
             tenant,

@@ -89,6 +89,9 @@ impl Parts<'_> {
                 stale_if_error: cache.stale_if_error.unwrap_or(Duration::ZERO),
             }),
             last_resort: model.last_resort.as_deref().map(Arc::from),
+            affinity: model.affinity.as_ref().map(|affinity| {
+                crate::Affinity::new(affinity.key.clone(), affinity.ttl, affinity.max_sessions)
+            }),
         }
     }
 

@@ -16,6 +16,7 @@
 //! whose window is larger, and only to those.
 
 mod admin;
+mod affinity;
 mod attempt;
 mod cache;
 mod controls;
@@ -41,6 +42,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use admin::{ProviderView, TargetView};
+pub use affinity::{session, Affinity};
 use attempt::Admission;
 pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
@@ -185,6 +187,12 @@ impl Router {
         self.table.route(model)?.last_resort.as_ref()
     }
 
+    /// Where `model` reads a request's session from, when it has
+    /// `affinity`.
+    pub fn affinity_key(&self, model: &str) -> Option<&keel_config::AffinityKey> {
+        Some(&self.table.route(model)?.affinity.as_ref()?.key)
+    }
+
     /// Whether `model` is a public model name.
     pub fn knows(&self, model: &str) -> bool {
         self.table.route(model).is_some()
@@ -206,7 +214,11 @@ impl Router {
         let route = self.table.route_for(model, request.endpoint())?;
         let started = Instant::now();
         let deadline = started + route.budget;
-        let plan = self.table.plan(model)?;
+        let mut plan = self.table.plan(model)?;
+        let pinning = route.affinity.as_ref().zip(request.session());
+        if let Some((affinity, session)) = pinning {
+            affinity.lead_with_pin(session, &mut plan);
+        }
         let attempts = AtomicU32::new(0);
         let (walked, hedged) = match &route.hedge {
             Some(hedge) => {
@@ -220,6 +232,9 @@ impl Router {
             Walked::Answered(target, answer) => {
                 if let Some(hedge) = &route.hedge {
                     hedge.record_commit(started.elapsed());
+                }
+                if let Some((affinity, session)) = pinning {
+                    affinity.pin(session, target);
                 }
                 Ok(Routed {
                     provider: target.provider_name.clone(),

@@ -91,6 +91,8 @@ pub struct ModelRoute {
     pub cache: Option<crate::CacheTtl>,
     /// The text answered when routing fails (`on_failure.respond.content`).
     pub last_resort: Option<Arc<str>>,
+    /// Session pins, when the model has `affinity`.
+    pub affinity: Option<crate::Affinity>,
 }
 
 /// Every public model, indexed by name.
@@ -148,6 +150,13 @@ impl RouteTable {
     /// The route of one public model.
     pub fn route(&self, name: &str) -> Option<&ModelRoute> {
         self.index.get(name).map(|&position| &self.models[position])
+    }
+
+    /// The route of one public model, to change in a test.
+    #[cfg(test)]
+    pub(crate) fn route_mut(&mut self, name: &str) -> Option<&mut ModelRoute> {
+        let position = *self.index.get(name)?;
+        self.models.get_mut(position)
     }
 
     /// Every target of every model (a target shared by models appears once

@@ -3,6 +3,7 @@
 //! bulkheads, rate limits and routing strategies. No sockets, no sleeps:
 //! time is advanced.
 
+mod affinity;
 mod cache;
 mod context_window;
 mod controls;

@@ -88,6 +88,8 @@ pub(crate) async fn dispatch<R>(
 where
     R: FnOnce(Routed, Option<Reservation>) -> Response + Send + 'static,
 {
+    let request =
+        crate::affinity::tag_session(&state.router, &tenant.name, Some(front.headers), request);
     let plan = crate::cache::plan(
         state,
         &tenant.name,

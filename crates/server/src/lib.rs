@@ -3,6 +3,7 @@
 //! no routing or provider logic lives here.
 
 mod admin;
+mod affinity;
 mod auth;
 mod cache;
 mod chat;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use keel_router::Router;
 use tokio::net::TcpListener;
 
+pub use affinity::tag_session;
 pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
 pub use cors::layer as with_cors;

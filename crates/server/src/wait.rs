@@ -63,6 +63,7 @@ pub(crate) async fn answer_or_queue(
         headers,
     );
     let ledger = Ledger::open(&state.slos, &state.metrics, &tenant.name, request.model());
+    let request = crate::affinity::tag_session(&state.router, &tenant.name, Some(headers), request);
     let upstream = match admit(&state.router, &state.limits, &tenant.name, request, plan).await {
         Ok(Admission::Hit(served)) => {
             return settle(state, &tenant.name, ledger, Ok(served), None, respond)

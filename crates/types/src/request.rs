@@ -16,6 +16,9 @@ pub struct ChatRequest {
     include_usage: bool,
     body_len: usize,
     endpoint: Endpoint,
+    /// The session the front end found for session affinity (a hash of
+    /// the tenant and the affinity key's value); not part of the body.
+    session: Option<u64>,
 }
 
 /// The upstream API a request is for.
@@ -184,6 +187,7 @@ impl ChatRequest {
             include_usage,
             body_len: body.len(),
             endpoint: Endpoint::Chat,
+            session: None,
         })
     }
 
@@ -210,6 +214,7 @@ impl ChatRequest {
             include_usage: false,
             body_len: body.len(),
             endpoint: Endpoint::Embeddings,
+            session: None,
         })
     }
 
@@ -236,12 +241,25 @@ impl ChatRequest {
             include_usage: false,
             body_len: body.len(),
             endpoint: Endpoint::Responses,
+            session: None,
         })
     }
 
     /// The upstream API this request is for.
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint
+    }
+
+    /// The request tagged with the session it belongs to, for the
+    /// router's session affinity.
+    pub fn with_session(mut self, session: Option<u64>) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// The session set by [`Self::with_session`].
+    pub fn session(&self) -> Option<u64> {
+        self.session
     }
 
     /// The public model the client asked for.

@@ -157,6 +157,19 @@ pub(crate) struct RawModel {
     pub(crate) hedge: Option<RawHedge>,
     pub(crate) cache: Option<RawModelCache>,
     pub(crate) on_failure: Option<RawOnFailure>,
+    pub(crate) affinity: Option<RawAffinity>,
+}
+
+/// `models.<name>.affinity`
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with key, ttl and max_sessions"
+)]
+pub(crate) struct RawAffinity {
+    pub(crate) key: Option<Scalar>,
+    pub(crate) ttl: Option<Scalar>,
+    pub(crate) max_sessions: Option<Scalar>,
 }
 
 /// `models.<name>.on_failure`

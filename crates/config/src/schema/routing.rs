@@ -27,6 +27,29 @@ pub struct ModelConfig {
     /// The answer given when every target, fallback and stale cache entry
     /// failed (`on_failure.respond.content`, non-empty; chat models only).
     pub last_resort: Option<String>,
+    /// Session affinity, when set.
+    pub affinity: Option<Affinity>,
+}
+
+/// `models.<name>.affinity`: requests of one session (per tenant) go to the
+/// target that served its previous request, while that target answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    /// Where a request's session is read from.
+    pub key: AffinityKey,
+    /// How long a pin lasts after its last use.
+    pub ttl: Duration,
+    /// The most sessions remembered; the least recently used go first.
+    pub max_sessions: usize,
+}
+
+/// `affinity.key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AffinityKey {
+    /// `header:<name>`: a request header, its name lower-cased.
+    Header(String),
+    /// `user`: the body's `user` field.
+    User,
 }
 
 /// `models.<name>.endpoint`: which API a model serves.

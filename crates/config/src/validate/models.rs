@@ -5,16 +5,26 @@ use std::collections::HashSet;
 
 use super::{Checker, FractionRange, Names};
 use crate::error::KeyPath;
-use crate::raw::{RawHedge, RawModel, RawModelCache, RawOnFailure, RawTarget, Scalar, ScalarList};
+use crate::raw::{
+    RawAffinity, RawHedge, RawModel, RawModelCache, RawOnFailure, RawTarget, Scalar, ScalarList,
+};
 use crate::schema::{
-    HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price, ProviderConfig,
-    ProviderKind, Strategy, Target,
+    Affinity, AffinityKey, HedgeDelay, HedgePolicy, ModelCache, ModelConfig, ModelEndpoint, Price,
+    ProviderConfig, ProviderKind, Strategy, Target,
 };
 
 mod fallback;
 
 /// The largest `targets[i].weight`: a million to one is already a pin.
 const MAX_WEIGHT: u32 = 1_000_000;
+
+/// `affinity.ttl` when absent.
+const DEFAULT_AFFINITY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `affinity.max_sessions` when absent, and its largest value: at about
+/// 100 bytes a session, the default holds 10 MB at most.
+const DEFAULT_MAX_SESSIONS: usize = 100_000;
+const MOST_SESSIONS: u64 = 10_000_000;
 
 /// The default hedge budget: 10 % of the model's requests.
 const DEFAULT_HEDGE_BUDGET: f64 = 0.10;
@@ -84,6 +94,10 @@ impl Checker {
             last_resort: raw.on_failure.as_ref().and_then(|on_failure| {
                 self.last_resort(on_failure, endpoint, &path.key("on_failure"))
             }),
+            affinity: raw
+                .affinity
+                .as_ref()
+                .and_then(|affinity| self.affinity(affinity, &path.key("affinity"))),
             name,
         }
     }
@@ -375,6 +389,43 @@ impl Checker {
         self.text(respond.content.as_ref(), &respond_path.key("content"), hint)
     }
 
+    /// `affinity: {key, ttl, max_sessions}`.
+    fn affinity(&mut self, raw: &RawAffinity, path: &KeyPath) -> Option<Affinity> {
+        let key_path = path.key("key");
+        let hint = "header:<name> (e.g. header:x-session-id) or user";
+        let key = match self
+            .required(raw.key.as_ref(), &key_path, hint)
+            .map(Scalar::text)
+        {
+            None => None,
+            Some("user") => Some(AffinityKey::User),
+            Some(text) => match text.strip_prefix("header:").map(str::trim) {
+                Some(name) if is_header_name(name) => {
+                    Some(AffinityKey::Header(name.to_ascii_lowercase()))
+                }
+                _ => {
+                    let message = format!("invalid key \"{text}\": expected {hint}");
+                    self.problems.push(&key_path, message);
+                    None
+                }
+            },
+        };
+        let ttl = self.duration(raw.ttl.as_ref(), &path.key("ttl"), DEFAULT_AFFINITY_TTL);
+        let max_sessions = self
+            .whole(
+                raw.max_sessions.as_ref(),
+                &path.key("max_sessions"),
+                1,
+                MOST_SESSIONS,
+            )
+            .unwrap_or(DEFAULT_MAX_SESSIONS);
+        Some(Affinity {
+            key: key?,
+            ttl,
+            max_sessions,
+        })
+    }
+
     fn model_cache(&mut self, raw: &RawModelCache, path: &KeyPath) -> Option<ModelCache> {
         let ttl_path = path.key("ttl");
         let ttl = self.required(
@@ -390,4 +441,12 @@ impl Checker {
             stale_if_error,
         })
     }
+}
+
+/// Whether `name` is an HTTP header name (RFC 9110 token characters).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }

@@ -101,6 +101,7 @@ fn setup(delay: Duration) -> (Arc<Router>, Arc<Canned>) {
             stale_if_error: STALE,
         }),
         last_resort: None,
+        affinity: None,
     };
     let router = Router::new(RouteTable::new(vec![model]), Arc::new(Metrics::new()));
     (Arc::new(router), canned)

@@ -65,6 +65,7 @@ async fn a_fallback_model_with_a_larger_window_answers() -> Result<(), RouteErro
         hedge: None,
         cache: None,
         last_resort: None,
+        affinity: None,
     };
     let routed = router(vec![windowed(&small, Some(8_192))], MINUTE, vec![fallback])
         .dispatch(request(false))

@@ -176,6 +176,7 @@ async fn fallback_models_are_tried_after_every_target_failed() -> Result<(), Rou
         hedge: None,
         cache: None,
         last_resort: None,
+        affinity: None,
     };
     let routed = router(vec![plain(&bad)], MINUTE, vec![fallback])
         .dispatch(request(false))

@@ -371,6 +371,7 @@ pub fn hedged_router(
         hedge,
         cache: None,
         last_resort: None,
+        affinity: None,
     }];
     models.extend(extra);
     Router::new(RouteTable::new(models), Arc::new(Metrics::new()))
@@ -388,6 +389,7 @@ pub fn table(strategy: keel_config::Strategy, targets: Vec<Target>) -> RouteTabl
         hedge: None,
         cache: None,
         last_resort: None,
+        affinity: None,
     }])
 }
 

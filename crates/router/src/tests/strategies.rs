@@ -354,6 +354,7 @@ fn each_fallback_model_is_ordered_by_its_own_strategy() -> Result<(), RouteError
         hedge: None,
         cache: None,
         last_resort: None,
+        affinity: None,
     };
     let own = ModelRoute {
         name: String::from("m"),
@@ -365,6 +366,7 @@ fn each_fallback_model_is_ordered_by_its_own_strategy() -> Result<(), RouteError
         hedge: None,
         cache: None,
         last_resort: None,
+        affinity: None,
     };
     let table = RouteTable::new(vec![own, fallback]);
     let mut rng = fastrand::Rng::with_seed(10);
