@@ -34,8 +34,8 @@ pub use schema::{
     Affinity, AffinityKey, BreakerPolicy, CacheConfig, Config, CorsOrigins, DatabaseConfig,
     DatabaseKind, HealthCheck, HedgeDelay, HedgePolicy, IdempotencyConfig, JobRetry, JobsConfig,
     MaxConcurrent, ModelCache, ModelConfig, ModelEndpoint, Price, ProviderConfig, ProviderKind,
-    RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, TelemetryConfig, Tenant, TenantLimits,
-    Timeouts, WebhooksConfig,
+    RedisConfig, RetryPolicy, ServerConfig, Sli, Slo, Strategy, Target, TelemetryConfig, Tenant,
+    TenantLimits, Timeouts, WebhooksConfig,
 };
 pub use summary::summary;
 

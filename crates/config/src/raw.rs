@@ -24,13 +24,13 @@ pub use keys::known_keys;
 pub(crate) use sections::{
     RawAffinity, RawBreaker, RawCache, RawCors, RawDatabase, RawHealthCheck, RawHedge,
     RawIdempotency, RawJobs, RawMaxConcurrent, RawModel, RawModelCache, RawOnFailure, RawPrice,
-    RawProvider, RawRetry, RawServer, RawSlo, RawTarget, RawTelemetry, RawTenant, RawTimeouts,
-    RawWebhooks,
+    RawProvider, RawRedis, RawRetry, RawServer, RawSlo, RawTarget, RawTelemetry, RawTenant,
+    RawTimeouts, RawWebhooks,
 };
 pub(crate) use shapes::{OrderedMap, Scalar, ScalarList};
 
 /// The top-level keys, in the order error messages list them.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "database",
     "tenants",
@@ -42,6 +42,7 @@ const SECTIONS: [&str; 11] = [
     "idempotency",
     "slos",
     "telemetry",
+    "redis",
 ];
 
 /// The whole file after phase two. `None` entries failed to deserialize and
@@ -60,6 +61,7 @@ pub(crate) struct RawConfig {
     pub(crate) idempotency: Option<RawIdempotency>,
     pub(crate) slos: Vec<Option<RawSlo>>,
     pub(crate) telemetry: Option<RawTelemetry>,
+    pub(crate) redis: Option<RawRedis>,
 }
 
 // === impl RawConfig ===
@@ -103,6 +105,7 @@ impl RawConfig {
             "idempotency" => self.idempotency = deserialize_at(section, &path, problems),
             "slos" => self.slos = list_entries(section, &path, problems),
             "telemetry" => self.telemetry = deserialize_at(section, &path, problems),
+            "redis" => self.redis = deserialize_at(section, &path, problems),
             _ => problems.push(&path, unknown_key(label, &SECTIONS)),
         }
     }

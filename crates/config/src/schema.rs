@@ -42,6 +42,9 @@ pub struct Config {
     pub slos: Vec<Slo>,
     /// `telemetry:` trace export.
     pub telemetry: TelemetryConfig,
+    /// `redis:` state shared by several instances; `None` keeps it all
+    /// in this instance.
+    pub redis: Option<RedisConfig>,
 }
 
 /// `server:` settings.
@@ -198,6 +201,19 @@ pub struct TelemetryConfig {
     /// POSTed to `<endpoint>/v1/traces`. `None` (the default, or an empty
     /// value) exports nothing and records no spans for export.
     pub otlp_endpoint: Option<String>,
+}
+
+/// `redis:` where several instances share rate limits and a cache level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]` (or `rediss://`).
+    pub url: String,
+    /// How many instances share the limits: each one's local fallback
+    /// while Redis is unreachable is the limit divided by this (default 1).
+    pub expected_instances: u32,
+    /// The longest one Redis call may take before the instance goes on
+    /// without it (default 10 ms).
+    pub timeout: Duration,
 }
 
 // === impl Config ===

@@ -58,6 +58,7 @@ pub(crate) fn validate(
         idempotency: checker.idempotency(raw.idempotency),
         slos: checker.slos(raw.slos, &model_names),
         telemetry: checker.telemetry(raw.telemetry),
+        redis: checker.redis(raw.redis),
     };
     let Checker { problems, warnings } = checker;
     problems.finish(Loaded { config, warnings })

@@ -9,12 +9,14 @@
 //! - [`bulkhead`]: a concurrency cap that rejects at once, never queues.
 //! - [`adaptive`]: the gradient limiter behind `max_concurrent: adaptive`.
 //! - [`token_bucket`]: a token bucket that can be drained, paused and settled.
+//! - [`rate_limit`]: the trait a bucket kept elsewhere (Redis) shares with it.
 //! - [`window`]: the sliding-window counter the budget and breaker share.
 
 pub mod adaptive;
 pub mod backoff;
 pub mod breaker;
 pub mod bulkhead;
+pub mod rate_limit;
 pub mod retry_budget;
 pub mod token_bucket;
 pub mod window;
@@ -23,6 +25,7 @@ pub use adaptive::{AdaptivePolicy, GradientLimit};
 pub use backoff::Backoff;
 pub use breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Outcome, TrialPermit};
 pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use rate_limit::RateLimit;
 pub use retry_budget::{RetryBudget, RetryBudgetPolicy};
 pub use token_bucket::TokenBucket;
 pub use window::{SlidingWindow, Totals};

@@ -7,8 +7,8 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAc
 use serde::de::{Deserializer, Visitor};
 
 use super::sections::{
-    RawCache, RawDatabase, RawIdempotency, RawJobs, RawModel, RawProvider, RawServer, RawSlo,
-    RawTelemetry, RawTenant, RawWebhooks,
+    RawCache, RawDatabase, RawIdempotency, RawJobs, RawModel, RawProvider, RawRedis, RawServer,
+    RawSlo, RawTelemetry, RawTenant, RawWebhooks,
 };
 use super::SECTIONS;
 
@@ -29,6 +29,7 @@ pub fn known_keys() -> Vec<String> {
     walk::<RawIdempotency>("idempotency", &mut keys);
     walk::<RawSlo>("slos[]", &mut keys);
     walk::<RawTelemetry>("telemetry", &mut keys);
+    walk::<RawRedis>("redis", &mut keys);
     keys
 }
 

@@ -295,6 +295,18 @@ pub(crate) struct RawTelemetry {
     pub(crate) otlp_endpoint: Option<Scalar>,
 }
 
+/// `redis`
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with url, expected_instances and timeout"
+)]
+pub(crate) struct RawRedis {
+    pub(crate) url: Option<Scalar>,
+    pub(crate) expected_instances: Option<Scalar>,
+    pub(crate) timeout: Option<Scalar>,
+}
+
 /// `slos[i]`
 #[derive(Debug, Deserialize)]
 #[serde(

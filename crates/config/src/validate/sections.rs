@@ -1,18 +1,26 @@
 //! The simple sections: `server`, `database`, `cache`, `jobs`, `webhooks`,
-//! `idempotency`, `telemetry`.
+//! `idempotency`, `telemetry`, `redis`.
 
 use std::net::SocketAddr;
 
 use super::Checker;
 use crate::error::KeyPath;
 use crate::raw::{
-    RawCache, RawCors, RawDatabase, RawIdempotency, RawJobs, RawServer, RawTelemetry, RawWebhooks,
+    RawCache, RawCors, RawDatabase, RawIdempotency, RawJobs, RawRedis, RawServer, RawTelemetry,
+    RawWebhooks,
 };
 use crate::schema::{
-    CacheConfig, CorsOrigins, DatabaseConfig, IdempotencyConfig, JobRetry, JobsConfig,
+    CacheConfig, CorsOrigins, DatabaseConfig, IdempotencyConfig, JobRetry, JobsConfig, RedisConfig,
     ServerConfig, TelemetryConfig, WebhooksConfig,
 };
 use crate::SecretString;
+
+/// `redis.timeout` when absent: loopback or same-zone Redis answers in well
+/// under a millisecond; ten leave room for a busy instance.
+const DEFAULT_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The longest `redis.timeout`: every admission may wait this long.
+const MAX_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An origin as browsers send it in `Origin`: `http` or `https`, a host and
 /// an optional port, nothing else; lower-cased, as browsers write it.
@@ -344,6 +352,49 @@ impl Checker {
         TelemetryConfig {
             otlp_endpoint: Some(endpoint.to_owned()),
         }
+    }
+
+    /// `redis: {url, expected_instances, timeout}`; an empty `url` (an
+    /// unset `${REDIS_URL:-}`) leaves Redis off.
+    pub(super) fn redis(&mut self, raw: Option<RawRedis>) -> Option<RedisConfig> {
+        let raw = raw?;
+        let path = KeyPath::root().key("redis");
+        let url = raw
+            .url
+            .as_ref()
+            .map(|url| url.text().to_owned())
+            .unwrap_or_default();
+        if url.is_empty() {
+            return None;
+        }
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            let message = format!("must be a redis:// or rediss:// URL, got \"{url}\"");
+            self.problems.push(&path.key("url"), message);
+            return None;
+        }
+        let expected_instances = self
+            .whole(
+                raw.expected_instances.as_ref(),
+                &path.key("expected_instances"),
+                1,
+                1000,
+            )
+            .unwrap_or(1);
+        let timeout_path = path.key("timeout");
+        let timeout = self.duration(raw.timeout.as_ref(), &timeout_path, DEFAULT_REDIS_TIMEOUT);
+        if timeout > MAX_REDIS_TIMEOUT {
+            let message = format!(
+                "must be at most {} (a request waits this long when Redis does not answer), got {}",
+                crate::units::format_duration(MAX_REDIS_TIMEOUT),
+                crate::units::format_duration(timeout)
+            );
+            self.problems.push(&timeout_path, message);
+        }
+        Some(RedisConfig {
+            url,
+            expected_instances,
+            timeout,
+        })
     }
 
     /// Records a problem at `<path>.max_delay` when it is below `base_delay`.

@@ -1,0 +1,281 @@
+//! Rate-limit buckets several instances share: the state of each lives in
+//! one Redis hash, changed only by one atomic Lua script (`script.lua`),
+//! one round trip per admission. While Redis is unreachable each instance
+//! falls back to a local bucket of the limit divided by
+//! `redis.expected_instances`, and goes back to the shared one by itself.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use keel_resilience::token_bucket::{MAX_DEBT_PERIODS, MAX_PAUSE};
+use keel_resilience::{RateLimit, TokenBucket};
+use redis::Script;
+use tokio::time::Instant;
+
+use crate::RedisLink;
+
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("script.lua")));
+
+/// A rate limit, kept in this instance or shared through Redis; the router
+/// and the server use it through [`RateLimit`] and never know which.
+pub enum RateBucket {
+    /// In this instance only.
+    Local(TokenBucket),
+    /// Shared through Redis.
+    Shared(RedisBucket),
+}
+
+/// A bucket kept in Redis.
+pub struct RedisBucket {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    link: Arc<RedisLink>,
+    key: String,
+    capacity: f64,
+    per_ms: f64,
+    clock: BucketClock,
+    /// The bucket used while Redis is unreachable.
+    fallback: TokenBucket,
+    /// The state the last script call returned, for `x-ratelimit-*`.
+    seen: Mutex<Seen>,
+}
+
+/// Which clock the script refills by.
+#[derive(Clone, Copy, Debug)]
+pub enum BucketClock {
+    /// The Redis server's, which every instance shares (production).
+    Server,
+    /// Milliseconds of tokio's clock since this instant, for tests on the
+    /// paused clock.
+    Tokio(Instant),
+}
+
+struct Seen {
+    tokens: f64,
+    at: Instant,
+    paused_for: Duration,
+}
+
+/// One script reply.
+struct Reply {
+    took: bool,
+    value: f64,
+    tokens: f64,
+    pause_left_ms: f64,
+}
+
+// === impl RateBucket ===
+
+impl RateLimit for RateBucket {
+    async fn take(&self, cost: f64) -> Result<f64, Duration> {
+        match self {
+            Self::Local(bucket) => bucket.try_take(cost),
+            Self::Shared(bucket) => bucket.take(cost).await,
+        }
+    }
+
+    fn settle(&self, delta: f64) {
+        match self {
+            Self::Local(bucket) => bucket.settle(delta),
+            Self::Shared(bucket) => RateLimit::settle(bucket, delta),
+        }
+    }
+
+    fn drain_and_pause(&self, pause: Duration) {
+        match self {
+            Self::Local(bucket) => bucket.drain_and_pause(pause),
+            Self::Shared(bucket) => RateLimit::drain_and_pause(bucket, pause),
+        }
+    }
+
+    fn remaining(&self) -> u64 {
+        match self {
+            Self::Local(bucket) => bucket.remaining(),
+            Self::Shared(bucket) => RateLimit::remaining(bucket),
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        match self {
+            Self::Local(bucket) => bucket.capacity(),
+            Self::Shared(bucket) => RateLimit::capacity(bucket),
+        }
+    }
+
+    fn time_to_full(&self) -> Duration {
+        match self {
+            Self::Local(bucket) => bucket.time_to_full(),
+            Self::Shared(bucket) => RateLimit::time_to_full(bucket),
+        }
+    }
+}
+
+// === impl RedisBucket ===
+
+impl RedisBucket {
+    /// `capacity` tokens refilled every `period`, kept under `key`; while
+    /// Redis is unreachable, `fallback_capacity` per `period` locally.
+    pub fn new(
+        link: Arc<RedisLink>,
+        key: String,
+        capacity: u64,
+        period: Duration,
+        fallback_capacity: u64,
+        clock: BucketClock,
+    ) -> Self {
+        let capacity = capacity.max(1) as f64;
+        let per_ms = capacity / (period.as_secs_f64() * 1000.0).max(f64::EPSILON);
+        Self {
+            inner: Arc::new(Inner {
+                link,
+                key,
+                capacity,
+                per_ms,
+                clock,
+                fallback: TokenBucket::new(fallback_capacity.max(1), period),
+                seen: Mutex::new(Seen {
+                    tokens: capacity,
+                    at: Instant::now(),
+                    paused_for: Duration::ZERO,
+                }),
+            }),
+        }
+    }
+
+    /// Takes `cost` tokens from the shared bucket, or from the local
+    /// fallback when Redis is down or does not answer in time.
+    pub async fn take(&self, cost: f64) -> Result<f64, Duration> {
+        let cost = if cost.is_nan() { 0.0 } else { cost.max(0.0) };
+        let inner = &self.inner;
+        if !inner.link.is_up() {
+            return inner.fallback.try_take(cost);
+        }
+        match inner.call("take", cost).await {
+            Some(reply) if reply.took => Ok(reply.value),
+            Some(reply) => Err(millis(reply.value)),
+            None => inner.fallback.try_take(cost),
+        }
+    }
+
+    /// Sends `op` with `amount` off without waiting for it (settling and
+    /// pausing never hold a request up); with Redis down, `local` instead.
+    fn send(&self, op: &'static str, amount: f64, local: impl FnOnce(&TokenBucket)) {
+        let inner = &self.inner;
+        if !inner.link.is_up() {
+            local(&inner.fallback);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            local(&inner.fallback);
+            return;
+        };
+        let inner = inner.clone();
+        runtime.spawn(async move {
+            inner.call(op, amount).await;
+        });
+    }
+}
+
+impl RateLimit for RedisBucket {
+    fn take(&self, cost: f64) -> impl std::future::Future<Output = Result<f64, Duration>> + Send {
+        RedisBucket::take(self, cost)
+    }
+
+    fn settle(&self, delta: f64) {
+        let delta = if delta.is_nan() { 0.0 } else { delta };
+        self.send("settle", delta, |fallback| fallback.settle(delta));
+    }
+
+    fn drain_and_pause(&self, pause: Duration) {
+        let pause = pause.min(MAX_PAUSE);
+        // Paused here too, so the pause holds if Redis goes away meanwhile.
+        self.inner.fallback.drain_and_pause(pause);
+        self.send("pause", pause.as_millis() as f64, |_| {});
+    }
+
+    fn remaining(&self) -> u64 {
+        let inner = &self.inner;
+        if !inner.link.is_up() {
+            return inner.fallback.remaining();
+        }
+        inner.projected().max(0.0) as u64
+    }
+
+    fn capacity(&self) -> u64 {
+        self.inner.capacity as u64
+    }
+
+    fn time_to_full(&self) -> Duration {
+        let inner = &self.inner;
+        if !inner.link.is_up() {
+            return inner.fallback.time_to_full();
+        }
+        millis((inner.capacity - inner.projected()) / inner.per_ms)
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    async fn call(&self, op: &'static str, amount: f64) -> Option<Reply> {
+        let now = match self.clock {
+            BucketClock::Server => String::new(),
+            BucketClock::Tokio(origin) => origin.elapsed().as_millis().to_string(),
+        };
+        let mut call = SCRIPT.key(&self.key);
+        call.arg(op)
+            .arg(self.capacity)
+            .arg(self.per_ms)
+            .arg(amount)
+            .arg(now)
+            .arg(MAX_DEBT_PERIODS);
+        let (status, value, tokens, pause_left): (i64, String, String, String) =
+            self.link.run(&call).await?;
+        let reply = Reply {
+            took: status == 1,
+            value: number(&value),
+            tokens: number(&tokens),
+            pause_left_ms: number(&pause_left),
+        };
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *seen = Seen {
+            tokens: reply.tokens,
+            at: Instant::now(),
+            paused_for: millis(reply.pause_left_ms),
+        };
+        Some(reply)
+    }
+
+    /// The tokens the last reply left, refilled up to now.
+    fn projected(&self) -> f64 {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refilling = seen.at.elapsed().saturating_sub(seen.paused_for);
+        (seen.tokens + refilling.as_secs_f64() * 1000.0 * self.per_ms).min(self.capacity)
+    }
+}
+
+/// A number the script wrote; anything unreadable is 0.
+fn number(text: &str) -> f64 {
+    text.parse::<f64>()
+        .ok()
+        .filter(|value| value.is_finite())
+        .unwrap_or(0.0)
+}
+
+/// Milliseconds as a duration: negative and NaN are zero, and at most a day.
+fn millis(value: f64) -> Duration {
+    if value.is_nan() || value <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(value / 1000.0).map_or(Duration::from_secs(86_400), |wait| {
+        wait.min(Duration::from_secs(86_400))
+    })
+}
