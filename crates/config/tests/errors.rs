@@ -59,7 +59,7 @@ fn rows() -> Vec<Row> {
     use Expect::{Error, Warnings};
     vec![
         with_base("unknown top-level key", "servers: {listen: 127.0.0.1:80}", Error(
-            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)",
+            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry, redis)",
         )),
         row("unknown provider key", "providers:\n  openai: {kind: openai, timeout: 5s}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.timeout: unknown key \"timeout\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported, health_check)",
@@ -241,6 +241,15 @@ fn rows() -> Vec<Row> {
         row("affinity with no room", "providers:\n  openai: {kind: openai, api_key: sk}\nmodels:\n  pinned: {targets: [{provider: openai, model: m}], affinity: {key: user, max_sessions: 0}}", Error(
             "models.pinned.affinity.max_sessions: must be at least 1, got 0",
         )),
+        with_base("redis that is not a redis URL", "redis: {url: \"http://cache:6379\"}", Error(
+            "redis.url: must be a redis:// or rediss:// URL, got \"http://cache:6379\"",
+        )),
+        with_base("redis timeout too long to wait on", "redis: {url: \"redis://cache:6379\", timeout: 5s}", Error(
+            "redis.timeout: must be at most 1s (a request waits this long when Redis does not answer), got 5s",
+        )),
+        with_base("redis with no instances", "redis: {url: \"redis://cache:6379\", expected_instances: 0}", Error(
+            "redis.expected_instances: must be at least 1, got 0",
+        )),
         row("health check without interval", "providers:\n  openai: {kind: openai, health_check: {}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.health_check.interval: required: a duration such as 30s",
         )),
@@ -343,7 +352,7 @@ fn rows() -> Vec<Row> {
             "server.request_timeout: invalid duration \"10\": add a unit, e.g. 10s or 10ms",
         ))),
         row("an unknown section beside a bad value", "servers: {listen: 127.0.0.1:80}\nserver: {listen: nowhere}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry)\n",
+            "servers: unknown key \"servers\" (expected one of: server, database, tenants, providers, models, cache, jobs, webhooks, idempotency, slos, telemetry, redis)\n",
             "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
         ))),
         row("an unknown key beside a bad value at the top", "server: {listn: x, max_in_flight: -3}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(

@@ -26,8 +26,13 @@ pub async fn start(
 ) -> std::io::Result<()> {
     let providers = build_providers(&config).await?;
     let metrics = Arc::new(keel_telemetry::Metrics::new());
+    let shared = match &config.redis {
+        None => keel_redis::Shared::local(),
+        Some(redis) => keel_redis::Shared::redis(redis)
+            .map_err(|error| std::io::Error::other(format!("redis.url: {error}")))?,
+    };
     let router = Arc::new(Router::new(
-        RouteTable::from_config(&config, &providers),
+        RouteTable::from_config(&config, &providers, &shared),
         metrics.clone(),
     ));
     let tenants = Tenants::new(
@@ -37,7 +42,8 @@ pub async fn start(
             .map(|tenant| (tenant.name.as_str(), tenant.key_hashes.as_slice())),
     );
     let limits = Arc::new(
-        TenantLimits::new(
+        TenantLimits::kept_in(
+            &shared,
             config
                 .tenants
                 .iter()
@@ -76,6 +82,7 @@ pub async fn start(
         cutoff: keel_server::Cutoff::new(),
         slos,
         sse_keepalive: config.server.sse_keepalive,
+        shared,
     });
     let metrics_server = match config.server.metrics_listen {
         Some(address) => Some(serve_metrics(address, state.clone()).await?),

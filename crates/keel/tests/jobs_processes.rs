@@ -5,30 +5,16 @@
 //! outside lease expiry (JQ-2), and SIGTERM releases what it cannot finish.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use keel_testkit::{start_mock, Faults, Mock, TestDatabase};
+use keel_testkit::{start_mock, ConfigFile, Faults, KeelProcess, Mock, TestDatabase};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const KEY: &str = "sk-acme";
-
-/// A `keel serve` child process.
-struct Keel {
-    child: Child,
-    addr: SocketAddr,
-}
-
-/// A config file in the temp directory, removed on drop.
-struct ConfigFile(PathBuf);
 
 /// A webhook receiver counting deliveries per `webhook-id`.
 struct Receiver {
@@ -36,66 +22,15 @@ struct Receiver {
     deliveries: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-impl Keel {
-    /// Starts `keel serve` and waits for its "keel is serving" line.
-    async fn start(config: &ConfigFile) -> Result<Self, Box<dyn std::error::Error>> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["serve", "--config"])
-            .arg(&config.0)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let line = tokio::time::timeout_at(deadline, lines.next_line()).await?;
-            let Some(line) = line? else {
-                return Err("keel exited before serving".into());
-            };
-            if let Some(rest) = line.split("listen=").nth(1) {
-                let text: String = rest
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                break text.parse::<SocketAddr>()?;
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, addr })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn signal(&self, name: &str) -> Result<(), Box<dyn std::error::Error>> {
-        let pid = self.child.id().ok_or("no pid")?;
-        let status = std::process::Command::new("kill")
-            .args([format!("-{name}"), pid.to_string()])
-            .status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{name} failed").into())
-        }
-    }
-}
-
-impl ConfigFile {
-    fn write(
-        database: &TestDatabase,
-        mock: &Mock,
-        workers: u32,
-        grace: &str,
-    ) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("keel-jobs-{:016x}.yaml", fastrand_u64()));
-        let yaml = format!(
-            r#"server: {{listen: "127.0.0.1:0", shutdown_grace: {grace}}}
+/// The configuration of every process of a test.
+fn config_file(
+    database: &TestDatabase,
+    mock: &Mock,
+    workers: u32,
+    grace: &str,
+) -> std::io::Result<ConfigFile> {
+    let yaml = format!(
+        r#"server: {{listen: "127.0.0.1:0", shutdown_grace: {grace}}}
 tenants:
   - {{name: acme, keys: ["{KEY}"]}}
 providers:
@@ -106,19 +41,17 @@ database: {{url: "{url}"}}
 jobs: {{workers: {workers}, lease: 2s, max_attempts: 5, retry: {{base_delay: 50ms, max_delay: 200ms}}}}
 webhooks: {{secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", timeout: 2s, allow_private: true, retry_schedule: [100ms, 200ms, 400ms, 1s]}}
 "#,
-            base = mock.base_url(),
-            url = database.url(),
-        );
-        std::fs::write(&path, yaml)?;
-        Ok(Self(path))
-    }
+        base = mock.base_url(),
+        url = database.url(),
+    );
+    ConfigFile::write("keel-jobs", &yaml)
 }
 
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+async fn start_keel(config: &ConfigFile) -> Result<Keel, Box<dyn std::error::Error>> {
+    KeelProcess::start(env!("CARGO_BIN_EXE_keel"), config).await
 }
+
+type Keel = KeelProcess;
 
 impl Receiver {
     async fn start() -> std::io::Result<Self> {
@@ -155,14 +88,6 @@ impl Receiver {
             .map(|log| log.clone())
             .unwrap_or_default()
     }
-}
-
-fn fastrand_u64() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    u64::try_from(nanos % u128::from(u64::MAX)).unwrap_or_default() ^ u64::from(std::process::id())
 }
 
 /// Submits `count` jobs with a webhook, spread over `instances`, 32 at a time.
@@ -276,9 +201,9 @@ async fn jq3_a_killed_instance_loses_no_job_and_no_webhook() -> TestResult {
         },
     );
     let receiver = Receiver::start().await?;
-    let config = ConfigFile::write(&database, &mock, 8, "1s")?;
+    let config = config_file(&database, &mock, 8, "1s")?;
     let http = reqwest::Client::new();
-    let mut first = Keel::start(&config).await?;
+    let mut first = start_keel(&config).await?;
     let ids = submit_all(&http, &[&first], &receiver.url, 40).await?;
     // Kill it while jobs are in flight upstream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -290,7 +215,7 @@ async fn jq3_a_killed_instance_loses_no_job_and_no_webhook() -> TestResult {
     }
     first.signal("KILL")?;
     first.child.wait().await?;
-    let second = Keel::start(&config).await?;
+    let second = start_keel(&config).await?;
     let jobs = wait_all_settled(&http, &second, ids.len(), Duration::from_secs(40)).await?;
     let rerun = jobs
         .iter()
@@ -320,9 +245,9 @@ async fn jq2_two_instances_share_a_thousand_jobs_without_double_execution() -> T
     let database = TestDatabase::postgres().await?;
     let mock = start_mock().await?;
     let receiver = Receiver::start().await?;
-    let config = ConfigFile::write(&database, &mock, 16, "1s")?;
+    let config = config_file(&database, &mock, 16, "1s")?;
     let http = reqwest::Client::new();
-    let (one, two) = (Keel::start(&config).await?, Keel::start(&config).await?);
+    let (one, two) = (start_keel(&config).await?, start_keel(&config).await?);
     let count = 1000;
     let ids = submit_all(&http, &[&one, &two], &receiver.url, count).await?;
     assert_eq!(ids.len(), count);
@@ -361,9 +286,9 @@ async fn sigterm_releases_running_jobs_to_another_instance() -> TestResult {
         },
     );
     let receiver = Receiver::start().await?;
-    let config = ConfigFile::write(&database, &mock, 4, "200ms")?;
+    let config = config_file(&database, &mock, 4, "200ms")?;
     let http = reqwest::Client::new();
-    let mut first = Keel::start(&config).await?;
+    let mut first = start_keel(&config).await?;
     let ids = submit_all(&http, &[&first], &receiver.url, 4).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while mock.state.stats("gpt-mock").requests < 4 {
@@ -377,7 +302,7 @@ async fn sigterm_releases_running_jobs_to_another_instance() -> TestResult {
     assert!(exited.success(), "keel exits cleanly on SIGTERM");
     // Released, not left running under a lease: queued again with the run
     // uncounted (the new instance may already have claimed it: attempts 1).
-    let second = Keel::start(&config).await?;
+    let second = start_keel(&config).await?;
     let queued: Value = http
         .get(second.url(&format!("/v1/jobs/{}", ids[0])))
         .bearer_auth(KEY)

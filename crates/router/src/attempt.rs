@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use keel_providers::{Clock, ErrorKind, ProviderError, Reply, StreamEvent, UpstreamModel};
-use keel_resilience::{BulkheadPermit, Outcome, TrialPermit};
+use keel_resilience::{BulkheadPermit, Outcome, RateLimit as _, TrialPermit};
 use keel_telemetry::{AttemptLabels, Metrics};
 use keel_types::ChatRequest;
 use tokio::time::Instant;

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use crate::{Health, HealthSchedule};
 use keel_config::{MaxConcurrent, ProviderConfig};
-use keel_resilience::{
-    AdaptivePolicy, Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy, TokenBucket,
-};
+use keel_redis::{RateBucket, Shared};
+use keel_resilience::{AdaptivePolicy, Backoff, Bulkhead, RetryBudget, RetryBudgetPolicy};
 
 /// The per-attempt clocks of a provider (the README's "Clocks").
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,9 +41,9 @@ pub struct ProviderControls {
     /// counting the calls in flight for `/admin/providers`).
     pub bulkhead: Bulkhead,
     /// `rpm`, when set.
-    pub requests: Option<TokenBucket>,
+    pub requests: Option<RateBucket>,
     /// `tpm`, when set: charged from real usage after each call.
-    pub tokens: Option<TokenBucket>,
+    pub tokens: Option<RateBucket>,
     /// `health_check`: its schedule and last outcome.
     pub health: Health,
 }
@@ -52,8 +51,9 @@ pub struct ProviderControls {
 // === impl ProviderControls ===
 
 impl ProviderControls {
-    /// The controls configured for `provider`.
-    pub fn from_config(provider: &ProviderConfig) -> Arc<Self> {
+    /// The controls configured for `provider`, its rate limits kept in
+    /// `shared` (this instance, or Redis).
+    pub fn from_config(provider: &ProviderConfig, shared: &Shared) -> Arc<Self> {
         let timeouts = &provider.timeouts;
         let retry = &provider.retry;
         let minute = Duration::from_secs(60);
@@ -77,10 +77,16 @@ impl ProviderControls {
                 window: Duration::from_secs(10),
             }),
             bulkhead: bulkhead(provider.max_concurrent),
-            requests: provider
-                .rpm
-                .map(|rpm| TokenBucket::new(u64::from(rpm), minute)),
-            tokens: provider.tpm.map(|tpm| TokenBucket::new(tpm, minute)),
+            requests: provider.rpm.map(|rpm| {
+                shared.bucket(
+                    &format!("provider:{}:rpm", provider.name),
+                    u64::from(rpm),
+                    minute,
+                )
+            }),
+            tokens: provider
+                .tpm
+                .map(|tpm| shared.bucket(&format!("provider:{}:tpm", provider.name), tpm, minute)),
             health: provider.health_check.map_or_else(Health::off, |check| {
                 Health::every(HealthSchedule {
                     interval: check.interval,

@@ -16,6 +16,7 @@ use crate::{Hedge, ModelRoute, ProviderControls, RouteTable, Target, TargetStats
 struct Parts<'a> {
     config: &'a Config,
     providers: &'a HashMap<String, Arc<dyn Provider>>,
+    shared: &'a keel_redis::Shared,
     controls: HashMap<String, Arc<ProviderControls>>,
     breakers: HashMap<(String, String), Arc<CircuitBreaker>>,
     stats: HashMap<(String, String), Arc<TargetStats>>,
@@ -27,11 +28,17 @@ impl RouteTable {
     /// One route per configured model. Targets whose provider is absent from
     /// `providers` (disabled, e.g. for a missing key) are left out; with
     /// `strategy: cost` the targets are ordered cheapest first, once (the
-    /// other strategies order them per request).
-    pub fn from_config(config: &Config, providers: &HashMap<String, Arc<dyn Provider>>) -> Self {
+    /// other strategies order them per request). Provider rate limits are
+    /// kept in `shared`.
+    pub fn from_config(
+        config: &Config,
+        providers: &HashMap<String, Arc<dyn Provider>>,
+        shared: &keel_redis::Shared,
+    ) -> Self {
         let mut parts = Parts {
             config,
             providers,
+            shared,
             controls: HashMap::new(),
             breakers: HashMap::new(),
             stats: HashMap::new(),
@@ -102,7 +109,7 @@ impl Parts<'_> {
         let controls = self
             .controls
             .entry(provider_name.to_owned())
-            .or_insert_with(|| ProviderControls::from_config(settings))
+            .or_insert_with(|| ProviderControls::from_config(settings, self.shared))
             .clone();
         let key = (provider_name.to_owned(), model.to_owned());
         let stats = self.stats.entry(key.clone()).or_default().clone();

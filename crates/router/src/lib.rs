@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
-use keel_resilience::BreakerState;
+use keel_resilience::{BreakerState, RateLimit as _};
 use keel_telemetry::Metrics;
 use keel_types::ChatRequest;
 use tokio::time::Instant;
@@ -381,7 +381,7 @@ impl Router {
             if Instant::now() >= deadline {
                 return TargetResult::Next;
             }
-            let Some(admission) = self.admit(target, walk) else {
+            let Some(admission) = self.admit(target, walk).await else {
                 return TargetResult::Next;
             };
             if retry == 0 {
@@ -451,7 +451,7 @@ impl Router {
     }
 
     /// Passes the target's breaker, bulkhead and rate limits, or says why not.
-    fn admit(&self, target: &Target, walk: &mut Walk) -> Option<Admission> {
+    async fn admit(&self, target: &Target, walk: &mut Walk) -> Option<Admission> {
         let controls = &target.controls;
         let trial = match target.breaker.try_acquire() {
             Ok(trial) => trial,
@@ -475,9 +475,9 @@ impl Router {
             walk.refused(Duration::from_secs(1));
             return None;
         };
-        let mut taken: Vec<&keel_resilience::TokenBucket> = Vec::with_capacity(2);
+        let mut taken: Vec<&keel_redis::RateBucket> = Vec::with_capacity(2);
         for bucket in [&controls.requests, &controls.tokens].into_iter().flatten() {
-            if let Err(wait) = bucket.try_take(1.0) {
+            if let Err(wait) = bucket.take(1.0).await {
                 // Nothing is sent: what the other bucket gave is given back.
                 for earlier in taken {
                     earlier.settle(-1.0);

@@ -93,12 +93,11 @@ impl WallClock {
 fn provider_json(provider: &ProviderView<'_>, clock: &WallClock) -> Value {
     let controls = provider.controls;
     let bulkhead = &controls.bulkhead;
-    let bucket_left = |bucket: &Option<keel_resilience::TokenBucket>| {
-        bucket.as_ref().map(keel_resilience::TokenBucket::remaining)
-    };
-    let bucket_size = |bucket: &Option<keel_resilience::TokenBucket>| {
-        bucket.as_ref().map(keel_resilience::TokenBucket::capacity)
-    };
+    use keel_resilience::RateLimit as _;
+    let bucket_left =
+        |bucket: &Option<keel_redis::RateBucket>| bucket.as_ref().map(|bucket| bucket.remaining());
+    let bucket_size =
+        |bucket: &Option<keel_redis::RateBucket>| bucket.as_ref().map(|bucket| bucket.capacity());
     let targets: Vec<Value> = provider
         .targets
         .iter()

@@ -81,6 +81,9 @@ pub struct AppState {
     /// out and keep-alive comments follow (`server.sse_keepalive`); zero:
     /// never.
     pub sse_keepalive: Duration,
+    /// Where limits (and a cache level) are shared with other instances:
+    /// `keel_redis_up` reads its link.
+    pub shared: keel_redis::Shared,
 }
 
 // === impl AppState ===

@@ -1,8 +1,8 @@
 //! Tenant rate limits: token buckets on requests and tokens per minute.
 //! Tokens are reserved at admission (a prompt estimate plus `max_tokens`)
 //! and settled from the real usage afterwards, so concurrent requests cannot
-//! overrun a limit. Limits are per instance: N instances admit up to N times
-//! the configured rate.
+//! overrun a limit. With `redis:` the buckets are shared by every instance
+//! (`keel-redis`); without it they are this instance's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
-use keel_resilience::TokenBucket;
+use keel_redis::{RateBucket, Shared};
+use keel_resilience::RateLimit;
 use keel_types::{ChatRequest, Usage};
 
 /// Every tenant's buckets, and the concurrency caps of those that have one.
@@ -32,8 +33,8 @@ pub type InFlight = tokio::sync::OwnedSemaphorePermit;
 
 /// One tenant's buckets.
 pub struct Buckets {
-    requests: Option<TokenBucket>,
-    tokens: Option<TokenBucket>,
+    requests: Option<RateBucket>,
+    tokens: Option<RateBucket>,
 }
 
 /// Tokens reserved for one admitted request. The usage reports it is
@@ -67,15 +68,27 @@ const MINUTE: Duration = Duration::from_secs(60);
 // === impl TenantLimits ===
 
 impl TenantLimits {
-    /// Buckets for every tenant with limits: `(name, rpm, tpm)`.
+    /// Buckets in this instance for every tenant with limits: `(name, rpm, tpm)`.
     pub fn new<'a>(tenants: impl IntoIterator<Item = (&'a str, Option<u32>, Option<u64>)>) -> Self {
+        Self::kept_in(&Shared::local(), tenants)
+    }
+
+    /// Buckets kept in `shared` (this instance, or Redis) for every tenant
+    /// with limits: `(name, rpm, tpm)`.
+    pub fn kept_in<'a>(
+        shared: &Shared,
+        tenants: impl IntoIterator<Item = (&'a str, Option<u32>, Option<u64>)>,
+    ) -> Self {
         let tenants = tenants
             .into_iter()
             .filter(|(_, rpm, tpm)| rpm.is_some() || tpm.is_some())
             .map(|(name, rpm, tpm)| {
+                let bucket = |limit: &str, capacity: u64| {
+                    shared.bucket(&format!("tenant:{name}:{limit}"), capacity, MINUTE)
+                };
                 let buckets = Buckets {
-                    requests: rpm.map(|rpm| TokenBucket::new(u64::from(rpm), MINUTE)),
-                    tokens: tpm.map(|tpm| TokenBucket::new(tpm, MINUTE)),
+                    requests: rpm.map(|rpm| bucket("rpm", u64::from(rpm))),
+                    tokens: tpm.map(|tpm| bucket("tpm", tpm)),
                 };
                 (Arc::from(name), Arc::new(buckets))
             })
@@ -135,27 +148,29 @@ impl TenantLimits {
 
     /// Admits one request of `tenant` (its request and token limits), or
     /// says which limit it hit.
-    pub fn admit(
+    pub async fn admit(
         &self,
         tenant: &str,
         request: &ChatRequest,
         body_len: usize,
     ) -> Result<Option<Reservation>, Exceeded> {
-        self.take_request(tenant)?
-            .map(|admitted| admitted.reserve_tokens(request, body_len))
-            .transpose()
+        match self.take_request(tenant).await? {
+            Some(admitted) => admitted.reserve_tokens(request, body_len).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Takes one request from `tenant`'s request limit; tokens are reserved
     /// next, unless a cache hit answers first (a hit counts against `rpm`
     /// only). `None` for a tenant without limits.
-    pub fn take_request(&self, tenant: &str) -> Result<Option<Admitted>, Exceeded> {
+    pub async fn take_request(&self, tenant: &str) -> Result<Option<Admitted>, Exceeded> {
         let Some(buckets) = self.tenants.get(tenant) else {
             return Ok(None);
         };
         if let Some(bucket) = &buckets.requests {
             bucket
-                .try_take(1.0)
+                .take(1.0)
+                .await
                 .map_err(|wait| buckets.exceeded("requests", wait))?;
         }
         Ok(Some(Admitted {
@@ -174,7 +189,7 @@ pub struct Admitted {
 impl Admitted {
     /// Reserves the request's estimated tokens, or gives the request slot
     /// back and says so when the token limit is reached.
-    pub fn reserve_tokens(
+    pub async fn reserve_tokens(
         self,
         request: &ChatRequest,
         body_len: usize,
@@ -183,7 +198,7 @@ impl Admitted {
         let estimate = estimate_tokens(request, body_len);
         let reserved = match &buckets.tokens {
             None => 0.0,
-            Some(bucket) => match bucket.try_take(estimate) {
+            Some(bucket) => match bucket.take(estimate).await {
                 Ok(taken) => taken,
                 Err(wait) => {
                     // The request slot taken above is given back: nothing was served.
@@ -304,6 +319,23 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
 
+    /// How many of `tries` requests `tenant` gets admitted.
+    async fn admitted(
+        limits: &TenantLimits,
+        tenant: &str,
+        request: &ChatRequest,
+        body_len: usize,
+        tries: usize,
+    ) -> usize {
+        let mut admitted = 0;
+        for _ in 0..tries {
+            if limits.admit(tenant, request, body_len).await.is_ok() {
+                admitted += 1;
+            }
+        }
+        admitted
+    }
+
     fn request(max_tokens: u64) -> Result<ChatRequest, keel_types::RequestError> {
         ChatRequest::parse(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#).as_bytes())
     }
@@ -315,11 +347,8 @@ mod tests {
     {
         let limits = TenantLimits::new([("a", Some(10), None), ("b", Some(10), None)]);
         let request = request(1)?;
-        let admitted = (0..15)
-            .filter(|_| limits.admit("a", &request, 100).is_ok())
-            .count();
-        assert_eq!(admitted, 10);
-        let Err(refusal) = limits.admit("a", &request, 100) else {
+        assert_eq!(admitted(&limits, "a", &request, 100, 15).await, 10);
+        let Err(refusal) = limits.admit("a", &request, 100).await else {
             panic!("an 11th request passed")
         };
         assert_eq!(
@@ -327,14 +356,10 @@ mod tests {
             ("requests", Duration::from_secs(6))
         );
         assert_eq!(refusal.headers["x-ratelimit-remaining-requests"], "0");
-        assert_eq!(
-            (0..10)
-                .filter(|_| limits.admit("b", &request, 100).is_ok())
-                .count(),
-            10
-        );
+        assert_eq!(admitted(&limits, "b", &request, 100, 10).await, 10);
         assert!(limits
             .admit("unlimited", &request, 100)
+            .await
             .is_ok_and(|reservation| reservation.is_none()));
         Ok(())
     }
@@ -345,7 +370,7 @@ mod tests {
     async fn a_request_that_reserves_no_tokens_spends_only_its_request(
     ) -> Result<(), keel_types::RequestError> {
         let limits = TenantLimits::new([("a", Some(2), Some(100))]);
-        let admitted = limits.take_request("a").ok().flatten();
+        let admitted = limits.take_request("a").await.ok().flatten();
         let headers = admitted.as_ref().map(Admitted::headers);
         assert_eq!(
             headers
@@ -354,11 +379,11 @@ mod tests {
             Some(axum::http::HeaderValue::from_static("100"))
         );
         assert!(
-            limits.admit("a", &request(50)?, 40).is_ok(),
+            limits.admit("a", &request(50)?, 40).await.is_ok(),
             "the tokens are all there"
         );
         assert!(
-            limits.take_request("a").is_err(),
+            limits.take_request("a").await.is_err(),
             "two requests spent the rpm of 2"
         );
         Ok(())
@@ -371,17 +396,18 @@ mod tests {
         let limits = TenantLimits::new([("a", None, Some(1000))]);
         let first = limits
             .admit("a", &request(600)?, 40)
+            .await
             .ok()
             .flatten()
             .ok_or(keel_types::RequestError::MissingModel)?;
         assert!(
-            limits.admit("a", &request(600)?, 40).is_err(),
+            limits.admit("a", &request(600)?, 40).await.is_err(),
             "the reservation of 610 leaves 390"
         );
         first.settle(10);
         drop(first);
         assert!(
-            limits.admit("a", &request(600)?, 40).is_ok(),
+            limits.admit("a", &request(600)?, 40).await.is_ok(),
             "settling to 10 real tokens freed the rest"
         );
         Ok(())
@@ -396,6 +422,7 @@ mod tests {
         let limits = TenantLimits::new([("a", None, Some(10_000))]);
         let big = limits
             .admit("a", &request(64_000)?, 40)
+            .await
             .ok()
             .flatten()
             .ok_or(keel_types::RequestError::MissingModel)?;
@@ -405,6 +432,7 @@ mod tests {
         drop(big);
         let headers = limits
             .take_request("a")
+            .await
             .ok()
             .flatten()
             .map(|admitted| admitted.headers());
@@ -414,11 +442,9 @@ mod tests {
             "9,000 charged once"
         );
         let again = request(64_000)?;
-        let admitted = (0..20)
-            .filter(|_| limits.admit("a", &again, 40).is_ok())
-            .count();
         assert_eq!(
-            admitted, 0,
+            admitted(&limits, "a", &again, 40, 20).await,
+            0,
             "the bucket has 1,000 left: nothing as big passes"
         );
         Ok(())

@@ -82,7 +82,10 @@ pub(crate) async fn admit(
     request: ChatRequest,
     plan: Option<CachePlan>,
 ) -> Result<Admission, Unserved> {
-    let admitted = limits.take_request(tenant).map_err(Unserved::Limited)?;
+    let admitted = limits
+        .take_request(tenant)
+        .await
+        .map_err(Unserved::Limited)?;
     if let Some(plan) = &plan {
         if let Some(routed) = router.cached(plan, &request).await {
             let limit_headers = admitted.as_ref().map(|admitted| admitted.headers());
@@ -95,10 +98,15 @@ pub(crate) async fn admit(
             }));
         }
     }
-    let reservation = admitted
-        .map(|admitted| admitted.reserve_tokens(&request, request.body_len()))
-        .transpose()
-        .map_err(Unserved::Limited)?;
+    let reservation = match admitted {
+        Some(admitted) => Some(
+            admitted
+                .reserve_tokens(&request, request.body_len())
+                .await
+                .map_err(Unserved::Limited)?,
+        ),
+        None => None,
+    };
     let limit_headers = reservation.as_ref().map(Reservation::headers);
     Ok(Admission::Upstream(Upstream {
         request,

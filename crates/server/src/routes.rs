@@ -117,6 +117,9 @@ async fn metrics(
 async fn open_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.router.export_gauges();
     state.slos.export_gauges();
+    if let Some(link) = state.shared.link() {
+        state.metrics.redis_up.set(i64::from(link.is_up()));
+    }
     state.router.export_cache_gauges().await;
     if let Some(jobs) = &state.jobs {
         jobs.export_gauges().await;

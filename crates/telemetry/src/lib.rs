@@ -136,6 +136,10 @@ pub struct Metrics {
     pub circuit_rejections: Family<TargetLabels, Counter>,
     /// `keel_bulkhead_in_flight{provider}`.
     pub bulkhead_in_flight: Family<ProviderLabels, Gauge>,
+    /// `keel_redis_up`: 1 while limits and the cache level are shared
+    /// through Redis, 0 while this instance runs on its own (absent
+    /// without `redis:`).
+    pub redis_up: Gauge,
     /// `keel_bulkhead_limit{provider}`: the cap now, for bounded bulkheads
     /// (it moves with `max_concurrent: adaptive`).
     pub bulkhead_limit: Family<ProviderLabels, Gauge>,
@@ -210,6 +214,7 @@ impl Metrics {
         let circuit_rejections = Family::default();
         let bulkhead_in_flight = Family::default();
         let bulkhead_limit = Family::default();
+        let redis_up = Gauge::default();
         let bulkhead_rejections = Family::default();
         let rate_limited = Family::default();
         let shed = Counter::default();
@@ -258,6 +263,11 @@ impl Metrics {
             "bulkhead_in_flight",
             "Upstream calls in flight",
             bulkhead_in_flight.clone(),
+        );
+        registry.register(
+            "redis_up",
+            "Whether Redis answers (1) or this instance runs on local limits and cache (0)",
+            redis_up.clone(),
         );
         registry.register(
             "bulkhead_limit",
@@ -368,6 +378,7 @@ impl Metrics {
             circuit_rejections,
             bulkhead_in_flight,
             bulkhead_limit,
+            redis_up,
             bulkhead_rejections,
             rate_limited,
             shed,

@@ -3,6 +3,7 @@
 //! Used only from `[dev-dependencies]`.
 
 mod db;
+mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 
 pub use db::TestDatabase;
 pub use keel_mock::{FailNext, Faults, MockState, ModelStats, MODELS_LIST};
+pub use keel_redis::testing::RedisServer;
+pub use process::{ConfigFile, KeelProcess};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -417,7 +417,7 @@ async fn the_provider_rate_limit_skips_the_target_when_empty() -> Result<(), Rou
     let good = Scripted::new("good", vec![]);
     let mut controls = ProviderControls::unlimited(CLOCKS, 1, BACKOFF);
     if let Some(controls) = Arc::get_mut(&mut controls) {
-        controls.requests = Some(TokenBucket::new(600, MINUTE));
+        controls.requests = Some(keel_redis::RateBucket::Local(TokenBucket::new(600, MINUTE)));
     }
     let router = router(
         vec![target(&limited, controls, BREAKER), plain(&good)],
