@@ -227,9 +227,12 @@ impl Router {
         control: CacheControl,
     ) -> Option<CachePlan> {
         let cache = self.cache.as_ref()?;
-        // Native Responses answers are the upstream's own objects, with
-        // their ids: they are passed through, never stored.
-        if request.endpoint() == keel_types::Endpoint::Responses {
+        // Native Responses and Messages answers are the upstream's own
+        // objects, with their ids: they are passed through, never stored.
+        if matches!(
+            request.endpoint(),
+            keel_types::Endpoint::Responses | keel_types::Endpoint::Messages
+        ) {
             return None;
         }
         let route = self.table.route(request.model())?;

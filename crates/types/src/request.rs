@@ -16,6 +16,10 @@ pub struct ChatRequest {
     include_usage: bool,
     body_len: usize,
     endpoint: Endpoint,
+    /// Client headers the upstream gets as they came (`anthropic-beta`,
+    /// `anthropic-version` of a Messages body passed through), as (name,
+    /// value) pairs.
+    forwarded_headers: Vec<(String, String)>,
 }
 
 /// The upstream API a request is for.
@@ -29,6 +33,9 @@ pub enum Endpoint {
     /// The Responses API passed through as it came (`/responses`), for
     /// targets that speak it natively.
     Responses,
+    /// Anthropic's Messages API passed through as it came (`/v1/messages`),
+    /// for models whose every target is Anthropic-kind.
+    Messages,
 }
 
 /// Why a request body was refused, with the parameter at fault.
@@ -184,6 +191,7 @@ impl ChatRequest {
             include_usage,
             body_len: body.len(),
             endpoint: Endpoint::Chat,
+            forwarded_headers: Vec::new(),
         })
     }
 
@@ -210,6 +218,7 @@ impl ChatRequest {
             include_usage: false,
             body_len: body.len(),
             endpoint: Endpoint::Embeddings,
+            forwarded_headers: Vec::new(),
         })
     }
 
@@ -217,6 +226,18 @@ impl ChatRequest {
     /// target that speaks the Responses API: `model` and `stream` are read,
     /// everything else goes as sent.
     pub fn parse_native_responses(body: &[u8]) -> Result<Self, RequestError> {
+        Self::parse_verbatim(body, Endpoint::Responses)
+    }
+
+    /// Reads a `POST /v1/messages` body to pass through verbatim to
+    /// Anthropic targets: `model` and `stream` are read, everything else
+    /// goes as sent (the upstream judges it).
+    pub fn parse_native_messages(body: &[u8]) -> Result<Self, RequestError> {
+        Self::parse_verbatim(body, Endpoint::Messages)
+    }
+
+    /// A body passed through to `endpoint` with only `model` and `stream` read.
+    fn parse_verbatim(body: &[u8], endpoint: Endpoint) -> Result<Self, RequestError> {
         let raw = parse_object(body)?;
         let model = required_model(&raw)?;
         let stream = match raw.parse::<bool>("stream") {
@@ -235,8 +256,20 @@ impl ChatRequest {
             stream,
             include_usage: false,
             body_len: body.len(),
-            endpoint: Endpoint::Responses,
+            endpoint,
+            forwarded_headers: Vec::new(),
         })
+    }
+
+    /// The request with client headers the upstream is to get as they came.
+    pub fn with_forwarded_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.forwarded_headers = headers;
+        self
+    }
+
+    /// Client headers the upstream gets as they came, as (name, value).
+    pub fn forwarded_headers(&self) -> &[(String, String)] {
+        &self.forwarded_headers
     }
 
     /// The upstream API this request is for.
