@@ -98,6 +98,8 @@ struct ToolIn {
     description: Option<String>,
     #[serde(default)]
     parameters: Option<Box<RawValue>>,
+    #[serde(default)]
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +378,7 @@ fn tools(raw: &RawObject) -> Result<Vec<Tool>, RequestError> {
                 name,
                 description: tool.description,
                 parameters: tool.parameters,
+                strict: tool.strict,
             })
         })
         .collect()

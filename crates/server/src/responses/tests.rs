@@ -30,6 +30,11 @@ fn requests_translate_field_by_field() {
             r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"response_format":{"json_schema":{"name":"x","schema":{"type":"object"},"strict":true},"type":"json_schema"},"reasoning_effort":"low"}"#,
         ),
         (
+            // A function tool's `strict` is kept, whichever way it was set.
+            r#"{"model":"m","input":"w?","tools":[{"type":"function","name":"f","parameters":{"type":"object"},"strict":false},{"type":"function","name":"g","strict":true}]}"#,
+            r#"{"model":"up","messages":[{"role":"user","content":"w?"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"},"strict":false}},{"type":"function","function":{"name":"g","strict":true}}]}"#,
+        ),
+        (
             r#"{"model":"m","input":[{"type":"reasoning","id":"rs_1","summary":[]},{"role":"user","content":"hi"}]}"#,
             r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#,
         ),
