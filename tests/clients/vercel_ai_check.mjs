@@ -7,7 +7,7 @@
 // usage: node vercel_ai_check.mjs KEEL_V1_URL API_KEY MOCK_ROOT MODEL UPSTREAM_MODEL
 
 import { createOpenAI } from "@ai-sdk/openai";
-import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
+import { generateText, jsonSchema, Output, stepCountIs, streamText, tool } from "ai";
 
 const [baseURL, apiKey, mockRoot, model, upstreamModel] = process.argv.slice(2);
 const failures = [];
@@ -78,6 +78,13 @@ async function reachedUpstream(label) {
       }));
       const got = (last.tools ?? []).map((entry) => entry.function);
       reached = JSON.stringify(got) === JSON.stringify(want);
+    } else if (field === "text") {
+      // Compared as text: the schema's property order is the output's.
+      const format = last.response_format ?? {};
+      reached =
+        format.type === value.format.type &&
+        JSON.stringify(format.json_schema) ===
+          JSON.stringify({ name: value.format.name, schema: value.format.schema, strict: value.format.strict });
     } else {
       reached = false;
     }
@@ -134,6 +141,28 @@ const streamedCalls = (await streamedTool.steps).flatMap((step) => step.toolCall
 check("streamText+tool: one call", streamedCalls.length === 1 && streamedCalls[0].toolName === "weather", streamedCalls);
 check("streamText+tool: an answer after the result", streamedText.startsWith("Hello from the keel mock"), streamedText);
 await reachedUpstream("streamText+tool");
+
+// 5. Structured output (text.format json_schema): the object; the schema
+// reached the upstream as written (checked as text, key order included).
+await forgetRequests();
+const structured = await generateText({
+  model: openai(model),
+  prompt: "The weather in Paris as an object",
+  output: Output.object({
+    schema: jsonSchema({
+      type: "object",
+      properties: { city: { type: "string" }, celsius: { type: "integer" } },
+      required: ["city", "celsius"],
+      additionalProperties: false,
+    }),
+  }),
+});
+check(
+  "structured: the object",
+  structured.output?.city === "Paris" && structured.output?.celsius === 42,
+  structured.output,
+);
+await reachedUpstream("structured");
 
 console.log(`${failures.length} failed`);
 process.exit(failures.length ? 1 : 0);

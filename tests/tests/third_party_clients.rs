@@ -78,7 +78,7 @@ async fn langchain_chat_openai_calls_binds_tools_and_gets_structured_output() ->
 async fn the_vercel_ai_sdk_generates_and_streams_text_and_tool_calls_over_responses() -> TestResult
 {
     let stdout = run("vercel_ai_check.mjs", "/v1", GPT).await?;
-    assert_eq!(passed(&stdout), 26, "{stdout}");
+    assert_eq!(passed(&stdout), 30, "{stdout}");
     Ok(())
 }
 
