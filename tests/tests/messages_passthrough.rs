@@ -33,6 +33,7 @@ fn yaml(mock: &Mock) -> String {
          \x20     - {{provider: first, model: claude-first, price: {{input: 3, output: 15}}}}\n\
          \x20     - {{provider: second, model: claude-second, price: {{input: 3, output: 15}}}}\n\
          \x20 claude-cached:\n    targets: [{{provider: first, model: claude-cached}}]\n    cache: {{ttl: 1h}}\n\
+         \x20 claude-resort:\n    targets: [{{provider: first, model: claude-down}}]\n    on_failure: {{respond: {{content: \"Busy.\"}}}}\n\
          \x20 mixed:\n    targets:\n\
          \x20     - {{provider: first, model: claude-mixed}}\n\
          \x20     - {{provider: gpt, model: gpt-mixed}}\n",
@@ -332,5 +333,32 @@ async fn a_cached_model_bypasses_the_cache_and_a_mixed_model_still_translates() 
             .and_then(|request| request.headers.get("anthropic-beta")),
         None
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_last_resort_of_a_passthrough_model_is_an_anthropic_message() -> TestResult {
+    let mock = start_mock().await?;
+    let gateway = start_gateway(&yaml(&mock), &[]).await?;
+    mock.state.set_faults(
+        "claude-down",
+        Faults {
+            fail: Some(FailNext {
+                status: 503,
+                count: 100,
+                retry_after: None,
+                body: None,
+            }),
+            ..Faults::default()
+        },
+    );
+    let body = BODY.replacen(r#""model":"claude""#, r#""model":"claude-resort""#, 1);
+    let response = messages(&gateway, &body).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-keel-degraded"), "true");
+    let message: Value = response.json().await?;
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "Busy.");
+    assert_eq!(message["stop_reason"], "end_turn");
     Ok(())
 }
