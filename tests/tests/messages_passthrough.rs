@@ -34,6 +34,7 @@ fn yaml(mock: &Mock) -> String {
          \x20     - {{provider: second, model: claude-second, price: {{input: 3, output: 15}}}}\n\
          \x20 claude-cached:\n    targets: [{{provider: first, model: claude-cached}}]\n    cache: {{ttl: 1h}}\n\
          \x20 claude-resort:\n    targets: [{{provider: first, model: claude-down}}]\n    on_failure: {{respond: {{content: \"Busy.\"}}}}\n\
+         \x20 claude-then-mixed:\n    targets: [{{provider: second, model: claude-fallible}}]\n    fallback: [mixed]\n\
          \x20 mixed:\n    targets:\n\
          \x20     - {{provider: first, model: claude-mixed}}\n\
          \x20     - {{provider: gpt, model: gpt-mixed}}\n",
@@ -317,22 +318,31 @@ async fn a_cached_model_bypasses_the_cache_and_a_mixed_model_still_translates() 
     assert_eq!(mock.state.requests().len(), 2);
     mock.state.forget_requests();
 
-    // A model that may reach an OpenAI target translates: what the
-    // canonical request cannot hold does not reach the upstream.
-    let mixed = r#"{"model":"mixed","max_tokens":64,"top_k":5,"messages":[{"role":"user","content":"Hi"}]}"#;
-    let response = messages(&gateway, mixed).await?;
-    assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "x-keel-provider"), "first");
-    let requests = mock.state.requests();
-    let sent: Value = serde_json::from_str(&requests.first().ok_or("no request")?.body)?;
-    assert_eq!(sent["model"], "claude-mixed");
-    assert_eq!(sent.get("top_k"), None);
-    assert_eq!(
-        requests
-            .first()
-            .and_then(|request| request.headers.get("anthropic-beta")),
-        None
-    );
+    // A model that may reach an OpenAI target, among its own targets or
+    // its fallbacks', translates: what the canonical request cannot hold
+    // does not reach the upstream.
+    for (model, upstream) in [
+        ("mixed", "claude-mixed"),
+        ("claude-then-mixed", "claude-fallible"),
+    ] {
+        mock.state.forget_requests();
+        let body = format!(
+            r#"{{"model":"{model}","max_tokens":64,"top_k":5,"messages":[{{"role":"user","content":"Hi"}}]}}"#
+        );
+        let response = messages(&gateway, &body).await?;
+        assert_eq!(response.status(), 200);
+        let requests = mock.state.requests();
+        assert_eq!(requests.len(), 1, "{model}");
+        let sent: Value = serde_json::from_str(&requests.first().ok_or("no request")?.body)?;
+        assert_eq!(sent["model"], upstream);
+        assert_eq!(sent.get("top_k"), None, "{model}");
+        assert_eq!(
+            requests
+                .first()
+                .and_then(|request| request.headers.get("anthropic-beta")),
+            None
+        );
+    }
     Ok(())
 }
 
