@@ -316,7 +316,21 @@ async fn a_cached_model_bypasses_the_cache_and_a_mixed_model_still_translates() 
         assert_eq!(header(&response, "x-keel-attempts"), "1");
     }
     assert_eq!(mock.state.requests().len(), 2);
-    mock.state.forget_requests();
+    let metrics = reqwest::Client::new()
+        .get(gateway.url("/metrics"))
+        .bearer_auth("sk-admin")
+        .send()
+        .await?
+        .text()
+        .await?;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("keel_cache_requests_total{"))
+        .collect();
+    assert_eq!(
+        counted,
+        [r#"keel_cache_requests_total{model="claude-cached",result="bypass"} 2"#]
+    );
 
     // A model that may reach an OpenAI target, among its own targets or
     // its fallbacks', translates: what the canonical request cannot hold

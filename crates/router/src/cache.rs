@@ -464,6 +464,16 @@ impl Router {
         routed
     }
 
+    /// Counts a request to cached `model` that skipped the cache without a
+    /// plan (a body passed through verbatim, whose answer is never stored).
+    pub fn count_cache_bypass(&self, model: &str) {
+        let labels = keel_telemetry::CacheLabels {
+            model: model.to_owned(),
+            result: String::from(CacheStatus::Bypass.as_str()),
+        };
+        self.metrics.cache_requests.get_or_create(&labels).inc();
+    }
+
     fn count_cache(&self, plan: &CachePlan, status: CacheStatus) {
         let labels = keel_telemetry::CacheLabels {
             model: plan.model.to_string(),

@@ -86,6 +86,9 @@ async fn passthrough(
     headers: &axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let cached_model = state.router.caches(request.model());
+    if cached_model {
+        state.router.count_cache_bypass(request.model());
+    }
     let front = crate::chat::Front {
         endpoint: MESSAGES_ENDPOINT,
         body: crate::cache::KeyedBody::Chat,
