@@ -262,6 +262,43 @@ async fn a_stream_is_the_upstreams_event_stream_and_fails_over_before_its_first_
 }
 
 #[tokio::test]
+async fn an_error_event_before_the_first_token_fails_over_invisibly() -> TestResult {
+    let mock = start_mock().await?;
+    let gateway = start_gateway(&yaml(&mock), &[]).await?;
+    mock.state.set_faults(
+        "claude-first",
+        Faults {
+            error_event_after_chunk: Some(0),
+            ..Faults::default()
+        },
+    );
+    let body = BODY.replacen(
+        r#""max_tokens":2048"#,
+        r#""max_tokens":2048,"stream":true"#,
+        1,
+    );
+    let response = messages(&gateway, &body).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-keel-provider"), "second");
+    assert_eq!(header(&response, "x-keel-attempts"), "2");
+    let events = named_events(&response.text().await?)?;
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    // One message: the first target's frames before its error never left.
+    assert_eq!(
+        names
+            .iter()
+            .filter(|name| **name == "message_start")
+            .count(),
+        1
+    );
+    assert_eq!(names.iter().filter(|name| **name == "error").count(), 0);
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let start = &events.first().ok_or("no events")?.1;
+    assert_eq!(start["message"]["model"], "claude-second");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_error_after_the_first_token_ends_the_stream_in_band() -> TestResult {
     let mock = start_mock().await?;
     let gateway = start_gateway(&yaml(&mock), &[]).await?;
