@@ -14,7 +14,8 @@
 //! - `GET /_mock/stats`: every model's counters, `{"<model>": ModelStats}`
 //! - `GET /_mock/stats/{model}`: one model's counters
 //! - `GET /_mock/requests`: the last 64 API requests received (method,
-//!   path, headers, body), oldest first; `DELETE /_mock/requests` empties it
+//!   path, headers, body up to 1 MiB, body length), oldest first;
+//!   `DELETE /_mock/requests` empties it
 //!
 //! Replies are deterministic: "Hello from the keel mock (model X). " and
 //! filler words, one word per content chunk, or one tool call when the
@@ -55,7 +56,7 @@ mod wire;
 pub use crate::faults::{
     FailNext, Faults, HeavyTail, InvalidFaults, DEFAULT_CHUNKS, HEAVY_TAIL_BASE_MS, MAX_CHUNKS,
 };
-pub use crate::log::{LoggedRequest, LOG_CAPACITY};
+pub use crate::log::{LoggedRequest, LOG_CAPACITY, LOG_MAX_BODY};
 pub use crate::openai::{LISTED_MODELS, MODELS_LIST};
 pub use crate::state::{MockState, WILDCARD_MODEL};
 pub use crate::stats::ModelStats;

@@ -1,7 +1,9 @@
 //! The requests the mock received: the last [`LOG_CAPACITY`] API calls
 //! (method, path, headers, body), so a test can read exactly what a gateway
 //! sent upstream (`GET /_mock/requests`). Bounded: the oldest entry goes
-//! when a new one comes past the capacity.
+//! when a new one comes past the capacity, and a body over
+//! [`LOG_MAX_BODY`] is logged by its length only, so the log never holds
+//! more than 64 MiB whatever the mock is sent.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,6 +19,9 @@ use crate::state::MockState;
 /// How many requests the log keeps.
 pub const LOG_CAPACITY: usize = 64;
 
+/// The longest body the log keeps; a longer one is logged empty.
+pub const LOG_MAX_BODY: usize = 1024 * 1024;
+
 /// One request as the mock received it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LoggedRequest {
@@ -26,8 +31,11 @@ pub struct LoggedRequest {
     pub path: String,
     /// Every header, names lower-cased, repeated values joined with `, `.
     pub headers: BTreeMap<String, String>,
-    /// The body as sent (invalid UTF-8 replaced).
+    /// The body as sent (invalid UTF-8 replaced); empty when it was
+    /// longer than [`LOG_MAX_BODY`].
     pub body: String,
+    /// The body's length in bytes, as received.
+    pub body_len: usize,
 }
 
 /// The last [`LOG_CAPACITY`] requests, oldest first.
@@ -92,7 +100,12 @@ pub(crate) async fn record(
             |path| path.as_str().to_owned(),
         ),
         headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        body: if bytes.len() > LOG_MAX_BODY {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        },
+        body_len: bytes.len(),
     });
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
@@ -108,6 +121,7 @@ mod tests {
             path: path.to_owned(),
             headers: BTreeMap::new(),
             body: String::new(),
+            body_len: 0,
         }
     }
 
