@@ -19,6 +19,8 @@ fn yaml(mock: &Mock) -> String {
          providers:\n\
          \x20 one: {{kind: openai, base_url: {root}, retry: {{attempts: 1}}}}\n\
          \x20 two: {{kind: openai, base_url: {root}, retry: {{attempts: 1}}}}\n\
+         \x20 ant-one: {{kind: anthropic, base_url: \"http://{addr}\", api_key: k1, retry: {{attempts: 1}}}}\n\
+         \x20 ant-two: {{kind: anthropic, base_url: \"http://{addr}\", api_key: k2, retry: {{attempts: 1}}}}\n\
          models:\n\
          \x20 chat:\n\
          \x20   strategy: weighted\n\
@@ -27,7 +29,12 @@ fn yaml(mock: &Mock) -> String {
          \x20 by-user:\n\
          \x20   strategy: weighted\n\
          \x20   targets: [{{provider: one, model: gpt-c}}, {{provider: two, model: gpt-d}}]\n\
-         \x20   affinity: {{key: user}}\n"
+         \x20   affinity: {{key: user}}\n\
+         \x20 claude:\n\
+         \x20   strategy: weighted\n\
+         \x20   targets: [{{provider: ant-one, model: claude-a}}, {{provider: ant-two, model: claude-b}}]\n\
+         \x20   affinity: {{key: user}}\n",
+        addr = mock.addr,
     )
 }
 
@@ -141,5 +148,50 @@ async fn a_failing_pinned_target_moves_the_session() -> TestResult {
             "gpt-b"
         );
     }
+    Ok(())
+}
+
+/// A `/v1/messages` body passed through to Anthropic targets carries its
+/// user in `metadata.user_id`; that is the session for `key: user`.
+#[tokio::test]
+async fn messages_passed_through_pin_by_metadata_user_id() -> TestResult {
+    let (_mock, gateway) = setup().await?;
+    let ask = |user: &'static str| {
+        let gateway_url = gateway.url("/v1/messages");
+        async move {
+            let response = reqwest::Client::new()
+                .post(gateway_url)
+                .header("x-api-key", KEY)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({
+                    "model": "claude", "max_tokens": 16,
+                    "metadata": {"user_id": user},
+                    "messages": [{"role": "user", "content": "hi"}],
+                }))
+                .send()
+                .await?;
+            let status = response.status();
+            let model = response
+                .headers()
+                .get("x-keel-model")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(status, 200, "{}", response.text().await?);
+            Ok::<_, reqwest::Error>(model)
+        }
+    };
+    let mut firsts = HashSet::new();
+    for user in [
+        "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11", "u12",
+    ] {
+        let first = ask(user).await?;
+        for _ in 0..5 {
+            assert_eq!(ask(user).await?, first, "{user} moved");
+        }
+        firsts.insert(first);
+    }
+    // 12 users all drawn to one of two targets: 1 in 2,048.
+    assert_eq!(firsts.len(), 2, "users were not spread: {firsts:?}");
     Ok(())
 }

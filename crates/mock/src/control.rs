@@ -5,6 +5,8 @@
 //! - `DELETE /_mock/faults`: remove every plan and every counter
 //! - `GET /_mock/stats`: every model's counters, `{"<model>": ModelStats}`
 //! - `GET /_mock/stats/{model}`: one model's counters
+//! - `GET /_mock/requests`: the last API requests received, oldest first
+//! - `DELETE /_mock/requests`: forget them
 //!
 //! `{model}` may contain slashes; `*` is the wildcard plan.
 
@@ -29,6 +31,16 @@ pub(crate) fn routes() -> Router<MockState> {
         )
         .route("/_mock/stats", get(all_stats))
         .route("/_mock/stats/{*model}", get(model_stats))
+        .route("/_mock/requests", get(requests).delete(forget_requests))
+}
+
+async fn requests(State(state): State<MockState>) -> Response {
+    Json(json!({"requests": state.requests()})).into_response()
+}
+
+async fn forget_requests(State(state): State<MockState>) -> StatusCode {
+    state.forget_requests();
+    StatusCode::NO_CONTENT
 }
 
 async fn put_faults(

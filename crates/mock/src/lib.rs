@@ -13,6 +13,9 @@
 //! - `DELETE /_mock/faults`: remove every plan and every counter
 //! - `GET /_mock/stats`: every model's counters, `{"<model>": ModelStats}`
 //! - `GET /_mock/stats/{model}`: one model's counters
+//! - `GET /_mock/requests`: the last 64 API requests received (method,
+//!   path, headers, body up to 1 MiB, body length), oldest first;
+//!   `DELETE /_mock/requests` empties it
 //!
 //! Replies are deterministic: "Hello from the keel mock (model X). " and
 //! filler words, one word per content chunk, or one tool call when the
@@ -40,6 +43,7 @@ mod control;
 mod embeddings;
 mod errors;
 mod faults;
+mod log;
 mod openai;
 mod reply;
 mod respond;
@@ -52,12 +56,13 @@ mod wire;
 pub use crate::faults::{
     FailNext, Faults, HeavyTail, InvalidFaults, DEFAULT_CHUNKS, HEAVY_TAIL_BASE_MS, MAX_CHUNKS,
 };
+pub use crate::log::{LoggedRequest, LOG_CAPACITY, LOG_MAX_BODY};
 pub use crate::openai::{LISTED_MODELS, MODELS_LIST};
 pub use crate::state::{MockState, WILDCARD_MODEL};
 pub use crate::stats::ModelStats;
 
 /// The largest request body the mock accepts.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The mock's routes: both provider APIs and the `/_mock/` control API.
 pub fn router(state: MockState) -> Router {
@@ -70,6 +75,10 @@ pub fn router(state: MockState) -> Router {
         .merge(control::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            log::record,
+        ))
         .with_state(state)
 }
 

@@ -10,7 +10,8 @@ use serde_json::Value;
 use self::reply::{ChatReply, Content};
 use self::wire::{ModelEntry, ModelList};
 use crate::errors::{json_response, Api};
-use crate::reply::{content_chars, estimate_tokens, pick_tool, random_id, text_chunks, unix_now};
+use crate::reply::{arguments_for, content_chars, estimate_tokens, pick_tool, random_id};
+use crate::reply::{split_chars, text_chunks, unix_now};
 use crate::reply::{ToolCall, ToolChoice, ToolDef};
 use crate::respond::{respond, Reply};
 use crate::state::MockState;
@@ -44,6 +45,7 @@ struct ChatRequest {
     tool_choice: Option<Value>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
+    response_format: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +148,10 @@ fn build_reply(request: ChatRequest, model: String, chunks: u32) -> ChatReply {
             Content::Tool(ToolCall::new(&tool, random_id("call_", 24), chunks)),
             "tool_calls",
         ),
+        None if structured_schema(&request).is_some() => {
+            let object = arguments_for(structured_schema(&request)).to_string();
+            (Content::Text(split_chars(&object, chunks)), "stop")
+        }
         None => {
             let limit = request
                 .max_completion_tokens
@@ -168,6 +174,16 @@ fn build_reply(request: ChatRequest, model: String, chunks: u32) -> ChatReply {
         prompt_tokens: estimate_tokens(prompt_chars),
         include_usage,
     }
+}
+
+/// The schema of `response_format: {type: json_schema, json_schema:
+/// {schema}}`: the answer is then one JSON object that follows it.
+fn structured_schema(request: &ChatRequest) -> Option<&Value> {
+    let format = request.response_format.as_ref()?;
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return None;
+    }
+    format.get("json_schema")?.get("schema")
 }
 
 /// The tool to call: none after a tool result (the conversation goes on in text).

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::faults::{FailNext, Faults};
+use crate::log::{LoggedRequest, RequestLog};
 use crate::stats::{Counters, ModelStats, RequestGuard};
 
 /// The model name whose fault plan applies to models without a plan of their own.
@@ -38,6 +39,7 @@ pub(crate) struct Admission {
 struct Registry {
     plans: HashMap<String, Plan>,
     counters: HashMap<String, Arc<Counters>>,
+    log: RequestLog,
 }
 
 #[derive(Debug)]
@@ -73,11 +75,27 @@ impl MockState {
         self.lock().plans.remove(model);
     }
 
-    /// Removes every fault plan and every counter.
+    /// Removes every fault plan, every counter and the request log.
     pub fn clear(&self) {
         let mut registry = self.lock();
         registry.plans.clear();
         registry.counters.clear();
+        registry.log.clear();
+    }
+
+    /// The last API requests received, oldest first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.lock().log.entries()
+    }
+
+    /// Empties the request log.
+    pub fn forget_requests(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Adds a request to the log.
+    pub(crate) fn log_request(&self, request: LoggedRequest) {
+        self.lock().log.push(request);
     }
 
     /// The counters of `model` (all zero for a model never requested).

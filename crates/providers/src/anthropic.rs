@@ -8,8 +8,11 @@
 //! retryable, other 4xx are the client's. A request field the Messages API
 //! cannot express (`fields`) is refused with 400 naming it, or left out
 //! when the provider has `drop_unsupported` ([`crate::Provider::dropped_fields`]).
+//! A Messages body from Keel's own `/v1/messages` (`Endpoint::Messages`) is
+//! not translated: it goes as it came (`native`).
 
 mod fields;
+mod native;
 mod request;
 mod response;
 pub(crate) mod stream;
@@ -30,6 +33,8 @@ use crate::http::HttpClient;
 
 use crate::openai::{insert_extra_headers, read_error_body, send_error};
 use crate::{Completion, ProviderError, Reply, UpstreamModel};
+
+pub use native::ANTHROPIC_FORWARDED_HEADERS;
 
 /// The Messages API version this adapter speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -66,6 +71,8 @@ pub struct AnthropicProvider {
     models_url: Uri,
     default_max_tokens: u32,
     drop_unsupported: bool,
+    /// The configured `anthropic-beta`, which a client's features join.
+    beta: Option<String>,
     client: HttpClient,
 }
 
@@ -95,6 +102,11 @@ impl AnthropicProvider {
             models_url: url("models")?,
             default_max_tokens: settings.default_max_tokens,
             drop_unsupported: settings.drop_unsupported,
+            beta: settings
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("anthropic-beta"))
+                .map(|(_, value)| value.clone()),
             client,
         })
     }
@@ -106,6 +118,9 @@ impl AnthropicProvider {
         upstream_model: &str,
         default_max_tokens: u32,
     ) -> Result<Vec<u8>, ProviderError> {
+        if request.endpoint() == keel_types::Endpoint::Messages {
+            return Ok(native::body(request, upstream_model, default_max_tokens));
+        }
         if request.endpoint() != keel_types::Endpoint::Chat {
             // Configuration refuses this; a request that still gets here
             // is the gateway's mistake, not the upstream's.
@@ -214,7 +229,8 @@ impl crate::Provider for AnthropicProvider {
     }
 
     fn dropped_fields(&self, request: &ChatRequest) -> Vec<String> {
-        if !self.drop_unsupported {
+        // A body passed through drops nothing.
+        if !self.drop_unsupported || request.endpoint() == keel_types::Endpoint::Messages {
             return Vec::new();
         }
         let mut names: Vec<String> = fields::read(request)
@@ -236,7 +252,13 @@ impl crate::Provider for AnthropicProvider {
             Ok(body) => body,
             Err(error) => return futures_util::future::ready(Err(error)).boxed(),
         };
-        let sent = self.client.post(self.url.clone(), body);
+        let native = request.endpoint() == keel_types::Endpoint::Messages;
+        let sent = if native {
+            let headers = native::headers(&request, self.beta.as_deref());
+            self.client.post_with(self.url.clone(), body, headers)
+        } else {
+            self.client.post(self.url.clone(), body)
+        };
         let name = self.name.clone();
         let max_body = self.client.max_body;
         async move {
@@ -250,6 +272,12 @@ impl crate::Provider for AnthropicProvider {
                     retry_after,
                 ));
             }
+            if native && request.stream() {
+                return Ok(Reply::Stream(native::event_stream(
+                    name,
+                    crate::http::body_stream(response),
+                )));
+            }
             if request.stream() {
                 let converter = stream::StreamConverter::new(unix_now(), request.include_usage());
                 return Ok(Reply::Stream(stream::event_stream(
@@ -261,6 +289,13 @@ impl crate::Provider for AnthropicProvider {
             let body = crate::http::read_body(response, max_body)
                 .await
                 .map_err(|error| crate::http::body_failure(&name, &error))?;
+            if native {
+                let usage = native::message_usage(&name, &body)?;
+                return Ok(Reply::Complete(Completion {
+                    body,
+                    usage: Some(usage),
+                }));
+            }
             completion_from_body(&name, &body).map(Reply::Complete)
         }
         .boxed()

@@ -79,10 +79,26 @@ impl HttpClient {
 
     /// POSTs `body` to `uri`.
     pub(crate) fn post(&self, uri: Uri, body: impl Into<Bytes>) -> ResponseFuture {
+        self.post_with(uri, body, HeaderMap::new())
+    }
+
+    /// POSTs `body` to `uri` with `headers` over the provider's own (each
+    /// name given replaces the provider's value).
+    pub(crate) fn post_with(
+        &self,
+        uri: Uri,
+        body: impl Into<Bytes>,
+        headers: HeaderMap,
+    ) -> ResponseFuture {
         let mut request = Request::new(Full::new(body.into()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
+        for (name, value) in headers {
+            if let Some(name) = name {
+                request.headers_mut().insert(name, value);
+            }
+        }
         self.client.request(request)
     }
 }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use keel_types::ChatRequest;
 
-pub use anthropic::{AnthropicProvider, AnthropicSettings, ANTHROPIC_VERSION};
+pub use anthropic::{
+    AnthropicProvider, AnthropicSettings, ANTHROPIC_FORWARDED_HEADERS, ANTHROPIC_VERSION,
+};
 pub use azure::AzureSettings;
 pub use error::{Clock, ErrorKind, ProviderError};
 pub use openai::{OpenAiProvider, OpenAiSettings};

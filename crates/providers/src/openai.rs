@@ -127,6 +127,9 @@ impl Endpoint {
             keel_types::Endpoint::Chat => "chat/completions",
             keel_types::Endpoint::Embeddings => "embeddings",
             keel_types::Endpoint::Responses => "responses",
+            keel_types::Endpoint::Messages => {
+                return Err(String::from("OpenAI-kind providers have no Messages API"))
+            }
         };
         match self {
             Self::Fixed {
@@ -138,6 +141,9 @@ impl Endpoint {
                 keel_types::Endpoint::Chat => chat.clone(),
                 keel_types::Endpoint::Embeddings => embeddings.clone(),
                 keel_types::Endpoint::Responses => responses.clone(),
+                keel_types::Endpoint::Messages => {
+                    return Err(String::from("OpenAI-kind providers have no Messages API"))
+                }
             }),
             Self::Deployments { base, api_version } => format!(
                 "{base}/openai/deployments/{upstream_model}/{path}?api-version={api_version}"
@@ -260,6 +266,8 @@ impl crate::Provider for OpenAiProvider {
                     keel_types::Endpoint::Chat => convert::completion_usage(&name, &body)?,
                     keel_types::Endpoint::Embeddings => convert::embeddings_usage(&name, &body)?,
                     keel_types::Endpoint::Responses => responses::response_usage(&name, &body)?,
+                    // Never sent: the URI above refused it.
+                    keel_types::Endpoint::Messages => None,
                 };
                 Ok(Reply::Complete(Completion { body, usage }))
             }

@@ -227,9 +227,12 @@ impl Router {
         control: CacheControl,
     ) -> Option<CachePlan> {
         let cache = self.cache.as_ref()?;
-        // Native Responses answers are the upstream's own objects, with
-        // their ids: they are passed through, never stored.
-        if request.endpoint() == keel_types::Endpoint::Responses {
+        // Native Responses and Messages answers are the upstream's own
+        // objects, with their ids: they are passed through, never stored.
+        if matches!(
+            request.endpoint(),
+            keel_types::Endpoint::Responses | keel_types::Endpoint::Messages
+        ) {
             return None;
         }
         let route = self.table.route(request.model())?;
@@ -459,6 +462,16 @@ impl Router {
         };
         self.count_cache(plan, status);
         routed
+    }
+
+    /// Counts a request to cached `model` that skipped the cache without a
+    /// plan (a body passed through verbatim, whose answer is never stored).
+    pub fn count_cache_bypass(&self, model: &str) {
+        let labels = keel_telemetry::CacheLabels {
+            model: model.to_owned(),
+            result: String::from(CacheStatus::Bypass.as_str()),
+        };
+        self.metrics.cache_requests.get_or_create(&labels).inc();
     }
 
     fn count_cache(&self, plan: &CachePlan, status: CacheStatus) {

@@ -51,7 +51,10 @@ pub use health::{Health, HealthSchedule, HealthState};
 pub use hedge::{Hedge, HedgeAfter};
 /// The attempt-level types the server encodes, re-exported so the front end
 /// depends on the router only, never on the provider adapters.
-pub use keel_providers::{Clock, Completion, ErrorKind, EventStream, ProviderError, StreamEvent};
+pub use keel_providers::{
+    Clock, Completion, ErrorKind, EventStream, ProviderError, StreamEvent,
+    ANTHROPIC_FORWARDED_HEADERS,
+};
 pub use plan::{ModelRoute, RouteTable, Target};
 pub use stats::{LastError, Snapshot, TargetStats, RECENT};
 
@@ -166,6 +169,18 @@ impl Router {
     pub fn serves_responses_natively(&self, model: &str) -> bool {
         self.table.plan(model).is_ok_and(|plan| {
             !plan.is_empty() && plan.iter().all(|target| target.controls.responses_native)
+        })
+    }
+
+    /// Whether every target `model` may be routed to (its fallbacks'
+    /// included) is Anthropic-kind: then `/v1/messages` bodies go through
+    /// verbatim; otherwise they are translated for the chat route.
+    pub fn serves_messages_natively(&self, model: &str) -> bool {
+        self.table.plan(model).is_ok_and(|plan| {
+            !plan.is_empty()
+                && plan.iter().all(|target| {
+                    target.controls.kind == keel_config::ProviderKind::Anthropic.as_str()
+                })
         })
     }
 

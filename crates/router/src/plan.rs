@@ -184,18 +184,21 @@ impl RouteTable {
         let route = self.route(model).ok_or_else(|| RouteError::UnknownModel {
             model: model.to_owned(),
         })?;
-        // A Responses body passed through goes to a chat model's targets.
+        // A Responses or Messages body passed through goes to a chat
+        // model's targets.
         let wanted = match endpoint {
-            keel_types::Endpoint::Responses => keel_types::Endpoint::Chat,
+            keel_types::Endpoint::Responses | keel_types::Endpoint::Messages => {
+                keel_types::Endpoint::Chat
+            }
             other => other,
         };
         if route.endpoint == wanted {
             return Ok(route);
         }
         let (serves, path) = match route.endpoint {
-            keel_types::Endpoint::Chat | keel_types::Endpoint::Responses => {
-                ("chat", "/v1/chat/completions")
-            }
+            keel_types::Endpoint::Chat
+            | keel_types::Endpoint::Responses
+            | keel_types::Endpoint::Messages => ("chat", "/v1/chat/completions"),
             keel_types::Endpoint::Embeddings => ("embeddings", "/v1/embeddings"),
         };
         Err(RouteError::WrongEndpoint {

@@ -32,8 +32,21 @@ pub fn tag_session(
     request.with_session(session)
 }
 
-/// The body's `user`, when it is a non-empty string.
+/// The body's `user` (an Anthropic body passed through as it came:
+/// `metadata.user_id`), when it is a non-empty string.
 fn body_user(request: &ChatRequest) -> Option<String> {
-    let user = request.raw().parse::<String>("user")?.ok()?;
+    let user = match request.endpoint() {
+        keel_types::Endpoint::Messages => {
+            let metadata = request.raw().parse::<Metadata>("metadata")?.ok()?;
+            metadata.user_id?
+        }
+        _ => request.raw().parse::<String>("user")?.ok()?,
+    };
     (!user.is_empty()).then_some(user)
+}
+
+/// Anthropic's `metadata`, for its `user_id`.
+#[derive(serde::Deserialize)]
+struct Metadata {
+    user_id: Option<String>,
 }

@@ -7,8 +7,16 @@
 //! So an Anthropic SDK can be served by an OpenAI target or an Anthropic
 //! one. Errors before the answer are written in Anthropic's error shape
 //! (`errors`), with a `request-id` header.
+//!
+//! When every target the model may reach is Anthropic-kind, nothing needs
+//! translating: the body goes through verbatim with only `model` rewritten,
+//! with the client's `anthropic-beta` and `anthropic-version`, and the
+//! answer comes back as the upstream sent it (`native`). Such answers are
+//! the upstream's own objects, with their ids: never cached
+//! (`x-keel-cache: bypass` for a cached model).
 
 mod errors;
+mod native;
 mod request;
 mod response;
 mod stream;
@@ -27,9 +35,15 @@ use crate::{ApiError, AppState, Tenant};
 
 pub(crate) use errors::anthropic_errors;
 
-/// A Messages request, already written as the router's chat request, and
-/// the body's fields as the client sent them (the cache keys those).
-pub struct MessagesBody(pub ChatRequest, pub keel_types::RawObject);
+/// A Messages body as the router will take it: passed through to a model
+/// whose targets are all Anthropic-kind, translated otherwise.
+pub enum MessagesBody {
+    /// Written as the router's chat request, with the body's fields as the
+    /// client sent them (the cache keys those).
+    Translated(ChatRequest, keel_types::RawObject),
+    /// Passed through as it came, with the client's Anthropic headers.
+    Native(ChatRequest),
+}
 
 /// Reads a `POST /v1/messages` body as the router's chat request (the
 /// Anthropic front end's parser; also the fuzz targets' entry point).
@@ -46,8 +60,14 @@ pub async fn create(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
-    MessagesBody(request, body): MessagesBody,
+    body: MessagesBody,
 ) -> Result<Response, ApiError> {
+    let (request, body) = match body {
+        MessagesBody::Translated(request, body) => (request, body),
+        MessagesBody::Native(request) => {
+            return passthrough(&state, &tenant, request, &headers).await
+        }
+    };
     let front = crate::chat::Front {
         endpoint: MESSAGES_ENDPOINT,
         body: crate::cache::KeyedBody::Original(&body),
@@ -55,6 +75,54 @@ pub async fn create(
         in_band_error: stream::in_band_error,
     };
     crate::chat::dispatch(&state, &tenant, request, front, respond).await
+}
+
+/// A request passed through: routed as it came, answered as the upstream
+/// answered.
+async fn passthrough(
+    state: &Arc<AppState>,
+    tenant: &Tenant,
+    request: ChatRequest,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let cached_model = state.router.caches(request.model());
+    if cached_model {
+        state.router.count_cache_bypass(request.model());
+    }
+    let front = crate::chat::Front {
+        endpoint: MESSAGES_ENDPOINT,
+        body: crate::cache::KeyedBody::Chat,
+        headers,
+        in_band_error: stream::in_band_error,
+    };
+    let mut response = crate::chat::dispatch(state, tenant, request, front, respond_native).await;
+    if cached_model {
+        if let Ok(response) = &mut response {
+            crate::cache::mark(response, keel_router::CacheStatus::Bypass);
+        }
+    }
+    response
+}
+
+/// The upstream's answer as it came. The model's last resort is the one
+/// answer Keel writes itself (no provider named), as a chat completion: it
+/// is translated like any.
+fn respond_native(routed: Routed, reservation: Option<Reservation>) -> Response {
+    if routed.provider.is_empty() {
+        return respond(routed, reservation);
+    }
+    let (who, answer) = crate::chat::Answered::split(routed);
+    match answer {
+        Answer::Complete(completion) => {
+            settle_usage(reservation.as_ref(), completion.usage.as_ref());
+            crate::chat::answered("application/json", Body::from(completion.body), &who)
+        }
+        Answer::Stream { head, rest } => crate::chat::answered(
+            "text/event-stream",
+            native::body(head, rest, reservation),
+            &who,
+        ),
+    }
 }
 
 fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
@@ -96,10 +164,35 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let forwarded = forwarded_headers(request.headers());
         let bytes = crate::extract::read_body(request, state.body_limit()).await?;
+        let native = keel_types::parse_object(&bytes)?
+            .parse::<String>("model")
+            .and_then(Result::ok)
+            .is_some_and(|model| state.router.serves_messages_natively(&model));
+        if native {
+            let request = ChatRequest::parse_native_messages(&bytes)?;
+            return Ok(Self::Native(request.with_forwarded_headers(forwarded)));
+        }
         let (request, body) = request::chat_request_and_body(&bytes)?;
-        Ok(Self(request, body))
+        Ok(Self::Translated(request, body))
     }
+}
+
+/// The client's Anthropic headers a body passed through takes along
+/// (several `anthropic-beta` lines joined with commas, as HTTP allows).
+fn forwarded_headers(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    keel_router::ANTHROPIC_FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let values: Vec<&str> = headers
+                .get_all(*name)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| ((*name).to_owned(), values.join(",")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

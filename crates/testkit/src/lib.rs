@@ -162,6 +162,40 @@ pub async fn sdk_check(script: &str, args: Vec<String>) -> Result<String, String
     Ok(stdout)
 }
 
+/// Runs `tests/clients/<script>` with `args`, a Python script under the
+/// test Python (`KEEL_TEST_PYTHON`) or a `.mjs` one under `node`
+/// (`KEEL_TEST_NODE`, else `node`; its packages are `tests/clients/
+/// node_modules`, which `scripts/test` installs), and returns what it
+/// printed; an error carries its output when it failed or could not start.
+pub async fn client_check(script: &str, args: Vec<String>) -> Result<String, String> {
+    let program = if script.ends_with(".mjs") {
+        std::env::var("KEEL_TEST_NODE").unwrap_or_else(|_| String::from("node"))
+    } else {
+        std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"))
+    };
+    let path = format!(
+        "{}/../../tests/clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&program)
+            .arg(&path)
+            .args(&args)
+            .output()
+            .map_err(|error| format!("cannot run {program}: {error}"))
+    })
+    .await
+    .map_err(|error| error.to_string())??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "{script} failed (run scripts/test, which installs tests/sdk/requirements.txt and tests/clients/package-lock.json):\n{stdout}\n{stderr}"
+        ));
+    }
+    Ok(stdout)
+}
+
 /// The `data:` payloads of an SSE body, in order (`[DONE]` included).
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")

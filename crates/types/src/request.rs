@@ -19,6 +19,10 @@ pub struct ChatRequest {
     /// The session the front end found for session affinity (a hash of
     /// the tenant and the affinity key's value); not part of the body.
     session: Option<u64>,
+    /// Client headers the upstream gets as they came (`anthropic-beta`,
+    /// `anthropic-version` of a Messages body passed through), as (name,
+    /// value) pairs.
+    forwarded_headers: Vec<(String, String)>,
 }
 
 /// The upstream API a request is for.
@@ -32,6 +36,9 @@ pub enum Endpoint {
     /// The Responses API passed through as it came (`/responses`), for
     /// targets that speak it natively.
     Responses,
+    /// Anthropic's Messages API passed through as it came (`/v1/messages`),
+    /// for models whose every target is Anthropic-kind.
+    Messages,
 }
 
 /// Why a request body was refused, with the parameter at fault.
@@ -188,6 +195,7 @@ impl ChatRequest {
             body_len: body.len(),
             endpoint: Endpoint::Chat,
             session: None,
+            forwarded_headers: Vec::new(),
         })
     }
 
@@ -215,6 +223,7 @@ impl ChatRequest {
             body_len: body.len(),
             endpoint: Endpoint::Embeddings,
             session: None,
+            forwarded_headers: Vec::new(),
         })
     }
 
@@ -222,6 +231,18 @@ impl ChatRequest {
     /// target that speaks the Responses API: `model` and `stream` are read,
     /// everything else goes as sent.
     pub fn parse_native_responses(body: &[u8]) -> Result<Self, RequestError> {
+        Self::parse_verbatim(body, Endpoint::Responses)
+    }
+
+    /// Reads a `POST /v1/messages` body to pass through verbatim to
+    /// Anthropic targets: `model` and `stream` are read, everything else
+    /// goes as sent (the upstream judges it).
+    pub fn parse_native_messages(body: &[u8]) -> Result<Self, RequestError> {
+        Self::parse_verbatim(body, Endpoint::Messages)
+    }
+
+    /// A body passed through to `endpoint` with only `model` and `stream` read.
+    fn parse_verbatim(body: &[u8], endpoint: Endpoint) -> Result<Self, RequestError> {
         let raw = parse_object(body)?;
         let model = required_model(&raw)?;
         let stream = match raw.parse::<bool>("stream") {
@@ -240,9 +261,21 @@ impl ChatRequest {
             stream,
             include_usage: false,
             body_len: body.len(),
-            endpoint: Endpoint::Responses,
+            endpoint,
             session: None,
+            forwarded_headers: Vec::new(),
         })
+    }
+
+    /// The request with client headers the upstream is to get as they came.
+    pub fn with_forwarded_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.forwarded_headers = headers;
+        self
+    }
+
+    /// Client headers the upstream gets as they came, as (name, value).
+    pub fn forwarded_headers(&self) -> &[(String, String)] {
+        &self.forwarded_headers
     }
 
     /// The upstream API this request is for.

@@ -148,3 +148,71 @@ async fn serve_with_shutdown_returns_once_signalled() {
     let result = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     assert!(result.unwrap().unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn the_request_log_holds_each_api_request_as_it_came_and_delete_forgets_them() {
+    let mock = Mock::start().await;
+    let body =
+        r#"{"model":"m","max_tokens":5, "top_k":3,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = mock
+        .client
+        .post(mock.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "a")
+        .header("anthropic-beta", "b")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let chat = json!({"model": "g", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(mock.openai(chat).await.status(), 200);
+
+    let log: Value = mock
+        .client
+        .get(mock.url("/_mock/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json_body()
+        .await;
+    let requests = log["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["method"], "POST");
+    assert_eq!(requests[0]["path"], "/v1/messages");
+    assert_eq!(requests[0]["body"], body);
+    assert_eq!(requests[0]["body_len"], body.len());
+    assert_eq!(requests[0]["headers"]["anthropic-beta"], "a, b");
+    assert_eq!(requests[0]["headers"]["anthropic-version"], "2023-06-01");
+    assert_eq!(requests[1]["path"], "/v1/chat/completions");
+    assert_eq!(mock.state.requests().len(), 2);
+
+    // A body over the limit is logged by its length only.
+    let big = format!(
+        r#"{{"model":"g","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(keel_mock::LOG_MAX_BODY)
+    );
+    let response = mock
+        .client
+        .post(mock.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let logged = mock.state.requests();
+    assert_eq!(logged.len(), 3);
+    assert_eq!(logged[2].body, "");
+    assert_eq!(logged[2].body_len, big.len());
+
+    let response = mock
+        .client
+        .delete(mock.url("/_mock/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(mock.state.requests().is_empty());
+}

@@ -263,3 +263,22 @@ async fn models_lists_mock_models() {
         .iter()
         .all(|model| model["object"] == "model" && model["id"].is_string()));
 }
+
+#[tokio::test]
+async fn a_json_schema_response_format_is_answered_with_one_object_that_follows_it() {
+    let mock = Mock::start().await;
+    let mut body = chat("gpt-test");
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "Weather", "strict": true, "schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "celsius": {"type": "integer"}},
+        "required": ["city", "celsius"]
+    }}});
+    let reply: Value = mock.openai(body.clone()).await.json_body().await;
+    assert_eq!(reply["choices"][0]["finish_reason"], "stop");
+    let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    let object: Value = serde_json::from_str(content).unwrap();
+    assert_eq!(object, json!({"city": "Paris", "celsius": 42}));
+
+    let events = read_sse(mock.openai(stream_body(body, false)).await).await;
+    assert_eq!(content_of(&chunks_before_done(&events)), content);
+}

@@ -5,4 +5,5 @@
 //! to rewrite them after an intended change, then review the diff.
 
 mod capture;
+mod messages;
 mod table;

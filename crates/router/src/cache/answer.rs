@@ -72,12 +72,12 @@ impl StoredAnswer {
         let usage = completion.usage?;
         let body = match endpoint {
             // Never planned for the cache; kept verbatim if it were.
-            keel_types::Endpoint::Embeddings | keel_types::Endpoint::Responses => {
-                StoredBody::Verbatim {
-                    body: completion.body.clone(),
-                    usage,
-                }
-            }
+            keel_types::Endpoint::Embeddings
+            | keel_types::Endpoint::Responses
+            | keel_types::Endpoint::Messages => StoredBody::Verbatim {
+                body: completion.body.clone(),
+                usage,
+            },
             keel_types::Endpoint::Chat => {
                 let response = read_completion(&completion.body).ok()?;
                 response.finish?;

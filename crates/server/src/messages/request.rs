@@ -298,6 +298,7 @@ fn tools(raw: &RawObject) -> Result<Vec<Tool>, RequestError> {
             name: tool.name,
             description: tool.description,
             parameters: Some(tool.input_schema),
+            strict: None,
         })
         .collect())
 }

@@ -266,26 +266,7 @@ impl EventEncoder for EventWriter {
 
     /// Ends a failed stream with Anthropic's error event.
     fn error(&mut self, error: &ProviderError, out: &mut BytesMut) {
-        let message = stream_failure_message(error);
-        let kind = match error {
-            ProviderError::InBand { body, .. }
-                if body.error.code.as_deref() == Some("overloaded_error") =>
-            {
-                "overloaded_error"
-            }
-            ProviderError::Timeout { .. } => "timeout_error",
-            _ => "api_error",
-        };
-        write(
-            out,
-            "error",
-            &EventOut::Error {
-                error: ErrorOut {
-                    kind,
-                    message: &message,
-                },
-            },
-        );
+        failure_event(error, out);
     }
 
     fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
@@ -315,6 +296,31 @@ impl EventEncoder for EventWriter {
             Delta::Usage(usage) => self.usage = usage,
         }
     }
+}
+
+/// Anthropic's `event: error` ending a stream that failed after it started
+/// (the translated one's, and one passed through).
+pub(crate) fn failure_event(error: &ProviderError, out: &mut BytesMut) {
+    let message = stream_failure_message(error);
+    let kind = match error {
+        ProviderError::InBand { body, .. }
+            if body.error.code.as_deref() == Some("overloaded_error") =>
+        {
+            "overloaded_error"
+        }
+        ProviderError::Timeout { .. } => "timeout_error",
+        _ => "api_error",
+    };
+    write(
+        out,
+        "error",
+        &EventOut::Error {
+            error: ErrorOut {
+                kind,
+                message: &message,
+            },
+        },
+    );
 }
 
 /// Writes one named SSE event.

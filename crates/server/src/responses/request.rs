@@ -98,6 +98,30 @@ struct ToolIn {
     description: Option<String>,
     #[serde(default)]
     parameters: Option<Box<RawValue>>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+/// `text`: only its `format` is read.
+#[derive(Deserialize)]
+struct TextIn<'a> {
+    #[serde(default, borrow)]
+    format: Option<&'a RawValue>,
+}
+
+/// `text.format`, its schema kept as raw text.
+#[derive(Deserialize)]
+struct FormatIn<'a> {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    schema: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    strict: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    description: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +400,7 @@ fn tools(raw: &RawObject) -> Result<Vec<Tool>, RequestError> {
                 name,
                 description: tool.description,
                 parameters: tool.parameters,
+                strict: tool.strict,
             })
         })
         .collect()
@@ -411,43 +436,57 @@ fn tool_choice(raw: &RawObject) -> Result<Option<ToolChoice>, RequestError> {
     Ok(Some(choice))
 }
 
-/// `text.format` as chat's `response_format` (JSON text).
+/// `text.format` as chat's `response_format` (JSON text). The schema is
+/// copied as its raw text: structured outputs are generated in the order
+/// of its properties, which a JSON tree (keys sorted) would change.
 fn response_format(raw: &RawObject) -> Result<Option<String>, RequestError> {
     const EXPECTED: &str =
         "an object like {\"format\": {\"type\": \"json_schema\", \"name\": …, \"schema\": …}}";
-    let Some(text) = optional::<Value>(raw, "text", EXPECTED)? else {
+    let Some(text) = raw.get("text") else {
         return Ok(None);
     };
-    let Some(format) = text.get("format").filter(|format| !format.is_null()) else {
+    let text: Option<TextIn<'_>> =
+        serde_json::from_str(text.get()).map_err(|_| invalid("text", EXPECTED))?;
+    let Some(format) = text.and_then(|text| text.format) else {
         return Ok(None);
     };
-    let kind = format.get("type").and_then(Value::as_str);
-    let translated = match kind {
-        Some("text") => return Ok(None),
-        Some("json_object") => serde_json::json!({"type": "json_object"}),
+    let format: FormatIn<'_> = serde_json::from_str(format.get()).map_err(|_| {
+        invalid(
+            "text.format",
+            "a format of type text, json_object or json_schema",
+        )
+    })?;
+    match format.kind.as_deref() {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(String::from(r#"{"type":"json_object"}"#))),
         Some("json_schema") => {
-            let mut schema = serde_json::Map::new();
-            for key in ["name", "schema", "strict", "description"] {
-                if let Some(value) = format.get(key).filter(|value| !value.is_null()) {
-                    schema.insert(key.to_owned(), value.clone());
-                }
-            }
-            if !schema.contains_key("name") || !schema.contains_key("schema") {
+            let (Some(name), Some(schema)) = (format.name, format.schema) else {
                 return Err(invalid(
                     "text.format",
                     "a json_schema format with a name and a schema",
                 ));
+            };
+            let mut out = format!(
+                r#"{{"type":"json_schema","json_schema":{{"name":{},"schema":{}"#,
+                name.get(),
+                schema.get()
+            );
+            for (key, value) in [
+                ("strict", format.strict),
+                ("description", format.description),
+            ] {
+                if let Some(value) = value {
+                    out.push_str(&format!(r#","{key}":{}"#, value.get()));
+                }
             }
-            serde_json::json!({"type": "json_schema", "json_schema": schema})
+            out.push_str("}}");
+            Ok(Some(out))
         }
-        _ => {
-            return Err(invalid(
-                "text.format",
-                "a format of type text, json_object or json_schema",
-            ))
-        }
-    };
-    Ok(Some(translated.to_string()))
+        _ => Err(invalid(
+            "text.format",
+            "a format of type text, json_object or json_schema",
+        )),
+    }
 }
 
 /// A field that may be absent (or null), parsed when present.

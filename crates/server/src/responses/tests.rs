@@ -27,7 +27,18 @@ fn requests_translate_field_by_field() {
         ),
         (
             r#"{"model":"m","input":"hi","stream":true,"text":{"format":{"type":"json_schema","name":"x","schema":{"type":"object"},"strict":true}},"reasoning":{"effort":"low","summary":"auto"},"store":true,"metadata":{"k":"v"},"include":[]}"#,
-            r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"response_format":{"json_schema":{"name":"x","schema":{"type":"object"},"strict":true},"type":"json_schema"},"reasoning_effort":"low"}"#,
+            r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"},"strict":true}},"reasoning_effort":"low"}"#,
+        ),
+        (
+            // The schema goes as written: structured outputs follow the
+            // order of its properties.
+            r#"{"model":"m","input":"hi","text":{"format":{"type":"json_schema","strict":true,"name":"w","schema":{"type":"object","properties":{"z":{"type":"string"},"a":{"type":"integer"}},"required":["z","a"]}}}}"#,
+            r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"w","schema":{"type":"object","properties":{"z":{"type":"string"},"a":{"type":"integer"}},"required":["z","a"]},"strict":true}}}"#,
+        ),
+        (
+            // A function tool's `strict` is kept, whichever way it was set.
+            r#"{"model":"m","input":"w?","tools":[{"type":"function","name":"f","parameters":{"type":"object"},"strict":false},{"type":"function","name":"g","strict":true}]}"#,
+            r#"{"model":"up","messages":[{"role":"user","content":"w?"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"},"strict":false}},{"type":"function","function":{"name":"g","strict":true}}]}"#,
         ),
         (
             r#"{"model":"m","input":[{"type":"reasoning","id":"rs_1","summary":[]},{"role":"user","content":"hi"}]}"#,

@@ -116,6 +116,9 @@ pub struct Tool {
     pub description: Option<String>,
     /// The JSON schema of its arguments, verbatim.
     pub parameters: Option<Box<RawValue>>,
+    /// Whether the arguments must follow the schema exactly (OpenAI's
+    /// `strict`), when the client said; written for OpenAI upstreams.
+    pub strict: Option<bool>,
 }
 
 /// Whether and which tool the model must call.
@@ -171,5 +174,6 @@ impl PartialEq for Tool {
         self.name == other.name
             && self.description == other.description
             && schema(self) == schema(other)
+            && self.strict == other.strict
     }
 }

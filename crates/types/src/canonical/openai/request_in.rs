@@ -73,6 +73,8 @@ struct FunctionDefIn {
     description: Option<String>,
     #[serde(default)]
     parameters: Option<Box<RawValue>>,
+    #[serde(default)]
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +254,7 @@ fn tool(tool: ToolIn) -> Result<Tool, TranslateError> {
             name: function.name,
             description: function.description,
             parameters: function.parameters,
+            strict: function.strict,
         }),
         (kind, _) => Err(TranslateError::new(
             "tools",

@@ -100,6 +100,8 @@ struct FunctionDefOut<'a> {
     description: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -140,6 +142,7 @@ pub fn request_body(request: &Request) -> Vec<u8> {
                     name: &tool.name,
                     description: tool.description.as_deref(),
                     parameters: tool.parameters.as_deref(),
+                    strict: tool.strict,
                 },
             })
             .collect(),
