@@ -17,4 +17,4 @@ pub mod store;
 
 pub use flight::{Flights, Joined, Publisher, Subscriber};
 pub use key::{canonical_body, Key, KeyScope, IGNORED_FIELDS};
-pub use store::{Entry, PromptCache, StorePolicy};
+pub use store::{Entry, Lifetimes, PromptCache, StorePolicy};

@@ -62,7 +62,9 @@ impl<V: Send + Sync + 'static> moka::Expiry<Key, Arc<Entry<V>>> for Lifetime {
         entry: &Arc<Entry<V>>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(entry.ttl.saturating_add(entry.stale_if_error))
+        // An entry filled from a shared level arrives already aged.
+        let lifetime = entry.ttl.saturating_add(entry.stale_if_error);
+        Some(lifetime.saturating_sub(entry.stored_at.elapsed()))
     }
 }
 
@@ -90,6 +92,18 @@ impl<V> Entry<V> {
     pub fn weight(&self) -> u32 {
         self.weight
     }
+}
+
+/// How long an entry is fresh and then usable when upstreams fail, and
+/// how old it already is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Fresh this long after it was first stored.
+    pub ttl: Duration,
+    /// Then usable this long when every target fails.
+    pub stale_if_error: Duration,
+    /// Time since it was first stored.
+    pub age: Duration,
 }
 
 // === impl PromptCache ===
@@ -134,6 +148,29 @@ impl<V: Send + Sync + 'static> PromptCache<V> {
         ttl: Duration,
         stale_if_error: Duration,
     ) -> bool {
+        let lifetime = Lifetimes {
+            ttl,
+            stale_if_error,
+            age: Duration::ZERO,
+        };
+        self.insert_aged(key, model, value, bytes, lifetime).await
+    }
+
+    /// [`Self::insert`] for a value that was stored `lifetime.age` ago
+    /// elsewhere (a shared level): it is as fresh as it was there.
+    pub async fn insert_aged(
+        &self,
+        key: Key,
+        model: Arc<str>,
+        value: V,
+        bytes: usize,
+        lifetime: Lifetimes,
+    ) -> bool {
+        let Lifetimes {
+            ttl,
+            stale_if_error,
+            age,
+        } = lifetime;
         let bytes = bytes as u64;
         if bytes > self.policy.max_entry_bytes {
             return false;
@@ -142,7 +179,7 @@ impl<V: Send + Sync + 'static> PromptCache<V> {
         let entry = Entry {
             value,
             model,
-            stored_at: Instant::now(),
+            stored_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             ttl,
             stale_if_error,
             weight,

@@ -190,7 +190,22 @@ fn other_sections_lines(config: &Config) -> Vec<String> {
             "idempotency ttl {}",
             format_duration(config.idempotency.ttl)
         ),
+        redis_line(config),
     ]
+}
+
+/// Where limits and a cache level are shared, if anywhere (the URL's
+/// password masked).
+fn redis_line(config: &Config) -> String {
+    match &config.redis {
+        None => String::from("redis      off (limits and cache per instance)"),
+        Some(redis) => format!(
+            "redis      {} ({} expected instances, timeout {})",
+            mask_password(&redis.url),
+            redis.expected_instances,
+            format_duration(redis.timeout),
+        ),
+    }
 }
 
 /// Whether job webhooks are signed, in the words (and on the condition) of

@@ -3,7 +3,9 @@
 //! both, tokens settled by one are seen by the other, an upstream 429 seen
 //! by one pauses the provider for both; when Redis is killed mid-load no
 //! request fails, the local fallback limits hold and `keel_redis_up` is 0,
-//! and when it returns both go back to the shared limits by themselves.
+//! and when it returns both go back to the shared limits by themselves. A
+//! cache miss on one instance is a hit on the other, and a purge on one
+//! empties both.
 
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ providers:
 models:
   chat: {{targets: [{{provider: mock, model: gpt-mock}}]}}
   paused: {{targets: [{{provider: other, model: gpt-paused}}]}}
+  cached: {{targets: [{{provider: mock, model: gpt-cached}}], cache: {{ttl: 10m}}}}
 redis: {{url: "{url}", expected_instances: 2, timeout: 50ms}}
 "#,
         base = mock.base_url(),
@@ -279,5 +282,61 @@ async fn killing_redis_mid_load_fails_no_request_and_it_comes_back() -> TestResu
         }
     }
     assert_eq!(served, 40);
+    Ok(())
+}
+
+fn cache_status(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-keel-cache")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_miss_on_one_instance_is_a_hit_on_the_other_and_purges_reach_both() -> TestResult {
+    let (mock, redis) = (start_mock().await?, RedisServer::start()?);
+    let config = config(&mock, &redis)?;
+    let (one, two) = two_instances(&config).await?;
+    let http = reqwest::Client::new();
+    let first = chat(&http, &one, "sk-open", "cached").await?;
+    assert_eq!(cache_status(&first), "miss");
+    let stored: serde_json::Value = first.json().await?;
+    // The shared level is written without waiting for it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = chat(&http, &two, "sk-open", "cached").await?;
+    assert_eq!(cache_status(&second), "hit", "the other instance missed");
+    let replayed: serde_json::Value = second.json().await?;
+    let answer = |body: &serde_json::Value| {
+        let choice = &body["choices"][0];
+        (
+            choice["message"]["content"].clone(),
+            choice["finish_reason"].clone(),
+        )
+    };
+    assert_eq!(answer(&replayed), answer(&stored));
+    assert_eq!(
+        replayed["usage"]["total_tokens"],
+        stored["usage"]["total_tokens"]
+    );
+    assert_eq!(
+        mock.state.stats("gpt-cached").requests,
+        1,
+        "two upstream calls"
+    );
+    // Now in both local levels; a purge on one empties both and Redis.
+    let purge = http
+        .delete(one.url("/admin/cache"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    assert_eq!(purge.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        cache_status(&chat(&http, &two, "sk-open", "cached").await?),
+        "miss"
+    );
+    assert_eq!(mock.state.stats("gpt-cached").requests, 2);
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! local level; no request fails because Redis is down.
 
 mod bucket;
+mod cache_level;
 mod link;
 pub mod testing;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bucket::{BucketClock, RateBucket, RedisBucket};
+pub use cache_level::{CacheLevel, SharedEntry, PURGE_CHANNEL};
 pub use link::{RedisLink, FAILURES_TO_DOWN, PROBE_EVERY};
 
 use keel_resilience::TokenBucket;
@@ -45,6 +47,11 @@ impl Shared {
     /// The link to Redis, when limits are shared.
     pub fn link(&self) -> Option<&Arc<RedisLink>> {
         self.redis.as_ref().map(|(link, _)| link)
+    }
+
+    /// The prompt cache's shared level, when Redis is configured.
+    pub fn cache_level(&self) -> Option<CacheLevel> {
+        self.link().map(|link| CacheLevel::new(link.clone()))
     }
 
     /// A bucket of `capacity` per `period` named `key` (e.g.

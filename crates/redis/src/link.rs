@@ -23,6 +23,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// A shared, self-healing connection to one Redis server.
 pub struct RedisLink {
+    client: redis::Client,
     manager: ConnectionManager,
     timeout: Option<Duration>,
     up: AtomicBool,
@@ -45,8 +46,9 @@ impl RedisLink {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Arc::new(Self {
+            client,
             manager,
             timeout,
             up: AtomicBool::new(true),
@@ -68,7 +70,28 @@ impl RedisLink {
         call: &ScriptInvocation<'_>,
     ) -> Option<T> {
         let mut connection = self.manager.clone();
-        let reply = call.invoke_async(&mut connection);
+        self.bounded(call.invoke_async(&mut connection)).await
+    }
+
+    /// Runs a pipeline (or one command) within the timeout, like [`Self::run`].
+    pub async fn query<T: FromRedisValue>(
+        self: &Arc<Self>,
+        pipeline: &redis::Pipeline,
+    ) -> Option<T> {
+        let mut connection = self.manager.clone();
+        self.bounded(pipeline.query_async(&mut connection)).await
+    }
+
+    /// The client, for connections of their own (subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Awaits `reply` within the timeout, keeping count of failures.
+    async fn bounded<T>(
+        self: &Arc<Self>,
+        reply: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
         let outcome = match self.timeout {
             Some(timeout) => tokio::time::timeout(timeout, reply)
                 .await

@@ -98,7 +98,9 @@ pub struct CachePlan {
 
 /// The cache and the flights in progress.
 pub(crate) struct ResponseCache {
-    store: PromptCache<StoredAnswer>,
+    store: Arc<PromptCache<StoredAnswer>>,
+    /// The level shared with other instances through Redis, when set.
+    shared: Option<keel_redis::CacheLevel>,
     flights: Flights<(Key, bool), FlightItem>,
     settings: CacheSettings,
     /// Evictions already added to the metric.
@@ -167,16 +169,50 @@ impl CachePlan {
 // === impl ResponseCache ===
 
 impl ResponseCache {
-    pub(crate) fn new(settings: CacheSettings) -> Self {
+    pub(crate) fn new(settings: CacheSettings, shared: Option<keel_redis::CacheLevel>) -> Self {
+        let store = Arc::new(PromptCache::new(StorePolicy {
+            max_bytes: settings.max_bytes,
+            max_entry_bytes: settings.max_entry_bytes,
+        }));
+        if let Some(level) = &shared {
+            // Another instance's purge empties this instance's level too.
+            let local = store.clone();
+            level.follow_purges(move |model| {
+                let local = local.clone();
+                Box::pin(async move {
+                    local.purge(model.as_deref()).await;
+                })
+            });
+        }
         Self {
-            store: PromptCache::new(StorePolicy {
-                max_bytes: settings.max_bytes,
-                max_entry_bytes: settings.max_entry_bytes,
-            }),
+            store,
+            shared,
             flights: Flights::new(),
             settings,
             evictions_exported: AtomicU64::new(0),
         }
+    }
+
+    /// The entry of `plan` from the shared level, stored in the local one
+    /// as old as it is there; `None` when the shared level has none.
+    async fn fill_from_shared(
+        &self,
+        plan: &CachePlan,
+    ) -> Option<Arc<keel_cache::Entry<StoredAnswer>>> {
+        let level = self.shared.as_ref()?;
+        let found = level.get(&plan.model, &plan.key.to_hex()).await?;
+        let answer = StoredAnswer::decode(&found.value)?;
+        let lifetime = plan.ttl.ttl.saturating_add(plan.ttl.stale_if_error);
+        let lifetimes = keel_cache::Lifetimes {
+            ttl: plan.ttl.ttl,
+            stale_if_error: plan.ttl.stale_if_error,
+            age: lifetime.saturating_sub(found.lives_for),
+        };
+        let bytes = answer.bytes();
+        self.store
+            .insert_aged(plan.key, plan.model.clone(), answer, bytes, lifetimes)
+            .await;
+        self.store.get(&plan.key).await
     }
 
     fn entry_limit(&self) -> usize {
@@ -184,6 +220,12 @@ impl ResponseCache {
     }
 
     async fn store(&self, plan: &CachePlan, answer: StoredAnswer) {
+        if let Some(level) = &self.shared {
+            if answer.bytes() as u64 <= self.settings.max_entry_bytes {
+                let lifetime = plan.ttl.ttl.saturating_add(plan.ttl.stale_if_error);
+                level.put(&plan.model, &plan.key.to_hex(), answer.encode(), lifetime);
+            }
+        }
         let bytes = answer.bytes();
         let stored = self
             .store
@@ -259,7 +301,10 @@ impl Router {
             return None;
         }
         let cache = self.cache.as_ref()?;
-        let entry = cache.store.get(&plan.key).await?;
+        let entry = match cache.store.get(&plan.key).await {
+            Some(entry) => entry,
+            None => cache.fill_from_shared(plan).await?,
+        };
         if !entry.is_fresh(plan.control.max_age) {
             return None;
         }
@@ -308,12 +353,16 @@ impl Router {
         self.counted(&plan, status, routed)
     }
 
-    /// Empties the cache, or one public model's entries; how many went.
+    /// Empties the cache, or one public model's entries, in this instance
+    /// and in the shared level (which tells the other instances to empty
+    /// theirs); how many went here.
     pub async fn purge_cache(&self, model: Option<&str>) -> u64 {
-        match &self.cache {
-            Some(cache) => cache.store.purge(model).await,
-            None => 0,
+        let Some(cache) = &self.cache else { return 0 };
+        let removed = cache.store.purge(model).await;
+        if let Some(level) = &cache.shared {
+            level.purge(model).await;
         }
+        removed
     }
 
     /// Sets the cache's gauges and adds new evictions to their counter.

@@ -55,6 +55,7 @@ impl RouteTable {
             max_entry_bytes: config.cache.max_entry_bytes,
             shared: config.cache.shared,
         })
+        .with_cache_level(shared.cache_level())
     }
 }
 

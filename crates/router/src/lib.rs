@@ -134,7 +134,10 @@ enum Walked<'p> {
 impl Router {
     /// A router over a route table, recording into `metrics`.
     pub fn new(table: RouteTable, metrics: Arc<Metrics>) -> Self {
-        let cache = table.cache_settings().map(cache::ResponseCache::new);
+        let shared = table.shared_cache_level();
+        let cache = table
+            .cache_settings()
+            .map(|settings| cache::ResponseCache::new(settings, shared));
         Self {
             table,
             metrics,

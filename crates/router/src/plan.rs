@@ -100,6 +100,8 @@ pub struct RouteTable {
     models: Vec<ModelRoute>,
     index: HashMap<String, usize>,
     cache: crate::CacheSettings,
+    /// The prompt cache's level shared through Redis, when configured.
+    cache_level: Option<keel_redis::CacheLevel>,
 }
 
 // === impl RouteTable ===
@@ -116,6 +118,7 @@ impl RouteTable {
             models,
             index,
             cache: crate::CacheSettings::default(),
+            cache_level: None,
         }
     }
 
@@ -123,6 +126,17 @@ impl RouteTable {
     pub fn with_cache(mut self, settings: crate::CacheSettings) -> Self {
         self.cache = settings;
         self
+    }
+
+    /// The table with the prompt cache's second level shared through Redis.
+    pub fn with_cache_level(mut self, level: Option<keel_redis::CacheLevel>) -> Self {
+        self.cache_level = level;
+        self
+    }
+
+    /// The shared cache level, when configured.
+    pub(crate) fn shared_cache_level(&self) -> Option<keel_redis::CacheLevel> {
+        self.cache_level.clone()
     }
 
     /// The prompt cache's settings, when some model is cached.

@@ -37,6 +37,16 @@ pub(crate) enum StoredBody {
     },
 }
 
+/// The header line of an encoded answer.
+#[derive(serde::Deserialize)]
+struct EncodedHeader {
+    v: u32,
+    kind: String,
+    provider: String,
+    model: String,
+    usage: Option<Usage>,
+}
+
 /// Builds one canonical answer from a stream's events, keeping at most
 /// `limit` bytes of content; anything that makes the answer unstorable
 /// (too big, unreadable, no finish, no usage) is noted, never an error: the
@@ -88,6 +98,59 @@ impl StoredAnswer {
             body,
             provider: provider.clone(),
             model: model.clone(),
+        })
+    }
+
+    /// The answer as bytes for the shared level: a JSON header line (kind,
+    /// who answered, a verbatim answer's usage), then the body (a chat
+    /// answer as a completion).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (kind, usage, body) = match &self.body {
+            StoredBody::Chat(response) => (
+                "chat",
+                None,
+                completion_json_with_id(response, &response.id, 0),
+            ),
+            StoredBody::Verbatim { body, usage } => ("verbatim", Some(usage), body.to_vec()),
+        };
+        let header = serde_json::json!({
+            "v": 1,
+            "kind": kind,
+            "provider": &*self.provider,
+            "model": &*self.model,
+            "usage": usage,
+        });
+        let mut bytes = header.to_string().into_bytes();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    /// An answer [`Self::encode`] wrote; `None` for anything else (another
+    /// version's entry, or bytes that were never ours).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let split = bytes.iter().position(|&byte| byte == b'\n')?;
+        let header: EncodedHeader = serde_json::from_slice(&bytes[..split]).ok()?;
+        if header.v != 1 {
+            return None;
+        }
+        let body = &bytes[split + 1..];
+        let body = match (header.kind.as_str(), header.usage) {
+            ("chat", _) => {
+                let response = read_completion(body).ok()?;
+                response.finish?;
+                StoredBody::Chat(response)
+            }
+            ("verbatim", Some(usage)) => StoredBody::Verbatim {
+                body: Bytes::copy_from_slice(body),
+                usage,
+            },
+            _ => return None,
+        };
+        Some(Self {
+            body,
+            provider: Arc::from(header.provider),
+            model: Arc::from(header.model),
         })
     }
 
@@ -324,4 +387,84 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_types::canonical::{FinishReason, Response, TokenUsage, ToolCall};
+
+    use super::*;
+
+    fn stored(body: StoredBody) -> StoredAnswer {
+        StoredAnswer {
+            body,
+            provider: Arc::from("openai"),
+            model: Arc::from("gpt-4o"),
+        }
+    }
+
+    /// What the shared level holds decodes to the answer that was stored:
+    /// text, reasoning, tool calls with their ids, finish and usage.
+    #[test]
+    fn answers_survive_the_shared_level() {
+        let response = Response {
+            id: String::from("chatcmpl-1"),
+            model: String::from("gpt-4o"),
+            text: vec![String::from("Hello — ünïcode")],
+            reasoning: Some(String::from("thought")),
+            tool_calls: vec![ToolCall {
+                id: String::from("call_1"),
+                name: String::from("lookup"),
+                arguments: String::from(r#"{"q":"x"}"#),
+            }],
+            finish: Some(FinishReason::ToolCalls),
+            stop_sequence: None,
+            usage: TokenUsage {
+                input: 12,
+                output: 7,
+                cache_read: 3,
+                cache_creation: 0,
+            },
+        };
+        let decoded = StoredAnswer::decode(&stored(StoredBody::Chat(response.clone())).encode());
+        let Some(StoredAnswer {
+            body: StoredBody::Chat(back),
+            provider,
+            model,
+        }) = decoded
+        else {
+            panic!("a chat answer did not decode as one");
+        };
+        assert_eq!((&*provider, &*model), ("openai", "gpt-4o"));
+        assert_eq!(back, response);
+
+        let usage = Usage {
+            prompt_tokens: 4,
+            completion_tokens: 0,
+            total_tokens: 4,
+            ..Usage::default()
+        };
+        let verbatim = StoredBody::Verbatim {
+            body: Bytes::from_static(b"{\"data\":[]}"),
+            usage,
+        };
+        let decoded = StoredAnswer::decode(&stored(verbatim).encode());
+        assert!(matches!(
+            decoded,
+            Some(StoredAnswer { body: StoredBody::Verbatim { body, usage: back }, .. })
+                if body == Bytes::from_static(b"{\"data\":[]}") && back == usage
+        ));
+    }
+
+    #[test]
+    fn foreign_bytes_are_not_answers() {
+        for bytes in [
+            &b""[..],
+            b"{}",
+            b"{\"v\":2,\"kind\":\"chat\",\"provider\":\"p\",\"model\":\"m\"}\n{}",
+            b"not json\n{}",
+        ] {
+            assert!(StoredAnswer::decode(bytes).is_none(), "{bytes:?}");
+        }
+    }
 }
