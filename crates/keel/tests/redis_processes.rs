@@ -69,6 +69,15 @@ async fn redis_up(
     http: &reqwest::Client,
     keel: &KeelProcess,
 ) -> Result<Option<String>, reqwest::Error> {
+    metric(http, keel, "keel_redis_up").await
+}
+
+/// The value of the unlabelled metric `name` in the instance's `/metrics`.
+async fn metric(
+    http: &reqwest::Client,
+    keel: &KeelProcess,
+    name: &str,
+) -> Result<Option<String>, reqwest::Error> {
     let text = http
         .get(keel.url("/metrics"))
         .bearer_auth(ADMIN)
@@ -76,10 +85,11 @@ async fn redis_up(
         .await?
         .text()
         .await?;
+    let prefix = format!("{name} ");
     Ok(text
         .lines()
-        .find(|line| line.starts_with("keel_redis_up "))
-        .map(|line| line.trim_start_matches("keel_redis_up ").to_owned()))
+        .find(|line| line.starts_with(&prefix))
+        .map(|line| line.trim_start_matches(&prefix).to_owned()))
 }
 
 #[tokio::test]
@@ -264,6 +274,14 @@ async fn killing_redis_mid_load_fails_no_request_and_it_comes_back() -> TestResu
     assert_eq!((count(200), count(429)), (40, 10), "{statuses:?}");
     assert_eq!(redis_up(&http, &one).await?.as_deref(), Some("0"));
     assert_eq!(redis_up(&http, &two).await?.as_deref(), Some("0"));
+    let fallbacks = metric(&http, &one, "keel_redis_fallbacks_total").await?;
+    assert!(
+        fallbacks
+            .as_deref()
+            .and_then(|count| count.parse::<u64>().ok())
+            > Some(0),
+        "no fallback counted: {fallbacks:?}"
+    );
 
     redis.restart()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

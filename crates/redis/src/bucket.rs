@@ -150,12 +150,16 @@ impl RedisBucket {
         let cost = if cost.is_nan() { 0.0 } else { cost.max(0.0) };
         let inner = &self.inner;
         if !inner.link.is_up() {
+            inner.link.went_without();
             return inner.fallback.try_take(cost);
         }
         match inner.call("take", cost).await {
             Some(reply) if reply.took => Ok(reply.value),
             Some(reply) => Err(millis(reply.value)),
-            None => inner.fallback.try_take(cost),
+            None => {
+                inner.link.went_without();
+                inner.fallback.try_take(cost)
+            }
         }
     }
 
@@ -164,6 +168,7 @@ impl RedisBucket {
     fn send(&self, op: &'static str, amount: f64, local: impl FnOnce(&TokenBucket)) {
         let inner = &self.inner;
         if !inner.link.is_up() {
+            inner.link.went_without();
             local(&inner.fallback);
             return;
         }

@@ -30,6 +30,9 @@ pub struct RedisLink {
     failures: AtomicU32,
     probing: AtomicBool,
     warned: Mutex<Option<Instant>>,
+    /// Calls that went without Redis: failed, timed out, or not tried
+    /// while it was down.
+    without: std::sync::atomic::AtomicU64,
 }
 
 // === impl RedisLink ===
@@ -55,12 +58,23 @@ impl RedisLink {
             failures: AtomicU32::new(0),
             probing: AtomicBool::new(false),
             warned: Mutex::new(None),
+            without: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
     /// Whether calls go to Redis (`keel_redis_up`).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call made without Redis (its local fallback answered).
+    pub fn went_without(&self) {
+        self.without.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls made without Redis so far (`keel_redis_fallbacks_total`).
+    pub fn fallbacks(&self) -> u64 {
+        self.without.load(Ordering::Relaxed)
     }
 
     /// Runs a script call within the timeout; `None` when Redis failed or

@@ -119,6 +119,12 @@ async fn open_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.slos.export_gauges();
     if let Some(link) = state.shared.link() {
         state.metrics.redis_up.set(i64::from(link.is_up()));
+        // The link counts; the counter catches up to it, never back.
+        state
+            .metrics
+            .redis_fallbacks
+            .inner()
+            .fetch_max(link.fallbacks(), std::sync::atomic::Ordering::Relaxed);
     }
     state.router.export_cache_gauges().await;
     if let Some(jobs) = &state.jobs {

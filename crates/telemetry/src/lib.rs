@@ -140,6 +140,9 @@ pub struct Metrics {
     /// through Redis, 0 while this instance runs on its own (absent
     /// without `redis:`).
     pub redis_up: Gauge,
+    /// `keel_redis_fallbacks_total`: limit calls answered by the local
+    /// fallback because Redis failed, took too long, or was down.
+    pub redis_fallbacks: Counter,
     /// `keel_bulkhead_limit{provider}`: the cap now, for bounded bulkheads
     /// (it moves with `max_concurrent: adaptive`).
     pub bulkhead_limit: Family<ProviderLabels, Gauge>,
@@ -215,6 +218,7 @@ impl Metrics {
         let bulkhead_in_flight = Family::default();
         let bulkhead_limit = Family::default();
         let redis_up = Gauge::default();
+        let redis_fallbacks = Counter::default();
         let bulkhead_rejections = Family::default();
         let rate_limited = Family::default();
         let shed = Counter::default();
@@ -268,6 +272,11 @@ impl Metrics {
             "redis_up",
             "Whether Redis answers (1) or this instance runs on local limits and cache (0)",
             redis_up.clone(),
+        );
+        registry.register(
+            "redis_fallbacks",
+            "Limit calls answered by the local fallback because Redis failed, timed out or was down",
+            redis_fallbacks.clone(),
         );
         registry.register(
             "bulkhead_limit",
@@ -379,6 +388,7 @@ impl Metrics {
             bulkhead_in_flight,
             bulkhead_limit,
             redis_up,
+            redis_fallbacks,
             bulkhead_rejections,
             rate_limited,
             shed,
