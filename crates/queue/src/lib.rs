@@ -18,11 +18,10 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Notify};
 
-pub use backoff::{ceiling as backoff_ceiling, full_jitter};
+pub use backoff::{retry_ceiling, retry_delay};
 pub use held::{Held, HeldJob, HELD_LEASE};
 pub use idempotency::{request_hash, KeyState, LOCK_TIMEOUT, MAX_KEY_LENGTH};
 pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
@@ -322,6 +321,3 @@ impl Queue {
         }
     }
 }
-
-/// The default time an idle worker waits between polls, for documentation.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);

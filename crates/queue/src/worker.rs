@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::backoff::full_jitter;
+use crate::backoff::retry_delay;
 use crate::store::{millis, ClaimedJob, Finish, SweepBefore, Swept, SWEEP_BATCH};
 use crate::LOCK_TIMEOUT;
 use crate::{now_ms, Queue};
@@ -250,7 +250,7 @@ async fn record(queue: &Queue, policy: &WorkerPolicy, job: &ClaimedJob, ended: E
             if failure.retry == crate::Retry::Later
                 && job.attempts < i64::from(policy.max_attempts) =>
         {
-            let delay = full_jitter(job.attempts, policy.retry_base, policy.retry_max);
+            let delay = retry_delay(job.attempts, policy.retry_base, policy.retry_max);
             tracing::info!(
                 attempt = job.attempts,
                 delay_ms = millis(delay),

@@ -21,7 +21,8 @@ const MIN_SAMPLES: usize = 20;
 /// When the next hedge of a request starts.
 #[derive(Debug)]
 pub enum HedgeAfter {
-    /// A fixed delay after the previous attempt started.
+    /// A fixed delay, timed afresh on every turn of the race: from the
+    /// start (or the last hedge), and again whenever a walk fails.
     Fixed(Duration),
     /// The model's recent 95th percentile time to commit.
     P95(Mutex<VecDeque<Duration>>),

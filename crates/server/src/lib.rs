@@ -66,7 +66,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Every Keel metric.
     pub metrics: Arc<keel_telemetry::Metrics>,
-    /// The async job queue; `None` turns the job endpoints off (503).
+    /// The async job queue. `keel::start` always opens one; `None` (a state
+    /// built by hand) answers the job endpoints with 503.
     pub jobs: Option<Arc<keel_queue::Queue>>,
     /// The digest of `server.admin_key`; `None` turns the admin routes off
     /// (and leaves `/metrics` open).

@@ -1,7 +1,7 @@
 //! Encodes a committed upstream stream as the client's SSE body.
 //!
 //! Frames are forwarded as they arrive; frames that arrive together are
-//! written together (`keel_sse::coalesce`, never waiting for more data), which
+//! written together (`crate::coalesce`, never waiting for more data), which
 //! costs far less than one write per frame when an upstream sends bursts. After the commit
 //! point a failure or truncation ends the stream with an OpenAI-style error
 //! event and `[DONE]`, never a silent cut.

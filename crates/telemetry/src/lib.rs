@@ -19,16 +19,6 @@ pub use cost::{CostLabels, CostMetrics};
 pub use slo::{SloAlertLabels, SloEventLabels, SloLabels, SloMetrics, SloWindowLabels};
 pub use time::rfc3339;
 
-/// Span names, one per hop.
-pub mod spans {
-    /// The whole HTTP request.
-    pub const REQUEST: &str = "keel.request";
-    /// Routing one request across its targets.
-    pub const ROUTE: &str = "keel.route";
-    /// One upstream attempt.
-    pub const ATTEMPT: &str = "keel.attempt";
-}
-
 /// Labels of one upstream attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
