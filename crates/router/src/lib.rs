@@ -337,10 +337,12 @@ impl Router {
         let mut running = FuturesUnordered::new();
         running.push(walk_from(0));
         let mut hedges = 0;
+        // Off for good once the budget or the deadline says no more.
+        let mut may_hedge = true;
         loop {
             let next_hedge = hedge
                 .delay()
-                .filter(|_| hedges < hedge.max())
+                .filter(|_| may_hedge && hedges < hedge.max())
                 .map(|delay| (Instant::now() + delay).min(deadline));
             tokio::select! {
                 Some((index, walked)) = running.next() => match walked {
@@ -361,7 +363,7 @@ impl Router {
                     if Instant::now() >= deadline {
                         // No budget left to hedge with; the walks end on
                         // the deadline by themselves.
-                        hedges = hedge.max();
+                        may_hedge = false;
                         continue;
                     }
                     hedges += 1;
@@ -371,7 +373,7 @@ impl Router {
                         running.push(walk_from(hedges as usize));
                     } else {
                         self.metrics.hedge_budget_exhausted.get_or_create(&labels).inc();
-                        hedges = hedge.max();
+                        may_hedge = false;
                     }
                 }
             }

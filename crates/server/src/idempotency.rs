@@ -67,7 +67,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
         }) => return replay(status, body, headers.as_deref()),
         Err(error) => return JobsError::from(error).into_response(),
     }
-    let owned = Owned {
+    let owned = HeldKey {
         queue,
         tenant: tenant.name.to_string(),
         key: Some(claim.key),
@@ -80,7 +80,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
 }
 
 /// A key this request holds; released if the request is dropped unsettled.
-struct Owned {
+struct HeldKey {
     queue: Arc<Queue>,
     tenant: String,
     key: Option<String>,
@@ -89,9 +89,9 @@ struct Owned {
     max_answer: usize,
 }
 
-// === impl Owned ===
+// === impl HeldKey ===
 
-impl Owned {
+impl HeldKey {
     /// Stores a replayable response, or releases the key.
     async fn settle(mut self, response: Response) -> Response {
         // The key stays in `self` until it is stored or released: a client
@@ -149,7 +149,7 @@ impl Owned {
     }
 }
 
-impl Drop for Owned {
+impl Drop for HeldKey {
     fn drop(&mut self) {
         // The client went away mid-request: free the key for its retry.
         if let Some(key) = self.key.take() {
@@ -228,7 +228,7 @@ mod tests {
             queue.begin_request("t", &claim).await?,
             KeyState::Owned
         ));
-        let owned = Owned {
+        let owned = HeldKey {
             queue: queue.clone(),
             tenant: String::from("t"),
             key: Some(claim.key.clone()),
