@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use crate::error::{ConfigError, KeyPath, Problems};
 use crate::VarSource;
@@ -73,7 +73,7 @@ pub(crate) fn parse_and_expand(
                 .to_owned(),
         ));
     }
-    let value: Value = serde_yaml::from_str(&protect(yaml)).map_err(|error| {
+    let value: Value = serde_yaml_ng::from_str(&protect(yaml)).map_err(|error| {
         ConfigError::single(String::new(), restore(&format!("invalid YAML: {error}")))
     })?;
     let mut walker = Walker {

@@ -5,7 +5,7 @@
 //!
 //! 1. `interpolate` protects `${...}` references so YAML accepts them inside
 //!    flow collections (`keys: [${ACME_KEY:-dev}]`), parses the text into a
-//!    `serde_yaml::Value` tree and expands every string scalar, remembering the
+//!    `serde_yaml_ng::Value` tree and expands every string scalar, remembering the
 //!    key path of each unset variable.
 //! 2. `raw` deserializes each section, each provider, each model, each tenant
 //!    and each SLO separately into `Raw*` structs (`deny_unknown_fields`)

@@ -10,7 +10,7 @@
 //! and also accepts values produced by `${VAR}` (always strings).
 
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use crate::error::{KeyPath, Problems};
 use crate::interpolate::key_label;

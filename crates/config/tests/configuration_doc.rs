@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use keel_config::{known_keys, load_str, Config};
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -60,8 +60,8 @@ fn load(yaml: &str) -> Result<Config, keel_config::ConfigError> {
 /// `MINIMAL` with the key at `path` (`<name>` → the file's entry, `[]` →
 /// the first item) set to `value`, parsed as YAML.
 fn with_key(path: &str, value: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let mut root: Value = serde_yaml::from_str(MINIMAL)?;
-    let value: Value = serde_yaml::from_str(value)?;
+    let mut root: Value = serde_yaml_ng::from_str(MINIMAL)?;
+    let value: Value = serde_yaml_ng::from_str(value)?;
     let mut segments: Vec<&str> = path.split('.').collect();
     let last = segments.pop().ok_or("empty path")?;
     let mut current = &mut root;
@@ -78,7 +78,7 @@ fn with_key(path: &str, value: &str) -> Result<String, Box<dyn std::error::Error
         .as_mapping_mut()
         .ok_or_else(|| format!("{path}: not in a mapping"))?;
     entries.insert(Value::from(last), value);
-    Ok(serde_yaml::to_string(&root)?)
+    Ok(serde_yaml_ng::to_string(&root)?)
 }
 
 /// The child `segment` (`jobs`, `targets[]`) of `value`, created as an
