@@ -127,6 +127,22 @@ fn model_lines(model: &ModelConfig, config: &Config) -> Vec<String> {
             format_duration(cache.ttl)
         ));
     }
+    if let Some(affinity) = &model.affinity {
+        let key = match &affinity.key {
+            crate::AffinityKey::Header(name) => format!("header {name}"),
+            crate::AffinityKey::User => String::from("user"),
+        };
+        lines.push(format!(
+            "      affinity: {key}, ttl {}, max_sessions {}",
+            format_duration(affinity.ttl),
+            affinity.max_sessions
+        ));
+    }
+    if model.last_resort.is_some() {
+        lines.push(String::from(
+            "      on_failure: responds with its configured text",
+        ));
+    }
     lines
 }
 
@@ -145,7 +161,14 @@ fn targets_text(model: &ModelConfig, config: &Config) -> String {
             } else {
                 String::new()
             };
-            format!("{}/{}{weight}{marker}", target.provider, target.model)
+            let window = target
+                .context_window
+                .map(|tokens| format!(" (context {tokens})"))
+                .unwrap_or_default();
+            format!(
+                "{}/{}{weight}{window}{marker}",
+                target.provider, target.model
+            )
         })
         .collect();
     targets.join(", ")
