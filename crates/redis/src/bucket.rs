@@ -62,8 +62,8 @@ struct Seen {
 struct Reply {
     took: bool,
     value: f64,
-    tokens: f64,
-    pause_left_ms: f64,
+    /// The bucket that refused (0-based), when one did.
+    refused: Option<usize>,
 }
 
 // === impl RateBucket ===
@@ -147,7 +147,7 @@ impl RedisBucket {
     /// Takes `cost` tokens from the shared bucket, or from the local
     /// fallback when Redis is down or does not answer in time.
     pub async fn take(&self, cost: f64) -> Result<f64, Duration> {
-        let cost = if cost.is_nan() { 0.0 } else { cost.max(0.0) };
+        let cost = clamp_cost(cost);
         let inner = &self.inner;
         if !inner.link.is_up() {
             inner.link.went_without();
@@ -225,35 +225,20 @@ impl RateLimit for RedisBucket {
 
 impl Inner {
     async fn call(&self, op: &'static str, amount: f64) -> Option<Reply> {
-        let now = match self.clock {
-            BucketClock::Server => String::new(),
-            BucketClock::Tokio(origin) => origin.elapsed().as_millis().to_string(),
-        };
-        let mut call = SCRIPT.key(&self.key);
-        call.arg(op)
-            .arg(self.capacity)
-            .arg(self.per_ms)
-            .arg(amount)
-            .arg(now)
-            .arg(MAX_DEBT_PERIODS);
-        let (status, value, tokens, pause_left): (i64, String, String, String) =
-            self.link.run(&call).await?;
-        let reply = Reply {
-            took: status == 1,
-            value: number(&value),
-            tokens: number(&tokens),
-            pause_left_ms: number(&pause_left),
-        };
+        let replies = call_script(&self.link, self.clock, op, &[(self, amount)]).await?;
+        Some(replies)
+    }
+
+    fn remember(&self, tokens: f64, pause_left_ms: f64) {
         let mut seen = self
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *seen = Seen {
-            tokens: reply.tokens,
+            tokens,
             at: Instant::now(),
-            paused_for: millis(reply.pause_left_ms),
+            paused_for: millis(pause_left_ms),
         };
-        Some(reply)
     }
 
     /// The tokens the last reply left, refilled up to now.
@@ -264,6 +249,82 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let refilling = seen.at.elapsed().saturating_sub(seen.paused_for);
         (seen.tokens + refilling.as_secs_f64() * 1000.0 * self.per_ms).min(self.capacity)
+    }
+}
+
+/// Runs the script over `buckets` (all on `link`) in one round trip, and
+/// remembers each bucket's state for its headers. The reply speaks of the
+/// first bucket, or of the one that refused.
+async fn call_script(
+    link: &Arc<RedisLink>,
+    clock: BucketClock,
+    op: &'static str,
+    buckets: &[(&Inner, f64)],
+) -> Option<Reply> {
+    let now = match clock {
+        BucketClock::Server => String::new(),
+        BucketClock::Tokio(origin) => origin.elapsed().as_millis().to_string(),
+    };
+    let mut call = SCRIPT.prepare_invoke();
+    call.arg(op).arg(now).arg(MAX_DEBT_PERIODS);
+    for (bucket, amount) in buckets {
+        call.key(&bucket.key)
+            .arg(bucket.capacity)
+            .arg(bucket.per_ms)
+            .arg(*amount);
+    }
+    let (status, value, index, states): (i64, String, i64, Vec<String>) = link.run(&call).await?;
+    for (bucket, state) in buckets.iter().zip(states.chunks(2)) {
+        if let [tokens, pause_left] = state {
+            bucket.0.remember(number(tokens), number(pause_left));
+        }
+    }
+    Some(Reply {
+        took: status == 1,
+        value: number(&value),
+        refused: usize::try_from(index)
+            .ok()
+            .and_then(|index| index.checked_sub(1)),
+    })
+}
+
+/// Takes `first.1` tokens from `first.0` and `second.1` from `second.0`,
+/// both or neither: what each gave, or which refused (0 or 1) and how long
+/// until it would not. Two buckets kept in one Redis take in one round
+/// trip; otherwise (local buckets, or Redis down) one after the other,
+/// giving the first back when the second refuses.
+pub async fn take_both(
+    first: (&RateBucket, f64),
+    second: (&RateBucket, f64),
+) -> Result<(f64, f64), (usize, Duration)> {
+    if let (RateBucket::Shared(a), RateBucket::Shared(b)) = (first.0, second.0) {
+        let (a, b) = (&a.inner, &b.inner);
+        if Arc::ptr_eq(&a.link, &b.link) && a.link.is_up() {
+            let costs = (clamp_cost(first.1), clamp_cost(second.1));
+            let buckets = [(&**a, costs.0), (&**b, costs.1)];
+            if let Some(reply) = call_script(&a.link, a.clock, "take", &buckets).await {
+                return match reply.refused {
+                    None if reply.took => Ok((costs.0.min(a.capacity), costs.1.min(b.capacity))),
+                    refused => Err((refused.unwrap_or(0), millis(reply.value))),
+                };
+            }
+        }
+    }
+    let took = first.0.take(first.1).await.map_err(|wait| (0, wait))?;
+    match second.0.take(second.1).await {
+        Ok(second_took) => Ok((took, second_took)),
+        Err(wait) => {
+            first.0.settle(-took);
+            Err((1, wait))
+        }
+    }
+}
+
+fn clamp_cost(cost: f64) -> f64 {
+    if cost.is_nan() {
+        0.0
+    } else {
+        cost.max(0.0)
     }
 }
 

@@ -16,7 +16,7 @@ pub mod testing;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bucket::{BucketClock, RateBucket, RedisBucket};
+pub use bucket::{take_both, BucketClock, RateBucket, RedisBucket};
 pub use cache_level::{CacheLevel, SharedEntry, PURGE_CHANNEL};
 pub use link::{RedisLink, FAILURES_TO_DOWN, PROBE_EVERY};
 

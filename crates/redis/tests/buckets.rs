@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_redis::testing::RedisServer;
-use keel_redis::{BucketClock, RedisBucket, RedisLink};
+use keel_redis::{take_both, BucketClock, RateBucket, RedisBucket, RedisLink};
 use keel_resilience::{RateLimit, TokenBucket};
 use tokio::time::Instant;
 
@@ -20,6 +20,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 trait Store {
     type Bucket: RateLimit;
     fn bucket(&self, capacity: u64) -> Self::Bucket;
+    /// The same, as the router and the server hold it.
+    fn rate_bucket(&self, capacity: u64) -> RateBucket;
 }
 
 struct Local;
@@ -35,6 +37,9 @@ impl Store for Local {
     fn bucket(&self, capacity: u64) -> TokenBucket {
         TokenBucket::new(capacity, MINUTE)
     }
+    fn rate_bucket(&self, capacity: u64) -> RateBucket {
+        RateBucket::Local(self.bucket(capacity))
+    }
 }
 
 impl Store for Redis {
@@ -49,6 +54,9 @@ impl Store for Redis {
             1,
             BucketClock::Tokio(self.origin),
         )
+    }
+    fn rate_bucket(&self, capacity: u64) -> RateBucket {
+        RateBucket::Shared(self.bucket(capacity))
     }
 }
 
@@ -165,6 +173,26 @@ async fn a_refill_never_goes_past_the_capacity(store: &impl Store) -> TestResult
     Ok(())
 }
 
+async fn two_buckets_are_taken_together_or_not_at_all(store: &impl Store) -> TestResult {
+    let (rpm, tpm) = (store.rate_bucket(10), store.rate_bucket(5));
+    assert_eq!(take_both((&rpm, 1.0), (&tpm, 5.0)).await, Ok((1.0, 5.0)));
+    // The second is empty (one token every 12 s): neither is taken from.
+    assert_eq!(
+        take_both((&rpm, 1.0), (&tpm, 1.0)).await,
+        Err((1, Duration::from_secs(12)))
+    );
+    assert_eq!(tokens(&rpm).await?, 9, "the first bucket kept its token");
+    // The first refusing says so, and the second is not touched.
+    let (empty, full) = (store.rate_bucket(1), store.rate_bucket(3));
+    assert_eq!(empty.take(1.0).await, Ok(1.0));
+    assert_eq!(
+        take_both((&empty, 1.0), (&full, 2.0)).await,
+        Err((0, MINUTE))
+    );
+    assert_eq!(tokens(&full).await?, 3);
+    Ok(())
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod local {
@@ -192,4 +220,5 @@ suite!(
     settlement_charges_refunds_and_bounds_debt,
     a_pause_drains_and_stops_refill_until_it_ends,
     a_refill_never_goes_past_the_capacity,
+    two_buckets_are_taken_together_or_not_at_all,
 );

@@ -495,22 +495,24 @@ impl Router {
             walk.refused(Duration::from_secs(1));
             return None;
         };
-        let mut taken: Vec<&keel_redis::RateBucket> = Vec::with_capacity(2);
-        for bucket in [&controls.requests, &controls.tokens].into_iter().flatten() {
-            if let Err(wait) = bucket.take(1.0).await {
-                // Nothing is sent: what the other bucket gave is given back.
-                for earlier in taken {
-                    earlier.settle(-1.0);
-                }
-                let labels = keel_telemetry::LimitLabels {
-                    scope: String::from("provider"),
-                    name: target.provider_name.to_string(),
-                };
-                self.metrics.rate_limited.get_or_create(&labels).inc();
-                walk.refused(wait);
-                return None;
-            }
-            taken.push(bucket);
+        // One token from each of the provider's buckets, both or neither
+        // (one round trip when they are shared through Redis).
+        let taken = match (&controls.requests, &controls.tokens) {
+            (Some(requests), Some(tokens)) => keel_redis::take_both((requests, 1.0), (tokens, 1.0))
+                .await
+                .map(drop)
+                .map_err(|(_, wait)| wait),
+            (Some(bucket), None) | (None, Some(bucket)) => bucket.take(1.0).await.map(drop),
+            (None, None) => Ok(()),
+        };
+        if let Err(wait) = taken {
+            let labels = keel_telemetry::LimitLabels {
+                scope: String::from("provider"),
+                name: target.provider_name.to_string(),
+            };
+            self.metrics.rate_limited.get_or_create(&labels).inc();
+            walk.refused(wait);
+            return None;
         }
         Some(Admission {
             trial,

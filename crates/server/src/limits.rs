@@ -146,18 +146,43 @@ impl TenantLimits {
             .and_then(|concurrency| concurrency.max_queued_jobs)
     }
 
-    /// Admits one request of `tenant` (its request and token limits), or
-    /// says which limit it hit.
+    /// Admits one request of `tenant` that will go upstream: its request
+    /// and token limits at once, or which limit it hit.
     pub async fn admit(
         &self,
         tenant: &str,
         request: &ChatRequest,
         body_len: usize,
     ) -> Result<Option<Reservation>, Exceeded> {
-        match self.take_request(tenant).await? {
-            Some(admitted) => admitted.reserve_tokens(request, body_len).await.map(Some),
-            None => Ok(None),
-        }
+        let Some(buckets) = self.tenants.get(tenant) else {
+            return Ok(None);
+        };
+        let estimate = estimate_tokens(request, body_len);
+        let reserved = match (&buckets.requests, &buckets.tokens) {
+            // Both limits in one round trip when they are shared.
+            (Some(requests), Some(tokens)) => {
+                match keel_redis::take_both((requests, 1.0), (tokens, estimate)).await {
+                    Ok((_, reserved)) => reserved,
+                    Err((0, wait)) => return Err(buckets.exceeded("requests", wait)),
+                    Err((_, wait)) => return Err(buckets.exceeded("tokens", wait)),
+                }
+            }
+            (Some(requests), None) => {
+                let taken = requests.take(1.0).await;
+                taken.map_err(|wait| buckets.exceeded("requests", wait))?;
+                0.0
+            }
+            (None, Some(tokens)) => {
+                let taken = tokens.take(estimate).await;
+                taken.map_err(|wait| buckets.exceeded("tokens", wait))?
+            }
+            (None, None) => 0.0,
+        };
+        Ok(Some(Reservation {
+            buckets: buckets.clone(),
+            reserved,
+            reported: AtomicU64::new(NO_REPORT),
+        }))
     }
 
     /// Takes one request from `tenant`'s request limit; tokens are reserved

@@ -1,7 +1,9 @@
 //! One request past its tenant's limits and through the prompt cache: the
 //! sequence live requests (both front ends) and job runs share. A cache hit
 //! takes only from the tenant's request limit; tokens are reserved after
-//! the lookup, for the requests that go upstream.
+//! the lookup, for the requests that go upstream. A request for a model
+//! without a cache takes both limits at once (one round trip when they are
+//! shared through Redis).
 
 use std::sync::Arc;
 
@@ -82,30 +84,37 @@ pub(crate) async fn admit(
     request: ChatRequest,
     plan: Option<CachePlan>,
 ) -> Result<Admission, Unserved> {
-    let admitted = limits
-        .take_request(tenant)
-        .await
-        .map_err(Unserved::Limited)?;
-    if let Some(plan) = &plan {
-        if let Some(routed) = router.cached(plan, &request).await {
-            let limit_headers = admitted.as_ref().map(|admitted| admitted.headers());
-            let dropped = router.dropped_fields(&routed.provider, &request);
-            return Ok(Admission::Hit(Served {
-                routed,
-                reservation: None,
-                limit_headers,
-                dropped,
-            }));
-        }
-    }
-    let reservation = match admitted {
-        Some(admitted) => Some(
-            admitted
-                .reserve_tokens(&request, request.body_len())
+    let reservation = match &plan {
+        // Not cached: straight upstream, both limits taken at once.
+        None => limits
+            .admit(tenant, &request, request.body_len())
+            .await
+            .map_err(Unserved::Limited)?,
+        Some(plan) => {
+            let admitted = limits
+                .take_request(tenant)
                 .await
-                .map_err(Unserved::Limited)?,
-        ),
-        None => None,
+                .map_err(Unserved::Limited)?;
+            if let Some(routed) = router.cached(plan, &request).await {
+                let limit_headers = admitted.as_ref().map(|admitted| admitted.headers());
+                let dropped = router.dropped_fields(&routed.provider, &request);
+                return Ok(Admission::Hit(Served {
+                    routed,
+                    reservation: None,
+                    limit_headers,
+                    dropped,
+                }));
+            }
+            match admitted {
+                Some(admitted) => Some(
+                    admitted
+                        .reserve_tokens(&request, request.body_len())
+                        .await
+                        .map_err(Unserved::Limited)?,
+                ),
+                None => None,
+            }
+        }
     };
     let limit_headers = reservation.as_ref().map(Reservation::headers);
     Ok(Admission::Upstream(Upstream {
