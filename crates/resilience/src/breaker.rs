@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::window::SlidingWindow;
+use crate::window::{Outcomes, SlidingWindow};
 
 /// The breaker's policy.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,7 +71,7 @@ pub struct TrialPermit {
 struct Inner {
     state: State,
     /// `first` counts failures, `second` successes.
-    window: SlidingWindow,
+    window: SlidingWindow<Outcomes>,
     /// When `state` was entered.
     since: Instant,
 }
@@ -197,14 +197,14 @@ impl CircuitBreaker {
             }
             (State::Closed, false) => {
                 match outcome {
-                    Outcome::Failure => inner.window.add(now, 1, 0),
-                    Outcome::Success => inner.window.add(now, 0, 1),
+                    Outcome::Failure => inner.window.add(now, Outcomes::FAILURE),
+                    Outcome::Success => inner.window.add(now, Outcomes::SUCCESS),
                     Outcome::Ignored => return,
                 }
                 let totals = inner.window.totals(now);
-                let calls = totals.first + totals.second;
+                let calls = totals.calls();
                 if calls >= u64::from(self.policy.min_requests.max(1))
-                    && totals.first as f64 >= self.policy.failure_rate * calls as f64
+                    && totals.failures as f64 >= self.policy.failure_rate * calls as f64
                 {
                     self.open(&mut inner, now);
                 }

@@ -28,4 +28,4 @@ pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use rate_limit::RateLimit;
 pub use retry_budget::{RetryBudget, RetryBudgetPolicy};
 pub use token_bucket::TokenBucket;
-pub use window::{SlidingWindow, Totals};
+pub use window::{Outcomes, SlidingWindow, Tally, Tries};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::window::SlidingWindow;
+use crate::window::{SlidingWindow, Tries};
 
 /// The budget's policy.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,7 +26,7 @@ pub struct RetryBudgetPolicy {
 pub struct RetryBudget {
     policy: RetryBudgetPolicy,
     /// `first` counts first tries, `second` counts retries.
-    window: Mutex<SlidingWindow>,
+    window: Mutex<SlidingWindow<Tries>>,
 }
 
 // === impl RetryBudget ===
@@ -43,7 +43,13 @@ impl RetryBudget {
     /// Records a first try.
     pub fn record_first_try(&self) {
         if let Ok(mut window) = self.window.lock() {
-            window.add(Instant::now(), 1, 0);
+            window.add(
+                Instant::now(),
+                Tries {
+                    first: 1,
+                    retries: 0,
+                },
+            );
         }
     }
 
@@ -56,10 +62,16 @@ impl RetryBudget {
         let totals = window.totals(now);
         let allowed =
             ((totals.first as f64 * self.policy.ratio) as u64).max(self.policy.min_retries);
-        if totals.second >= allowed {
+        if totals.retries >= allowed {
             return false;
         }
-        window.add(now, 0, 1);
+        window.add(
+            now,
+            Tries {
+                first: 0,
+                retries: 1,
+            },
+        );
         true
     }
 }

@@ -1,38 +1,95 @@
 //! A sliding-window event counter made of fixed buckets: cheap to update,
-//! precise to one bucket width.
+//! precise to one bucket width. What it counts is a [`Tally`] each use
+//! names for itself ([`Outcomes`] for a breaker, [`Tries`] for a retry
+//! budget), so no reader has to remember which number is which.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Counts of two kinds of events over a trailing window.
+/// What one bucket of a [`SlidingWindow`] counts: a few named numbers that
+/// add up.
+pub trait Tally: Copy + Default {
+    /// The sum of two tallies.
+    fn plus(self, other: Self) -> Self;
+}
+
+/// Calls that failed and calls that succeeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Failed calls.
+    pub failures: u64,
+    /// Successful calls.
+    pub successes: u64,
+}
+
+/// First tries and retries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tries {
+    /// First tries of a call.
+    pub first: u64,
+    /// Retries.
+    pub retries: u64,
+}
+
+/// Counts of a [`Tally`] over a trailing window.
 #[derive(Debug)]
-pub struct SlidingWindow {
+pub struct SlidingWindow<T: Tally> {
     origin: Instant,
     bucket_width: Duration,
-    buckets: Vec<Bucket>,
+    buckets: Vec<Bucket<T>>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Bucket {
+#[derive(Clone, Copy, Debug)]
+struct Bucket<T> {
     /// Which bucket-width slot since the window's origin this bucket holds.
     slot: u64,
-    first: u64,
-    second: u64,
+    counts: T,
 }
 
-/// Totals over the window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Events of the first kind (e.g. failures, or first tries).
-    pub first: u64,
-    /// Events of the second kind (e.g. successes, or retries).
-    pub second: u64,
+// === impl Outcomes ===
+
+impl Outcomes {
+    /// One failure.
+    pub const FAILURE: Self = Self {
+        failures: 1,
+        successes: 0,
+    };
+    /// One success.
+    pub const SUCCESS: Self = Self {
+        failures: 0,
+        successes: 1,
+    };
+
+    /// Failures and successes together.
+    pub fn calls(&self) -> u64 {
+        self.failures + self.successes
+    }
+}
+
+impl Tally for Outcomes {
+    fn plus(self, other: Self) -> Self {
+        Self {
+            failures: self.failures + other.failures,
+            successes: self.successes + other.successes,
+        }
+    }
+}
+
+// === impl Tries ===
+
+impl Tally for Tries {
+    fn plus(self, other: Self) -> Self {
+        Self {
+            first: self.first + other.first,
+            retries: self.retries + other.retries,
+        }
+    }
 }
 
 // === impl SlidingWindow ===
 
-impl SlidingWindow {
+impl<T: Tally> SlidingWindow<T> {
     /// A window of `length` split into `buckets` buckets.
     pub fn new(length: Duration, buckets: u32) -> Self {
         let buckets = buckets.max(1);
@@ -43,38 +100,36 @@ impl SlidingWindow {
             buckets: vec![
                 Bucket {
                     slot: u64::MAX,
-                    ..Bucket::default()
+                    counts: T::default(),
                 };
                 buckets as usize
             ],
         }
     }
 
-    /// Adds events at `now`.
-    pub fn add(&mut self, now: Instant, first: u64, second: u64) {
+    /// Adds `counts` at `now`.
+    pub fn add(&mut self, now: Instant, counts: T) {
         let slot = self.slot(now);
         let position = (slot % self.buckets.len() as u64) as usize;
         let bucket = &mut self.buckets[position];
         if bucket.slot != slot {
             *bucket = Bucket {
                 slot,
-                first: 0,
-                second: 0,
+                counts: T::default(),
             };
         }
-        bucket.first += first;
-        bucket.second += second;
+        bucket.counts = bucket.counts.plus(counts);
     }
 
     /// The totals of the buckets still inside the window at `now`.
-    pub fn totals(&self, now: Instant) -> Totals {
+    pub fn totals(&self, now: Instant) -> T {
         self.totals_of_last(now, self.buckets.len())
     }
 
     /// The totals of the last `buckets` buckets at `now` (the current one
     /// and those before it), at most the whole window: a shorter trailing
     /// window read from the same counts.
-    pub fn totals_of_last(&self, now: Instant, buckets: usize) -> Totals {
+    pub fn totals_of_last(&self, now: Instant, buckets: usize) -> T {
         let current = self.slot(now);
         let span = buckets.clamp(1, self.buckets.len()) as u64;
         let oldest = current.saturating_sub(span - 1);
@@ -83,10 +138,7 @@ impl SlidingWindow {
             .filter(|bucket| {
                 bucket.slot != u64::MAX && bucket.slot >= oldest && bucket.slot <= current
             })
-            .fold(Totals::default(), |totals, bucket| Totals {
-                first: totals.first + bucket.first,
-                second: totals.second + bucket.second,
-            })
+            .fold(T::default(), |totals, bucket| totals.plus(bucket.counts))
     }
 
     /// The width of one bucket.
@@ -111,54 +163,55 @@ impl SlidingWindow {
 mod tests {
     use super::*;
 
+    fn outcomes(failures: u64, successes: u64) -> Outcomes {
+        Outcomes {
+            failures,
+            successes,
+        }
+    }
+
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn events_leave_the_window_after_its_length() {
         let mut window = SlidingWindow::new(Duration::from_secs(10), 10);
-        window.add(Instant::now(), 3, 1);
+        window.add(Instant::now(), outcomes(3, 1));
         tokio::time::advance(Duration::from_secs(5)).await;
-        window.add(Instant::now(), 1, 0);
-        assert_eq!(
-            window.totals(Instant::now()),
-            Totals {
-                first: 4,
-                second: 1
-            }
-        );
+        window.add(Instant::now(), Outcomes::FAILURE);
+        assert_eq!(window.totals(Instant::now()), outcomes(4, 1));
         tokio::time::advance(Duration::from_millis(5_500)).await;
-        assert_eq!(
-            window.totals(Instant::now()),
-            Totals {
-                first: 1,
-                second: 0
-            }
-        );
+        assert_eq!(window.totals(Instant::now()), outcomes(1, 0));
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(window.totals(Instant::now()), Totals::default());
+        assert_eq!(window.totals(Instant::now()), Outcomes::default());
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_shorter_trailing_window_counts_only_its_buckets() {
         let mut window = SlidingWindow::new(Duration::from_secs(60), 60);
         for _ in 0..10 {
-            window.add(Instant::now(), 1, 2);
+            window.add(
+                Instant::now(),
+                Tries {
+                    first: 1,
+                    retries: 2,
+                },
+            );
             tokio::time::advance(Duration::from_secs(1)).await;
         }
         // Ten buckets hold one event each; the current (11th) is empty.
         let now = Instant::now();
         assert_eq!(
             window.totals_of_last(now, 3),
-            Totals {
+            Tries {
                 first: 2,
-                second: 4
+                retries: 4
             }
         );
-        assert_eq!(window.totals_of_last(now, 0), Totals::default());
+        assert_eq!(window.totals_of_last(now, 0), Tries::default());
         assert_eq!(window.totals_of_last(now, 1_000), window.totals(now));
         assert_eq!(
             window.totals(now),
-            Totals {
+            Tries {
                 first: 10,
-                second: 20
+                retries: 20
             }
         );
     }

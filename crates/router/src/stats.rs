@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keel_providers::{ErrorKind, ProviderError};
-use keel_resilience::SlidingWindow;
+use keel_resilience::{Outcomes, SlidingWindow};
 use tokio::time::Instant;
 
 /// How far back the figures look.
@@ -52,7 +52,7 @@ pub(crate) struct InFlight(Arc<TargetStats>);
 #[derive(Debug)]
 struct Recent {
     /// `first` counts failed attempts, `second` successful ones.
-    outcomes: SlidingWindow,
+    outcomes: SlidingWindow<Outcomes>,
     first_tokens: VecDeque<(Instant, Duration)>,
     last_error: Option<LastError>,
     /// When the newest attempt ended (health checks probe only idle
@@ -159,9 +159,9 @@ impl TargetStats {
         let now = Instant::now();
         recent.last_ended = Some(now);
         match failure {
-            None => recent.outcomes.add(now, 0, 1),
+            None => recent.outcomes.add(now, Outcomes::SUCCESS),
             Some(error) => {
-                recent.outcomes.add(now, 1, 0);
+                recent.outcomes.add(now, Outcomes::FAILURE);
                 let mut message = error.to_string();
                 truncate_on_char(&mut message, MAX_MESSAGE);
                 recent.last_error = Some(LastError {
@@ -200,8 +200,8 @@ impl TargetStats {
         drop(recent);
         times.sort_unstable();
         Snapshot {
-            attempts: totals.first + totals.second,
-            errors: totals.first,
+            attempts: totals.calls(),
+            errors: totals.failures,
             first_token: (!times.is_empty())
                 .then(|| [50, 95, 99].map(|percent| nearest_rank(&times, percent))),
             last_error,

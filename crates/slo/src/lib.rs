@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keel_config::{Sli, Slo};
-use keel_resilience::SlidingWindow;
+use keel_resilience::{Outcomes, SlidingWindow};
 use keel_telemetry::{
     Counter, Metrics, SloAlertLabels, SloEventLabels, SloLabels, SloWindowLabels,
 };
@@ -136,9 +136,9 @@ struct Objective {
 /// `first` counts bad events, `second` good ones.
 struct Counts {
     /// One-minute buckets over the longest burn window.
-    recent: SlidingWindow,
+    recent: SlidingWindow<Outcomes>,
     /// Buckets over the SLO's window.
-    whole: SlidingWindow,
+    whole: SlidingWindow<Outcomes>,
 }
 
 /// One SLO's figures at one moment.
@@ -323,8 +323,13 @@ impl Objective {
             (1, 0)
         };
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.recent.add(now, bad, good);
-        counts.whole.add(now, bad, good);
+        // A bad event fails the SLO; a good one succeeds.
+        let events = Outcomes {
+            failures: bad,
+            successes: good,
+        };
+        counts.recent.add(now, events);
+        counts.whole.add(now, events);
     }
 
     fn report(&self, now: Instant) -> Report {
@@ -332,13 +337,13 @@ impl Objective {
         let whole = counts.whole.totals(now);
         let burn_rates = BURN_WINDOWS.map(|window| {
             let totals = counts.recent.totals_of_last(now, window.minutes as usize);
-            self.burn_rate(totals.first, totals.first + totals.second)
+            self.burn_rate(totals.failures, totals.calls())
         });
         drop(counts);
         let events = Events {
-            total: whole.first + whole.second,
-            good: whole.second,
-            bad: whole.first,
+            total: whole.calls(),
+            good: whole.successes,
+            bad: whole.failures,
         };
         Report {
             name: self.name.clone(),
