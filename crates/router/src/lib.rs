@@ -104,7 +104,7 @@ pub enum Answer {
 /// What one walk through a plan has seen so far (a request makes one
 /// walk, more when it is hedged).
 #[derive(Default)]
-struct Walk {
+struct WalkState {
     last_failure: Option<ProviderError>,
     /// The shortest wait named by a control that refused a target.
     refused_for: Option<Duration>,
@@ -120,13 +120,13 @@ enum TargetResult {
 }
 
 /// How a walk through a plan ended.
-enum Walked<'p> {
+enum WalkEnd<'p> {
     /// A target reached its commit point.
     Answered(&'p Target, Answer),
     /// An upstream refused the request itself (never retried).
     Rejected(ProviderError),
     /// Every target failed or was skipped, or the budget ran out.
-    Failed(Walk),
+    Failed(WalkState),
 }
 
 // === impl Router ===
@@ -247,7 +247,7 @@ impl Router {
         };
         let attempts = attempts.load(Ordering::Relaxed);
         match walked {
-            Walked::Answered(target, answer) => {
+            WalkEnd::Answered(target, answer) => {
                 if let Some(hedge) = &route.hedge {
                     hedge.record_commit(started.elapsed());
                 }
@@ -264,8 +264,8 @@ impl Router {
                     answer,
                 })
             }
-            Walked::Rejected(error) => Err(RouteError::Rejected { error, attempts }),
-            Walked::Failed(walk) => Err(walk.into_error(model, deadline, attempts)),
+            WalkEnd::Rejected(error) => Err(RouteError::Rejected { error, attempts }),
+            WalkEnd::Failed(walk) => Err(walk.into_error(model, deadline, attempts)),
         }
     }
 
@@ -276,8 +276,8 @@ impl Router {
         request: &Arc<ChatRequest>,
         deadline: Instant,
         attempts: &AtomicU32,
-    ) -> Walked<'p> {
-        let mut walk = Walk::default();
+    ) -> WalkEnd<'p> {
+        let mut walk = WalkState::default();
         for (position, &target) in plan.iter().enumerate() {
             if !walk.may_fit(target) {
                 continue;
@@ -286,10 +286,10 @@ impl Router {
                 .try_target(target, request, deadline, &mut walk, attempts)
                 .await
             {
-                TargetResult::Answered(answer) => return Walked::Answered(target, answer),
+                TargetResult::Answered(answer) => return WalkEnd::Answered(target, answer),
                 TargetResult::Rejected(error) => {
                     if !walk.outgrow(target, &error, &plan[position + 1..]) {
-                        return Walked::Rejected(error);
+                        return WalkEnd::Rejected(error);
                     }
                     tracing::info!(provider = %target.provider_name, model = %target.model, %error, "prompt longer than the target's context window; trying a larger one");
                 }
@@ -299,7 +299,7 @@ impl Router {
                 break;
             }
         }
-        Walked::Failed(walk)
+        WalkEnd::Failed(walk)
     }
 
     /// Races the walk of `plan` against hedges: each `hedge.delay()` without
@@ -316,7 +316,7 @@ impl Router {
         request: &Arc<ChatRequest>,
         deadline: Instant,
         attempts: &AtomicU32,
-    ) -> (Walked<'p>, bool) {
+    ) -> (WalkEnd<'p>, bool) {
         hedge.record_request();
         let labels = keel_telemetry::ModelLabels {
             model: route.name.clone(),
@@ -347,13 +347,13 @@ impl Router {
             tokio::select! {
                 Some((index, walked)) = running.next() => match walked {
                     // The last walk to fail speaks for the request.
-                    Walked::Failed(walk) if running.is_empty() => {
-                        return (Walked::Failed(walk), false);
+                    WalkEnd::Failed(walk) if running.is_empty() => {
+                        return (WalkEnd::Failed(walk), false);
                     }
-                    Walked::Failed(_) => {}
+                    WalkEnd::Failed(_) => {}
                     committed => {
                         let hedged = index > 0;
-                        if hedged && matches!(committed, Walked::Answered(..)) {
+                        if hedged && matches!(committed, WalkEnd::Answered(..)) {
                             self.metrics.hedge_wins.get_or_create(&labels).inc();
                         }
                         return (committed, hedged);
@@ -386,7 +386,7 @@ impl Router {
         target: &Target,
         request: &Arc<ChatRequest>,
         deadline: Instant,
-        walk: &mut Walk,
+        walk: &mut WalkState,
         attempts: &AtomicU32,
     ) -> TargetResult {
         let controls = &target.controls;
@@ -443,7 +443,7 @@ impl Router {
         target: &Target,
         retry: u32,
         deadline: Instant,
-        walk: &Walk,
+        walk: &WalkState,
     ) -> bool {
         let controls = &target.controls;
         let retry_after = walk
@@ -471,7 +471,7 @@ impl Router {
     }
 
     /// Passes the target's breaker, bulkhead and rate limits, or says why not.
-    async fn admit(&self, target: &Target, walk: &mut Walk) -> Option<Admission> {
+    async fn admit(&self, target: &Target, walk: &mut WalkState) -> Option<Admission> {
         let controls = &target.controls;
         let trial = match target.breaker.try_acquire() {
             Ok(trial) => trial,
@@ -568,9 +568,9 @@ impl Router {
     }
 }
 
-// === impl Walk ===
+// === impl WalkState ===
 
-impl Walk {
+impl WalkState {
     fn refused(&mut self, wait: Duration) {
         self.refused_for = Some(self.refused_for.map_or(wait, |shortest| shortest.min(wait)));
     }
