@@ -15,34 +15,17 @@ use crate::{ApiError, AppState};
 
 use crate::headers::X_REQUEST_ID as REQUEST_ID;
 
-/// Echoes the client's `x-request-id` (or makes one), records it on the
-/// request span, logs errors put in the response by `ApiError`, and counts
-/// the request by route and status.
-pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// The outermost middleware, around every request: echoes the client's
+/// `x-request-id` (or makes one), opens the request's span, answers too
+/// many headers in the error shape, then logs a failure `ApiError` put in
+/// the response and counts the request by route and status.
+pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_label(request.uri().path());
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if value.len() <= 128 => value.clone(),
         _ => new_id(),
     };
-    // A debug span: at the default `info` level, creating and formatting a
-    // span per request cost about 11 % of the gateway's instructions per
-    // request (callgrind). The failure line below carries the id itself.
-    // The `gen_ai.*` fields are OpenTelemetry's GenAI attribute names; the
-    // handler records them once it knows the model and the answer.
-    let span = tracing::debug_span!(
-        "keel.request",
-        request_id = ?id,
-        method = %request.method(),
-        path = request.uri().path(),
-        gen_ai.request.model = tracing::field::Empty,
-        gen_ai.response.model = tracing::field::Empty,
-        gen_ai.provider.name = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        keel.attempts = tracing::field::Empty,
-        keel.cost_usd = tracing::field::Empty,
-    );
     let mut response = if request.headers().len() > crate::MAX_HEADERS {
         // hyper refuses far more headers with an empty 431; this bound
         // answers first, in the error shape.
@@ -51,6 +34,7 @@ pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: N
         }
         .into_response()
     } else {
+        let span = request_span(&id, &request);
         tracing::Instrument::instrument(next.run(request), span).await
     };
     if let Some(LoggedError(message)) = response.extensions().get::<LoggedError>() {
@@ -63,6 +47,27 @@ pub async fn stamp(State(state): State<Arc<AppState>>, request: Request, next: N
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The request's span. A debug span: at the default `info` level, creating
+/// and formatting a span per request cost about 11 % of the gateway's
+/// instructions per request (callgrind); the failure line carries the id
+/// itself. The `gen_ai.*` fields are OpenTelemetry's GenAI attribute
+/// names; the handler records them once it knows the model and the answer.
+fn request_span(id: &HeaderValue, request: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        "keel.request",
+        request_id = ?id,
+        method = %request.method(),
+        path = request.uri().path(),
+        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.provider.name = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        keel.attempts = tracing::field::Empty,
+        keel.cost_usd = tracing::field::Empty,
+    )
 }
 
 /// A bounded route label: known paths by name, job ids folded, the rest `other`.

@@ -52,9 +52,9 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            request_id::stamp,
+            request_id::observe,
         ))
-        // Outside `stamp`, so it sees the request id and every refusal.
+        // Outside `observe`, so it sees the request id and every refusal.
         .layer(axum::middleware::from_fn(crate::messages::anthropic_errors))
         .with_state(state)
 }
