@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::response::Response;
 use keel_router::{Answer, Routed};
-use keel_types::canonical::openai::read_completion;
+use keel_types::canonical::openai::read_completion_borrowed;
 
 use crate::cache::KeyedBody;
 use crate::chat::{answered, dispatch, Answered, Front};
@@ -127,7 +127,7 @@ fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation
     match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
-            match read_completion(&completion.body) {
+            match read_completion_borrowed(&completion.body) {
                 Ok(answer) => answered(
                     "application/json",
                     Body::from(response::response_json(&echo, &answer)),

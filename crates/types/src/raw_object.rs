@@ -19,6 +19,12 @@ pub struct RawObject {
 // === impl RawObject ===
 
 impl RawObject {
+    /// An object of these fields, in order (written by Keel, so with no
+    /// key twice).
+    pub(crate) fn from_fields(fields: Vec<(String, Box<RawValue>)>) -> Self {
+        Self { fields }
+    }
+
     /// The raw value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
         self.fields

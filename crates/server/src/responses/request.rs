@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use keel_types::canonical::openai::request_body;
+use keel_types::canonical::openai::chat_request;
 use keel_types::canonical::{
     Image, Message, Part, Request, Role, Tool, ToolCall, ToolChoice, ToolResult,
 };
@@ -124,7 +124,7 @@ pub(crate) fn translate(body: &[u8]) -> Result<Translated, RequestError> {
 /// [`translate`] for a body already parsed.
 pub(crate) fn translate_object(raw: RawObject) -> Result<Translated, RequestError> {
     let canonical = canonical(&raw)?;
-    let chat = ChatRequest::parse(&request_body(&canonical))?;
+    let chat = chat_request(&canonical)?;
     Ok(Translated { chat, raw })
 }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::response::{finish, StopText, UsageIn, UsageOut};
+use super::response::{finish, optional_text, StopText, UsageIn, UsageOut};
 use crate::canonical::{Delta, TokenUsage};
 
 /// Writes the chunks of one stream: the same `id`, `created` and `model` on
@@ -102,21 +102,26 @@ struct ChunkIn<'a> {
 struct ChoiceIn<'a> {
     #[serde(default, borrow)]
     delta: Option<DeltaIn<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     finish_reason: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stop_reason: StopText,
+    #[serde(default, borrow)]
+    stop_reason: StopText<'a>,
 }
 
 #[derive(Deserialize)]
 struct DeltaIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     role: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     refusal: Option<Cow<'a, str>>,
-    #[serde(default, borrow, alias = "reasoning")]
+    #[serde(
+        default,
+        borrow,
+        alias = "reasoning",
+        deserialize_with = "optional_text"
+    )]
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<ToolCallDeltaIn<'a>>>,
@@ -126,7 +131,7 @@ struct DeltaIn<'a> {
 struct ToolCallDeltaIn<'a> {
     #[serde(default)]
     index: u32,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function: Option<FunctionDeltaIn<'a>>,
@@ -134,9 +139,9 @@ struct ToolCallDeltaIn<'a> {
 
 #[derive(Deserialize)]
 struct FunctionDeltaIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     arguments: Option<Cow<'a, str>>,
 }
 
@@ -250,7 +255,6 @@ pub fn read_chunk<'a>(
         if let Some((reason, stop_sequence)) =
             finish(choice.finish_reason.as_deref(), choice.stop_reason)
         {
-            let stop_sequence = stop_sequence.map(Cow::Owned);
             on_delta(Delta::Finish {
                 reason,
                 stop_sequence,

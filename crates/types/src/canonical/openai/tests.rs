@@ -325,3 +325,86 @@ fn a_matched_stop_sequence_survives_chunks_and_completions() -> TestResult {
     assert_eq!(read_completion(&json)?, response);
     Ok(())
 }
+
+/// The chat request built from the canonical form is the one its body
+/// parses into: the same body upstream, the same length for the token
+/// reservation, the same routing fields.
+#[test]
+fn a_chat_request_built_directly_is_the_one_its_body_parses_into() -> TestResult {
+    let mut request = from_chat_request(&ChatRequest::parse(FULL.as_bytes())?)?;
+    request.response_format = Some(String::from(r#" {"type":"json_object"} "#));
+    request.reasoning_effort = Some(String::from("low"));
+    for (stream, include_usage) in [(true, true), (true, false), (false, false)] {
+        request.stream = stream;
+        request.include_usage = include_usage;
+        let body = request_body(&request);
+        let parsed = ChatRequest::parse(&body)?;
+        let built = chat_request(&request)?;
+        assert_eq!(built.openai_body("up"), parsed.openai_body("up"));
+        assert_eq!(built.body_len(), body.len());
+        assert_eq!(built.model(), parsed.model());
+        assert_eq!(built.stream(), parsed.stream());
+        assert_eq!(built.include_usage(), parsed.include_usage());
+        assert_eq!(built.wants_usage_chunk(), parsed.wants_usage_chunk());
+    }
+    Ok(())
+}
+
+/// What parsing the written body would refuse, building refuses the same way.
+#[test]
+fn a_chat_request_built_directly_refuses_what_its_body_would() -> TestResult {
+    let mut request = from_chat_request(&ChatRequest::parse(FULL.as_bytes())?)?;
+    request.model = String::new();
+    assert!(matches!(
+        chat_request(&request),
+        Err(crate::RequestError::MissingModel)
+    ));
+    request.model = String::from("m");
+    // Tool parameters nested to the limit of the body, then one level more.
+    for (depth, refused) in [(124, false), (125, true)] {
+        let parameters = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        request.tools[0].parameters = Some(serde_json::value::RawValue::from_string(parameters)?);
+        let parsed = ChatRequest::parse(&request_body(&request));
+        let built = chat_request(&request);
+        assert_eq!(parsed.is_err(), refused, "depth {depth}");
+        assert_eq!(built.is_err(), refused, "depth {depth}");
+        if let (Err(parsed), Err(built)) = (parsed, built) {
+            assert_eq!(built.to_string(), parsed.to_string());
+        }
+    }
+    request.messages.clear();
+    assert!(matches!(
+        chat_request(&request),
+        Err(crate::RequestError::MissingMessages)
+    ));
+    Ok(())
+}
+
+/// A completion read borrowing its text copies only the escaped strings,
+/// and reads as the owned reader does.
+#[test]
+fn a_completion_reads_borrowed_where_it_has_no_escapes() -> TestResult {
+    let json = concat!(
+        r#"{"id":"c1","model":"gpt","choices":[{"message":{"content":"plain text","refusal":"a \"quoted\" no","#,
+        r#""tool_calls":[{"id":"t1","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"stop","stop_reason":"END"}],"#,
+        r#""usage":{"prompt_tokens":5,"completion_tokens":2}}"#
+    );
+    let borrowed = read_completion_borrowed(json.as_bytes())?;
+    assert!(matches!(
+        borrowed.text[0],
+        std::borrow::Cow::Borrowed("plain text")
+    ));
+    assert!(matches!(borrowed.text[1], std::borrow::Cow::Owned(_)));
+    assert!(matches!(
+        borrowed.stop_sequence,
+        Some(std::borrow::Cow::Borrowed("END"))
+    ));
+    let owned = read_completion(json.as_bytes())?;
+    assert_eq!(borrowed.clone().into_owned(), owned);
+    assert_eq!(owned.text, ["plain text", "a \"quoted\" no"]);
+    assert_eq!(owned.tool_calls[0].arguments, r#"{"a":1}"#);
+    assert_eq!(owned.finish, Some(FinishReason::StopSequence));
+    // Not UTF-8: refused, as before.
+    assert!(read_completion_borrowed(b"{\"id\":\"\xff\"}").is_err());
+    Ok(())
+}
