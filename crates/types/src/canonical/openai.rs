@@ -7,6 +7,7 @@ mod chunk;
 mod request_in;
 mod request_out;
 mod response;
+mod scan;
 
 pub use chunk::{read_chunk, ChunkMeta, ChunkWriter};
 pub use request_in::from_chat_request;

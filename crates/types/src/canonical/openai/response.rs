@@ -73,54 +73,54 @@ struct PromptDetailsOut {
     cache_creation_tokens: u64,
 }
 
-#[derive(Deserialize)]
-struct CompletionIn<'a> {
+#[derive(Default, Deserialize)]
+pub(super) struct CompletionIn<'a> {
     #[serde(default, borrow)]
-    id: Cow<'a, str>,
+    pub(super) id: Cow<'a, str>,
     #[serde(default, borrow)]
-    model: Cow<'a, str>,
+    pub(super) model: Cow<'a, str>,
     #[serde(default, borrow)]
-    choices: Vec<ChoiceIn<'a>>,
+    pub(super) choices: Vec<ChoiceIn<'a>>,
     #[serde(default)]
-    usage: Option<UsageIn>,
+    pub(super) usage: Option<UsageIn>,
 }
 
 #[derive(Deserialize)]
-struct ChoiceIn<'a> {
+pub(super) struct ChoiceIn<'a> {
     #[serde(borrow)]
-    message: MessageIn<'a>,
+    pub(super) message: MessageIn<'a>,
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    finish_reason: Option<Cow<'a, str>>,
+    pub(super) finish_reason: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    stop_reason: StopText<'a>,
+    pub(super) stop_reason: StopText<'a>,
 }
 
 /// A choice's `stop_reason` (vLLM's extension, also written by Keel): the
 /// matched stop sequence when it is text; a token id or `null` reads as none.
 #[derive(Default)]
-pub(crate) struct StopText<'a>(Option<Cow<'a, str>>);
+pub(crate) struct StopText<'a>(pub(super) Option<Cow<'a, str>>);
 
 struct StopTextVisitor;
 
-#[derive(Deserialize)]
-struct MessageIn<'a> {
+#[derive(Default, Deserialize)]
+pub(super) struct MessageIn<'a> {
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    content: Option<Cow<'a, str>>,
+    pub(super) content: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    refusal: Option<Cow<'a, str>>,
+    pub(super) refusal: Option<Cow<'a, str>>,
     #[serde(
         default,
         borrow,
         alias = "reasoning",
         deserialize_with = "optional_text"
     )]
-    reasoning_content: Option<Cow<'a, str>>,
+    pub(super) reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCallIn<'a>>>,
+    pub(super) tool_calls: Option<Vec<ToolCallIn<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallIn<'a> {
+pub(super) struct ToolCallIn<'a> {
     #[serde(default, borrow)]
     id: Cow<'a, str>,
     #[serde(borrow)]
@@ -136,22 +136,22 @@ struct FunctionIn<'a> {
 }
 
 /// OpenAI usage as read from a completion or a chunk.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct UsageIn {
     #[serde(default)]
-    prompt_tokens: u64,
+    pub(super) prompt_tokens: u64,
     #[serde(default)]
-    completion_tokens: u64,
+    pub(super) completion_tokens: u64,
     #[serde(default)]
-    prompt_tokens_details: Option<PromptDetailsIn>,
+    pub(super) prompt_tokens_details: Option<PromptDetailsIn>,
 }
 
-#[derive(Deserialize)]
-struct PromptDetailsIn {
+#[derive(Default, Deserialize)]
+pub(super) struct PromptDetailsIn {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(super) cached_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_tokens: Option<u64>,
+    pub(super) cache_creation_tokens: Option<u64>,
 }
 
 /// Writes `response` as an OpenAI `chat.completion`. Text blocks are joined;
@@ -213,9 +213,17 @@ pub fn read_completion_borrowed(body: &[u8]) -> Result<ResponseRef<'_>, serde_js
     // Text already checked as UTF-8 is not checked again string by string;
     // anything else is read as before (and refused where it was).
     let completion: CompletionIn<'_> = match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text)?,
+        Ok(text) => match super::scan::completion(text) {
+            Some(completion) => completion,
+            None => serde_json::from_str(text)?,
+        },
         Err(_) => serde_json::from_slice(body)?,
     };
+    Ok(response_of(completion))
+}
+
+/// The answer a completion holds: its first choice.
+pub(super) fn response_of(completion: CompletionIn<'_>) -> ResponseRef<'_> {
     let mut response = ResponseRef {
         id: completion.id,
         model: completion.model,
@@ -223,7 +231,7 @@ pub fn read_completion_borrowed(body: &[u8]) -> Result<ResponseRef<'_>, serde_js
         ..ResponseRef::default()
     };
     let Some(choice) = completion.choices.into_iter().next() else {
-        return Ok(response);
+        return response;
     };
     let message = choice.message;
     response
@@ -247,7 +255,7 @@ pub fn read_completion_borrowed(body: &[u8]) -> Result<ResponseRef<'_>, serde_js
         response.finish = Some(reason);
         response.stop_sequence = stop_sequence;
     }
-    Ok(response)
+    response
 }
 
 /// A string that may be absent or `null`, borrowed from the JSON where it
