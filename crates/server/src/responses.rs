@@ -52,10 +52,14 @@ impl FromRequest<Arc<AppState>> for ResponsesBody {
     ) -> Result<Self, Self::Rejection> {
         let bytes = read_body(request, state.body_limit()).await?;
         let raw = keel_types::parse_object(&bytes)?;
-        let native = raw
-            .parse::<String>("model")
-            .and_then(Result::ok)
-            .is_some_and(|model| state.router.serves_responses_natively(&model));
+        // Most model names have no escapes and are read in place.
+        let native = match raw.parse::<&str>("model") {
+            Some(Ok(model)) => state.router.serves_responses_natively(model),
+            _ => raw
+                .parse::<String>("model")
+                .and_then(Result::ok)
+                .is_some_and(|model| state.router.serves_responses_natively(&model)),
+        };
         if native && !request::background(&raw) {
             let chat = keel_types::ChatRequest::parse_native_responses(&bytes)?;
             return Ok(Self::Native(chat));

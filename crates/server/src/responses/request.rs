@@ -136,14 +136,17 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
         Some(Err(_)) => return Err(invalid("model", "a string")),
         _ => return Err(RequestError::MissingModel),
     };
-    let mut messages = Vec::new();
-    if let Some(instructions) = optional::<String>(raw, "instructions", "a string")? {
-        messages.push(Message {
-            role: Role::System,
-            parts: vec![Part::Text(instructions)],
-        });
+    let instructions = optional::<String>(raw, "instructions", "a string")?;
+    let mut messages = input(raw)?;
+    if let Some(instructions) = instructions {
+        messages.insert(
+            0,
+            Message {
+                role: Role::System,
+                parts: vec![Part::Text(instructions)],
+            },
+        );
     }
-    messages.extend(input(raw)?);
     let stream = optional::<bool>(raw, "stream", "a boolean")?.unwrap_or(false);
     Ok(Request {
         model,

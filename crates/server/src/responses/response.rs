@@ -20,9 +20,9 @@ pub(crate) struct Echo {
     id: String,
     created_at: u64,
     background: bool,
-    /// `"instructions":…,` through `"metadata":…` (each setting the client
-    /// sent, or its default), ready to copy into every object written.
-    settings: Vec<u8>,
+    /// `"instructions":…,` through `"reasoning":…,` (each setting the
+    /// client sent, or its default), ready to copy into every object written.
+    settings: Cow<'static, [u8]>,
 }
 
 /// The echoed settings, in the order they are written, with their defaults.
@@ -42,6 +42,9 @@ const ECHOED: [(&str, &str); 10] = [
 /// About the length of a response object's fixed fields; items and
 /// settings are added.
 const OBJECT_LEN: usize = 576;
+
+/// [`ECHOED`] with every default, and no reasoning effort.
+pub(crate) const DEFAULT_SETTINGS: &[u8] = br#""instructions":null,"max_output_tokens":null,"parallel_tool_calls":true,"temperature":1.0,"top_p":1.0,"tool_choice":"auto","tools":[],"text":{"format":{"type":"text"}},"user":null,"metadata":{},"reasoning":{"effort":null,"summary":null},"#;
 
 /// The state of a response object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,30 +97,13 @@ impl Echo {
     /// The echo of `raw` for a response that has an id and creation time
     /// already (a background response, kept as a job).
     pub(crate) fn stored(raw: &RawObject, id: String, created_at: u64) -> Self {
-        let mut settings = Vec::with_capacity(256);
-        for (key, default) in ECHOED {
-            let sent = raw
-                .get(key)
-                .map(|value| value.get())
-                .filter(|value| *value != "null");
-            push_field(&mut settings, key, sent.unwrap_or(default));
-        }
-        // `reasoning.effort` as sent; the summary is never produced.
-        let effort = raw
-            .get("reasoning")
-            .and_then(|reasoning| serde_json::from_str::<ReasoningIn<'_>>(reasoning.get()).ok())
-            .and_then(|reasoning| reasoning.effort)
-            .map_or("null", |effort| effort.get());
-        settings.extend_from_slice(b"\"reasoning\":{\"effort\":");
-        settings.extend_from_slice(effort.as_bytes());
-        settings.extend_from_slice(b",\"summary\":null},");
         Self {
             id,
             created_at,
             background: raw
                 .get("background")
                 .is_some_and(|value| value.get() == "true"),
-            settings,
+            settings: settings(raw),
         }
     }
 
@@ -191,6 +177,35 @@ impl Echo {
     }
 }
 
+/// The settings a response object echoes, as `"key":value,` text: the
+/// defaults written once when the client sent none of them (most bodies).
+pub(crate) fn settings(raw: &RawObject) -> Cow<'static, [u8]> {
+    let sent_any = raw
+        .fields()
+        .any(|(key, _)| key == "reasoning" || ECHOED.iter().any(|(echoed, _)| *echoed == key));
+    if !sent_any {
+        return Cow::Borrowed(DEFAULT_SETTINGS);
+    }
+    let mut settings = Vec::with_capacity(256);
+    for (key, default) in ECHOED {
+        let sent = raw
+            .get(key)
+            .map(|value| value.get())
+            .filter(|value| *value != "null");
+        push_field(&mut settings, key, sent.unwrap_or(default));
+    }
+    // `reasoning.effort` as sent; the summary is never produced.
+    let effort = raw
+        .get("reasoning")
+        .and_then(|reasoning| serde_json::from_str::<ReasoningIn<'_>>(reasoning.get()).ok())
+        .and_then(|reasoning| reasoning.effort)
+        .map_or("null", |effort| effort.get());
+    settings.extend_from_slice(b"\"reasoning\":{\"effort\":");
+    settings.extend_from_slice(effort.as_bytes());
+    settings.extend_from_slice(b",\"summary\":null},");
+    Cow::Owned(settings)
+}
+
 #[derive(serde::Deserialize)]
 struct ReasoningIn<'a> {
     #[serde(borrow, default)]
@@ -214,6 +229,15 @@ pub(crate) fn push_string<B: BufMut>(out: &mut B, text: &str) {
         let _ = serde_json::to_writer(out.writer(), text);
         return;
     }
+    out.put_u8(b'"');
+    out.put_slice(text.as_bytes());
+    out.put_u8(b'"');
+}
+
+/// `text`, which Keel wrote and knows needs no escapes (its own hex ids,
+/// fixed words), as a JSON string.
+pub(crate) fn push_plain<B: BufMut>(out: &mut B, text: &str) {
+    debug_assert!(!needs_escape(text.as_bytes()), "{text:?} needs escapes");
     out.put_u8(b'"');
     out.put_slice(text.as_bytes());
     out.put_u8(b'"');
@@ -377,11 +401,11 @@ impl ItemOut<'_> {
                 content,
             } => {
                 out.put_slice(b"{\"type\":\"message\",\"id\":");
-                push_string(out, id);
+                push_plain(out, id);
                 out.put_slice(b",\"status\":");
-                push_string(out, status);
+                push_plain(out, status);
                 out.put_slice(b",\"role\":");
-                push_string(out, role);
+                push_plain(out, role);
                 out.put_slice(b",\"content\":[");
                 if let Some(content) = content {
                     content.write(out);
@@ -396,7 +420,7 @@ impl ItemOut<'_> {
                 status,
             } => {
                 out.put_slice(b"{\"type\":\"function_call\",\"id\":");
-                push_string(out, id);
+                push_plain(out, id);
                 out.put_slice(b",\"call_id\":");
                 push_string(out, call_id);
                 out.put_slice(b",\"name\":");
@@ -404,7 +428,7 @@ impl ItemOut<'_> {
                 out.put_slice(b",\"arguments\":");
                 push_string(out, arguments);
                 out.put_slice(b",\"status\":");
-                push_string(out, status);
+                push_plain(out, status);
                 out.put_u8(b'}');
             }
         }
@@ -417,7 +441,7 @@ impl TextOut<'_> {
     /// Writes the part as JSON.
     pub(crate) fn write<B: BufMut>(&self, out: &mut B) {
         out.put_slice(b"{\"type\":");
-        push_string(out, self.kind);
+        push_plain(out, self.kind);
         out.put_slice(b",\"text\":");
         push_string(out, self.text);
         out.put_slice(b",\"annotations\":[],\"logprobs\":[]}");
@@ -428,11 +452,12 @@ impl TextOut<'_> {
 pub(crate) fn new_id(prefix: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 48];
+    // Two digits per random byte, low nibble first.
     for group in digits.chunks_exact_mut(16) {
-        let mut bits = fastrand::u64(..);
-        for digit in group {
-            *digit = HEX[(bits & 0xf) as usize];
-            bits >>= 4;
+        let bytes = fastrand::u64(..).to_le_bytes();
+        for (pair, byte) in group.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte & 0xf)];
+            pair[1] = HEX[usize::from(byte >> 4)];
         }
     }
     let mut id = String::with_capacity(prefix.len() + 48);

@@ -18,8 +18,8 @@ use keel_types::canonical::{Delta, FinishReason, TokenUsage, ToolCall};
 use keel_types::Usage;
 
 use super::response::{
-    finished, function_call_item, message_item, new_id, output_text, push_string, push_u64, Echo,
-    ItemOut, Status, TextOut,
+    finished, function_call_item, message_item, new_id, output_text, push_plain, push_string,
+    push_u64, Echo, ItemOut, Status, TextOut,
 };
 use crate::error::stream_failure_message;
 use crate::translated::EventEncoder;
@@ -609,7 +609,8 @@ impl EventOut<'_> {
 /// `,"item_id":…,"output_index":…`.
 fn push_item_position(out: &mut BytesMut, item_id: &str, output_index: usize) {
     out.extend_from_slice(b",\"item_id\":");
-    push_string(out, item_id);
+    // Item ids are Keel's own hex ids.
+    push_plain(out, item_id);
     push_index(out, b",\"output_index\":", output_index);
 }
 

@@ -313,3 +313,18 @@ fn strings_and_numbers_are_written_as_serde_json_writes_them() -> Result<(), ser
     }
     Ok(())
 }
+
+/// The settings echoed for a body that sends none are the ones written
+/// field by field for a body whose settings are all null.
+#[test]
+fn default_settings_are_the_written_defaults() -> Result<(), keel_types::RequestError> {
+    use super::response::{settings, DEFAULT_SETTINGS};
+    let none = keel_types::parse_object(br#"{"model":"m","input":"hi"}"#)?;
+    assert_eq!(&*settings(&none), DEFAULT_SETTINGS);
+    let nulls = keel_types::parse_object(
+        br#"{"model":"m","input":"hi","instructions":null,"reasoning":null}"#,
+    )?;
+    assert!(matches!(settings(&nulls), std::borrow::Cow::Owned(_)));
+    assert_eq!(&*settings(&nulls), DEFAULT_SETTINGS);
+    Ok(())
+}

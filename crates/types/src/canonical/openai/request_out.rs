@@ -121,21 +121,18 @@ pub fn chat_request(request: &Request) -> Result<ChatRequest, RequestError> {
         return Err(RequestError::MissingMessages);
     }
     let fields = body_fields(request);
-    // The body's own object is one level; each value nests below it.
-    if fields
-        .iter()
-        .any(|(_, value)| nests_deeper_than(value.get().as_bytes(), MAX_DEPTH - 1))
-    {
+    // The body's own object is one level; each value nests below it. Only
+    // tools (their parameters) and the response format hold the client's
+    // JSON as it was sent; everything else Keel writes a few levels deep.
+    if fields.iter().any(|(key, value)| {
+        matches!(key.as_ref(), "tools" | "response_format")
+            && nests_deeper_than(value.get().as_bytes(), MAX_DEPTH - 1)
+    }) {
         return Err(too_deep());
     }
     let body_len = object_len(&fields);
     let include_usage = request.stream && request.include_usage;
-    let raw = RawObject::from_fields(
-        fields
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect(),
-    );
+    let raw = RawObject::from_fields(fields);
     Ok(ChatRequest::from_parts(
         raw,
         request.model.clone(),
@@ -147,7 +144,7 @@ pub fn chat_request(request: &Request) -> Result<ChatRequest, RequestError> {
 
 /// The top-level fields of `request`'s chat body, in order, each written
 /// as JSON text on its own.
-fn body_fields(request: &Request) -> Vec<(&'static str, Box<RawValue>)> {
+fn body_fields(request: &Request) -> Vec<(Cow<'static, str>, Box<RawValue>)> {
     let mut fields = Fields(Vec::with_capacity(4));
     fields.push("model", &request.model);
     let messages: Vec<MessageOut<'_>> = request.messages.iter().flat_map(messages).collect();
@@ -195,14 +192,14 @@ fn body_fields(request: &Request) -> Vec<(&'static str, Box<RawValue>)> {
         .as_deref()
         .and_then(|text| RawValue::from_string(text.to_owned()).ok())
     {
-        fields.0.push(("response_format", format));
+        fields.0.push((Cow::Borrowed("response_format"), format));
     }
     fields.push_some("reasoning_effort", request.reasoning_effort.as_deref());
     fields.0
 }
 
 /// The length of the object [`request_body`] writes from `fields`.
-fn object_len(fields: &[(&str, Box<RawValue>)]) -> usize {
+fn object_len(fields: &[(Cow<'static, str>, Box<RawValue>)]) -> usize {
     let commas = fields.len().saturating_sub(1);
     let pairs: usize = fields
         .iter()
@@ -219,7 +216,7 @@ fn push_key(out: &mut Vec<u8>, key: &str) {
 }
 
 /// The fields of a body being written.
-struct Fields(Vec<(&'static str, Box<RawValue>)>);
+struct Fields(Vec<(Cow<'static, str>, Box<RawValue>)>);
 
 fn messages(message: &Message) -> Vec<MessageOut<'_>> {
     match message.role {
@@ -351,7 +348,7 @@ impl Fields {
     fn push<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
         // Serialising these types cannot fail.
         if let Ok(value) = serde_json::value::to_raw_value(value) {
-            self.0.push((key, value));
+            self.0.push((Cow::Borrowed(key), value));
         }
     }
 
