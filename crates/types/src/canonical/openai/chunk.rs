@@ -86,49 +86,49 @@ struct FunctionDeltaOut<'a> {
     arguments: &'a str,
 }
 
-#[derive(Deserialize)]
-struct ChunkIn<'a> {
+#[derive(Default, Deserialize)]
+pub(super) struct ChunkIn<'a> {
     #[serde(default, borrow)]
-    id: Cow<'a, str>,
+    pub(super) id: Cow<'a, str>,
     #[serde(default, borrow)]
-    model: Cow<'a, str>,
+    pub(super) model: Cow<'a, str>,
     #[serde(default, borrow)]
-    choices: Vec<ChoiceIn<'a>>,
+    pub(super) choices: Vec<ChoiceIn<'a>>,
     #[serde(default)]
-    usage: Option<UsageIn>,
+    pub(super) usage: Option<UsageIn>,
 }
 
 #[derive(Deserialize)]
-struct ChoiceIn<'a> {
+pub(super) struct ChoiceIn<'a> {
     #[serde(default, borrow)]
-    delta: Option<DeltaIn<'a>>,
+    pub(super) delta: Option<DeltaIn<'a>>,
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    finish_reason: Option<Cow<'a, str>>,
+    pub(super) finish_reason: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    stop_reason: StopText<'a>,
+    pub(super) stop_reason: StopText<'a>,
 }
 
-#[derive(Deserialize)]
-struct DeltaIn<'a> {
+#[derive(Default, Deserialize)]
+pub(super) struct DeltaIn<'a> {
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    role: Option<Cow<'a, str>>,
+    pub(super) role: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    content: Option<Cow<'a, str>>,
+    pub(super) content: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "optional_text")]
-    refusal: Option<Cow<'a, str>>,
+    pub(super) refusal: Option<Cow<'a, str>>,
     #[serde(
         default,
         borrow,
         alias = "reasoning",
         deserialize_with = "optional_text"
     )]
-    reasoning_content: Option<Cow<'a, str>>,
+    pub(super) reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCallDeltaIn<'a>>>,
+    pub(super) tool_calls: Option<Vec<ToolCallDeltaIn<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallDeltaIn<'a> {
+pub(super) struct ToolCallDeltaIn<'a> {
     #[serde(default)]
     index: u32,
     #[serde(default, borrow, deserialize_with = "optional_text")]
@@ -240,9 +240,22 @@ impl ChunkWriter {
 /// finish, usage). Empty text and empty argument fragments are skipped.
 pub fn read_chunk<'a>(
     data: &'a str,
-    mut on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
+    on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
 ) -> Result<(), serde_json::Error> {
-    let chunk: ChunkIn<'a> = serde_json::from_str(data)?;
+    // One pass where that reads as serde would (see `scan`), serde otherwise.
+    let chunk: ChunkIn<'a> = match super::scan::chunk(data) {
+        Some(chunk) => chunk,
+        None => serde_json::from_str(data)?,
+    };
+    deltas_of(chunk, on_delta);
+    Ok(())
+}
+
+/// The deltas of a chunk read, in order.
+pub(super) fn deltas_of<'a>(
+    chunk: ChunkIn<'a>,
+    mut on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
+) {
     let meta = ChunkMeta {
         id: chunk.id,
         model: chunk.model,
@@ -264,7 +277,6 @@ pub fn read_chunk<'a>(
     if let Some(usage) = chunk.usage {
         on_delta(Delta::Usage(TokenUsage::from(usage)));
     }
-    Ok(())
 }
 
 fn read_delta<'a>(delta: DeltaIn<'a>, on_delta: &mut impl FnMut(Delta<'a>)) {

@@ -1,7 +1,8 @@
-//! A `chat.completion` read in one pass over its text, without serde's
-//! machinery, for the shape upstreams send: a front end that translates
-//! the answer reads the completion the adapter has already scanned for its
-//! usage, and serde's generic visitors cost as much again as that scan.
+//! A `chat.completion` (or one `chat.completion.chunk`) read in one pass
+//! over its text, without serde's machinery, for the shape upstreams send:
+//! a front end that translates the answer reads what the adapter has
+//! already scanned for its usage, and serde's generic visitors cost as much
+//! again as that scan.
 //!
 //! The reader only answers when it is sure to agree with serde: anything it
 //! does not read exactly as serde would (tool calls, a key given twice,
@@ -11,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use super::chunk::{ChoiceIn as ChunkChoiceIn, ChunkIn, DeltaIn};
 use super::response::{ChoiceIn, CompletionIn, MessageIn, PromptDetailsIn, StopText, UsageIn};
 
 /// Nesting deeper than this is left to serde.
@@ -22,6 +24,14 @@ pub(super) fn completion(text: &str) -> Option<CompletionIn<'_>> {
     let completion = scan.completion()?;
     scan.space();
     (scan.at == text.len()).then_some(completion)
+}
+
+/// The stream chunk in `text`, or `None` when serde must read it.
+pub(super) fn chunk(text: &str) -> Option<ChunkIn<'_>> {
+    let mut scan = Scan { text, at: 0 };
+    let chunk = scan.chunk()?;
+    scan.space();
+    (scan.at == text.len()).then_some(chunk)
 }
 
 /// A position in the completion's text.
@@ -51,6 +61,77 @@ impl<'a> Scan<'a> {
             Some(())
         })?;
         Some(completion)
+    }
+
+    fn chunk(&mut self) -> Option<ChunkIn<'a>> {
+        let mut chunk = ChunkIn::default();
+        let mut seen = [false; 4];
+        self.object(|scan, key| {
+            match key {
+                "id" => chunk.id = scan.once(&mut seen[0])?.string()?,
+                "model" => chunk.model = scan.once(&mut seen[1])?.string()?,
+                "choices" => {
+                    let choices = &mut chunk.choices;
+                    scan.once(&mut seen[2])?
+                        .array(|scan| scan.chunk_choice().map(|choice| choices.push(choice)))?;
+                }
+                "usage" => chunk.usage = scan.once(&mut seen[3])?.nullable(Self::usage)?,
+                _ => scan.skip(0)?,
+            }
+            Some(())
+        })?;
+        Some(chunk)
+    }
+
+    fn chunk_choice(&mut self) -> Option<ChunkChoiceIn<'a>> {
+        let mut delta = None;
+        let mut finish_reason = None;
+        let mut stop_reason = StopText::default();
+        let mut seen = [false; 3];
+        self.object(|scan, key| {
+            match key {
+                "delta" => delta = scan.once(&mut seen[0])?.nullable(Self::delta)?,
+                "finish_reason" => {
+                    finish_reason = scan.once(&mut seen[1])?.nullable(Self::string)?;
+                }
+                "stop_reason" => {
+                    stop_reason = StopText(scan.once(&mut seen[2])?.nullable(Self::string)?);
+                }
+                _ => scan.skip(0)?,
+            }
+            Some(())
+        })?;
+        Some(ChunkChoiceIn {
+            delta,
+            finish_reason,
+            stop_reason,
+        })
+    }
+
+    fn delta(&mut self) -> Option<DeltaIn<'a>> {
+        let mut delta = DeltaIn::default();
+        let mut seen = [false; 5];
+        self.object(|scan, key| {
+            match key {
+                "role" => delta.role = scan.once(&mut seen[0])?.nullable(Self::string)?,
+                "content" => delta.content = scan.once(&mut seen[1])?.nullable(Self::string)?,
+                "refusal" => delta.refusal = scan.once(&mut seen[2])?.nullable(Self::string)?,
+                "reasoning_content" | "reasoning" => {
+                    delta.reasoning_content = scan.once(&mut seen[3])?.nullable(Self::string)?;
+                }
+                // Tool calls are left to serde; an empty list is no calls.
+                "tool_calls" => {
+                    let scan = scan.once(&mut seen[4])?;
+                    if !scan.literal("null") {
+                        scan.array(|_| None)?;
+                        delta.tool_calls = Some(Vec::new());
+                    }
+                }
+                _ => scan.skip(0)?,
+            }
+            Some(())
+        })?;
+        Some(delta)
     }
 
     fn choice(&mut self) -> Option<ChoiceIn<'a>> {

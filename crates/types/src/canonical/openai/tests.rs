@@ -451,3 +451,42 @@ fn the_one_pass_completion_reader_agrees_with_serde() -> TestResult {
     );
     Ok(())
 }
+
+/// A chunk as upstreams send it.
+const UPSTREAM_CHUNK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1796548131,"model":"gpt-mock","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"naïve \"café\"\n","refusal":null,"reasoning":"hm"},"logprobs":null,"finish_reason":"stop","stop_reason":"END"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}},"x":[1.5,{"y":null}]}"#;
+
+/// The deltas of one chunk, through `read`.
+fn chunk_deltas<'a>(chunk: super::chunk::ChunkIn<'a>) -> Vec<(ChunkMeta<'a>, Delta<'a>)> {
+    let mut seen = Vec::new();
+    super::chunk::deltas_of(chunk, |meta, delta| seen.push((meta.clone(), delta)));
+    seen
+}
+
+/// The one-pass reader agrees with serde on chunks too.
+#[test]
+fn the_one_pass_chunk_reader_agrees_with_serde() -> TestResult {
+    let mut read = 0;
+    for seed in 0..20_000 {
+        let body = crate::hostile::mutation(UPSTREAM_CHUNK.as_bytes(), seed);
+        let Ok(text) = std::str::from_utf8(&body) else {
+            continue;
+        };
+        let Some(fast) = super::scan::chunk(text) else {
+            continue;
+        };
+        read += 1;
+        let slow: super::chunk::ChunkIn<'_> = serde_json::from_str(text).map_err(|error| {
+            format!("seed {seed}: serde refused what the scan read: {error}: {text}")
+        })?;
+        assert_eq!(
+            chunk_deltas(fast),
+            chunk_deltas(slow),
+            "seed {seed}: {text}"
+        );
+    }
+    assert!(read > 1_000, "only {read} mutations were read in one pass");
+    let whole = chunk_deltas(super::scan::chunk(UPSTREAM_CHUNK).ok_or("not read in one pass")?);
+    assert_eq!(whole.len(), 5, "{whole:?}");
+    assert_eq!(whole[2].1, Delta::Text("naïve \"café\"\n".into()));
+    Ok(())
+}
