@@ -14,11 +14,15 @@ For each round and each system, a fresh mock (CPU 0) and a fresh proxy
 4. streams of 20 chunks sent at once, CONNS connections (CPU/1k streams);
 5. streams of 20 chunks 2 ms apart, STREAM_CONNS connections (CPU/1k streams);
 6. streams at TTFT_RATE/s: time to first token and to [DONE] (Python client);
-7. Keel only, the prompt cache, on a cached model: misses (every request a
+7. Keel only, its other front ends on the same upstream, as fast as
+   possible: the Responses API (translated to chat and back; JSON, then
+   streams of 20 chunks sent at once) and embeddings, each set against the
+   chat passthrough of steps 2 and 4;
+8. Keel only, the prompt cache, on a cached model: misses (every request a
    prompt of its own, so each goes upstream through single flight and is
    stored), then hits of step 2's request, as fast as possible and at RATE
    (added latency against the direct call of step 3);
-8. RSS after load, and the mock's request counters against the OK responses.
+9. RSS after load, and the mock's request counters against the OK responses.
 
 Then, once, N open slow streams through Keel (and nginx) and their RSS, and
 Keel's resident memory with its prompt cache filled to CACHE_MEM_BYTES.
@@ -84,14 +88,30 @@ PLANS = {
     "bench-model-slow": {"chunks": 600, "chunk_delay_ms": 1000},
     # About 50 KiB of text per answer, for filling the cache.
     "bench-model-big": {"chunks": 8000},
+    # Embeddings (8 dimensions: an answer about the size of a completion).
+    "bench-model-embed": {},
 }
 # Keel's public model -> upstream model.
 PUBLIC = {
     "bench": "bench-model", "bench-trickle": "bench-model-trickle", "bench-ttft": "bench-model-ttft",
     "bench-slow": "bench-model-slow", "bench-cached": "bench-model", "bench-cached-big": "bench-model-big",
+    "bench-embed": "bench-model-embed",
 }
 # Keel models with a prompt cache.
 CACHED = {"bench-cached", "bench-cached-big"}
+# Keel models that serve embeddings.
+EMBEDDINGS = {"bench-embed"}
+# Keel-only scenarios on its other front ends: (scenario, public model,
+# stream, API), each compared with the chat scenario beside it. Off with
+# API_SCENARIOS=0.
+API_SCENARIOS = env("API_SCENARIOS", "1") != "0"
+FRONT_ENDS = [
+    ("responses", "bench", False, "responses", "nonstream"),
+    ("responses_stream", "bench", True, "responses", "stream_burst"),
+    ("embeddings", "bench-embed", False, "embeddings", "nonstream"),
+]
+# The path each API is sent to.
+API_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "embeddings": "/v1/embeddings"}
 
 
 def log(message: str) -> None:
@@ -233,6 +253,7 @@ def keel_config(work: Path, port: int, mock_port: int, cache_bytes: int = 64 << 
     models = "".join(
         f"  {public}:\n    targets:\n      - {{provider: mock, model: {upstream}}}\n"
         + ("    cache: {ttl: 1h}\n" if public in CACHED else "")
+        + ("    endpoint: embeddings\n" if public in EMBEDDINGS else "")
         for public, upstream in PUBLIC.items()
     )
     text = (
@@ -344,11 +365,21 @@ class System:
 # === load ===
 
 
+def api_body(api: str, model: str, stream: bool) -> str:
+    """The standard request of each API: the same prompt everywhere."""
+    if api == "responses":
+        return json.dumps({"model": model, "input": "Say hello.", "stream": stream}, separators=(",", ":"))
+    if api == "embeddings":
+        return json.dumps({"model": model, "input": "Say hello.", "dimensions": 8}, separators=(",", ":"))
+    return streams.chat_body(model, stream).decode()
+
+
 def oha(system: System, public_model: str, stream: bool, conns: int, seconds: float, rate: int | None = None,
-        headers: tuple[str, ...] = (), body_lines: Path | None = None) -> dict:
+        headers: tuple[str, ...] = (), body_lines: Path | None = None, api: str = "chat") -> dict:
     """`body_lines`: a file of request bodies, one per line, sent in turn
-    (distinct prompts) instead of the one standard body."""
-    body = streams.chat_body(system.model(public_model), stream).decode()
+    (distinct prompts) instead of the one standard body. `api`: chat,
+    responses or embeddings (Keel's front ends; nginx and direct only chat)."""
+    body = api_body(api, system.model(public_model), stream)
     argv = [
         "taskset", "-c", LOAD_CPU, OHA_BIN, "--no-tui", "--output-format", "json", "--worker-threads", "1",
         "-c", str(conns), "-z", f"{int(seconds * 1000)}ms", "-w", "-m", "POST",
@@ -359,7 +390,7 @@ def oha(system: System, public_model: str, stream: bool, conns: int, seconds: fl
         argv += ["-H", header]
     if rate:
         argv += ["-q", str(rate), "--latency-correction"]
-    argv.append(f"http://127.0.0.1:{system.port}/v1/chat/completions")
+    argv.append(f"http://127.0.0.1:{system.port}{API_PATHS[api]}")
     result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if result.returncode != 0:
         raise RuntimeError(f"oha failed ({result.returncode}): {result.stderr[-500:]}")
@@ -440,6 +471,11 @@ def run_system(name: str, round_no: int, work: Path) -> dict:
             ("stream_burst", "bench", True, CONNS, None, None),
             ("stream_trickle", "bench-trickle", True, STREAM_CONNS, None, None),
         ]
+        apis = {}
+        if name == "keel" and API_SCENARIOS:
+            for scenario, public, stream, api, _ in FRONT_ENDS:
+                scenarios.append((scenario, public, stream, CONNS, None, None))
+                apis[scenario] = api
         if name == "keel":
             # Misses: every request a prompt of its own (so single flight
             # merges nothing and each is stored); then hits of the standard body.
@@ -454,11 +490,12 @@ def run_system(name: str, round_no: int, work: Path) -> dict:
             # A hit makes no upstream call: only misses count against the mock's counters.
             upstream_calls = not scenario.startswith("cache_hit")
             warm_lines, run_lines = lines or (None, None)
+            api = apis.get(scenario, "chat")
             if rate is None:
-                warm = oha(system, public, stream, conns, WARMUP, body_lines=warm_lines)
+                warm = oha(system, public, stream, conns, WARMUP, body_lines=warm_lines, api=api)
                 if upstream_calls:
                     count(public, int(warm.get("statusCodeDistribution", {}).get("200", 0)))
-            report, cpu = measured(system, mock, lambda: oha(system, public, stream, conns, DURATION, rate, body_lines=run_lines))
+            report, cpu = measured(system, mock, lambda: oha(system, public, stream, conns, DURATION, rate, body_lines=run_lines, api=api))
             summary = summarize_oha(report, cpu)
             if upstream_calls:
                 count(public, summary["ok"])
@@ -722,8 +759,9 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
         ok = sum(r["correctness"]["ok_responses"] for r in mine)
         up = sum(r["correctness"]["upstream_requests"] for r in mine)
         cancelled = sum(r["correctness"]["cancelled"] for r in mine)
-        non_ok = sum(r[s]["non_ok"] for r in mine for s in ("nonstream", "nonstream_rate", "stream_burst", "stream_trickle"))
-        errors = sum(r[s]["errors"] for r in mine for s in ("nonstream", "nonstream_rate", "stream_burst", "stream_trickle"))
+        measured_scenarios = ("nonstream", "nonstream_rate", "stream_burst", "stream_trickle", *(f[0] for f in FRONT_ENDS))
+        non_ok = sum(r[s]["non_ok"] for r in mine for s in measured_scenarios if s in r)
+        errors = sum(r[s]["errors"] for r in mine for s in measured_scenarios if s in r)
         errors += sum(r["ttft"]["error_count"] for r in mine)
         checks = [r["stream_check"] for r in mine]
         parsed = "ok" if all(c["ok"] for c in checks) else "; ".join(p for c in checks for p in c["problems"])
@@ -752,6 +790,26 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
                 previous = step
             if result.get("failure_count"):
                 lines.append(f"| {result['system']} | failures: {result['failure_count']} | {'; '.join(result['failures'][:2])} | | | | | |")
+
+    if any(r["system"] == "keel" and "responses" in r for r in records):
+        lines += ["", f"## Keel's front ends on the same upstream ({CONNS} conns, as fast as possible)", ""]
+        lines.append("| request | req/s | p50 ms | p99 ms | CPU s / 1k req | CPU / chat | p50 / chat | req/s / chat |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        titles = {
+            "nonstream": "`/v1/chat/completions` (passthrough)",
+            "stream_burst": "`/v1/chat/completions` stream (passthrough, 20 chunks at once)",
+            "responses": "`/v1/responses` (translated)",
+            "responses_stream": "`/v1/responses` stream (translated, 20 chunks at once)",
+            "embeddings": "`/v1/embeddings` (8 dimensions)",
+        }
+        for scenario, base in [("nonstream", None), ("responses", "nonstream"), ("embeddings", "nonstream"),
+                               ("stream_burst", None), ("responses_stream", "stream_burst")]:
+            x = {field: med("keel", g(scenario, field)) for field in ("rps", "p50_ms", "p99_ms", "cpu_s_per_1k")}
+            b = {field: med("keel", g(base, field)) for field in ("rps", "p50_ms", "cpu_s_per_1k")} if base else None
+            lines.append(
+                f"| {titles[scenario]} | {fmt(x['rps'], 0)} | {fmt(x['p50_ms'], 3)} | {fmt(x['p99_ms'], 3)} | {fmt(x['cpu_s_per_1k'], 4)} | "
+                + (f"{ratio(x['cpu_s_per_1k'], b['cpu_s_per_1k'])} | {ratio(x['p50_ms'], b['p50_ms'])} | {ratio(x['rps'], b['rps'])} |" if b else "1.00× | 1.00× | 1.00× |")
+            )
 
     cache_row = {}
     if any(r["system"] == "keel" and "cache_hit" in r for r in records):

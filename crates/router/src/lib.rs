@@ -170,9 +170,8 @@ impl Router {
     /// included) takes Responses API bodies natively: then they go through
     /// verbatim; otherwise they are translated for the chat route.
     pub fn serves_responses_natively(&self, model: &str) -> bool {
-        self.table.plan(model).is_ok_and(|plan| {
-            !plan.is_empty() && plan.iter().all(|target| target.controls.responses_native)
-        })
+        self.table
+            .every_planned(model, |target| target.controls.responses_native)
     }
 
     /// Whether every target `model` may be routed to (its fallbacks'

@@ -229,6 +229,47 @@ impl RouteTable {
         self.plan_with(model, &mut fastrand::Rng::new())
     }
 
+    /// Whether [`Self::plan`] for `model` would have targets, every one of
+    /// them passing `test`: the same targets (each model's, then its
+    /// fallbacks', each model once), without ordering them into a plan.
+    pub fn every_planned(&self, model: &str, test: impl Fn(&Target) -> bool) -> bool {
+        let Some(route) = self.route(model) else {
+            return false;
+        };
+        let mut visited = Vec::new();
+        if !route.fallback.is_empty() {
+            visited.push(route.name.as_str());
+        }
+        let mut any = false;
+        self.every_of(route, &test, &mut visited, &mut any) && any
+    }
+
+    fn every_of<'a>(
+        &'a self,
+        route: &'a ModelRoute,
+        test: &impl Fn(&Target) -> bool,
+        visited: &mut Vec<&'a str>,
+        any: &mut bool,
+    ) -> bool {
+        if !route.targets.iter().all(test) {
+            return false;
+        }
+        *any |= !route.targets.is_empty();
+        for name in &route.fallback {
+            let Some(fallback) = self.route(name) else {
+                continue;
+            };
+            if visited.contains(&fallback.name.as_str()) {
+                continue;
+            }
+            visited.push(fallback.name.as_str());
+            if !self.every_of(fallback, test, visited, any) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// [`Self::plan`] with the strategies drawing from `rng`.
     pub(crate) fn plan_with(
         &self,

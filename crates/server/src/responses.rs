@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::response::Response;
 use keel_router::{Answer, Routed};
-use keel_types::canonical::openai::read_completion;
+use keel_types::canonical::openai::read_completion_borrowed;
 
 use crate::cache::KeyedBody;
 use crate::chat::{answered, dispatch, Answered, Front};
@@ -52,10 +52,14 @@ impl FromRequest<Arc<AppState>> for ResponsesBody {
     ) -> Result<Self, Self::Rejection> {
         let bytes = read_body(request, state.body_limit()).await?;
         let raw = keel_types::parse_object(&bytes)?;
-        let native = raw
-            .parse::<String>("model")
-            .and_then(Result::ok)
-            .is_some_and(|model| state.router.serves_responses_natively(&model));
+        // Most model names have no escapes and are read in place.
+        let native = match raw.parse::<&str>("model") {
+            Some(Ok(model)) => state.router.serves_responses_natively(model),
+            _ => raw
+                .parse::<String>("model")
+                .and_then(Result::ok)
+                .is_some_and(|model| state.router.serves_responses_natively(&model)),
+        };
         if native && !request::background(&raw) {
             let chat = keel_types::ChatRequest::parse_native_responses(&bytes)?;
             return Ok(Self::Native(chat));
@@ -127,7 +131,7 @@ fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation
     match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
-            match read_completion(&completion.body) {
+            match read_completion_borrowed(&completion.body) {
                 Ok(answer) => answered(
                     "application/json",
                     Body::from(response::response_json(&echo, &answer)),

@@ -14,6 +14,9 @@ use keel_types::Usage;
 
 use crate::limits::{settle_usage, Reservation};
 
+/// The buffer each chunk's events are written into starts this large.
+const WRITE_CAPACITY: usize = 512;
+
 /// One format's events, written from the canonical deltas of each chunk.
 pub(crate) trait EventEncoder: Send + 'static {
     /// Writes the events for one delta of a chunk.
@@ -49,7 +52,8 @@ pub(crate) fn body<E: EventEncoder>(
         if *ended {
             return future::ready(None);
         }
-        let mut out = BytesMut::new();
+        // Room for a chunk's events at once, rather than growing event by event.
+        let mut out = BytesMut::with_capacity(WRITE_CAPACITY);
         match event {
             Ok(StreamEvent::Chunk { data, usage, .. }) => {
                 settle_usage(reservation.as_ref(), usage.as_ref());

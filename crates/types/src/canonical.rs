@@ -14,7 +14,7 @@ mod request;
 mod response;
 
 pub use request::{Image, Message, Part, Request, Role, Tool, ToolCall, ToolChoice, ToolResult};
-pub use response::{Delta, FinishReason, Response, TokenUsage};
+pub use response::{Delta, FinishReason, Response, ResponseRef, TokenUsage, ToolCallRef};
 
 /// A request that cannot be expressed in the target format, with the
 /// parameter at fault; front ends and adapters turn it into a 400.

@@ -4,6 +4,7 @@
 //! for `model`; tokenising the body into this shape costs far less than a
 //! `serde_json::Value` tree and keeps unknown fields byte for byte.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -13,17 +14,24 @@ use serde_json::value::RawValue;
 /// A JSON object whose values are left unparsed.
 #[derive(Debug, Default)]
 pub struct RawObject {
-    fields: Vec<(String, Box<RawValue>)>,
+    /// Keys a client sent are owned; keys Keel writes are static.
+    fields: Vec<(Cow<'static, str>, Box<RawValue>)>,
 }
 
 // === impl RawObject ===
 
 impl RawObject {
+    /// An object of these fields, in order (written by Keel, so with no
+    /// key twice).
+    pub(crate) fn from_fields(fields: Vec<(Cow<'static, str>, Box<RawValue>)>) -> Self {
+        Self { fields }
+    }
+
     /// The raw value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
         self.fields
             .iter()
-            .find(|(name, _)| name == key)
+            .find(|(name, _)| name.as_ref() == key)
             .map(|(_, value)| value.as_ref())
     }
 
@@ -31,7 +39,7 @@ impl RawObject {
     /// on which of two values wins (the first here, often the last
     /// upstream), so a body with one is refused rather than read two ways.
     pub fn duplicate_key(&self) -> Option<&str> {
-        let mut names: Vec<&str> = self.fields.iter().map(|(name, _)| name.as_str()).collect();
+        let mut names: Vec<&str> = self.fields.iter().map(|(name, _)| name.as_ref()).collect();
         names.sort_unstable();
         names
             .windows(2)
@@ -43,7 +51,7 @@ impl RawObject {
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields
             .iter()
-            .map(|(name, value)| (name.as_str(), value.get()))
+            .map(|(name, value)| (name.as_ref(), value.get()))
     }
 
     /// Parses the value of `key` as `T`; `None` when absent or `null`.
@@ -80,7 +88,7 @@ impl RawObject {
             out.extend_from_slice(value.as_bytes());
         };
         for (key, value) in &self.fields {
-            let replaced = replacements.iter().find(|(name, _)| name == key);
+            let replaced = replacements.iter().find(|(name, _)| *name == key.as_ref());
             write_field(
                 &mut out,
                 key,
@@ -121,7 +129,7 @@ impl<'de> Visitor<'de> for RawObjectVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-            fields.push((key, value));
+            fields.push((Cow::Owned(key), value));
         }
         Ok(RawObject { fields })
     }

@@ -85,9 +85,7 @@ pub fn parse_object(body: &[u8]) -> Result<RawObject, RequestError> {
     // Values Keel keeps raw are skipped by serde_json without its depth
     // check, so the depth is checked here, in one pass over the bytes.
     if nests_deeper_than(body, MAX_DEPTH) {
-        return Err(RequestError::InvalidJson(format!(
-            "the request body nests arrays and objects more than {MAX_DEPTH} deep"
-        )));
+        return Err(too_deep());
     }
     let raw: RawObject = serde_json::from_slice(body).map_err(|error| {
         if error.classify() == serde_json::error::Category::Data {
@@ -102,6 +100,13 @@ pub fn parse_object(body: &[u8]) -> Result<RawObject, RequestError> {
     Ok(raw)
 }
 
+/// The refusal of a body that nests deeper than [`MAX_DEPTH`].
+pub(crate) fn too_deep() -> RequestError {
+    RequestError::InvalidJson(format!(
+        "the request body nests arrays and objects more than {MAX_DEPTH} deep"
+    ))
+}
+
 /// The deepest nesting of arrays and objects accepted (serde_json's own
 /// recursion limit).
 pub const MAX_DEPTH: usize = 128;
@@ -109,7 +114,7 @@ pub const MAX_DEPTH: usize = 128;
 /// Whether `json` opens more than `limit` arrays or objects at once,
 /// brackets inside strings aside. Linear; reads invalid JSON too (the
 /// parser refuses that afterwards).
-fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+pub(crate) fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -197,6 +202,25 @@ impl ChatRequest {
             session: None,
             forwarded_headers: Vec::new(),
         })
+    }
+
+    /// A chat request already checked, from its fields (a translating
+    /// front end's, written from the canonical form).
+    pub(crate) fn from_parts(
+        raw: RawObject,
+        model: String,
+        stream: bool,
+        include_usage: bool,
+        body_len: usize,
+    ) -> Self {
+        Self {
+            raw,
+            model,
+            stream,
+            include_usage,
+            body_len,
+            endpoint: Endpoint::Chat,
+        }
     }
 
     /// Parses and checks a `POST /v1/embeddings` body: `model` and a

@@ -379,3 +379,51 @@ fn each_fallback_model_is_ordered_by_its_own_strategy() -> Result<(), RouteError
     assert!(heavy_first >= 99, "{heavy_first}");
     Ok(())
 }
+
+/// `every_planned` answers what a plan would: the same targets (fallbacks
+/// followed once each, cycles included), none for an unknown model or a
+/// model without targets.
+#[test]
+fn every_planned_judges_the_targets_a_plan_holds() -> Result<(), RouteError> {
+    let model = |name: &str, targets: Vec<Target>, fallback: &[&str]| ModelRoute {
+        name: name.to_owned(),
+        endpoint: keel_types::Endpoint::Chat,
+        strategy: Strategy::Weighted,
+        targets,
+        fallback: fallback.iter().map(|name| (*name).to_owned()).collect(),
+        budget: Duration::from_secs(60),
+        hedge: None,
+        cache: None,
+        last_resort: None,
+    };
+    let table = RouteTable::new(vec![
+        model("m", vec![named("a"), named("b")], &["n", "missing"]),
+        model("n", vec![named("c")], &["m", "empty"]),
+        model("empty", vec![], &[]),
+        model("alone", vec![named("a")], &[]),
+    ]);
+    let subsets: [&[&str]; 6] = [
+        &[],
+        &["a"],
+        &["a", "b"],
+        &["a", "b", "c"],
+        &["c"],
+        &["b", "c"],
+    ];
+    for name in ["m", "n", "empty", "alone", "unknown"] {
+        for passing in subsets {
+            let test = |target: &Target| passing.contains(&&*target.provider_name);
+            let planned = table
+                .plan(name)
+                .is_ok_and(|plan| !plan.is_empty() && plan.iter().all(|target| test(target)));
+            assert_eq!(
+                table.every_planned(name, test),
+                planned,
+                "{name} {passing:?}"
+            );
+        }
+    }
+    assert!(table.every_planned("m", |_| true));
+    assert!(!table.every_planned("empty", |_| true));
+    Ok(())
+}

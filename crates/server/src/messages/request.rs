@@ -9,7 +9,6 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use keel_types::canonical::openai::request_body;
 use keel_types::canonical::{
     Image, Message, Part, Request, Role, Tool, ToolCall, ToolChoice, ToolResult,
 };
@@ -132,7 +131,7 @@ pub(crate) fn chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
 /// [`chat_request`], and the Messages body's own fields (the cache keys them).
 pub(crate) fn chat_request_and_body(body: &[u8]) -> Result<(ChatRequest, RawObject), RequestError> {
     let raw = keel_types::parse_object(body)?;
-    let request = ChatRequest::parse(&request_body(&canonical(&raw)?))?;
+    let request = keel_types::canonical::openai::chat_request(&canonical(&raw)?)?;
     Ok((request, raw))
 }
 

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keel_queue::{CancelOutcome, JobRecord, JobStatus};
-use keel_types::canonical::openai::read_completion;
+use keel_types::canonical::openai::read_completion_borrowed;
 use keel_types::{ChatRequest, RawObject};
 
 use super::response::{response_json, Echo, Status};
@@ -132,7 +132,7 @@ fn shown(job: &JobRecord) -> Response {
         JobStatus::Succeeded => match job
             .result
             .as_deref()
-            .map(|result| read_completion(result.as_bytes()))
+            .map(|result| read_completion_borrowed(result.as_bytes()))
         {
             Some(Ok(answer)) => response_json(&echo, &answer),
             _ => {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use keel_types::canonical::openai::request_body;
+use keel_types::canonical::openai::chat_request;
 use keel_types::canonical::{
     Image, Message, Part, Request, Role, Tool, ToolCall, ToolChoice, ToolResult,
 };
@@ -148,7 +148,7 @@ pub(crate) fn translate(body: &[u8]) -> Result<Translated, RequestError> {
 /// [`translate`] for a body already parsed.
 pub(crate) fn translate_object(raw: RawObject) -> Result<Translated, RequestError> {
     let canonical = canonical(&raw)?;
-    let chat = ChatRequest::parse(&request_body(&canonical))?;
+    let chat = chat_request(&canonical)?;
     Ok(Translated { chat, raw })
 }
 
@@ -160,14 +160,17 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
         Some(Err(_)) => return Err(invalid("model", "a string")),
         _ => return Err(RequestError::MissingModel),
     };
-    let mut messages = Vec::new();
-    if let Some(instructions) = optional::<String>(raw, "instructions", "a string")? {
-        messages.push(Message {
-            role: Role::System,
-            parts: vec![Part::Text(instructions)],
-        });
+    let instructions = optional::<String>(raw, "instructions", "a string")?;
+    let mut messages = input(raw)?;
+    if let Some(instructions) = instructions {
+        messages.insert(
+            0,
+            Message {
+                role: Role::System,
+                parts: vec![Part::Text(instructions)],
+            },
+        );
     }
-    messages.extend(input(raw)?);
     let stream = optional::<bool>(raw, "stream", "a boolean")?.unwrap_or(false);
     Ok(Request {
         model,

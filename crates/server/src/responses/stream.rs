@@ -16,10 +16,10 @@ use keel_router::ProviderError;
 use keel_types::canonical::openai::ChunkMeta;
 use keel_types::canonical::{Delta, FinishReason, TokenUsage, ToolCall};
 use keel_types::Usage;
-use serde::Serialize;
 
 use super::response::{
-    finished, function_call_item, message_item, new_id, output_text, Echo, ItemOut, Status,
+    finished, function_call_item, message_item, new_id, output_text, push_plain, push_string,
+    push_u64, Echo, ItemOut, Status, TextOut,
 };
 use crate::error::stream_failure_message;
 use crate::translated::EventEncoder;
@@ -51,67 +51,56 @@ enum Item {
     },
 }
 
-#[derive(Serialize)]
-#[serde(tag = "type")]
+/// One event, written by hand as serde_json would write it with its name
+/// as the `type` tag (see `response.rs`).
 enum EventOut<'a> {
-    #[serde(rename = "response.created")]
     Created {
         sequence_number: u64,
-        response: &'a RawJson,
+        response: &'a [u8],
     },
-    #[serde(rename = "response.in_progress")]
     InProgress {
         sequence_number: u64,
-        response: &'a RawJson,
+        response: &'a [u8],
     },
-    #[serde(rename = "response.output_item.added")]
     ItemAdded {
         sequence_number: u64,
         output_index: usize,
         item: ItemOut<'a>,
     },
-    #[serde(rename = "response.content_part.added")]
     PartAdded {
         sequence_number: u64,
         item_id: &'a str,
         output_index: usize,
         content_index: u32,
-        part: super::response::TextOut<'a>,
+        part: TextOut<'a>,
     },
-    #[serde(rename = "response.output_text.delta")]
     TextDelta {
         sequence_number: u64,
         item_id: &'a str,
         output_index: usize,
         content_index: u32,
         delta: &'a str,
-        logprobs: [(); 0],
     },
-    #[serde(rename = "response.output_text.done")]
     TextDone {
         sequence_number: u64,
         item_id: &'a str,
         output_index: usize,
         content_index: u32,
         text: &'a str,
-        logprobs: [(); 0],
     },
-    #[serde(rename = "response.content_part.done")]
     PartDone {
         sequence_number: u64,
         item_id: &'a str,
         output_index: usize,
         content_index: u32,
-        part: super::response::TextOut<'a>,
+        part: TextOut<'a>,
     },
-    #[serde(rename = "response.function_call_arguments.delta")]
     ArgumentsDelta {
         sequence_number: u64,
         item_id: &'a str,
         output_index: usize,
         delta: &'a str,
     },
-    #[serde(rename = "response.function_call_arguments.done")]
     ArgumentsDone {
         sequence_number: u64,
         item_id: &'a str,
@@ -119,31 +108,24 @@ enum EventOut<'a> {
         name: &'a str,
         arguments: &'a str,
     },
-    #[serde(rename = "response.output_item.done")]
     ItemDone {
         sequence_number: u64,
         output_index: usize,
         item: ItemOut<'a>,
     },
-    #[serde(rename = "response.completed")]
     Completed {
         sequence_number: u64,
-        response: &'a RawJson,
+        response: &'a [u8],
     },
-    #[serde(rename = "response.incomplete")]
     Incomplete {
         sequence_number: u64,
-        response: &'a RawJson,
+        response: &'a [u8],
     },
-    #[serde(rename = "response.failed")]
     Failed {
         sequence_number: u64,
-        response: &'a RawJson,
+        response: &'a [u8],
     },
 }
-
-/// A response object already written as JSON.
-type RawJson = serde_json::value::RawValue;
 
 // === impl EventWriter ===
 
@@ -209,7 +191,6 @@ impl EventWriter {
             output_index: index,
             content_index: 0,
             delta: text,
-            logprobs: [],
         };
         write(out, &event);
     }
@@ -262,7 +243,6 @@ impl EventWriter {
                 output_index,
                 content_index: 0,
                 text,
-                logprobs: [],
             },
         );
         write(
@@ -300,7 +280,7 @@ impl EventWriter {
             &EventOut::ItemAdded {
                 sequence_number,
                 output_index,
-                item: function_call_item(&id, &call, "in_progress"),
+                item: call_item(&id, &call, "in_progress"),
             },
         );
         self.items.push(Item::Call {
@@ -374,23 +354,21 @@ impl EventWriter {
                 &EventOut::ItemDone {
                     sequence_number: sequences[1],
                     output_index,
-                    item: function_call_item(item_id, call, "completed"),
+                    item: call_item(item_id, call, "completed"),
                 },
             );
         }
     }
 
     /// The response object now, with the finished items as its output.
-    fn object(&self, status: Status, error: Option<&str>) -> Box<RawJson> {
+    fn object(&self, status: Status, error: Option<&str>) -> Vec<u8> {
         let output: Vec<ItemOut<'_>> = if status == Status::InProgress {
             Vec::new()
         } else {
             self.items.iter().map(Item::out).collect()
         };
         let usage = (status != Status::InProgress).then(|| self.usage.unwrap_or_default());
-        let json = self.echo.write(&self.model, status, &output, usage, error);
-        // The echo writes a JSON object; `null` if it somehow did not.
-        RawJson::from_string(String::from_utf8_lossy(&json).into_owned()).unwrap_or_default()
+        self.echo.write(&self.model, status, &output, usage, error)
     }
 
     fn next(&mut self) -> u64 {
@@ -469,24 +447,146 @@ impl Item {
     fn out(&self) -> ItemOut<'_> {
         match self {
             Self::Message { id, text } => message_item(id, text, "completed"),
-            Self::Call { id, call, .. } => function_call_item(id, call, "completed"),
+            Self::Call { id, call, .. } => call_item(id, call, "completed"),
         }
     }
 }
 
+/// A function_call item for `call`.
+fn call_item<'a>(id: &'a str, call: &'a ToolCall, status: &'static str) -> ItemOut<'a> {
+    function_call_item(id, &call.id, &call.name, &call.arguments, status)
+}
+
 /// Writes one named SSE event.
 fn write(out: &mut BytesMut, event: &EventOut<'_>) {
+    let name = event.name().as_bytes();
     out.extend_from_slice(b"event: ");
-    out.extend_from_slice(event.name().as_bytes());
+    out.extend_from_slice(name);
     out.extend_from_slice(b"\ndata: ");
-    // Serialising these types into a buffer cannot fail.
-    let _ = serde_json::to_writer((&mut *out).writer(), event);
+    event.write_json(out);
     out.extend_from_slice(b"\n\n");
 }
 
 // === impl EventOut ===
 
 impl EventOut<'_> {
+    /// Writes the event's JSON: `type`, `sequence_number`, then its fields
+    /// in the order they are declared.
+    fn write_json(&self, out: &mut BytesMut) {
+        out.extend_from_slice(b"{\"type\":\"");
+        out.extend_from_slice(self.name().as_bytes());
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        match self {
+            Self::Created {
+                sequence_number,
+                response,
+            }
+            | Self::InProgress {
+                sequence_number,
+                response,
+            }
+            | Self::Completed {
+                sequence_number,
+                response,
+            }
+            | Self::Incomplete {
+                sequence_number,
+                response,
+            }
+            | Self::Failed {
+                sequence_number,
+                response,
+            } => {
+                push_u64(out, *sequence_number);
+                out.extend_from_slice(b",\"response\":");
+                out.extend_from_slice(response);
+            }
+            Self::ItemAdded {
+                sequence_number,
+                output_index,
+                item,
+            }
+            | Self::ItemDone {
+                sequence_number,
+                output_index,
+                item,
+            } => {
+                push_u64(out, *sequence_number);
+                push_index(out, b",\"output_index\":", *output_index);
+                out.extend_from_slice(b",\"item\":");
+                item.write(out);
+            }
+            Self::PartAdded {
+                sequence_number,
+                item_id,
+                output_index,
+                content_index,
+                part,
+            }
+            | Self::PartDone {
+                sequence_number,
+                item_id,
+                output_index,
+                content_index,
+                part,
+            } => {
+                push_u64(out, *sequence_number);
+                push_text_position(out, item_id, *output_index, *content_index);
+                out.extend_from_slice(b",\"part\":");
+                part.write(out);
+            }
+            Self::TextDelta {
+                sequence_number,
+                item_id,
+                output_index,
+                content_index,
+                delta: text,
+            }
+            | Self::TextDone {
+                sequence_number,
+                item_id,
+                output_index,
+                content_index,
+                text,
+            } => {
+                push_u64(out, *sequence_number);
+                push_text_position(out, item_id, *output_index, *content_index);
+                out.extend_from_slice(if matches!(self, Self::TextDelta { .. }) {
+                    b",\"delta\":"
+                } else {
+                    b",\"text\":"
+                });
+                push_string(out, text);
+                out.extend_from_slice(b",\"logprobs\":[]");
+            }
+            Self::ArgumentsDelta {
+                sequence_number,
+                item_id,
+                output_index,
+                delta,
+            } => {
+                push_u64(out, *sequence_number);
+                push_item_position(out, item_id, *output_index);
+                out.extend_from_slice(b",\"delta\":");
+                push_string(out, delta);
+            }
+            Self::ArgumentsDone {
+                sequence_number,
+                item_id,
+                output_index,
+                name,
+                arguments,
+            } => {
+                push_u64(out, *sequence_number);
+                push_item_position(out, item_id, *output_index);
+                out.extend_from_slice(b",\"name\":");
+                push_string(out, name);
+                out.extend_from_slice(b",\"arguments\":");
+                push_string(out, arguments);
+            }
+        }
+        out.put_u8(b'}');
+    }
     fn name(&self) -> &'static str {
         match self {
             Self::Created { .. } => "response.created",
@@ -504,4 +604,24 @@ impl EventOut<'_> {
             Self::Failed { .. } => "response.failed",
         }
     }
+}
+
+/// `,"item_id":…,"output_index":…`.
+fn push_item_position(out: &mut BytesMut, item_id: &str, output_index: usize) {
+    out.extend_from_slice(b",\"item_id\":");
+    // Item ids are Keel's own hex ids.
+    push_plain(out, item_id);
+    push_index(out, b",\"output_index\":", output_index);
+}
+
+/// `,"item_id":…,"output_index":…,"content_index":…`.
+fn push_text_position(out: &mut BytesMut, item_id: &str, output_index: usize, content_index: u32) {
+    push_item_position(out, item_id, output_index);
+    push_index(out, b",\"content_index\":", content_index as usize);
+}
+
+/// `key` (`,"name":`) and `index`.
+fn push_index(out: &mut BytesMut, key: &[u8], index: usize) {
+    out.extend_from_slice(key);
+    push_u64(out, index as u64);
 }

@@ -7,11 +7,14 @@ mod chunk;
 mod request_in;
 mod request_out;
 mod response;
+mod scan;
 
 pub use chunk::{read_chunk, ChunkMeta, ChunkWriter};
 pub use request_in::from_chat_request;
-pub use request_out::request_body;
-pub use response::{completion_json, completion_json_with_id, read_completion};
+pub use request_out::{chat_request, request_body};
+pub use response::{
+    completion_json, completion_json_with_id, read_completion, read_completion_borrowed,
+};
 
 #[cfg(test)]
 #[path = "openai/tests.rs"]

@@ -28,6 +28,39 @@ pub struct Response {
     pub usage: TokenUsage,
 }
 
+/// A whole answer read borrowing from the completion it came in: a
+/// [`Response`] whose text is copied only where the completion escaped it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResponseRef<'a> {
+    /// The upstream's response id.
+    pub id: Cow<'a, str>,
+    /// The upstream model that answered.
+    pub model: Cow<'a, str>,
+    /// The text, in order.
+    pub text: Vec<Cow<'a, str>>,
+    /// Reasoning the model showed.
+    pub reasoning: Option<Cow<'a, str>>,
+    /// Tool calls, in order, ids kept.
+    pub tool_calls: Vec<ToolCallRef<'a>>,
+    /// Why generation stopped.
+    pub finish: Option<FinishReason>,
+    /// The stop sequence that ended it, when the upstream says.
+    pub stop_sequence: Option<Cow<'a, str>>,
+    /// Token usage.
+    pub usage: TokenUsage,
+}
+
+/// A [`ToolCall`] borrowing its text.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ToolCallRef<'a> {
+    /// The call id.
+    pub id: Cow<'a, str>,
+    /// The function name.
+    pub name: Cow<'a, str>,
+    /// The arguments, as JSON text.
+    pub arguments: Cow<'a, str>,
+}
+
 /// Why generation stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
@@ -93,6 +126,41 @@ pub enum Delta<'a> {
     },
     /// The answer's token usage.
     Usage(TokenUsage),
+}
+
+// === impl ResponseRef ===
+
+impl ResponseRef<'_> {
+    /// The answer with its text copied.
+    pub fn into_owned(self) -> Response {
+        Response {
+            id: self.id.into_owned(),
+            model: self.model.into_owned(),
+            text: self.text.into_iter().map(Cow::into_owned).collect(),
+            reasoning: self.reasoning.map(Cow::into_owned),
+            tool_calls: self
+                .tool_calls
+                .into_iter()
+                .map(ToolCallRef::into_owned)
+                .collect(),
+            finish: self.finish,
+            stop_sequence: self.stop_sequence.map(Cow::into_owned),
+            usage: self.usage,
+        }
+    }
+}
+
+// === impl ToolCallRef ===
+
+impl ToolCallRef<'_> {
+    /// The call with its text copied.
+    pub fn into_owned(self) -> ToolCall {
+        ToolCall {
+            id: self.id.into_owned(),
+            name: self.name.into_owned(),
+            arguments: self.arguments.into_owned(),
+        }
+    }
 }
 
 // === impl FinishReason ===

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::response::{finish, StopText, UsageIn, UsageOut};
+use super::response::{finish, optional_text, StopText, UsageIn, UsageOut};
 use crate::canonical::{Delta, TokenUsage};
 
 /// Writes the chunks of one stream: the same `id`, `created` and `model` on
@@ -86,47 +86,52 @@ struct FunctionDeltaOut<'a> {
     arguments: &'a str,
 }
 
-#[derive(Deserialize)]
-struct ChunkIn<'a> {
+#[derive(Default, Deserialize)]
+pub(super) struct ChunkIn<'a> {
     #[serde(default, borrow)]
-    id: Cow<'a, str>,
+    pub(super) id: Cow<'a, str>,
     #[serde(default, borrow)]
-    model: Cow<'a, str>,
+    pub(super) model: Cow<'a, str>,
     #[serde(default, borrow)]
-    choices: Vec<ChoiceIn<'a>>,
+    pub(super) choices: Vec<ChoiceIn<'a>>,
     #[serde(default)]
-    usage: Option<UsageIn>,
+    pub(super) usage: Option<UsageIn>,
 }
 
 #[derive(Deserialize)]
-struct ChoiceIn<'a> {
+pub(super) struct ChoiceIn<'a> {
     #[serde(default, borrow)]
-    delta: Option<DeltaIn<'a>>,
+    pub(super) delta: Option<DeltaIn<'a>>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) finish_reason: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stop_reason: StopText,
+    pub(super) stop_reason: StopText<'a>,
+}
+
+#[derive(Default, Deserialize)]
+pub(super) struct DeltaIn<'a> {
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) role: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) content: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) refusal: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        alias = "reasoning",
+        deserialize_with = "optional_text"
+    )]
+    pub(super) reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(super) tool_calls: Option<Vec<ToolCallDeltaIn<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct DeltaIn<'a> {
-    #[serde(default, borrow)]
-    role: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(default, borrow, alias = "reasoning")]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCallDeltaIn<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDeltaIn<'a> {
+pub(super) struct ToolCallDeltaIn<'a> {
     #[serde(default)]
     index: u32,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function: Option<FunctionDeltaIn<'a>>,
@@ -134,9 +139,9 @@ struct ToolCallDeltaIn<'a> {
 
 #[derive(Deserialize)]
 struct FunctionDeltaIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     arguments: Option<Cow<'a, str>>,
 }
 
@@ -235,9 +240,22 @@ impl ChunkWriter {
 /// finish, usage). Empty text and empty argument fragments are skipped.
 pub fn read_chunk<'a>(
     data: &'a str,
-    mut on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
+    on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
 ) -> Result<(), serde_json::Error> {
-    let chunk: ChunkIn<'a> = serde_json::from_str(data)?;
+    // One pass where that reads as serde would (see `scan`), serde otherwise.
+    let chunk: ChunkIn<'a> = match super::scan::chunk(data) {
+        Some(chunk) => chunk,
+        None => serde_json::from_str(data)?,
+    };
+    deltas_of(chunk, on_delta);
+    Ok(())
+}
+
+/// The deltas of a chunk read, in order.
+pub(super) fn deltas_of<'a>(
+    chunk: ChunkIn<'a>,
+    mut on_delta: impl FnMut(&ChunkMeta<'a>, Delta<'a>),
+) {
     let meta = ChunkMeta {
         id: chunk.id,
         model: chunk.model,
@@ -250,7 +268,6 @@ pub fn read_chunk<'a>(
         if let Some((reason, stop_sequence)) =
             finish(choice.finish_reason.as_deref(), choice.stop_reason)
         {
-            let stop_sequence = stop_sequence.map(Cow::Owned);
             on_delta(Delta::Finish {
                 reason,
                 stop_sequence,
@@ -260,7 +277,6 @@ pub fn read_chunk<'a>(
     if let Some(usage) = chunk.usage {
         on_delta(Delta::Usage(TokenUsage::from(usage)));
     }
-    Ok(())
 }
 
 fn read_delta<'a>(delta: DeltaIn<'a>, on_delta: &mut impl FnMut(Delta<'a>)) {

@@ -7,36 +7,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::canonical::{Image, Message, Part, Request, Role, ToolCall, ToolChoice};
-
-#[derive(Serialize)]
-struct BodyOut<'a> {
-    model: &'a str,
-    messages: Vec<MessageOut<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<ToolOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<ToolChoiceOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel_tool_calls: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    stop: &'a [String],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<StreamOptionsOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_effort: Option<&'a str>,
-}
+use crate::raw_object::RawObject;
+use crate::request::{nests_deeper_than, too_deep, ChatRequest, RequestError, MAX_DEPTH};
 
 #[derive(Serialize)]
 struct StreamOptionsOut {
@@ -125,15 +97,62 @@ struct NamedOut<'a> {
 /// to the user message, since OpenAI tool messages hold only text); a
 /// stream always asks for the usage chunk when `include_usage` is set.
 pub fn request_body(request: &Request) -> Vec<u8> {
-    // Held as JSON text; text that is somehow not JSON is left out.
-    let response_format = request
-        .response_format
-        .as_deref()
-        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
-    let body = BodyOut {
-        model: &request.model,
-        messages: request.messages.iter().flat_map(messages).collect(),
-        tools: request
+    let fields = body_fields(request);
+    let mut out = Vec::with_capacity(object_len(&fields));
+    out.push(b'{');
+    for (position, (key, value)) in fields.iter().enumerate() {
+        if position > 0 {
+            out.push(b',');
+        }
+        push_key(&mut out, key);
+        out.extend_from_slice(value.get().as_bytes());
+    }
+    out.push(b'}');
+    out
+}
+
+/// `request` as the chat request the router takes: the same checks and
+/// the same fields as parsing [`request_body`]'s output, without writing
+/// the body and reading it back. Fields are kept as their JSON text, as a
+/// parsed body keeps them.
+pub fn chat_request(request: &Request) -> Result<ChatRequest, RequestError> {
+    if request.model.is_empty() {
+        return Err(RequestError::MissingModel);
+    }
+    if request.messages.is_empty() {
+        return Err(RequestError::MissingMessages);
+    }
+    let fields = body_fields(request);
+    // The body's own object is one level; each value nests below it. Only
+    // tools (their parameters) and the response format hold the client's
+    // JSON as it was sent; everything else Keel writes a few levels deep.
+    if fields.iter().any(|(key, value)| {
+        matches!(key.as_ref(), "tools" | "response_format")
+            && nests_deeper_than(value.get().as_bytes(), MAX_DEPTH - 1)
+    }) {
+        return Err(too_deep());
+    }
+    let body_len = object_len(&fields);
+    let include_usage = request.stream && request.include_usage;
+    let raw = RawObject::from_fields(fields);
+    Ok(ChatRequest::from_parts(
+        raw,
+        request.model.clone(),
+        request.stream,
+        include_usage,
+        body_len,
+    ))
+}
+
+/// The top-level fields of `request`'s chat body, in order, each written
+/// as JSON text on its own.
+fn body_fields(request: &Request) -> Vec<(Cow<'static, str>, Box<RawValue>)> {
+    let mut fields = Fields(Vec::with_capacity(4));
+    fields.push("model", &request.model);
+    let messages: Vec<MessageOut<'_>> = request.messages.iter().flat_map(messages).collect();
+    fields.push("messages", &messages);
+    if !request.tools.is_empty() {
+        let tools: Vec<ToolOut<'_>> = request
             .tools
             .iter()
             .map(|tool| ToolOut {
@@ -145,24 +164,62 @@ pub fn request_body(request: &Request) -> Vec<u8> {
                     strict: tool.strict,
                 },
             })
-            .collect(),
-        tool_choice: request.tool_choice.as_ref().map(tool_choice),
-        parallel_tool_calls: request.parallel_tool_calls,
-        max_tokens: request.max_tokens,
-        temperature: request.temperature,
-        top_p: request.top_p,
-        stop: &request.stop,
-        stream: request.stream,
-        stream_options: (request.stream && request.include_usage).then_some(StreamOptionsOut {
-            include_usage: true,
-        }),
-        user: request.user.as_deref(),
-        response_format,
-        reasoning_effort: request.reasoning_effort.as_deref(),
-    };
-    // Serialising these types into a Vec cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
+            .collect();
+        fields.push("tools", &tools);
+    }
+    if let Some(choice) = &request.tool_choice {
+        fields.push("tool_choice", &tool_choice(choice));
+    }
+    fields.push_some("parallel_tool_calls", request.parallel_tool_calls);
+    fields.push_some("max_tokens", request.max_tokens);
+    fields.push_some("temperature", request.temperature);
+    fields.push_some("top_p", request.top_p);
+    if !request.stop.is_empty() {
+        fields.push("stop", &request.stop);
+    }
+    if request.stream {
+        fields.push("stream", &true);
+        if request.include_usage {
+            fields.push(
+                "stream_options",
+                &StreamOptionsOut {
+                    include_usage: true,
+                },
+            );
+        }
+    }
+    fields.push_some("user", request.user.as_deref());
+    // Held as JSON text; text that is somehow not JSON is left out.
+    if let Some(format) = request
+        .response_format
+        .as_deref()
+        .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+    {
+        fields.0.push((Cow::Borrowed("response_format"), format));
+    }
+    fields.push_some("reasoning_effort", request.reasoning_effort.as_deref());
+    fields.0
 }
+
+/// The length of the object [`request_body`] writes from `fields`.
+fn object_len(fields: &[(Cow<'static, str>, Box<RawValue>)]) -> usize {
+    let commas = fields.len().saturating_sub(1);
+    let pairs: usize = fields
+        .iter()
+        .map(|(key, value)| key.len() + 3 + value.get().len())
+        .sum();
+    2 + commas + pairs
+}
+
+/// `"key":` for a key that needs no escaping (every key written here).
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// The fields of a body being written.
+struct Fields(Vec<(Cow<'static, str>, Box<RawValue>)>);
 
 fn messages(message: &Message) -> Vec<MessageOut<'_>> {
     match message.role {
@@ -283,6 +340,25 @@ impl<'a> MessageOut<'a> {
             content,
             tool_calls: Vec::new(),
             tool_call_id: None,
+        }
+    }
+}
+
+// === impl Fields ===
+
+impl Fields {
+    /// Adds `key` with `value` written as JSON.
+    fn push<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        // Serialising these types cannot fail.
+        if let Ok(value) = serde_json::value::to_raw_value(value) {
+            self.0.push((Cow::Borrowed(key), value));
+        }
+    }
+
+    /// Adds `key` when `value` is set.
+    fn push_some<T: Serialize>(&mut self, key: &'static str, value: Option<T>) {
+        if let Some(value) = value {
+            self.push(key, &value);
         }
     }
 }

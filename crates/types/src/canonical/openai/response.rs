@@ -1,8 +1,10 @@
 //! OpenAI `chat.completion` JSON ↔ the canonical [`Response`].
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{FinishReason, Response, TokenUsage, ToolCall};
+use crate::canonical::{FinishReason, Response, ResponseRef, TokenUsage, ToolCallRef};
 
 #[derive(Serialize)]
 struct CompletionOut<'a> {
@@ -71,78 +73,85 @@ struct PromptDetailsOut {
     cache_creation_tokens: u64,
 }
 
-#[derive(Deserialize)]
-struct CompletionIn {
+#[derive(Default, Deserialize)]
+pub(super) struct CompletionIn<'a> {
+    #[serde(default, borrow)]
+    pub(super) id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub(super) model: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub(super) choices: Vec<ChoiceIn<'a>>,
     #[serde(default)]
-    id: String,
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    choices: Vec<ChoiceIn>,
-    #[serde(default)]
-    usage: Option<UsageIn>,
+    pub(super) usage: Option<UsageIn>,
 }
 
 #[derive(Deserialize)]
-struct ChoiceIn {
-    message: MessageIn,
-    #[serde(default)]
-    finish_reason: Option<String>,
-    #[serde(default)]
-    stop_reason: StopText,
+pub(super) struct ChoiceIn<'a> {
+    #[serde(borrow)]
+    pub(super) message: MessageIn<'a>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(super) stop_reason: StopText<'a>,
 }
 
 /// A choice's `stop_reason` (vLLM's extension, also written by Keel): the
 /// matched stop sequence when it is text; a token id or `null` reads as none.
 #[derive(Default)]
-pub(crate) struct StopText(Option<String>);
+pub(crate) struct StopText<'a>(pub(super) Option<Cow<'a, str>>);
 
 struct StopTextVisitor;
 
-#[derive(Deserialize)]
-struct MessageIn {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallIn>>,
+#[derive(Default, Deserialize)]
+pub(super) struct MessageIn<'a> {
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) content: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub(super) refusal: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        alias = "reasoning",
+        deserialize_with = "optional_text"
+    )]
+    pub(super) reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(super) tool_calls: Option<Vec<ToolCallIn<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallIn {
-    #[serde(default)]
-    id: String,
-    function: FunctionIn,
+pub(super) struct ToolCallIn<'a> {
+    #[serde(default, borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    function: FunctionIn<'a>,
 }
 
 #[derive(Deserialize)]
-struct FunctionIn {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    arguments: String,
+struct FunctionIn<'a> {
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    arguments: Cow<'a, str>,
 }
 
 /// OpenAI usage as read from a completion or a chunk.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct UsageIn {
     #[serde(default)]
-    prompt_tokens: u64,
+    pub(super) prompt_tokens: u64,
     #[serde(default)]
-    completion_tokens: u64,
+    pub(super) completion_tokens: u64,
     #[serde(default)]
-    prompt_tokens_details: Option<PromptDetailsIn>,
+    pub(super) prompt_tokens_details: Option<PromptDetailsIn>,
 }
 
-#[derive(Deserialize)]
-struct PromptDetailsIn {
+#[derive(Default, Deserialize)]
+pub(super) struct PromptDetailsIn {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(super) cached_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_tokens: Option<u64>,
+    pub(super) cache_creation_tokens: Option<u64>,
 }
 
 /// Writes `response` as an OpenAI `chat.completion`. Text blocks are joined;
@@ -195,15 +204,34 @@ pub fn completion_json_with_id(response: &Response, id: &str, created: u64) -> V
 
 /// Reads an OpenAI `chat.completion` (its first choice) as a canonical response.
 pub fn read_completion(body: &[u8]) -> Result<Response, serde_json::Error> {
-    let completion: CompletionIn = serde_json::from_slice(body)?;
-    let mut response = Response {
+    read_completion_borrowed(body).map(ResponseRef::into_owned)
+}
+
+/// [`read_completion`], borrowing the completion's text wherever it has no
+/// escapes, for a front end that writes the answer out at once.
+pub fn read_completion_borrowed(body: &[u8]) -> Result<ResponseRef<'_>, serde_json::Error> {
+    // Text already checked as UTF-8 is not checked again string by string;
+    // anything else is read as before (and refused where it was).
+    let completion: CompletionIn<'_> = match std::str::from_utf8(body) {
+        Ok(text) => match super::scan::completion(text) {
+            Some(completion) => completion,
+            None => serde_json::from_str(text)?,
+        },
+        Err(_) => serde_json::from_slice(body)?,
+    };
+    Ok(response_of(completion))
+}
+
+/// The answer a completion holds: its first choice.
+pub(super) fn response_of(completion: CompletionIn<'_>) -> ResponseRef<'_> {
+    let mut response = ResponseRef {
         id: completion.id,
         model: completion.model,
         usage: completion.usage.map(TokenUsage::from).unwrap_or_default(),
-        ..Response::default()
+        ..ResponseRef::default()
     };
     let Some(choice) = completion.choices.into_iter().next() else {
-        return Ok(response);
+        return response;
     };
     let message = choice.message;
     response
@@ -215,7 +243,7 @@ pub fn read_completion(body: &[u8]) -> Result<Response, serde_json::Error> {
     response.reasoning = message.reasoning_content.filter(|text| !text.is_empty());
     let calls = message.tool_calls.unwrap_or_default().into_iter();
     response.tool_calls = calls
-        .map(|call| ToolCall {
+        .map(|call| ToolCallRef {
             id: call.id,
             name: call.function.name,
             arguments: call.function.arguments,
@@ -227,15 +255,29 @@ pub fn read_completion(body: &[u8]) -> Result<Response, serde_json::Error> {
         response.finish = Some(reason);
         response.stop_sequence = stop_sequence;
     }
-    Ok(response)
+    response
 }
+
+/// A string that may be absent or `null`, borrowed from the JSON where it
+/// has no escapes (serde reads an `Option<Cow<str>>` as an owned copy
+/// whatever `borrow` says).
+pub(crate) fn optional_text<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Option::<Text<'a>>::deserialize(deserializer).map(|text| text.map(|Text(text)| text))
+}
+
+/// A string read borrowed where it can be.
+struct Text<'a>(Cow<'a, str>);
+
+struct TextVisitor;
 
 /// The canonical finish of an OpenAI choice: a `stop` with a textual
 /// `stop_reason` was a stop sequence.
-pub(crate) fn finish(
+pub(crate) fn finish<'a>(
     finish_reason: Option<&str>,
-    stop_reason: StopText,
-) -> Option<(FinishReason, Option<String>)> {
+    stop_reason: StopText<'a>,
+) -> Option<(FinishReason, Option<Cow<'a, str>>)> {
     let reason = FinishReason::from_openai(finish_reason?)?;
     match (reason, stop_reason.0) {
         (FinishReason::Stop, Some(sequence)) => Some((FinishReason::StopSequence, Some(sequence))),
@@ -243,38 +285,70 @@ pub(crate) fn finish(
     }
 }
 
+// === impl Text ===
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text)))
+    }
+}
+
 // === impl StopText ===
 
-impl<'de> Deserialize<'de> for StopText {
+impl<'de: 'a, 'a> Deserialize<'de> for StopText<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(StopTextVisitor)
     }
 }
 
-impl serde::de::Visitor<'_> for StopTextVisitor {
-    type Value = StopText;
+impl<'de> serde::de::Visitor<'de> for StopTextVisitor {
+    type Value = StopText<'de>;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a stop sequence, a token id or null")
     }
 
-    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StopText, E> {
-        Ok(StopText(Some(text.to_owned())))
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<StopText<'de>, E> {
+        Ok(StopText(Some(Cow::Borrowed(text))))
     }
 
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<StopText, E> {
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StopText<'de>, E> {
+        Ok(StopText(Some(Cow::Owned(text.to_owned()))))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<StopText<'de>, E> {
         Ok(StopText(None))
     }
 
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<StopText, E> {
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<StopText<'de>, E> {
         Ok(StopText(None))
     }
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<StopText, E> {
+    fn visit_unit<E: serde::de::Error>(self) -> Result<StopText<'de>, E> {
         Ok(StopText(None))
     }
 
-    fn visit_none<E: serde::de::Error>(self) -> Result<StopText, E> {
+    fn visit_none<E: serde::de::Error>(self) -> Result<StopText<'de>, E> {
         Ok(StopText(None))
     }
 }

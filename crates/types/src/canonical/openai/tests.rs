@@ -325,3 +325,168 @@ fn a_matched_stop_sequence_survives_chunks_and_completions() -> TestResult {
     assert_eq!(read_completion(&json)?, response);
     Ok(())
 }
+
+/// The chat request built from the canonical form is the one its body
+/// parses into: the same body upstream, the same length for the token
+/// reservation, the same routing fields.
+#[test]
+fn a_chat_request_built_directly_is_the_one_its_body_parses_into() -> TestResult {
+    let mut request = from_chat_request(&ChatRequest::parse(FULL.as_bytes())?)?;
+    request.response_format = Some(String::from(r#" {"type":"json_object"} "#));
+    request.reasoning_effort = Some(String::from("low"));
+    for (stream, include_usage) in [(true, true), (true, false), (false, false)] {
+        request.stream = stream;
+        request.include_usage = include_usage;
+        let body = request_body(&request);
+        let parsed = ChatRequest::parse(&body)?;
+        let built = chat_request(&request)?;
+        assert_eq!(built.openai_body("up"), parsed.openai_body("up"));
+        assert_eq!(built.body_len(), body.len());
+        assert_eq!(built.model(), parsed.model());
+        assert_eq!(built.stream(), parsed.stream());
+        assert_eq!(built.include_usage(), parsed.include_usage());
+        assert_eq!(built.wants_usage_chunk(), parsed.wants_usage_chunk());
+    }
+    Ok(())
+}
+
+/// What parsing the written body would refuse, building refuses the same way.
+#[test]
+fn a_chat_request_built_directly_refuses_what_its_body_would() -> TestResult {
+    let mut request = from_chat_request(&ChatRequest::parse(FULL.as_bytes())?)?;
+    request.model = String::new();
+    assert!(matches!(
+        chat_request(&request),
+        Err(crate::RequestError::MissingModel)
+    ));
+    request.model = String::from("m");
+    // Tool parameters nested to the limit of the body, then one level more.
+    for (depth, refused) in [(124, false), (125, true)] {
+        let parameters = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        request.tools[0].parameters = Some(serde_json::value::RawValue::from_string(parameters)?);
+        let parsed = ChatRequest::parse(&request_body(&request));
+        let built = chat_request(&request);
+        assert_eq!(parsed.is_err(), refused, "depth {depth}");
+        assert_eq!(built.is_err(), refused, "depth {depth}");
+        if let (Err(parsed), Err(built)) = (parsed, built) {
+            assert_eq!(built.to_string(), parsed.to_string());
+        }
+    }
+    request.messages.clear();
+    assert!(matches!(
+        chat_request(&request),
+        Err(crate::RequestError::MissingMessages)
+    ));
+    Ok(())
+}
+
+/// A completion read borrowing its text copies only the escaped strings,
+/// and reads as the owned reader does.
+#[test]
+fn a_completion_reads_borrowed_where_it_has_no_escapes() -> TestResult {
+    let json = concat!(
+        r#"{"id":"c1","model":"gpt","choices":[{"message":{"content":"plain text","refusal":"a \"quoted\" no","#,
+        r#""tool_calls":[{"id":"t1","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"stop","stop_reason":"END"}],"#,
+        r#""usage":{"prompt_tokens":5,"completion_tokens":2}}"#
+    );
+    let borrowed = read_completion_borrowed(json.as_bytes())?;
+    assert!(matches!(
+        borrowed.text[0],
+        std::borrow::Cow::Borrowed("plain text")
+    ));
+    assert!(matches!(borrowed.text[1], std::borrow::Cow::Owned(_)));
+    assert!(matches!(
+        borrowed.stop_sequence,
+        Some(std::borrow::Cow::Borrowed("END"))
+    ));
+    let owned = read_completion(json.as_bytes())?;
+    assert_eq!(borrowed.clone().into_owned(), owned);
+    assert_eq!(owned.text, ["plain text", "a \"quoted\" no"]);
+    assert_eq!(owned.tool_calls[0].arguments, r#"{"a":1}"#);
+    assert_eq!(owned.finish, Some(FinishReason::StopSequence));
+    // Not UTF-8: refused, as before.
+    assert!(read_completion_borrowed(b"{\"id\":\"\xff\"}").is_err());
+    Ok(())
+}
+
+/// A completion as upstreams send it: unknown fields of every kind, text
+/// with and without escapes, cache counts.
+const UPSTREAM_COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1796548131,"model":"gpt-mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hé ✓ \"quoted\"\nline \ud83e\udd80 end","refusal":null,"annotations":[],"reasoning":"think"},"logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":{"prompt_tokens":12,"completion_tokens":20,"total_tokens":32,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"ratio":0.25}},"service_tier":"default","system_fingerprint":"fp_1","x":[true,false,{"y":[-1.5,"z"]}]}"#;
+
+/// The one-pass reader agrees with serde: on thousands of near-valid
+/// completions, whatever it reads serde reads the same way (and what it
+/// leaves, serde decides).
+#[test]
+fn the_one_pass_completion_reader_agrees_with_serde() -> TestResult {
+    use super::response::{response_of, CompletionIn};
+    let mut read = 0;
+    for seed in 0..20_000 {
+        let body = crate::hostile::mutation(UPSTREAM_COMPLETION.as_bytes(), seed);
+        let Ok(text) = std::str::from_utf8(&body) else {
+            continue;
+        };
+        let Some(fast) = super::scan::completion(text) else {
+            continue;
+        };
+        read += 1;
+        let slow: CompletionIn<'_> = serde_json::from_str(text).map_err(|error| {
+            format!("seed {seed}: serde refused what the scan read: {error}: {text}")
+        })?;
+        assert_eq!(response_of(fast), response_of(slow), "seed {seed}: {text}");
+    }
+    assert!(read > 1_000, "only {read} mutations were read in one pass");
+    let whole = super::scan::completion(UPSTREAM_COMPLETION).ok_or("not read in one pass")?;
+    let whole = response_of(whole);
+    assert_eq!(whole.text, ["Hé ✓ \"quoted\"\nline 🦀 end"]);
+    assert_eq!(whole.reasoning.as_deref(), Some("think"));
+    assert_eq!(whole.finish, Some(FinishReason::Length));
+    assert_eq!(
+        whole.usage,
+        TokenUsage {
+            input: 8,
+            output: 20,
+            cache_read: 4,
+            cache_creation: 0
+        }
+    );
+    Ok(())
+}
+
+/// A chunk as upstreams send it.
+const UPSTREAM_CHUNK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1796548131,"model":"gpt-mock","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"naïve \"café\"\n","refusal":null,"reasoning":"hm"},"logprobs":null,"finish_reason":"stop","stop_reason":"END"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}},"x":[1.5,{"y":null}]}"#;
+
+/// The deltas of one chunk, through `read`.
+fn chunk_deltas<'a>(chunk: super::chunk::ChunkIn<'a>) -> Vec<(ChunkMeta<'a>, Delta<'a>)> {
+    let mut seen = Vec::new();
+    super::chunk::deltas_of(chunk, |meta, delta| seen.push((meta.clone(), delta)));
+    seen
+}
+
+/// The one-pass reader agrees with serde on chunks too.
+#[test]
+fn the_one_pass_chunk_reader_agrees_with_serde() -> TestResult {
+    let mut read = 0;
+    for seed in 0..20_000 {
+        let body = crate::hostile::mutation(UPSTREAM_CHUNK.as_bytes(), seed);
+        let Ok(text) = std::str::from_utf8(&body) else {
+            continue;
+        };
+        let Some(fast) = super::scan::chunk(text) else {
+            continue;
+        };
+        read += 1;
+        let slow: super::chunk::ChunkIn<'_> = serde_json::from_str(text).map_err(|error| {
+            format!("seed {seed}: serde refused what the scan read: {error}: {text}")
+        })?;
+        assert_eq!(
+            chunk_deltas(fast),
+            chunk_deltas(slow),
+            "seed {seed}: {text}"
+        );
+    }
+    assert!(read > 1_000, "only {read} mutations were read in one pass");
+    let whole = chunk_deltas(super::scan::chunk(UPSTREAM_CHUNK).ok_or("not read in one pass")?);
+    assert_eq!(whole.len(), 5, "{whole:?}");
+    assert_eq!(whole[2].1, Delta::Text("naïve \"café\"\n".into()));
+    Ok(())
+}
