@@ -220,6 +220,8 @@ impl ChatRequest {
             include_usage,
             body_len,
             endpoint: Endpoint::Chat,
+            session: None,
+            forwarded_headers: Vec::new(),
         }
     }
 

@@ -395,6 +395,7 @@ fn every_planned_judges_the_targets_a_plan_holds() -> Result<(), RouteError> {
         hedge: None,
         cache: None,
         last_resort: None,
+        affinity: None,
     };
     let table = RouteTable::new(vec![
         model("m", vec![named("a"), named("b")], &["n", "missing"]),
