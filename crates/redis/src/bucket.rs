@@ -40,7 +40,14 @@ struct Inner {
     fallback: TokenBucket,
     /// The state the last script call returned, for `x-ratelimit-*`.
     seen: Mutex<Seen>,
+    /// Settlements not sent yet, and whether a send is scheduled.
+    unsettled: Mutex<(f64, bool)>,
 }
+
+/// How long settlements are gathered before one goes to Redis: every
+/// answer settles its tokens, and one round trip per answer would double
+/// the traffic; a few milliseconds late is still the same minute.
+const SETTLE_EVERY: Duration = Duration::from_millis(10);
 
 /// Which clock the script refills by.
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +147,7 @@ impl RedisBucket {
                     at: Instant::now(),
                     paused_for: Duration::ZERO,
                 }),
+                unsettled: Mutex::new((0.0, false)),
             }),
         }
     }
@@ -190,7 +198,25 @@ impl RateLimit for RedisBucket {
 
     fn settle(&self, delta: f64) {
         let delta = if delta.is_nan() { 0.0 } else { delta };
-        self.send("settle", delta, |fallback| fallback.settle(delta));
+        let inner = &self.inner;
+        let runtime = tokio::runtime::Handle::try_current();
+        let (true, Ok(runtime)) = (inner.link.is_up(), runtime) else {
+            inner.link.went_without();
+            inner.fallback.settle(delta);
+            return;
+        };
+        if !inner.gather(delta) {
+            return;
+        }
+        // The first settlement of a batch sends the batch a moment later.
+        let inner = inner.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(SETTLE_EVERY).await;
+            let delta = inner.take_unsettled();
+            if delta != 0.0 && inner.call("settle", delta).await.is_none() {
+                inner.fallback.settle(delta);
+            }
+        });
     }
 
     fn drain_and_pause(&self, pause: Duration) {
@@ -227,6 +253,19 @@ impl Inner {
     async fn call(&self, op: &'static str, amount: f64) -> Option<Reply> {
         let replies = call_script(&self.link, self.clock, op, &[(self, amount)]).await?;
         Some(replies)
+    }
+
+    /// Adds `delta` to the batch; whether the batch needs its send
+    /// scheduled (it was empty).
+    fn gather(&self, delta: f64) -> bool {
+        let mut unsettled = lock(&self.unsettled);
+        unsettled.0 += delta;
+        !std::mem::replace(&mut unsettled.1, true)
+    }
+
+    /// The batch, emptied.
+    fn take_unsettled(&self) -> f64 {
+        std::mem::take(&mut *lock(&self.unsettled)).0
     }
 
     fn remember(&self, tokens: f64, pause_left_ms: f64) {
@@ -326,6 +365,12 @@ fn clamp_cost(cost: f64) -> f64 {
     } else {
         cost.max(0.0)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A number the script wrote; anything unreadable is 0.

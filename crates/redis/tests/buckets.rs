@@ -82,12 +82,19 @@ fn redis() -> Result<Redis, Box<dyn std::error::Error>> {
     })
 }
 
-/// Lets a settlement or pause sent off in the background reach the store
-/// before the next call (calls share one connection, so they stay in order).
+/// Lets a pause sent off in the background reach the store before the
+/// next call (calls share one connection, so they stay in order).
 async fn sent() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
+}
+
+/// Lets settlements, gathered for a few milliseconds before they are sent,
+/// reach the store.
+async fn settled() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sent().await;
 }
 
 /// The tokens now, as the store says after a free take.
@@ -131,13 +138,13 @@ async fn settlement_charges_refunds_and_bounds_debt(store: &impl Store) -> TestR
     let bucket = store.bucket(100);
     assert_eq!(bucket.take(50.0).await, Ok(50.0));
     bucket.settle(30.0);
-    sent().await;
+    settled().await;
     assert_eq!(tokens(&bucket).await?, 20, "charged 30 more");
     bucket.settle(-40.0);
-    sent().await;
+    settled().await;
     assert_eq!(tokens(&bucket).await?, 60, "refunded 40");
     bucket.settle(1e12);
-    sent().await;
+    settled().await;
     // Debt is bounded at 60 refills: an hour at 100 per minute.
     let wait = bucket
         .take(1.0)

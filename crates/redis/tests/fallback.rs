@@ -88,3 +88,48 @@ async fn two_buckets_on_one_key_share_one_limit() -> TestResult {
     assert!(wait > Duration::from_secs(25), "{wait:?}");
     Ok(())
 }
+
+/// Calls of the script so far, from the server's own statistics.
+fn script_calls(url: &str) -> Result<u64, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("redis://");
+    let mut connection = std::net::TcpStream::connect(address)?;
+    connection.write_all(b"INFO commandstats\r\n")?;
+    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reply = vec![0; 65536];
+    let read = connection.read(&mut reply)?;
+    let text = String::from_utf8_lossy(&reply[..read]);
+    let calls = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(calls("evalsha") + calls("eval"))
+}
+
+#[tokio::test]
+async fn settlements_are_gathered_into_one_round_trip() -> TestResult {
+    let server = RedisServer::start()?;
+    let link = RedisLink::connect(&server.url(), Some(Duration::from_millis(100)))?;
+    let bucket = RedisBucket::new(
+        link,
+        "gathered".into(),
+        1000,
+        MINUTE,
+        500,
+        BucketClock::Server,
+    );
+    assert_eq!(bucket.take(500.0).await, Ok(500.0));
+    let before = script_calls(&server.url())?;
+    for _ in 0..100 {
+        bucket.settle(-2.0);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = script_calls(&server.url())? - before;
+    assert!(sent <= 2, "100 settlements took {sent} round trips");
+    // All of them were applied: 500 taken, 200 given back.
+    assert_eq!(bucket.take(700.0).await, Ok(700.0));
+    assert!(bucket.take(10.0).await.is_err());
+    Ok(())
+}
