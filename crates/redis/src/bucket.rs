@@ -171,22 +171,18 @@ impl RedisBucket {
         }
     }
 
-    /// Sends `op` with `amount` off without waiting for it (settling and
-    /// pausing never hold a request up); with Redis down, `local` instead.
-    fn send(&self, op: &'static str, amount: f64, local: impl FnOnce(&TokenBucket)) {
+    /// Sends a pause of `millis` off without waiting for it (a pause never
+    /// holds a request up); with Redis down, the local pause stands alone.
+    fn send_pause(&self, millis: f64) {
         let inner = &self.inner;
-        if !inner.link.is_up() {
+        let runtime = tokio::runtime::Handle::try_current();
+        let (true, Ok(runtime)) = (inner.link.is_up(), runtime) else {
             inner.link.went_without();
-            local(&inner.fallback);
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            local(&inner.fallback);
             return;
         };
         let inner = inner.clone();
         runtime.spawn(async move {
-            inner.call(op, amount).await;
+            inner.call("pause", millis).await;
         });
     }
 }
@@ -223,7 +219,7 @@ impl RateLimit for RedisBucket {
         let pause = pause.min(MAX_PAUSE);
         // Paused here too, so the pause holds if Redis goes away meanwhile.
         self.inner.fallback.drain_and_pause(pause);
-        self.send("pause", pause.as_millis() as f64, |_| {});
+        self.send_pause(pause.as_millis() as f64);
     }
 
     fn remaining(&self) -> u64 {
