@@ -17,8 +17,9 @@ const STREAM: &str =
 
 const KEEP_ALIVE: &str = ": keep-alive\n\n";
 
-/// A hang guard only: every stream here ends within a few seconds.
-const HANG_GUARD: Duration = Duration::from_secs(30);
+/// A hang guard only: every stream here ends within a few seconds, the
+/// 30 s first token's within about 31.
+const HANG_GUARD: Duration = Duration::from_secs(90);
 
 /// A gateway with `server.sse_keepalive: <keepalive>` in front of `targets`
 /// providers, all served by one mock under `faults`.
@@ -106,6 +107,16 @@ fn slow_first_token() -> Faults {
     }
 }
 
+/// A first token 30 s late, as a long reasoning model's can be: behind a
+/// load balancer with a 60 s idle timeout the stream must keep talking.
+fn thirty_second_first_token() -> Faults {
+    Faults {
+        first_token_delay_ms: 30_000,
+        chunks: Some(3),
+        ..Faults::default()
+    }
+}
+
 /// The comments before the first `data:` frame.
 fn comments_before_data(body: &str) -> usize {
     let before = body.split("data:").next().unwrap_or_default();
@@ -152,9 +163,33 @@ async fn a_slow_first_token_gets_comments_then_the_normal_stream() -> TestResult
     Ok(())
 }
 
+/// A 30 s first token behind `sse_keepalive: 1s`: a comment about every
+/// second until it comes (at least 20 even on a loaded machine, at most
+/// one per second), then the answer as usual.
+#[tokio::test]
+async fn a_thirty_second_first_token_gets_a_comment_every_second() -> TestResult {
+    let (_mock, gateway) = gateway("1s", 1, thirty_second_first_token()).await?;
+    let started = tokio::time::Instant::now();
+    let Streamed { status, body, .. } = stream(&gateway).await?;
+    let waited = started.elapsed().as_secs();
+    assert_eq!(status, 200);
+    let comments = comments_before_data(&body);
+    assert!(
+        (20..=waited as usize).contains(&comments),
+        "{comments} comments in {waited} s: {body:?}"
+    );
+    assert_eq!(body.matches(KEEP_ALIVE).count(), comments, "{body:?}");
+    let frames = sse_data(&body);
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"), "{body}");
+    assert!(!body.contains("\"error\""), "{body}");
+    Ok(())
+}
+
+/// The official SDK reads a stream kept alive for 30 s like the
+/// upstream's own (which it also reads, with the same 30 s wait).
 #[tokio::test]
 async fn the_official_openai_sdk_reads_a_kept_alive_stream_as_a_normal_one() -> TestResult {
-    let (mock, gateway) = gateway("1s", 1, slow_first_token()).await?;
+    let (mock, gateway) = gateway("1s", 1, thirty_second_first_token()).await?;
     let args = vec![
         gateway.url("/v1"),
         TEST_KEY.to_owned(),
