@@ -5,8 +5,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
-use futures_util::StreamExt;
-use keel_sse::DecodeError;
+use futures_util::{Stream, StreamExt};
+use keel_sse::{DecodeError, Event};
 use keel_types::Usage;
 
 use crate::ProviderError;
@@ -70,6 +70,31 @@ where
         }
     })
     .boxed()
+}
+
+/// The next SSE event that carries data (comments and empty events are
+/// skipped): a stream that ends before its terminal event is truncated, a
+/// broken one is the attempt's error.
+pub(crate) async fn next_data_event<S, E>(
+    events: &mut S,
+    provider: &str,
+) -> Result<Event, ProviderError>
+where
+    S: Stream<Item = Result<Event, DecodeError<E>>> + Unpin,
+    E: std::fmt::Display,
+{
+    loop {
+        match events.next().await {
+            None => {
+                return Err(ProviderError::Truncated {
+                    provider: provider.to_owned(),
+                })
+            }
+            Some(Err(error)) => return Err(decode_failure(provider, error)),
+            Some(Ok(event)) if event.data.is_empty() => continue,
+            Some(Ok(event)) => return Ok(event),
+        }
+    }
 }
 
 /// A failure of the SSE byte stream, as the attempt's error.

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use keel_sse::{DecodeError, Event};
 use keel_types::canonical::TokenUsage;
@@ -21,7 +21,7 @@ use keel_types::{ChatRequest, Usage};
 use serde::Deserialize;
 
 use super::response::{in_band_error, UsageIn};
-use crate::reply::{decode_failure, until_terminal};
+use crate::reply::{next_data_event, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// The client headers a passed-through body takes along; the provider's
@@ -128,61 +128,52 @@ where
     if state.ended {
         return Ok(StreamEvent::Done);
     }
-    loop {
-        let provider = &*state.provider;
-        let event = match state.events.next().await {
-            None => {
-                return Err(ProviderError::Truncated {
-                    provider: provider.to_owned(),
-                })
+    let provider = &*state.provider;
+    let event = next_data_event(&mut state.events, provider).await?;
+    let probe: Probe =
+        serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: format!("an Anthropic stream event is not valid JSON: {error}"),
+        })?;
+    let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
+    let (token, usage) = match kind {
+        "error" => return Err(in_band_error(provider, &event.data)),
+        "message_start" => {
+            if let Some(usage) = probe.message.and_then(|message| message.usage) {
+                usage.apply(&mut state.usage);
             }
-            Some(Err(error)) => return Err(decode_failure(provider, error)),
-            Some(Ok(event)) if event.data.is_empty() => continue,
-            Some(Ok(event)) => event,
-        };
-        let probe: Probe =
-            serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
-                provider: provider.to_owned(),
-                detail: format!("an Anthropic stream event is not valid JSON: {error}"),
-            })?;
-        let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
-        let (token, usage) = match kind {
-            "error" => return Err(in_band_error(provider, &event.data)),
-            "message_start" => {
-                if let Some(usage) = probe.message.and_then(|message| message.usage) {
-                    usage.apply(&mut state.usage);
-                }
-                (false, None)
+            (false, None)
+        }
+        "message_delta" => {
+            if let Some(usage) = probe.usage {
+                usage.apply(&mut state.usage);
             }
-            "message_delta" => {
-                if let Some(usage) = probe.usage {
-                    usage.apply(&mut state.usage);
-                }
-                (false, Some(state.usage.openai()))
-            }
-            "message_stop" => {
-                state.ended = true;
-                (false, None)
-            }
-            "content_block_delta" => (true, None),
-            // `ping`, block starts and stops, and event types added later.
-            _ => (false, None),
-        };
-        let name = if event.event.is_empty() || event.event == "message" {
-            kind
-        } else {
-            event.event.as_str()
-        };
-        return Ok(StreamEvent::Chunk {
-            data: keel_sse::named_frame(name, event.data.as_bytes()),
-            token,
-            usage,
-        });
-    }
+            (false, Some(state.usage.openai()))
+        }
+        "message_stop" => {
+            state.ended = true;
+            (false, None)
+        }
+        "content_block_delta" => (true, None),
+        // `ping`, block starts and stops, and event types added later.
+        _ => (false, None),
+    };
+    let name = if event.event.is_empty() || event.event == "message" {
+        kind
+    } else {
+        event.event.as_str()
+    };
+    Ok(StreamEvent::Chunk {
+        data: keel_sse::named_frame(name, event.data.as_bytes()),
+        token,
+        usage,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt as _;
+
     use super::*;
 
     fn events(frames: &str) -> Vec<Result<StreamEvent, String>> {

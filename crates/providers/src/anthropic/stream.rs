@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use keel_sse::{DecodeError, Event};
 use keel_types::canonical::openai::ChunkWriter;
 use keel_types::canonical::{Delta, FinishReason, TokenUsage};
 use serde::Deserialize;
 
 use super::response::{finish_reason, in_band_error, UsageIn};
-use crate::reply::{decode_failure, until_terminal};
+use crate::reply::{next_data_event, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// The state of one stream's conversion.
@@ -375,19 +375,9 @@ where
             return Ok(event);
         }
         let provider = &*state.provider;
-        match state.events.next().await {
-            None => {
-                return Err(ProviderError::Truncated {
-                    provider: provider.to_owned(),
-                })
-            }
-            Some(Err(error)) => return Err(decode_failure(provider, error)),
-            Some(Ok(event)) if event.data.is_empty() => {}
-            Some(Ok(event)) => {
-                state
-                    .converter
-                    .on_event(provider, &event.event, &event.data, &mut state.pending)?
-            }
-        }
+        let event = next_data_event(&mut state.events, provider).await?;
+        state
+            .converter
+            .on_event(provider, &event.event, &event.data, &mut state.pending)?;
     }
 }

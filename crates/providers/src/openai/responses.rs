@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use keel_sse::{DecodeError, Event};
 use keel_types::{ErrorBody, Usage};
 use serde::Deserialize;
 
-use crate::reply::{decode_failure, until_terminal};
+use crate::reply::{next_data_event, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// Event types that carry part of the answer.
@@ -99,38 +99,27 @@ where
     if state.ended {
         return Ok(StreamEvent::Done);
     }
-    loop {
-        let provider = &*state.provider;
-        let event = match state.events.next().await {
-            None => {
-                return Err(ProviderError::Truncated {
-                    provider: provider.to_owned(),
-                })
-            }
-            Some(Err(error)) => return Err(decode_failure(provider, error)),
-            Some(Ok(event)) if event.data.is_empty() => continue,
-            Some(Ok(event)) => event,
-        };
-        let probe: Probe =
-            serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
-                provider: provider.to_owned(),
-                detail: format!("a Responses event is not valid JSON: {error}"),
-            })?;
-        let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
-        match kind {
-            "error" | "response.failed" => return Err(failed(provider, &probe)),
-            "response.completed" | "response.incomplete" => {
-                state.ended = true;
-                let usage = probe
-                    .response
-                    .and_then(|response| response.usage)
-                    .map(usage);
-                return Ok(chunk(kind, &event.data, false, usage));
-            }
-            _ => {
-                let token = TOKEN_EVENTS.contains(&kind);
-                return Ok(chunk(kind, &event.data, token, None));
-            }
+    let provider = &*state.provider;
+    let event = next_data_event(&mut state.events, provider).await?;
+    let probe: Probe =
+        serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
+            provider: provider.to_owned(),
+            detail: format!("a Responses event is not valid JSON: {error}"),
+        })?;
+    let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
+    match kind {
+        "error" | "response.failed" => Err(failed(provider, &probe)),
+        "response.completed" | "response.incomplete" => {
+            state.ended = true;
+            let usage = probe
+                .response
+                .and_then(|response| response.usage)
+                .map(usage);
+            Ok(chunk(kind, &event.data, false, usage))
+        }
+        _ => {
+            let token = TOKEN_EVENTS.contains(&kind);
+            Ok(chunk(kind, &event.data, token, None))
         }
     }
 }
@@ -191,6 +180,8 @@ fn usage(usage: UsageProbe) -> Usage {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt as _;
+
     use super::*;
 
     fn events(frames: &str) -> Vec<Result<StreamEvent, String>> {
