@@ -119,13 +119,8 @@ impl<'a> Scan<'a> {
                 "reasoning_content" | "reasoning" => {
                     delta.reasoning_content = scan.once(&mut seen[3])?.nullable(Self::string)?;
                 }
-                // Tool calls are left to serde; an empty list is no calls.
                 "tool_calls" => {
-                    let scan = scan.once(&mut seen[4])?;
-                    if !scan.literal("null") {
-                        scan.array(|_| None)?;
-                        delta.tool_calls = Some(Vec::new());
-                    }
+                    delta.tool_calls = scan.once(&mut seen[4])?.nullable(Self::no_tool_calls)?
                 }
                 _ => scan.skip(0)?,
             }
@@ -159,6 +154,13 @@ impl<'a> Scan<'a> {
         })
     }
 
+    /// A `tool_calls` list holding no call. Calls themselves are left to
+    /// serde (`None`: read the whole thing there).
+    fn no_tool_calls<T>(&mut self) -> Option<Vec<T>> {
+        self.array(|_| None)?;
+        Some(Vec::new())
+    }
+
     fn message(&mut self) -> Option<MessageIn<'a>> {
         let mut message = MessageIn::default();
         let mut seen = [false; 4];
@@ -169,13 +171,8 @@ impl<'a> Scan<'a> {
                 "reasoning_content" | "reasoning" => {
                     message.reasoning_content = scan.once(&mut seen[2])?.nullable(Self::string)?;
                 }
-                // Tool calls are left to serde; an empty list is no calls.
                 "tool_calls" => {
-                    let scan = scan.once(&mut seen[3])?;
-                    if !scan.literal("null") {
-                        scan.array(|_| None)?;
-                        message.tool_calls = Some(Vec::new());
-                    }
+                    message.tool_calls = scan.once(&mut seen[3])?.nullable(Self::no_tool_calls)?
                 }
                 _ => scan.skip(0)?,
             }
