@@ -256,18 +256,25 @@ impl RouteTable {
         }
         *any |= !route.targets.is_empty();
         for name in &route.fallback {
-            let Some(fallback) = self.route(name) else {
+            let Some(fallback) = self.unvisited(name, visited) else {
                 continue;
             };
-            if visited.contains(&fallback.name.as_str()) {
-                continue;
-            }
-            visited.push(fallback.name.as_str());
             if !self.every_of(fallback, test, visited, any) {
                 return false;
             }
         }
         true
+    }
+
+    /// The fallback model called `name`, marked visited; `None` when it does
+    /// not exist or a walk through the fallbacks has been there already.
+    fn unvisited<'a>(&'a self, name: &str, visited: &mut Vec<&'a str>) -> Option<&'a ModelRoute> {
+        let fallback = self.route(name)?;
+        if visited.contains(&fallback.name.as_str()) {
+            return None;
+        }
+        visited.push(fallback.name.as_str());
+        Some(fallback)
     }
 
     /// [`Self::plan`] with the strategies drawing from `rng`.
@@ -294,13 +301,9 @@ impl RouteTable {
     ) {
         crate::strategy::order(route.strategy, &route.targets, rng, targets);
         for name in &route.fallback {
-            let Some(fallback) = self.route(name) else {
+            let Some(fallback) = self.unvisited(name, visited) else {
                 continue;
             };
-            if visited.contains(&fallback.name.as_str()) {
-                continue;
-            }
-            visited.push(fallback.name.as_str());
             self.collect(fallback, rng, visited, targets);
         }
     }
