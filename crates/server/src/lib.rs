@@ -27,6 +27,7 @@ mod routes;
 mod shed;
 mod sse;
 mod translated;
+mod verbatim;
 mod wait;
 
 use std::future::Future;

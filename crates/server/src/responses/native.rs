@@ -4,48 +4,22 @@
 //! it arrives. A failure after the first event ends the stream with a
 //! `response.failed` event numbered after the last one forwarded.
 
-use std::convert::Infallible;
-
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use futures_util::{future, stream, StreamExt};
 use keel_router::{EventStream, ProviderError, StreamEvent};
 
 use crate::error::stream_failure_message;
-use crate::limits::{settle_usage, Reservation};
+use crate::limits::Reservation;
 
-/// The SSE body of a native stream.
+/// The SSE body of a native stream; a failure after the first event ends
+/// it with `response.failed`, numbered after the events forwarded (the
+/// upstream's sequence numbers count from 0, so the next is the count).
 pub(crate) fn body(
     head: Vec<StreamEvent>,
     rest: EventStream,
     reservation: Option<Reservation>,
 ) -> Body {
-    let events = stream::iter(head.into_iter().map(Ok)).chain(rest);
-    // Upstream sequence numbers count events from 0: the next is the count.
-    let frames = events.scan((0u64, false), move |(forwarded, ended), event| {
-        if *ended {
-            return future::ready(None);
-        }
-        let frame = match event {
-            Ok(StreamEvent::Chunk { data, usage, .. }) => {
-                settle_usage(reservation.as_ref(), usage.as_ref());
-                *forwarded += 1;
-                data
-            }
-            Ok(StreamEvent::Done) => {
-                *ended = true;
-                Bytes::new()
-            }
-            Err(error) => {
-                *ended = true;
-                tracing::warn!(%error, "upstream Responses stream failed after the first event");
-                failed_frame(*forwarded, &error)
-            }
-        };
-        future::ready(Some(frame))
-    });
-    let frames = frames.filter(|frame| future::ready(!frame.is_empty()));
-    Body::from_stream(crate::coalesce::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>))
+    crate::verbatim::body(head, rest, reservation, failed_frame)
 }
 
 fn failed_frame(sequence_number: u64, error: &ProviderError) -> Bytes {
