@@ -143,23 +143,8 @@ impl Drop for Gateway {
 pub async fn sdk_check(script: &str, args: Vec<String>) -> Result<String, String> {
     let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| String::from("python3"));
     let path = format!("{}/../../tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(&path)
-            .args(&args)
-            .output()
-            .map_err(|error| format!("cannot run {python}: {error}"))
-    })
-    .await
-    .map_err(|error| error.to_string())??;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "{script} failed (run scripts/test, which installs tests/sdk/requirements.txt):\n{stdout}\n{stderr}"
-        ));
-    }
-    Ok(stdout)
+    let installs = "tests/sdk/requirements.txt";
+    run_script(python, path, args, script, installs).await
 }
 
 /// Runs `tests/clients/<script>` with `args`, a Python script under the
@@ -177,6 +162,19 @@ pub async fn client_check(script: &str, args: Vec<String>) -> Result<String, Str
         "{}/../../tests/clients/{script}",
         env!("CARGO_MANIFEST_DIR")
     );
+    let installs = "tests/sdk/requirements.txt and tests/clients/package-lock.json";
+    run_script(program, path, args, script, installs).await
+}
+
+/// Runs `program path args…` off the async threads; its standard output,
+/// or an error with both outputs that names what `scripts/test` installs.
+async fn run_script(
+    program: String,
+    path: String,
+    args: Vec<String>,
+    script: &str,
+    installs: &str,
+) -> Result<String, String> {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&program)
             .arg(&path)
@@ -190,7 +188,7 @@ pub async fn client_check(script: &str, args: Vec<String>) -> Result<String, Str
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!(
-            "{script} failed (run scripts/test, which installs tests/sdk/requirements.txt and tests/clients/package-lock.json):\n{stdout}\n{stderr}"
+            "{script} failed (run scripts/test, which installs {installs}):\n{stdout}\n{stderr}"
         ));
     }
     Ok(stdout)
