@@ -6,6 +6,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Ports tried before giving up on starting a server.
+const START_ATTEMPTS: usize = 5;
+
 /// A running `redis-server` (needs `redis-server` on the `PATH`).
 pub struct RedisServer {
     port: u16,
@@ -15,12 +18,21 @@ pub struct RedisServer {
 // === impl RedisServer ===
 
 impl RedisServer {
-    /// Starts one on a free port and waits until it answers `PING`.
+    /// Starts one on a free port and waits until it answers. A port seen
+    /// free can be taken before the server binds it (by another test's
+    /// server or a connection's local end), so a server that cannot bind
+    /// is started again on another port.
     pub fn start() -> std::io::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = Self { port, child: None };
-        server.restart()?;
-        Ok(server)
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut server = Self { port, child: None };
+            match server.restart() {
+                Ok(()) => return Ok(server),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("redis-server did not start")))
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -36,7 +48,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port, empty, and waits until this
+    /// server (not another one on the port) answers.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.stop();
         let child = Command::new("redis-server")
@@ -45,28 +58,49 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.answers() {
+            if self.exited() {
+                break;
+            }
+            if self.answering_pid() == Some(pid) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(std::io::Error::other(
-            "redis-server did not answer PING within 10 s",
-        ))
+        self.stop();
+        Err(std::io::Error::other(format!(
+            "redis-server on port {} did not start answering within 10 s",
+            self.port
+        )))
     }
 
-    fn answers(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+    /// Whether the server started last has exited (it could not bind).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The process id of the server answering on the port, if one does.
+    fn answering_pid(&self) -> Option<u32> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        stream.write_all(b"INFO server\r\n").ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !reply.ends_with(b"\r\n\r\n") && reply.len() < 64 * 1024 {
+            let read = stream.read(&mut chunk).ok()?;
+            if read == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..read]);
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        let line = reply.lines().find(|line| line.starts_with("process_id:"))?;
+        line["process_id:".len()..].trim().parse().ok()
     }
 }
 

@@ -71,19 +71,33 @@ fn fastrand_key() -> u64 {
     hasher.finish()
 }
 
-fn redis() -> Result<Redis, Box<dyn std::error::Error>> {
+/// A server of the test's own, with the link connected and the script
+/// loaded: a first call connects and loads the script in several round
+/// trips, and a call sent off in the background (a pause) could then be
+/// overtaken by the next one.
+async fn redis() -> Result<Redis, Box<dyn std::error::Error>> {
     let server = RedisServer::start()?;
     // No timeout: a timer would let the paused clock jump past a reply.
     let link = RedisLink::connect(&server.url(), None)?;
-    Ok(Redis {
+    let redis = Redis {
         _server: server,
         link,
         origin: Instant::now(),
-    })
+    };
+    redis
+        .bucket(1)
+        .take(0.0)
+        .await
+        .map_err(|wait| format!("a free take waited {wait:?}"))?;
+    if redis.link.fallbacks() > 0 {
+        return Err("the first call to the test's Redis failed".into());
+    }
+    Ok(redis)
 }
 
 /// Lets a pause sent off in the background reach the store before the
-/// next call (calls share one connection, so they stay in order).
+/// next call (calls share one connection, so once sent they stay in
+/// order).
 async fn sent() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
@@ -214,7 +228,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "current_thread", start_paused = true)]
                 async fn $test() -> super::TestResult {
-                    super::$test(&super::redis()?).await
+                    super::$test(&super::redis().await?).await
                 }
             )*
         }
