@@ -4,7 +4,8 @@
 //! event stream come back as the upstream sent them; failover between two
 //! Anthropic targets before the first token is invisible; usage is priced;
 //! a cached model's passthrough answers are `x-keel-cache: bypass`; a model
-//! with an OpenAI target still translates.
+//! with an OpenAI target still translates, carrying what the chat format
+//! can and refusing the rest by name.
 
 use keel_testkit::{start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
 use serde_json::Value;
@@ -13,9 +14,9 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const KEY: &str = "sk-acme";
 
-/// Fields the canonical request has no place for: thinking, cache_control
-/// on a system block and on a message block, top_k, service_tier,
-/// output_config.
+/// Fields a translation to the chat format cannot carry (thinking,
+/// cache_control on a system block and on a message block, output_config)
+/// beside ones it can (top_k, service_tier).
 const BODY: &str = r#"{"model":"claude","max_tokens":2048,"thinking":{"type":"enabled","budget_tokens":1024},"system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":[{"type":"text","text":"Hi","cache_control":{"type":"ephemeral","ttl":"1h"}}]}],"top_k":5,"service_tier":"auto","output_config":{"effort":"low"}}"#;
 
 const BETA: &str = "interleaved-thinking-2025-05-14,extended-cache-ttl-2025-04-11";
@@ -370,8 +371,9 @@ async fn a_cached_model_bypasses_the_cache_and_a_mixed_model_still_translates() 
     );
 
     // A model that may reach an OpenAI target, among its own targets or
-    // its fallbacks', translates: what the canonical request cannot hold
-    // does not reach the upstream.
+    // its fallbacks', translates: what the chat format can carry reaches
+    // the upstream (top_k, back to Anthropic's own field here), and what
+    // it cannot is refused by name before anything is sent.
     for (model, upstream) in [
         ("mixed", "claude-mixed"),
         ("claude-then-mixed", "claude-fallible"),
@@ -386,13 +388,30 @@ async fn a_cached_model_bypasses_the_cache_and_a_mixed_model_still_translates() 
         assert_eq!(requests.len(), 1, "{model}");
         let sent: Value = serde_json::from_str(&requests.first().ok_or("no request")?.body)?;
         assert_eq!(sent["model"], upstream);
-        assert_eq!(sent.get("top_k"), None, "{model}");
+        assert_eq!(sent["top_k"], 5, "{model}");
         assert_eq!(
             requests
                 .first()
                 .and_then(|request| request.headers.get("anthropic-beta")),
             None
         );
+
+        mock.state.forget_requests();
+        let refused = messages(
+            &gateway,
+            &BODY.replace("\"claude\"", &format!("\"{model}\"")),
+        )
+        .await?;
+        assert_eq!(refused.status(), 400, "{model}");
+        let error: Value = refused.json().await?;
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("'thinking' cannot be sent to an OpenAI-format target"),
+            "{message}"
+        );
+        assert!(mock.state.requests().is_empty(), "nothing refused is sent");
     }
     Ok(())
 }

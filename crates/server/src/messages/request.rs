@@ -2,9 +2,16 @@
 //! chat request the router takes.
 //!
 //! Each known field is parsed on its own, so a bad one is named in the 400.
-//! Fields with no canonical meaning (`top_k`, `thinking`, `cache_control`,
-//! `service_tier`, …) are not carried; thinking blocks in the history are
-//! dropped; documents and server tools are refused.
+//! This path serves models that may reach a target speaking OpenAI's chat
+//! format, so every field is either carried exactly or refused with 400
+//! naming it: `top_k` is carried (as the chat body's `top_k`, which
+//! OpenAI-compatible servers such as vLLM take and the Anthropic adapter
+//! reads back), `service_tier` too (`standard_only` is OpenAI's
+//! `default`); `thinking` (enabled), `cache_control` anywhere and fields
+//! Keel does not know are refused. Thinking blocks in an earlier assistant turn are left out, as
+//! Anthropic's API itself ignores them when thinking is off; documents and
+//! server tools are refused. (A model whose targets are all Anthropic-kind
+//! never comes here: its bodies go through verbatim.)
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -52,6 +59,8 @@ struct BlockIn {
     content: Option<ContentIn>,
     #[serde(default)]
     is_error: bool,
+    #[serde(default)]
+    cache_control: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +81,8 @@ struct ToolIn {
     #[serde(default)]
     description: Option<String>,
     input_schema: Box<RawValue>,
+    #[serde(default)]
+    cache_control: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +148,7 @@ pub(crate) fn chat_request_and_body(body: &[u8]) -> Result<(ChatRequest, RawObje
 
 /// The canonical request of a Messages body.
 pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
+    refuse_untranslatable_fields(raw)?;
     let model = field::<String>(raw, "model", "a string")?
         .filter(|model| !model.is_empty())
         .ok_or(RequestError::MissingModel)?;
@@ -165,6 +177,7 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
         max_tokens: field(raw, "max_tokens", "a positive integer")?,
         temperature: field(raw, "temperature", "a number")?,
         top_p: field(raw, "top_p", "a number")?,
+        top_k: field(raw, "top_k", "a positive integer")?,
         stop: field(raw, "stop_sequences", "an array of strings")?.unwrap_or_default(),
         stream,
         include_usage: stream,
@@ -172,7 +185,88 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
             .and_then(|metadata| metadata.user_id),
         response_format: None,
         reasoning_effort: None,
+        service_tier: service_tier(raw)?,
     })
+}
+
+/// Top-level fields the canonical request carries.
+const CARRIED: &[&str] = &[
+    "model",
+    "system",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "tools",
+    "tool_choice",
+    "metadata",
+];
+
+const NO_THINKING: &str = "Anthropic's extended thinking needs its signed thinking blocks sent back on every tool turn, which OpenAI's chat format cannot carry";
+const UNKNOWN: &str = "Keel does not know this field, so it cannot translate it";
+const NO_CACHE_CONTROL: &str =
+    "OpenAI's chat format has no cache breakpoints (OpenAI caches long prompt prefixes by itself)";
+
+/// Refuses a top-level field this translation cannot carry; `thinking`
+/// turned off (the default) changes nothing.
+fn refuse_untranslatable_fields(raw: &RawObject) -> Result<(), RequestError> {
+    for (key, value) in raw.fields() {
+        let why = match key {
+            _ if value == "null" || CARRIED.contains(&key) => continue,
+            "thinking" if is_disabled_thinking(value) => continue,
+            "thinking" => NO_THINKING,
+            "service_tier" => continue,
+            "cache_control" => NO_CACHE_CONTROL,
+            _ => UNKNOWN,
+        };
+        return Err(untranslatable(key, "", why));
+    }
+    Ok(())
+}
+
+/// Anthropic's `auto` is the default in both formats; `standard_only` is
+/// OpenAI's `default` (standard capacity only).
+fn service_tier(raw: &RawObject) -> Result<Option<String>, RequestError> {
+    match field::<String>(raw, "service_tier", "auto or standard_only")?.as_deref() {
+        None | Some("auto") => Ok(None),
+        Some("standard_only") => Ok(Some(String::from("default"))),
+        Some(_) => Err(invalid("service_tier", "auto or standard_only")),
+    }
+}
+
+fn is_disabled_thinking(value: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Thinking {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Thinking>(value).is_ok_and(|thinking| thinking.kind == "disabled")
+}
+
+/// The 400 for a field the translation to OpenAI's chat format cannot
+/// carry; `place` says where it was when not at the top level.
+fn untranslatable(param: &str, place: &str, why: &str) -> RequestError {
+    RequestError::Unsupported {
+        param: param.to_owned(),
+        message: format!(
+            "'{param}'{place} cannot be sent to an OpenAI-format target, and this model may be served by one: {why}. A model whose targets are all Anthropic-kind takes the body verbatim."
+        ),
+    }
+}
+
+/// Refuses a block's `cache_control` mark, found in `param`.
+fn refuse_cache_control(mark: Option<&RawValue>, param: &'static str) -> Result<(), RequestError> {
+    match mark {
+        Some(mark) if mark.get() != "null" => Err(untranslatable(
+            "cache_control",
+            &format!(" (in {param})"),
+            NO_CACHE_CONTROL,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Parses one field; absent and `null` are `None`.
@@ -196,9 +290,12 @@ fn system_message(system: ContentIn) -> Result<Message, RequestError> {
         ContentIn::Text(text) => vec![Part::Text(text)],
         ContentIn::Blocks(blocks) => blocks
             .into_iter()
-            .map(|block| match (block.kind.as_str(), block.text) {
-                ("text", Some(text)) => Ok(Part::Text(text)),
-                _ => Err(invalid("system", expected)),
+            .map(|block| {
+                refuse_cache_control(block.cache_control.as_deref(), "system")?;
+                match (block.kind.as_str(), block.text) {
+                    ("text", Some(text)) => Ok(Part::Text(text)),
+                    _ => Err(invalid("system", expected)),
+                }
             })
             .collect::<Result<_, _>>()?,
     };
@@ -232,6 +329,7 @@ fn message(message: MessageIn) -> Result<Message, RequestError> {
 /// One block as a canonical part; `None` for thinking blocks, which an
 /// OpenAI request cannot carry.
 fn part(block: BlockIn) -> Result<Option<Part>, RequestError> {
+    refuse_cache_control(block.cache_control.as_deref(), "messages")?;
     let part = match block.kind.as_str() {
         "text" => Part::Text(block.text.ok_or(invalid("messages", MESSAGES))?),
         "image" => Part::Image(image(block.source)?),
@@ -291,15 +389,18 @@ fn image(source: Option<SourceIn>) -> Result<Image, RequestError> {
 fn tools(raw: &RawObject) -> Result<Vec<Tool>, RequestError> {
     let expected = "an array of client tools, each with a name and an input_schema (server tools are not supported)";
     let tools = field::<Vec<ToolIn>>(raw, "tools", expected)?.unwrap_or_default();
-    Ok(tools
+    tools
         .into_iter()
-        .map(|tool| Tool {
-            name: tool.name,
-            description: tool.description,
-            parameters: Some(tool.input_schema),
-            strict: None,
+        .map(|tool| {
+            refuse_cache_control(tool.cache_control.as_deref(), "tools")?;
+            Ok(Tool {
+                name: tool.name,
+                description: tool.description,
+                parameters: Some(tool.input_schema),
+                strict: None,
+            })
         })
-        .collect())
+        .collect()
 }
 
 fn tool_choice(choice: ToolChoiceIn) -> Result<ToolChoice, RequestError> {

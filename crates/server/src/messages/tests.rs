@@ -124,6 +124,77 @@ fn requests_openai_cannot_carry_are_refused_with_the_parameter() {
     }
 }
 
+/// Every field the chat format cannot carry is refused by name, with why
+/// and that it is the target's format that cannot take it — never dropped.
+#[test]
+fn fields_a_chat_target_cannot_carry_are_refused_by_name() {
+    let user = r#"[{"role":"user","content":"x"}]"#;
+    let cases = [
+        (
+            format!(r#"{{"model":"m","messages":{user},"thinking":{{"type":"enabled","budget_tokens":1024}}}}"#),
+            "thinking",
+            "signed thinking blocks",
+        ),
+        (
+            format!(r#"{{"model":"m","messages":{user},"cache_control":{{"type":"ephemeral"}}}}"#),
+            "cache_control",
+            "no cache breakpoints",
+        ),
+        (
+            format!(r#"{{"model":"m","system":[{{"type":"text","text":"s","cache_control":{{"type":"ephemeral"}}}}],"messages":{user}}}"#),
+            "cache_control",
+            "(in system)",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x","cache_control":{"type":"ephemeral","ttl":"1h"}}]}]}"#.to_owned(),
+            "cache_control",
+            "(in messages)",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r","cache_control":{"type":"ephemeral"}}]}]}]}"#.to_owned(),
+            "cache_control",
+            "(in messages)",
+        ),
+        (
+            format!(r#"{{"model":"m","messages":{user},"tools":[{{"name":"t","input_schema":{{"type":"object"}},"cache_control":{{"type":"ephemeral"}}}}]}}"#),
+            "cache_control",
+            "(in tools)",
+        ),
+        (
+            format!(r#"{{"model":"m","messages":{user},"output_config":{{"effort":"low"}}}}"#),
+            "output_config",
+            "does not know this field",
+        ),
+        (
+            format!(r#"{{"model":"m","messages":{user},"service_tier":"priority"}}"#),
+            "service_tier",
+            "auto or standard_only",
+        ),
+    ];
+    for (body, param, why) in cases {
+        match chat_request(body.as_bytes()) {
+            Ok(request) => panic!("{body} was accepted as {:?}", request.raw()),
+            Err(error) => {
+                assert_eq!(error.param(), Some(param), "{body}: {error}");
+                assert!(error.to_string().contains(why), "{body}: {error}");
+            }
+        }
+    }
+}
+
+/// What the chat format can carry is carried exactly: `top_k` as the chat
+/// body's own, `standard_only` as OpenAI's `default` tier; thinking turned
+/// off and `auto` are the defaults, so they change nothing.
+#[test]
+fn fields_a_chat_target_can_carry_are_carried() -> Result<(), RequestError> {
+    let request = chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_k":5,"service_tier":"standard_only","thinking":{"type":"disabled"},"cache_control":null}"#)?;
+    assert_eq!(
+        String::from_utf8_lossy(&request.openai_body("m")),
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_k":5,"service_tier":"default"}"#
+    );
+    Ok(())
+}
+
 #[test]
 fn every_completion_becomes_the_golden_anthropic_message() -> TestResult {
     let names = fixture_names("responses", ".json")?;
@@ -222,8 +293,8 @@ async fn the_event_sequence_is_the_one_anthropic_documents() -> TestResult {
 }
 
 #[test]
-fn unknown_fields_and_nulls_are_ignored() -> Result<(), RequestError> {
-    let request = chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_k":5,"service_tier":"auto","temperature":null}"#)?;
+fn nulls_and_default_values_are_left_out() -> Result<(), RequestError> {
+    let request = chat_request(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"service_tier":"auto","temperature":null,"top_k":null}"#)?;
     assert_eq!(
         String::from_utf8_lossy(&request.openai_body("m")),
         r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#

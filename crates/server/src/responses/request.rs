@@ -6,7 +6,8 @@
 //! stored state (`previous_response_id`, `conversation`, `prompt`),
 //! built-in tools (web search, file search, computer use, …), logprobs.
 //! `store` is accepted and answered `false` (Keel keeps no responses);
-//! `include`, `truncation`, `service_tier`, `prompt_cache_key`,
+//! `service_tier` is carried as chat's own; `include`, `truncation`,
+//! `prompt_cache_key`,
 //! `safety_identifier`, `max_tool_calls` and `reasoning.summary` are
 //! accepted and have no effect; reasoning items in `input` are dropped.
 
@@ -181,6 +182,7 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
         max_tokens: optional(raw, "max_output_tokens", "a positive integer")?,
         temperature: optional(raw, "temperature", "a number")?,
         top_p: optional(raw, "top_p", "a number")?,
+        top_k: None,
         stop: Vec::new(),
         stream,
         // The terminal event carries the usage: always ask for it.
@@ -193,6 +195,7 @@ pub(crate) fn canonical(raw: &RawObject) -> Result<Request, RequestError> {
             "an object like {\"effort\": \"low\"}",
         )?
         .and_then(|reasoning| reasoning.effort),
+        service_tier: optional(raw, "service_tier", "a string like \"auto\"")?,
     })
 }
 

@@ -44,6 +44,10 @@ fn requests_translate_field_by_field() {
             r#"{"model":"m","input":[{"type":"reasoning","id":"rs_1","summary":[]},{"role":"user","content":"hi"}]}"#,
             r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#,
         ),
+        (
+            r#"{"model":"m","input":"hi","service_tier":"flex"}"#,
+            r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"service_tier":"flex"}"#,
+        ),
     ];
     for (body, expected) in rows {
         assert_eq!(chat_body(body), expected, "{body}");

@@ -23,6 +23,10 @@ pub struct Request {
     pub temperature: Option<f64>,
     /// Nucleus sampling mass.
     pub top_p: Option<f64>,
+    /// Sample from the `k` likeliest tokens only (Anthropic's `top_k`;
+    /// OpenAI-compatible servers such as vLLM take it in chat bodies, and
+    /// the Anthropic adapter reads it back from there).
+    pub top_k: Option<u64>,
     /// Sequences that end generation.
     pub stop: Vec<String>,
     /// Whether the answer is streamed.
@@ -35,6 +39,8 @@ pub struct Request {
     pub response_format: Option<String>,
     /// OpenAI's `reasoning_effort` (`minimal`, `low`, `medium`, `high`).
     pub reasoning_effort: Option<String>,
+    /// OpenAI's `service_tier` (`default` is Anthropic's `standard_only`).
+    pub service_tier: Option<String>,
 }
 
 /// One message of the conversation.

@@ -139,6 +139,10 @@ pub fn from_chat_request(request: &ChatRequest) -> Result<Request, TranslateErro
             .filter(|text| *text != "null")
             .map(str::to_owned),
         reasoning_effort: field(raw, "reasoning_effort")?,
+        // The Anthropic adapter, the one reader of a chat body's canonical
+        // form, judges these two as fields of its own.
+        top_k: None,
+        service_tier: None,
     })
 }
 

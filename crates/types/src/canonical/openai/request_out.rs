@@ -174,6 +174,7 @@ fn body_fields(request: &Request) -> Vec<(Cow<'static, str>, Box<RawValue>)> {
     fields.push_some("max_tokens", request.max_tokens);
     fields.push_some("temperature", request.temperature);
     fields.push_some("top_p", request.top_p);
+    fields.push_some("top_k", request.top_k);
     if !request.stop.is_empty() {
         fields.push("stop", &request.stop);
     }
@@ -198,6 +199,7 @@ fn body_fields(request: &Request) -> Vec<(Cow<'static, str>, Box<RawValue>)> {
         fields.0.push((Cow::Borrowed("response_format"), format));
     }
     fields.push_some("reasoning_effort", request.reasoning_effort.as_deref());
+    fields.push_some("service_tier", request.service_tier.as_deref());
     fields.0
 }
 
