@@ -11,7 +11,9 @@ For each round and each system, a fresh mock (CPU 0) and a fresh proxy
 1. one stream is parsed fully (correctness);
 2. non-stream, CONNS connections, as fast as possible (req/s, p50/p99, CPU/1k);
 3. non-stream at a fixed RATE with `--latency-correction` (added latency);
-4. streams of 20 chunks sent at once, CONNS connections (CPU/1k streams);
+4. streams of 20 chunks sent at once, CONNS connections (CPU/1k streams),
+   and the same streams with each chunk in its own write (the mock's
+   `write_each_chunk`), so the proxy reads them one at a time;
 5. streams of 20 chunks 2 ms apart, STREAM_CONNS connections (CPU/1k streams);
 6. streams at TTFT_RATE/s: time to first token and to [DONE] (Python client);
 7. Keel only, its other front ends on the same upstream, as fast as
@@ -83,6 +85,9 @@ CACHE_MEM_BYTES = int(env("CACHE_MEM_BYTES", str(256 << 20)))
 # Upstream models and their fault plans (the mock's defaults otherwise).
 PLANS = {
     "bench-model": {"chunks": 20},
+    # The same stream, each chunk handed to the socket in its own write, so
+    # a proxy reads (and must forward) the chunks one at a time.
+    "bench-model-split": {"chunks": 20, "write_each_chunk": True},
     "bench-model-trickle": {"chunks": 20, "chunk_delay_ms": 2},
     "bench-model-ttft": {"chunks": 5, "chunk_delay_ms": 5},
     "bench-model-slow": {"chunks": 600, "chunk_delay_ms": 1000},
@@ -93,7 +98,7 @@ PLANS = {
 }
 # Keel's public model -> upstream model.
 PUBLIC = {
-    "bench": "bench-model", "bench-trickle": "bench-model-trickle", "bench-ttft": "bench-model-ttft",
+    "bench": "bench-model", "bench-split": "bench-model-split", "bench-trickle": "bench-model-trickle", "bench-ttft": "bench-model-ttft",
     "bench-slow": "bench-model-slow", "bench-cached": "bench-model", "bench-cached-big": "bench-model-big",
     "bench-embed": "bench-model-embed",
 }
@@ -469,6 +474,7 @@ def run_system(name: str, round_no: int, work: Path) -> dict:
             ("nonstream", "bench", False, CONNS, None, None),
             ("nonstream_rate", "bench", False, CONNS, RATE, None),
             ("stream_burst", "bench", True, CONNS, None, None),
+            ("stream_split", "bench-split", True, CONNS, None, None),
             ("stream_trickle", "bench-trickle", True, STREAM_CONNS, None, None),
         ]
         apis = {}
@@ -706,6 +712,7 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
     stream_rows = {}
     for scenario, title, conns in [
         ("stream_burst", "Streams, 20 chunks sent at once", CONNS),
+        ("stream_split", "Streams, 20 chunks sent back to back, each in its own write", CONNS),
         ("stream_trickle", "Streams, 20 chunks 2 ms apart", STREAM_CONNS),
     ]:
         lines += ["", f"## {title} ({conns} conns; latency = whole stream)", ""]
@@ -759,7 +766,7 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
         ok = sum(r["correctness"]["ok_responses"] for r in mine)
         up = sum(r["correctness"]["upstream_requests"] for r in mine)
         cancelled = sum(r["correctness"]["cancelled"] for r in mine)
-        measured_scenarios = ("nonstream", "nonstream_rate", "stream_burst", "stream_trickle", *(f[0] for f in FRONT_ENDS))
+        measured_scenarios = ("nonstream", "nonstream_rate", "stream_burst", "stream_split", "stream_trickle", *(f[0] for f in FRONT_ENDS))
         non_ok = sum(r[s]["non_ok"] for r in mine for s in measured_scenarios if s in r)
         errors = sum(r[s]["errors"] for r in mine for s in measured_scenarios if s in r)
         errors += sum(r["ttft"]["error_count"] for r in mine)
@@ -860,7 +867,8 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
         lines.append(f"| added p99 < 1 ms at {RATE} req/s (non-stream) | +{fmt(ap99, 3)} ms | {verdict(None if ap99 is None else ap99 < 1)} |")
         c = None if not (k["cpu"] and n["cpu"]) else k["cpu"] / n["cpu"]
         lines.append(f"| CPU / 1k plain requests ≤ 1.5 × nginx | {fmt(c, 3)}× | {verdict(None if c is None else c <= 1.5)} |")
-        for scenario, limit, label in [("stream_trickle", 1.5, "streams that trickle"), ("stream_burst", 2.0, "streams whose chunks arrive together")]:
+        for scenario, limit, label in [("stream_trickle", 1.5, "streams that trickle"), ("stream_burst", 2.0, "streams whose chunks arrive together"),
+                                       ("stream_split", 2.0, "streams whose chunks arrive one read each")]:
             ks, ns = stream_rows[scenario].get("keel", {}), stream_rows[scenario].get("nginx", {})
             c = None if not (ks.get("cpu") and ns.get("cpu")) else ks["cpu"] / ns["cpu"]
             lines.append(f"| CPU / 1k {label} ≤ {limit:g} × nginx | {fmt(c, 3)}× | {verdict(None if c is None else c <= limit)} |")
@@ -887,14 +895,14 @@ def render(meta: dict, records: list[dict], mem: list[dict], cache_mem: dict | N
             lines.append(f"| 10,000 open streams < 300 MB | {step['open']:,} streams: {measured_mb:.0f} MB; projected at 10,000: {fmt(projected, 0)} MB | {verdict(None if projected is None else projected < 300)} |")
 
     lines += ["", "## Per round", ""]
-    lines.append("| round | system | non-stream req/s | CPU/1k | p50/p99 at rate ms | burst CPU/1k | trickle CPU/1k | TTFT p50 ms | other CPU-1 use max |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| round | system | non-stream req/s | CPU/1k | p50/p99 at rate ms | burst CPU/1k | split CPU/1k | trickle CPU/1k | TTFT p50 ms | other CPU-1 use max |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in records:
-        other = max(r[s]["cpu1_other_pct"] for s in ("nonstream", "nonstream_rate", "stream_burst", "stream_trickle"))
+        other = max(r[s]["cpu1_other_pct"] for s in ("nonstream", "nonstream_rate", "stream_burst", "stream_split", "stream_trickle"))
         lines.append(
             f"| {r['round']} | {r['system']} | {fmt(r['nonstream']['rps'], 0)} | {fmt(r['nonstream']['cpu_s_per_1k'], 4)} | "
             f"{fmt(r['nonstream_rate']['p50_ms'], 3)} / {fmt(r['nonstream_rate']['p99_ms'], 3)} | {fmt(r['stream_burst']['cpu_s_per_1k'], 4)} | "
-            f"{fmt(r['stream_trickle']['cpu_s_per_1k'], 4)} | {fmt(r['ttft']['ttft_ms']['p50'], 3)} | {other:.0f} % |"
+            f"{fmt(r['stream_split']['cpu_s_per_1k'], 4)} | {fmt(r['stream_trickle']['cpu_s_per_1k'], 4)} | {fmt(r['ttft']['ttft_ms']['p50'], 3)} | {other:.0f} % |"
         )
     lines += [
         "",
@@ -953,7 +961,7 @@ def main() -> int:
     meta["load_end"] = loadavg()
     meta["load_max"] = max(LOADS, default=meta["load_end"])
     meta["load_mean"] = statistics.mean(LOADS) if LOADS else meta["load_end"]
-    others = [r[s]["cpu1_other_pct"] for r in records for s in ("nonstream", "nonstream_rate", "stream_burst", "stream_trickle")]
+    others = [r[s]["cpu1_other_pct"] for r in records for s in ("nonstream", "nonstream_rate", "stream_burst", "stream_split", "stream_trickle")]
     meta["cpu1_other_median"] = median(others) or 0.0
     meta["cpu1_other_max"] = max(others, default=0.0)
     meta["elapsed_s"] = time.time() - started

@@ -42,6 +42,10 @@ pub struct Faults {
     pub heavy_tail: Option<HeavyTail>,
     /// Number of content chunks in the reply (default 20).
     pub chunks: Option<u32>,
+    /// Hand each event of a stream to the socket in its own write, as an
+    /// upstream whose chunks arrive in separate reads would. By default
+    /// events ready at the same time (a burst) may share one write.
+    pub write_each_chunk: bool,
 }
 
 /// Fail the next `count` requests with `status`.

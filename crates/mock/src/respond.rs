@@ -55,6 +55,7 @@ pub(crate) async fn respond(
             let timing = Timing {
                 first_token: admission.first_token_delay,
                 between_chunks: Duration::from_millis(faults.chunk_delay_ms),
+                write_each: faults.write_each_chunk,
             };
             sse_response(script, admission.guard, timing, faults.interruption())
         }

@@ -40,6 +40,8 @@ pub(crate) struct Timing {
     pub(crate) first_token: Duration,
     /// Wait before each later content event.
     pub(crate) between_chunks: Duration,
+    /// Whether each event gets a write of its own.
+    pub(crate) write_each: bool,
 }
 
 struct Runner {
@@ -114,6 +116,10 @@ impl Runner {
             } => {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
+                } else if self.timing.write_each {
+                    // Pending once: hyper writes out what it holds before
+                    // it polls the body for this event.
+                    tokio::task::yield_now().await;
                 }
                 match settle {
                     Some(Settle::Completed) => self.guard.complete(),
@@ -222,5 +228,75 @@ fn send(delay: Duration, event: Bytes, settle: Option<Settle>) -> Action {
         delay,
         event,
         settle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use axum::body::Body;
+    use bytes::Bytes;
+    use futures_util::Stream;
+
+    use super::{sse_response, SseScript, Timing};
+    use crate::stats::Counters;
+
+    /// Two head events, three content events, one tail event.
+    struct Script;
+
+    impl SseScript for Script {
+        fn head(&mut self) -> Vec<Bytes> {
+            vec![Bytes::from_static(b"h1"), Bytes::from_static(b"h2")]
+        }
+        fn content_len(&self) -> u32 {
+            3
+        }
+        fn content(&mut self, _index: u32) -> Bytes {
+            Bytes::from_static(b"c")
+        }
+        fn tail(&mut self) -> Vec<Bytes> {
+            vec![Bytes::from_static(b"t")]
+        }
+        fn error_event(&mut self) -> Bytes {
+            Bytes::from_static(b"e")
+        }
+    }
+
+    /// Polls the body until it ends, counting the polls that found nothing
+    /// ready: each is where hyper writes out what it holds.
+    fn pendings(write_each: bool) -> std::io::Result<(usize, Vec<Bytes>)> {
+        let timing = Timing {
+            first_token: std::time::Duration::ZERO,
+            between_chunks: std::time::Duration::ZERO,
+            write_each,
+        };
+        let guard = Arc::new(Counters::default()).admit();
+        let response = sse_response(Box::new(Script), guard, timing, None);
+        let mut body = Body::into_data_stream(response.into_body());
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        let (mut pending, mut events) = (0, Vec::new());
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        let _entered = runtime.enter();
+        for _ in 0..100 {
+            match std::pin::Pin::new(&mut body).poll_next(&mut context) {
+                Poll::Pending => pending += 1,
+                Poll::Ready(Some(Ok(event))) => events.push(event),
+                Poll::Ready(_) => break,
+            }
+        }
+        Ok((pending, events))
+    }
+
+    #[test]
+    fn each_event_can_be_made_to_wait_for_its_own_write() -> std::io::Result<()> {
+        let (together, events) = pendings(false)?;
+        assert_eq!(together, 0, "a burst is ready all at once");
+        assert_eq!(events, ["h1", "h2", "c", "c", "c", "t"]);
+        let (apart, events) = pendings(true)?;
+        assert_eq!(apart, 6, "one pause before each event");
+        assert_eq!(events, ["h1", "h2", "c", "c", "c", "t"]);
+        Ok(())
     }
 }
