@@ -47,6 +47,10 @@ pub enum StreamEvent {
         token: bool,
         /// Token usage, when the chunk reports it.
         usage: Option<Usage>,
+        /// The chunk's text, when text is all it carries that a
+        /// translating front end acts on (the adapter read it; see
+        /// [`keel_types::ChunkInfo::text`]).
+        text: Option<keel_types::ChunkText>,
     },
     /// The upstream's terminal event: the answer is complete.
     Done,

@@ -121,6 +121,7 @@ impl LastResort {
                 data: Bytes::from(data.to_string()),
                 token: true,
                 usage: None,
+                text: None,
             }
         };
         let delta = json!({"role": "assistant", "content": &*self.content});

@@ -31,6 +31,11 @@ pub(crate) trait EventEncoder: Send + 'static {
     /// Usage the stream reported, also on chunks kept from the client.
     fn usage(&mut self, _usage: &Usage) {}
 
+    /// Writes the events for a chunk whose only content is `text`, as the
+    /// adapter read it; `false`, writing nothing, while the stream has not
+    /// started (its first chunk names the model, so it is read whole).
+    fn text_only(&mut self, text: &str, out: &mut BytesMut) -> bool;
+
     /// Writes the events for one OpenAI chunk.
     fn chunk(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), serde_json::Error> {
         let text = std::str::from_utf8(data).map_err(serde::de::Error::custom)?;
@@ -55,13 +60,20 @@ pub(crate) fn body<E: EventEncoder>(
         // Room for a chunk's events at once, rather than growing event by event.
         let mut out = BytesMut::with_capacity(WRITE_CAPACITY);
         match event {
-            Ok(StreamEvent::Chunk { data, usage, .. }) => {
+            Ok(StreamEvent::Chunk {
+                data, usage, text, ..
+            }) => {
                 settle_usage(reservation.as_ref(), usage.as_ref());
                 if let Some(usage) = &usage {
                     encoder.usage(usage);
                 }
+                // Text the adapter already read is not read again.
+                let written = text
+                    .as_ref()
+                    .and_then(|text| text.as_str(&data))
+                    .is_some_and(|text| encoder.text_only(text, &mut out));
                 // Empty data: usage metered, nothing for the client.
-                if !data.is_empty() {
+                if !written && !data.is_empty() {
                     if let Err(error) = encoder.chunk(&data, &mut out) {
                         *ended = true;
                         tracing::warn!(%error, "an upstream chunk could not be read after the first token");

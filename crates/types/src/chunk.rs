@@ -5,6 +5,8 @@
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use crate::canonical::openai::optional_text;
+
 /// What one chunk means to the gateway.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChunkInfo {
@@ -19,6 +21,33 @@ pub struct ChunkInfo {
     pub usage: Option<Usage>,
     /// It is the usage chunk: usage and no choices.
     pub usage_only: bool,
+    /// The chunk's text, when text is all it carries that a translation
+    /// acts on: one choice, its delta's `content` (perhaps with a `role`),
+    /// no finish, usage, refusal, reasoning or tool call. A translating
+    /// front end writes it without reading the chunk a second time.
+    pub text: Option<ChunkText>,
+}
+
+/// Where a chunk's text is: a range of its JSON text when the string has
+/// no escapes, the text itself (escapes resolved) otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkText {
+    /// Bytes of the chunk's data.
+    Span(std::ops::Range<usize>),
+    /// The string, unescaped.
+    Owned(String),
+}
+
+// === impl ChunkText ===
+
+impl ChunkText {
+    /// The text, given the chunk's data it was read from.
+    pub fn as_str<'a>(&'a self, data: &'a [u8]) -> Option<&'a str> {
+        match self {
+            Self::Span(range) => std::str::from_utf8(data.get(range.clone())?).ok(),
+            Self::Owned(text) => Some(text),
+        }
+    }
 }
 
 /// OpenAI token usage.
@@ -76,15 +105,18 @@ struct ChoiceProbe<'a> {
     finish_reason: Option<IgnoredAny>,
 }
 
+/// Its strings are borrowed from the chunk where they have no escapes
+/// (serde would copy every `Option<Cow<str>>`), which also says where the
+/// text is for [`ChunkInfo::text`].
 #[derive(Deserialize)]
 struct DeltaProbe<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     refusal: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     reasoning: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<Vec<IgnoredAny>>,
@@ -114,7 +146,36 @@ pub fn inspect_chunk(data: &str) -> ChunkInfo {
             info.has_token |= delta_has_token(delta);
         }
     }
+    if !info.is_error && info.usage.is_none() {
+        info.text = only_text(probe.choices, data);
+    }
     info
+}
+
+/// The text of a chunk whose one choice carries only text (see
+/// [`ChunkInfo::text`]).
+fn only_text(choices: Vec<ChoiceProbe<'_>>, data: &str) -> Option<ChunkText> {
+    let [choice] = <[ChoiceProbe<'_>; 1]>::try_from(choices).ok()?;
+    let delta = choice.delta.filter(|_| choice.finish_reason.is_none())?;
+    let empty =
+        |text: &Option<std::borrow::Cow<'_, str>>| text.as_deref().is_none_or(str::is_empty);
+    let only_text = empty(&delta.refusal)
+        && empty(&delta.reasoning_content)
+        && empty(&delta.reasoning)
+        && delta.tool_calls.is_none_or(|calls| calls.is_empty())
+        && delta.function_call.is_none();
+    match delta.content.filter(|text| only_text && !text.is_empty())? {
+        std::borrow::Cow::Owned(text) => Some(ChunkText::Owned(text)),
+        std::borrow::Cow::Borrowed(text) => {
+            // Borrowed from `data`: its place is where its pointer is.
+            let start = (text.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+            let span = start..start + text.len();
+            let same = data
+                .get(span.clone())
+                .is_some_and(|at| std::ptr::eq(at, text));
+            same.then_some(ChunkText::Span(span))
+        }
+    }
 }
 
 fn delta_has_token(delta: &DeltaProbe<'_>) -> bool {
@@ -165,5 +226,84 @@ mod tests {
         assert_eq!(usage.map(|u| u.total_tokens), Some(7));
         assert!(inspect_chunk(r#"{"error":{"message":"overloaded"}}"#).is_error);
         assert!(inspect_chunk("not json").is_error);
+    }
+
+    #[test]
+    fn a_chunk_of_text_only_says_where_its_text_is() {
+        let text_of = |data: &str| {
+            let text = inspect_chunk(data).text?;
+            text.as_str(data.as_bytes()).map(str::to_owned)
+        };
+        let plain = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi there"},"finish_reason":null}]}"#;
+        assert_eq!(inspect_chunk(plain).text, Some(ChunkText::Span(52..60)));
+        assert_eq!(text_of(plain).as_deref(), Some("Hi there"));
+        for (data, text) in [
+            (
+                r#"{"choices":[{"delta":{"content":"a\nb \u00e9"}}]}"#,
+                "a\nb é",
+            ),
+            (
+                r#"{"choices":[{"delta":{"role":"assistant","content":"x","refusal":null,"tool_calls":[]}}]}"#,
+                "x",
+            ),
+            (
+                r#"{"usage":null,"choices":[{"delta":{"content":"y","reasoning_content":""}}]}"#,
+                "y",
+            ),
+        ] {
+            assert_eq!(text_of(data).as_deref(), Some(text), "{data}");
+        }
+        for data in [
+            r#"{"choices":[{"delta":{"content":""}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[{"delta":{"content":"x"}},{"delta":{"content":"y"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x","refusal":"no"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x","reasoning":"hm"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x","tool_calls":[{"index":0}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x","function_call":{"name":"f"}}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}],"error":{"message":"m"}}"#,
+            r#"{"choices":[{"delta":{"role":"assistant"}}]}"#,
+        ] {
+            assert_eq!(inspect_chunk(data).text, None, "{data}");
+        }
+    }
+
+    /// Where the text says a chunk is text only, reading the whole chunk
+    /// finds that text and nothing else a translation acts on (a role is
+    /// acted on by none), on thousands of mutated chunks.
+    #[test]
+    fn the_text_of_a_text_only_chunk_is_what_reading_it_finds() {
+        use crate::canonical::openai::read_chunk;
+        use crate::canonical::Delta;
+        let seeds = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello wor\u00e9ld"},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"a\nb","refusal":null},"finish_reason":null}],"usage":null}"#,
+        ];
+        let mut found = 0;
+        for seed in 0..20_000u64 {
+            let body = crate::hostile::mutation(seeds[(seed % 2) as usize].as_bytes(), seed);
+            let Ok(data) = std::str::from_utf8(&body) else {
+                continue;
+            };
+            let Some(text) = inspect_chunk(data).text else {
+                continue;
+            };
+            let text = text.as_str(data.as_bytes()).map(str::to_owned);
+            let mut deltas = Vec::new();
+            let read = read_chunk(data, |_, delta| match delta {
+                Delta::Role => {}
+                Delta::Text(text) => deltas.push(Some(text.into_owned())),
+                _ => deltas.push(None),
+            });
+            if read.is_ok() {
+                found += 1;
+                assert_eq!(deltas, [text], "seed {seed}: {data}");
+            }
+        }
+        assert!(
+            found > 1_000,
+            "only {found} mutations were text-only chunks"
+        );
     }
 }

@@ -11,7 +11,7 @@ mod raw_object;
 mod request;
 mod secret;
 
-pub use chunk::{inspect_chunk, ChunkInfo, PromptTokensDetails, Usage};
+pub use chunk::{inspect_chunk, ChunkInfo, ChunkText, PromptTokensDetails, Usage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use raw_object::RawObject;
 pub use request::{parse_object, ChatRequest, Endpoint, RequestError};

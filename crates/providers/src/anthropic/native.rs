@@ -167,6 +167,7 @@ where
         data: keel_sse::named_frame(name, event.data.as_bytes()),
         token,
         usage,
+        text: None,
     })
 }
 

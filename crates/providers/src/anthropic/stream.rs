@@ -330,6 +330,7 @@ impl StreamConverter {
             data: Bytes::from(writer.write(delta)),
             token,
             usage: None,
+            text: None,
         });
     }
 }

@@ -57,6 +57,7 @@ pub(crate) fn classify_event(
         data,
         token: info.has_token,
         usage: info.usage,
+        text: info.text,
     };
     Ok(Classified::Chunk {
         event,

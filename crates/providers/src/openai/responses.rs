@@ -130,6 +130,7 @@ fn chunk(kind: &str, data: &str, token: bool, usage: Option<Usage>) -> StreamEve
         data: keel_sse::named_frame(kind, data.as_bytes()),
         token,
         usage,
+        text: None,
     }
 }
 

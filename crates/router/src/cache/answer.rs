@@ -237,6 +237,7 @@ impl StoredAnswer {
                 data: Bytes::from(writer.write(delta)),
                 token: !matches!(delta, Delta::Role | Delta::Usage(_)),
                 usage: None,
+                text: None,
             })
             .collect();
         events.push(StreamEvent::Done);

@@ -178,6 +178,7 @@ fn chunk(provider: &str, token: bool) -> StreamEvent {
         data: Bytes::from(format!("{{\"from\":\"{provider}\"}}")),
         token,
         usage: None,
+        text: None,
     }
 }
 

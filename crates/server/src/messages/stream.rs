@@ -269,6 +269,13 @@ impl EventEncoder for EventWriter {
         failure_event(error, out);
     }
 
+    fn text_only(&mut self, text: &str, out: &mut BytesMut) -> bool {
+        if self.started {
+            self.block_delta(Open::Text, BlockDelta::Text { text }, out);
+        }
+        self.started
+    }
+
     fn delta(&mut self, meta: &ChunkMeta<'_>, delta: Delta<'_>, out: &mut BytesMut) {
         self.start(Some(meta), out);
         match delta {

@@ -212,15 +212,21 @@ fn every_completion_becomes_the_golden_anthropic_message() -> TestResult {
 }
 
 /// The events of an OpenAI SSE fixture; without `[DONE]` it ends truncated.
-fn events(text: &str) -> Vec<Result<StreamEvent, ProviderError>> {
+/// `read`: each chunk says what the OpenAI adapter reads of it (its text
+/// among that); otherwise the chunk is all there is.
+fn events(text: &str, read: bool) -> Vec<Result<StreamEvent, ProviderError>> {
     let chunks = text.lines().filter_map(|line| line.strip_prefix("data: "));
     let plain = chunks.map(|data| match data {
         "[DONE]" => StreamEvent::Done,
-        chunk => StreamEvent::Chunk {
-            data: bytes::Bytes::from(chunk.to_owned()),
-            token: true,
-            usage: None,
-        },
+        chunk => {
+            let info = read.then(|| keel_types::inspect_chunk(chunk));
+            StreamEvent::Chunk {
+                data: bytes::Bytes::from(chunk.to_owned()),
+                token: true,
+                usage: info.as_ref().and_then(|info| info.usage),
+                text: info.and_then(|info| info.text),
+            }
+        }
     });
     let mut events: Vec<Result<StreamEvent, ProviderError>> = plain.map(Ok).collect();
     if !matches!(events.last(), Some(Ok(StreamEvent::Done))) {
@@ -230,13 +236,23 @@ fn events(text: &str) -> Vec<Result<StreamEvent, ProviderError>> {
     events
 }
 
-async fn convert(text: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let rest = stream::iter(events(text)).boxed();
+async fn encode(
+    events: Vec<Result<StreamEvent, ProviderError>>,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let rest = stream::iter(events).boxed();
     let bytes = body(Vec::new(), rest, EventWriter::new("fallback-model"), None)
         .collect()
         .await?
         .to_bytes();
     Ok(String::from_utf8(bytes.to_vec())?)
+}
+
+/// The Anthropic events of a fixture; the text the adapter read of a chunk
+/// encodes exactly as the chunk read whole.
+async fn convert(text: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let with_text = encode(events(text, true)).await?;
+    assert_eq!(with_text, encode(events(text, false)).await?);
+    Ok(with_text)
 }
 
 #[tokio::test]

@@ -430,6 +430,13 @@ impl EventEncoder for EventWriter {
         }
     }
 
+    fn text_only(&mut self, text: &str, out: &mut BytesMut) -> bool {
+        if self.started {
+            self.text(text, out);
+        }
+        self.started
+    }
+
     /// Usage also arrives on chunks kept from the client (metered only).
     fn usage(&mut self, usage: &Usage) {
         self.usage = Some(TokenUsage {

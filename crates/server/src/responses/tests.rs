@@ -133,20 +133,40 @@ mod stream {
     use crate::translated::EventEncoder as _;
 
     /// Feeds OpenAI chunks through the writer (then the end, or a failure)
-    /// and returns each event's type and data.
+    /// and returns each event's type and data. Each chunk goes in as the
+    /// OpenAI adapter hands it over (its text, when that is all it carries,
+    /// already read); the events are the same, ids aside, as when every
+    /// chunk is read whole.
     fn events(chunks: &[&str], end: Result<(), ProviderError>) -> Vec<(String, serde_json::Value)> {
+        let read = parse(&feed(chunks, end.clone(), true));
+        let whole = parse(&feed(chunks, end, false));
+        assert_eq!(without_ids(&read), without_ids(&whole));
+        read
+    }
+
+    fn feed(chunks: &[&str], end: Result<(), ProviderError>, read: bool) -> String {
         let raw = keel_types::parse_object(br#"{"model":"m","input":"hi"}"#).unwrap_or_default();
         let mut writer = EventWriter::new(Echo::new(&raw), "up");
         let mut out = BytesMut::new();
         for chunk in chunks {
+            let text = read
+                .then(|| keel_types::inspect_chunk(chunk).text)
+                .flatten();
+            let text = text.as_ref().and_then(|text| text.as_str(chunk.as_bytes()));
+            if text.is_some_and(|text| writer.text_only(text, &mut out)) {
+                continue;
+            }
             assert!(writer.chunk(chunk.as_bytes(), &mut out).is_ok(), "{chunk}");
         }
         match end {
             Ok(()) => writer.done(&mut out),
             Err(error) => writer.error(&error, &mut out),
         }
-        String::from_utf8_lossy(&out)
-            .split("\n\n")
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn parse(out: &str) -> Vec<(String, serde_json::Value)> {
+        out.split("\n\n")
             .filter(|frame| !frame.is_empty())
             .map(|frame| {
                 let mut lines = frame.lines();
@@ -159,6 +179,25 @@ mod stream {
                 (name, serde_json::from_str(data).unwrap_or_default())
             })
             .collect()
+    }
+
+    /// The events with the ids and times Keel makes up left out.
+    fn without_ids(events: &[(String, serde_json::Value)]) -> Vec<(String, serde_json::Value)> {
+        fn strip(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for key in ["id", "item_id", "created_at"] {
+                        map.remove(key);
+                    }
+                    map.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut events = events.to_vec();
+        events.iter_mut().for_each(|(_, data)| strip(data));
+        events
     }
 
     fn types(events: &[(String, serde_json::Value)]) -> Vec<&str> {

@@ -12,6 +12,7 @@ mod scan;
 pub use chunk::{read_chunk, ChunkMeta, ChunkWriter};
 pub use request_in::from_chat_request;
 pub use request_out::{chat_request, request_body};
+pub(crate) use response::optional_text;
 pub use response::{
     completion_json, completion_json_with_id, read_completion, read_completion_borrowed,
 };

@@ -132,7 +132,7 @@ fn a_usage_chunk_the_client_did_not_ask_for_keeps_its_usage_but_no_data() {
         futures_executor::block_on(event_stream(Arc::from("p"), bytes, false).collect::<Vec<_>>());
     assert!(matches!(
         &events[2],
-        Ok(StreamEvent::Chunk { data, usage: Some(usage), token: false })
+        Ok(StreamEvent::Chunk { data, usage: Some(usage), token: false, text: None })
             if data.is_empty() && usage.total_tokens == 7
     ));
     assert!(
