@@ -1,6 +1,7 @@
 //! How decoding cost grows with the length of one SSE line arriving in
 //! 4 KiB pieces: `eventsource-stream` fed the pieces as they come, against
-//! `keel_sse::decode`, which feeds it whole lines. Run by bench/sse/run.sh.
+//! `keel_sse::decode`, which regroups them into whole lines and reads each
+//! line once. Run by bench/sse/run.sh.
 
 use std::io::Write as _;
 use std::time::Instant;

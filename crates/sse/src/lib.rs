@@ -1,19 +1,36 @@
 //! Server-sent events framing both ways.
 //!
-//! Decoding builds on `eventsource-stream`, which parses frames incrementally
-//! (never re-scanning what it already read). Encoding writes the few frame
-//! shapes Keel sends to clients.
+//! Decoding follows the WHATWG event stream format, incrementally: bytes
+//! are regrouped into whole lines ([`whole_lines`], which bounds a line),
+//! and each line is read once, without copying the buffer it came in.
+//! Encoding writes the few frame shapes Keel sends to clients.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-
-pub use eventsource_stream::Event;
 
 /// The terminal frame of an OpenAI stream.
 pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
 /// The `data` text of OpenAI's terminal frame.
 pub const DONE_DATA: &str = "[DONE]";
+
+/// One event of a stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Its type: the `event:` field, `message` without one.
+    pub event: String,
+    /// Its `data:` lines, joined with `\n`.
+    pub data: String,
+    /// The last event id the stream set (`id:`, which carries over).
+    pub id: String,
+    /// The reconnection time the event set (`retry:`).
+    pub retry: Option<Duration>,
+}
 
 /// Why upstream bytes could not be decoded into events.
 #[derive(Debug)]
@@ -30,27 +47,177 @@ pub enum DecodeError<E> {
 pub const MAX_LINE: usize = 1 << 20;
 
 /// Decodes a byte stream into SSE events, frame by frame as bytes arrive.
-/// Comment lines (keep-alives) are consumed and never surface as events.
-///
-/// The decoder is fed whole lines only ([`whole_lines`]): it re-reads its
-/// buffer from the start each time it is fed, which is quadratic in a line
-/// that arrives in many pieces; fed whole lines, it reads each byte once.
+/// Comment lines (keep-alives) are consumed and never surface as events; a
+/// leading byte order mark is skipped; an event not ended by an empty line
+/// when the bytes end is dropped, as the format says. The stream ends after
+/// its first error.
 pub fn decode<S, B, E>(bytes: S) -> impl Stream<Item = Result<Event, DecodeError<E>>>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
 {
-    use eventsource_stream::{EventStreamError, Eventsource};
-    whole_lines(bytes, MAX_LINE).eventsource().map(|item| {
-        item.map_err(|error| match error {
-            EventStreamError::Transport(Feed::Transport(inner)) => DecodeError::Transport(inner),
-            EventStreamError::Transport(Feed::LineTooLong(limit)) => {
-                DecodeError::Parse(format!("an SSE line is longer than {limit} bytes"))
+    Decoder {
+        lines: Box::pin(whole_lines(bytes, MAX_LINE)),
+        parser: Parser::default(),
+        ready: VecDeque::new(),
+        ended: false,
+    }
+}
+
+/// The stream [`decode`] returns.
+struct Decoder<L> {
+    lines: Pin<Box<L>>,
+    parser: Parser,
+    /// Events read and not yet taken.
+    ready: VecDeque<Event>,
+    ended: bool,
+}
+
+impl<L, E> Stream for Decoder<L>
+where
+    L: Stream<Item = Result<Bytes, Feed<E>>>,
+{
+    type Item = Result<Event, DecodeError<E>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(event) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
             }
-            EventStreamError::Utf8(inner) => DecodeError::Parse(inner.to_string()),
-            EventStreamError::Parser(inner) => DecodeError::Parse(inner.to_string()),
-        })
-    })
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let failure = match this.lines.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    continue;
+                }
+                Poll::Ready(Some(Ok(lines))) => match this.parser.feed(&lines, &mut this.ready) {
+                    Ok(()) => continue,
+                    Err(error) => DecodeError::Parse(error),
+                },
+                Poll::Ready(Some(Err(Feed::Transport(error)))) => DecodeError::Transport(error),
+                Poll::Ready(Some(Err(Feed::LineTooLong(limit)))) => {
+                    DecodeError::Parse(format!("an SSE line is longer than {limit} bytes"))
+                }
+            };
+            // Nothing is queued here: lines are only read once the
+            // queue is empty, and a buffer that is not UTF-8 yields nothing.
+            this.ended = true;
+            return Poll::Ready(Some(Err(failure)));
+        }
+    }
+}
+
+/// The event being read, and what carries over between events.
+#[derive(Default)]
+struct Parser {
+    /// Bytes have been read (a byte order mark can only come first).
+    started: bool,
+    /// The last buffer ended with `\r`: a `\n` starting the next ends the
+    /// same line.
+    after_cr: bool,
+    /// The event read so far (its id is set when it is dispatched).
+    event: Event,
+    last_id: String,
+}
+
+// === impl Parser ===
+
+impl Parser {
+    /// Reads every line `bytes` ends (it is UTF-8 as a whole, or refused),
+    /// queueing the events they complete; an unfinished last line is
+    /// dropped (it only comes when the bytes end).
+    fn feed(&mut self, bytes: &[u8], events: &mut VecDeque<Event>) -> Result<(), String> {
+        let mut text = std::str::from_utf8(bytes)
+            .map_err(|error| format!("the upstream stream is not UTF-8: {error}"))?;
+        if !self.started && !text.is_empty() {
+            self.started = true;
+            text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        }
+        if std::mem::take(&mut self.after_cr) {
+            text = text.strip_prefix('\n').unwrap_or(text);
+        }
+        while let Some(end) = line_end(text.as_bytes()) {
+            let (line, rest) = text.split_at(end);
+            let rest = if let Some(rest) = rest.strip_prefix("\r\n") {
+                rest
+            } else {
+                self.after_cr = rest == "\r";
+                &rest[1..]
+            };
+            self.line(line, events);
+            text = rest;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &str, events: &mut VecDeque<Event>) {
+        if line.is_empty() {
+            events.extend(self.dispatch());
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some(("", _)) => return, // a comment
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => value.clone_into(&mut self.event.event),
+            "data" => {
+                self.event.data.push_str(value);
+                self.event.data.push('\n');
+            }
+            "id" if !value.contains('\0') => value.clone_into(&mut self.last_id),
+            "retry" => {
+                if let Ok(millis) = value.parse::<u64>() {
+                    self.event.retry = Some(Duration::from_millis(millis));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The event an empty line ends; none when it has no data.
+    fn dispatch(&mut self) -> Option<Event> {
+        let mut event = std::mem::take(&mut self.event);
+        if event.data.is_empty() {
+            return None;
+        }
+        event.data.pop();
+        if event.event.is_empty() {
+            event.event.push_str("message");
+        }
+        event.id.clone_from(&self.last_id);
+        Some(event)
+    }
+}
+
+/// Where the first line of `bytes` ends (its `\n` or `\r`), eight bytes
+/// at a time.
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each zero byte; the lowest one set is always a true
+    // one (a borrow only carries upward).
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let found = zero(word ^ (ONES * u64::from(b'\n'))) | zero(word ^ (ONES * u64::from(b'\r')));
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = bytes.get(at..)?;
+    rest.iter()
+        .position(|&byte| byte == b'\n' || byte == b'\r')
+        .map(|end| at + end)
 }
 
 /// Why [`whole_lines`] stopped.
@@ -105,13 +272,16 @@ where
                         }
                         continue;
                     };
-                    // The line the held-back bytes belong to ends in this chunk.
-                    let first_end = chunk
-                        .iter()
-                        .position(|&byte| byte == b'\n' || byte == b'\r')
-                        .unwrap_or(cut);
-                    if pending.len().saturating_add(first_end) > max_line {
-                        return Some((Err(Feed::LineTooLong(max_line)), (bytes, pending, true)));
+                    // The line the held-back bytes belong to ends in this
+                    // chunk (looked for only when it could be too long).
+                    if pending.len().saturating_add(cut) > max_line {
+                        let first_end = line_end(chunk).unwrap_or(cut);
+                        if pending.len().saturating_add(first_end) > max_line {
+                            return Some((
+                                Err(Feed::LineTooLong(max_line)),
+                                (bytes, pending, true),
+                            ));
+                        }
                     }
                     pending.extend_from_slice(&chunk[..=cut]);
                     let lines = pending.split().freeze();
@@ -334,6 +504,123 @@ mod tests {
                 "{:?} cut at {cut}",
                 String::from_utf8_lossy(&bytes)
             );
+        }
+    }
+
+    /// The decoder reads any bytes as `eventsource-stream` (the decoder
+    /// Keel used before) does: the same events up to the first error, and
+    /// an error where it has one; only a leading byte order mark differs
+    /// (see the next test).
+    #[test]
+    fn any_bytes_decode_as_eventsource_stream_decodes_them() {
+        use eventsource_stream::Eventsource;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |bound: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % bound as u64) as usize
+        };
+        let tokens: [&[u8]; 20] = [
+            b"data:",
+            b"data: ",
+            b"event:",
+            b"id:",
+            b"retry:",
+            b"12",
+            b" ",
+            b"{}",
+            b"\"",
+            b"\r",
+            b"\n",
+            b"\n",
+            b"\r\n",
+            b":",
+            b"x",
+            b"y",
+            "\u{e9}".as_bytes(),
+            "\u{feff}".as_bytes(),
+            b"\0",
+            b"\xff",
+        ];
+        let theirs = |pieces: Vec<Vec<u8>>| -> Vec<(String, String, String, Option<Duration>)> {
+            let input = stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+            let events = futures_executor::block_on(
+                whole_lines(input, MAX_LINE)
+                    .eventsource()
+                    .collect::<Vec<_>>(),
+            );
+            events
+                .into_iter()
+                .map_while(Result::ok)
+                .map(|event| (event.event, event.data, event.id, event.retry))
+                .collect()
+        };
+        let ours = |pieces: Vec<Vec<u8>>| {
+            let input = stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+            let events = futures_executor::block_on(decode(input).collect::<Vec<_>>());
+            let failed = events.iter().any(Result::is_err);
+            let events: Vec<_> = events
+                .into_iter()
+                .map_while(Result::ok)
+                .map(|event| (event.event, event.data, event.id, event.retry))
+                .collect();
+            (events, failed)
+        };
+        let mut compared = 0;
+        for _ in 0..5_000 {
+            let bytes: Vec<u8> = (0..next(60))
+                .flat_map(|_| tokens[next(tokens.len())].iter().copied())
+                .collect();
+            let cut = next(bytes.len() + 1);
+            let pieces = vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()];
+            let (events, failed) = ours(pieces.clone());
+            if bytes.starts_with("\u{feff}".as_bytes()) {
+                // eventsource-stream panics on a leading byte order mark
+                // (it slices one byte into the three of U+FEFF).
+                continue;
+            }
+            // A `\r` that ends the bytes ends a line here; eventsource-stream
+            // waits for a `\n` that may follow, which never comes.
+            let mut their_pieces = pieces;
+            if bytes.ends_with(b"\r") {
+                their_pieces.push(b"\n".to_vec());
+            }
+            let expected = theirs(their_pieces);
+            if failed {
+                // An error: what came before it agrees.
+                assert!(
+                    expected.starts_with(&events),
+                    "{:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            } else {
+                compared += 1;
+                assert_eq!(
+                    events,
+                    expected,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+        assert!(
+            compared > 1_000,
+            "only {compared} inputs decoded without error"
+        );
+    }
+
+    /// A stream may start with a byte order mark, which is skipped there
+    /// and only there (a line starting with one names no known field),
+    /// however the bytes are cut.
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let text = "\u{feff}data: a\n\n\u{feff}data: b\n\ndata: c\n\n";
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            let events = decode_pieces(vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()]);
+            let data: Vec<&str> = events.iter().map(|(_, data)| data.as_str()).collect();
+            assert_eq!(data, ["a", "c"], "cut at {cut}");
         }
     }
 
