@@ -5,6 +5,7 @@
 //! and each line is read once, without copying the buffer it came in.
 //! Encoding writes the few frame shapes Keel sends to clients.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,8 +23,8 @@ pub const DONE_DATA: &str = "[DONE]";
 /// One event of a stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    /// Its type: the `event:` field, `message` without one.
-    pub event: String,
+    /// Its type: the `event:` field, `message` without one (not copied).
+    pub event: Cow<'static, str>,
     /// Its `data:` lines, joined with `\n`.
     pub data: String,
     /// The last event id the stream set (`id:`, which carries over).
@@ -121,6 +122,8 @@ struct Parser {
     after_cr: bool,
     /// The event read so far (its id is set when it is dispatched).
     event: Event,
+    /// The event has a `data:` line (its data may still be empty).
+    has_data: bool,
     last_id: String,
 }
 
@@ -165,10 +168,15 @@ impl Parser {
             None => (line, ""),
         };
         match field {
-            "event" => value.clone_into(&mut self.event.event),
+            "event" => self.event.event = Cow::Owned(value.to_owned()),
+            // Lines joined with `\n`; one line is copied once, at its size.
+            "data" if !self.has_data => {
+                self.has_data = true;
+                self.event.data = String::from(value);
+            }
             "data" => {
-                self.event.data.push_str(value);
                 self.event.data.push('\n');
+                self.event.data.push_str(value);
             }
             "id" if !value.contains('\0') => value.clone_into(&mut self.last_id),
             "retry" => {
@@ -180,15 +188,14 @@ impl Parser {
         }
     }
 
-    /// The event an empty line ends; none when it has no data.
+    /// The event an empty line ends; none without a `data:` line.
     fn dispatch(&mut self) -> Option<Event> {
         let mut event = std::mem::take(&mut self.event);
-        if event.data.is_empty() {
+        if !std::mem::take(&mut self.has_data) {
             return None;
         }
-        event.data.pop();
         if event.event.is_empty() {
-            event.event.push_str("message");
+            event.event = Cow::Borrowed("message");
         }
         event.id.clone_from(&self.last_id);
         Some(event)
@@ -396,7 +403,7 @@ mod tests {
         events
             .into_iter()
             .map(|event| match event {
-                Ok(event) => (event.event, event.data),
+                Ok(event) => (event.event.into_owned(), event.data),
                 Err(error) => (String::from("error"), format!("{error:?}")),
             })
             .collect()
@@ -563,7 +570,7 @@ mod tests {
             let events: Vec<_> = events
                 .into_iter()
                 .map_while(Result::ok)
-                .map(|event| (event.event, event.data, event.id, event.retry))
+                .map(|event| (event.event.into_owned(), event.data, event.id, event.retry))
                 .collect();
             (events, failed)
         };

@@ -90,7 +90,7 @@ impl Usage {
 #[derive(Deserialize)]
 struct ChunkProbe<'a> {
     #[serde(default, borrow)]
-    choices: Vec<ChoiceProbe<'a>>,
+    choices: Choices<'a>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
@@ -103,6 +103,45 @@ struct ChoiceProbe<'a> {
     delta: Option<DeltaProbe<'a>>,
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
+}
+
+/// A chunk's choices, read one at a time into what the gateway judges of
+/// them all, the first one kept whole: no list is built.
+#[derive(Default)]
+struct Choices<'a> {
+    count: usize,
+    has_token: bool,
+    finished: bool,
+    first: Option<ChoiceProbe<'a>>,
+}
+
+struct ChoicesVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(ChoicesVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ChoicesVisitor<'a> {
+    type Value = Choices<'a>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an array of choices")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'a>, A::Error> {
+        let mut choices = Choices::default();
+        while let Some(choice) = seq.next_element::<ChoiceProbe<'a>>()? {
+            choices.finished |= choice.finish_reason.is_some();
+            choices.has_token |= choice.delta.as_ref().is_some_and(delta_has_token);
+            if choices.count == 0 {
+                choices.first = Some(choice);
+            }
+            choices.count += 1;
+        }
+        Ok(choices)
+    }
 }
 
 /// Its strings are borrowed from the chunk where they have no escapes
@@ -134,28 +173,24 @@ pub fn inspect_chunk(data: &str) -> ChunkInfo {
             ..ChunkInfo::default()
         };
     };
+    let choices = probe.choices;
     let mut info = ChunkInfo {
         is_error: probe.error.is_some(),
         usage: probe.usage,
-        usage_only: probe.usage.is_some() && probe.choices.is_empty(),
+        usage_only: probe.usage.is_some() && choices.count == 0,
+        has_token: choices.has_token,
+        finished: choices.finished,
         ..ChunkInfo::default()
     };
-    for choice in &probe.choices {
-        info.finished |= choice.finish_reason.is_some();
-        if let Some(delta) = &choice.delta {
-            info.has_token |= delta_has_token(delta);
-        }
-    }
-    if !info.is_error && info.usage.is_none() {
-        info.text = only_text(probe.choices, data);
+    if !info.is_error && info.usage.is_none() && choices.count == 1 {
+        info.text = choices.first.and_then(|choice| only_text(choice, data));
     }
     info
 }
 
-/// The text of a chunk whose one choice carries only text (see
+/// The text of a chunk's one choice when it carries only text (see
 /// [`ChunkInfo::text`]).
-fn only_text(choices: Vec<ChoiceProbe<'_>>, data: &str) -> Option<ChunkText> {
-    let [choice] = <[ChoiceProbe<'_>; 1]>::try_from(choices).ok()?;
+fn only_text(choice: ChoiceProbe<'_>, data: &str) -> Option<ChunkText> {
     let delta = choice.delta.filter(|_| choice.finish_reason.is_none())?;
     let empty =
         |text: &Option<std::borrow::Cow<'_, str>>| text.as_deref().is_none_or(str::is_empty);

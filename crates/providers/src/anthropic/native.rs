@@ -135,7 +135,7 @@ where
             provider: provider.to_owned(),
             detail: format!("an Anthropic stream event is not valid JSON: {error}"),
         })?;
-    let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
+    let kind = probe.kind.as_deref().unwrap_or(&event.event);
     let (token, usage) = match kind {
         "error" => return Err(in_band_error(provider, &event.data)),
         "message_start" => {
@@ -161,7 +161,7 @@ where
     let name = if event.event.is_empty() || event.event == "message" {
         kind
     } else {
-        event.event.as_str()
+        &event.event
     };
     Ok(StreamEvent::Chunk {
         data: keel_sse::named_frame(name, event.data.as_bytes()),

@@ -106,7 +106,7 @@ where
             provider: provider.to_owned(),
             detail: format!("a Responses event is not valid JSON: {error}"),
         })?;
-    let kind = probe.kind.as_deref().unwrap_or(event.event.as_str());
+    let kind = probe.kind.as_deref().unwrap_or(&event.event);
     match kind {
         "error" | "response.failed" => Err(failed(provider, &probe)),
         "response.completed" | "response.incomplete" => {
