@@ -24,8 +24,22 @@ const MAX_WRITE: usize = 64 * 1024;
 /// Scheduler turns with no new frame before the held frames are written.
 const IDLE_TURNS: u32 = 2;
 
+/// A frame of a body: written at the end of the write it joins, so a
+/// frame that is built from its parts (a `data:` frame around a chunk) is
+/// built there, not in a buffer of its own first.
+pub trait Frame {
+    /// Appends the frame to `out`.
+    fn write_to(&self, out: &mut BytesMut);
+}
+
+impl Frame for Bytes {
+    fn write_to(&self, out: &mut BytesMut) {
+        out.extend_from_slice(self);
+    }
+}
+
 /// Joins frames that are ready together; see the module documentation.
-pub fn coalesce<S: Stream<Item = Bytes> + Unpin>(frames: S) -> Coalesce<S> {
+pub fn coalesce<F: Frame, S: Stream<Item = F> + Unpin>(frames: S) -> Coalesce<S> {
     Coalesce {
         frames,
         held: BytesMut::new(),
@@ -58,7 +72,7 @@ impl<S> Coalesce<S> {
     }
 }
 
-impl<S: Stream<Item = Bytes> + Unpin> Stream for Coalesce<S> {
+impl<F: Frame, S: Stream<Item = F> + Unpin> Stream for Coalesce<S> {
     type Item = Bytes;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
@@ -72,7 +86,7 @@ impl<S: Stream<Item = Bytes> + Unpin> Stream for Coalesce<S> {
             }
             match Pin::new(&mut self.frames).poll_next(cx) {
                 Poll::Ready(Some(frame)) => {
-                    self.held.extend_from_slice(&frame);
+                    frame.write_to(&mut self.held);
                     self.pause = None;
                     self.idle_turns = 0;
                     if self.held.len() >= MAX_WRITE {

@@ -12,7 +12,7 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::{future, stream, StreamExt};
 use keel_router::{EventStream, ProviderError, StreamEvent};
-use keel_sse::{data_frame, DONE_FRAME};
+use keel_sse::{data_frame, put_data_frame, DONE_FRAME};
 use keel_types::ErrorBody;
 
 use crate::error::stream_failure_message;
@@ -29,20 +29,17 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
         let frame = match event {
             Ok(StreamEvent::Chunk { data, usage, .. }) => {
                 settle_usage(reservation.as_ref(), usage.as_ref());
-                if data.is_empty() {
-                    // Usage metered, nothing for the client.
-                    return future::ready(Some(Bytes::new()));
-                }
-                data_frame(&data)
+                // Empty data: usage metered, nothing for the client.
+                OutFrame::Data(data)
             }
             Ok(StreamEvent::Done) => {
                 *ended = true;
-                Bytes::from_static(DONE_FRAME)
+                OutFrame::Whole(Bytes::from_static(DONE_FRAME))
             }
             Err(error) => {
                 *ended = true;
                 tracing::warn!(%error, "upstream stream failed after the first token");
-                error_frames(&error)
+                OutFrame::Whole(error_frames(&error))
             }
         };
         future::ready(Some(frame))
@@ -50,6 +47,29 @@ pub fn body(head: Vec<StreamEvent>, rest: EventStream, reservation: Option<Reser
     let frames = frames.filter(|frame| future::ready(!frame.is_empty()));
     let writes = crate::coalesce::coalesce(Box::pin(frames)).map(Ok::<_, Infallible>);
     Body::from_stream(writes)
+}
+
+/// One frame for the client: a chunk's data, framed where it is written.
+enum OutFrame {
+    Data(Bytes),
+    Whole(Bytes),
+}
+
+impl OutFrame {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Data(bytes) | Self::Whole(bytes) => bytes.is_empty(),
+        }
+    }
+}
+
+impl crate::coalesce::Frame for OutFrame {
+    fn write_to(&self, out: &mut BytesMut) {
+        match self {
+            Self::Data(data) => put_data_frame(out, data),
+            Self::Whole(frame) => out.extend_from_slice(frame),
+        }
+    }
 }
 
 /// The error event and `[DONE]` that end a stream that failed mid-way.

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 /// The terminal frame of an OpenAI stream.
@@ -315,41 +315,43 @@ where
 /// upstream's multi-line data, which the decoder joined with `\n`, goes out
 /// as several `data:` lines again, never as one broken line).
 pub fn data_frame(data: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(data.len() + 8);
-    write_data_lines(&mut frame, data);
-    frame.extend_from_slice(b"\n");
-    Bytes::from(frame)
+    let mut frame = BytesMut::with_capacity(data.len() + 8);
+    put_data_frame(&mut frame, data);
+    frame.freeze()
+}
+
+/// Writes [`data_frame`]'s frame at the end of `out`.
+pub fn put_data_frame(out: &mut BytesMut, data: &[u8]) {
+    write_data_lines(out, data);
+    out.extend_from_slice(b"\n");
 }
 
 /// Encodes one frame with an `event:` name, as Anthropic's streams use.
 pub fn named_frame(event: &str, data: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(event.len() + data.len() + 16);
+    let mut frame = BytesMut::with_capacity(event.len() + data.len() + 16);
     frame.extend_from_slice(b"event: ");
     frame.extend_from_slice(event.as_bytes());
     frame.extend_from_slice(b"\n");
     write_data_lines(&mut frame, data);
     frame.extend_from_slice(b"\n");
-    Bytes::from(frame)
+    frame.freeze()
 }
 
 /// `data: <line>\n` for each line of `data` (split at `\n`, `\r\n` or `\r`,
 /// the SSE line ends).
-fn write_data_lines(frame: &mut Vec<u8>, data: &[u8]) {
-    if !data.iter().any(|&byte| byte == b'\n' || byte == b'\r') {
+fn write_data_lines(frame: &mut BytesMut, data: &[u8]) {
+    if line_end(data).is_none() {
         frame.extend_from_slice(b"data: ");
         frame.extend_from_slice(data);
-        frame.push(b'\n');
+        frame.extend_from_slice(b"\n");
         return;
     }
     let mut rest = data;
     loop {
-        let end = rest
-            .iter()
-            .position(|&byte| byte == b'\n' || byte == b'\r')
-            .unwrap_or(rest.len());
+        let end = line_end(rest).unwrap_or(rest.len());
         frame.extend_from_slice(b"data: ");
         frame.extend_from_slice(&rest[..end]);
-        frame.push(b'\n');
+        frame.extend_from_slice(b"\n");
         if end == rest.len() {
             return;
         }
