@@ -166,7 +166,8 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
     ) -> Result<Self, Self::Rejection> {
         let forwarded = forwarded_headers(request.headers());
         let bytes = crate::extract::read_body(request, state.body_limit()).await?;
-        let native = keel_types::parse_object(&bytes)?
+        let raw = keel_types::parse_object(&bytes)?;
+        let native = raw
             .parse::<String>("model")
             .and_then(Result::ok)
             .is_some_and(|model| state.router.serves_messages_natively(&model));
@@ -174,7 +175,7 @@ impl FromRequest<Arc<AppState>> for MessagesBody {
             let request = ChatRequest::parse_native_messages(&bytes)?;
             return Ok(Self::Native(request.with_forwarded_headers(forwarded)));
         }
-        let (request, body) = request::chat_request_and_body(&bytes)?;
+        let (request, body) = request::from_object(raw)?;
         Ok(Self::Translated(request, body))
     }
 }

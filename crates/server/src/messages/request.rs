@@ -141,7 +141,11 @@ pub(crate) fn chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
 
 /// [`chat_request`], and the Messages body's own fields (the cache keys them).
 pub(crate) fn chat_request_and_body(body: &[u8]) -> Result<(ChatRequest, RawObject), RequestError> {
-    let raw = keel_types::parse_object(body)?;
+    from_object(keel_types::parse_object(body)?)
+}
+
+/// [`chat_request_and_body`] of a body already read as an object.
+pub(crate) fn from_object(raw: RawObject) -> Result<(ChatRequest, RawObject), RequestError> {
     let request = keel_types::canonical::openai::chat_request(&canonical(&raw)?)?;
     Ok((request, raw))
 }
