@@ -188,180 +188,196 @@ struct RequestHandles {
     duration: Histogram,
 }
 
+/// A family of latency histograms: 1 ms to about 2 minutes, doubling.
+fn latencies<L: Clone + std::hash::Hash + Eq>() -> Family<L, Histogram> {
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 18)))
+}
+
+/// Registers `metric` under `name` with `help` and hands it back (the
+/// registry keeps a handle to the same metric).
+fn metric<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 // === impl Metrics ===
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric, one entry each: its field, its name (after
+    /// `keel_`; counters gain `_total`), its help and its kind. They are
+    /// exported in this order.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("keel");
-        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 18));
-        let requests = Family::default();
-        let request_duration =
-            Family::<RequestLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        let upstream_attempts = Family::default();
-        let retries = Family::default();
-        let retry_budget_exhausted = Family::default();
-        let health_checks = Family::default();
-        let circuit_state = Family::default();
-        let circuit_transitions = Family::default();
-        let circuit_rejections = Family::default();
-        let bulkhead_in_flight = Family::default();
-        let bulkhead_limit = Family::default();
-        let redis_up = Gauge::default();
-        let redis_fallbacks = Counter::default();
-        let bulkhead_rejections = Family::default();
-        let rate_limited = Family::default();
-        let shed = Counter::default();
-        let first_token =
-            Family::<TargetLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        let upstream_duration =
-            Family::<TargetLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        registry.register("requests", "HTTP requests answered", requests.clone());
-        registry.register(
+        let r = &mut registry;
+        let requests = metric(r, "requests", "HTTP requests answered", Family::default());
+        let request_duration = metric(
+            r,
             "request_duration_seconds",
             "Time to the response head",
-            request_duration.clone(),
+            latencies(),
         );
-        registry.register(
+        let upstream_attempts = metric(
+            r,
             "upstream_attempts",
             "Upstream attempts by outcome",
-            upstream_attempts.clone(),
+            Family::default(),
         );
-        registry.register("retries", "Retries of the same target", retries.clone());
-        registry.register(
+        let retries = metric(
+            r,
+            "retries",
+            "Retries of the same target",
+            Family::default(),
+        );
+        let retry_budget_exhausted = metric(
+            r,
             "retry_budget_exhausted",
             "Retries refused by the retry budget",
-            retry_budget_exhausted.clone(),
+            Family::default(),
         );
-        registry.register(
+        let health_checks = metric(
+            r,
             "health_checks",
             "Active health checks of idle providers, by outcome",
-            health_checks.clone(),
+            Family::default(),
         );
-        registry.register(
+        let circuit_state = metric(
+            r,
             "circuit_state",
             "Breaker state: 0 closed, 1 half-open, 2 open",
-            circuit_state.clone(),
+            Family::default(),
         );
-        registry.register(
+        let circuit_transitions = metric(
+            r,
             "circuit_transitions",
             "Breaker state changes",
-            circuit_transitions.clone(),
+            Family::default(),
         );
-        registry.register(
+        let circuit_rejections = metric(
+            r,
             "circuit_rejections",
             "Calls refused by an open breaker",
-            circuit_rejections.clone(),
+            Family::default(),
         );
-        registry.register(
+        let bulkhead_in_flight = metric(
+            r,
             "bulkhead_in_flight",
             "Upstream calls in flight",
-            bulkhead_in_flight.clone(),
+            Family::default(),
         );
-        registry.register(
+        let redis_up = metric(
+            r,
             "redis_up",
             "Whether Redis answers (1) or this instance runs on local limits and cache (0)",
-            redis_up.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let redis_fallbacks = metric(
+            r,
             "redis_fallbacks",
             "Limit calls answered by the local fallback because Redis failed, timed out or was down",
-            redis_fallbacks.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let bulkhead_limit = metric(
+            r,
             "bulkhead_limit",
             "The bulkhead's cap now (max_concurrent; it moves when adaptive)",
-            bulkhead_limit.clone(),
+            Family::default(),
         );
-        registry.register(
+        let bulkhead_rejections = metric(
+            r,
             "bulkhead_rejections",
             "Calls refused by a full bulkhead",
-            bulkhead_rejections.clone(),
+            Family::default(),
         );
-        registry.register(
+        let rate_limited = metric(
+            r,
             "rate_limited",
             "Requests refused by a rate limit",
-            rate_limited.clone(),
+            Family::default(),
         );
-        registry.register(
+        let shed = metric(
+            r,
             "shed_requests",
             "Requests shed by server.max_in_flight",
-            shed.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let first_token = metric(
+            r,
             "time_to_first_token_seconds",
             "Upstream time to first token",
-            first_token.clone(),
+            latencies(),
         );
-        registry.register(
+        let upstream_duration = metric(
+            r,
             "upstream_duration_seconds",
             "Upstream attempt duration",
-            upstream_duration.clone(),
+            latencies(),
         );
-        let queue_jobs = Family::default();
-        let webhook_deliveries = Family::default();
-        registry.register(
+        let queue_jobs = metric(
+            r,
             "queue_jobs",
             "Jobs in the store by status",
-            queue_jobs.clone(),
+            Family::default(),
         );
-        registry.register(
+        let webhook_deliveries = metric(
+            r,
             "webhook_deliveries",
             "Webhook delivery attempts by outcome",
-            webhook_deliveries.clone(),
+            Family::default(),
         );
-        let hedges = Family::default();
-        let hedge_wins = Family::default();
-        let hedge_budget_exhausted = Family::default();
-        registry.register("hedges", "Hedged attempts started", hedges.clone());
-        registry.register(
+        let hedges = metric(r, "hedges", "Hedged attempts started", Family::default());
+        let hedge_wins = metric(
+            r,
             "hedge_wins",
             "Answers that came from a hedged attempt",
-            hedge_wins.clone(),
+            Family::default(),
         );
-        registry.register(
+        let hedge_budget_exhausted = metric(
+            r,
             "hedge_budget_exhausted",
             "Hedges refused by the hedge budget",
-            hedge_budget_exhausted.clone(),
+            Family::default(),
         );
-        let webhook_endpoints_disabled = Counter::default();
-        registry.register(
+        let webhook_endpoints_disabled = metric(
+            r,
             "webhook_endpoints_disabled",
             "Webhook endpoints disabled after 410 Gone or continuous failure",
-            webhook_endpoints_disabled.clone(),
+            Counter::default(),
         );
-        let cache_requests = Family::default();
-        let cache_entries = Gauge::default();
-        let cache_bytes = Gauge::default();
-        let cache_evictions = Counter::default();
-        let cache_single_flight_waiters = Counter::default();
-        registry.register(
+        let cache_requests = metric(
+            r,
             "cache_requests",
             "Prompt-cache decisions by result",
-            cache_requests.clone(),
+            Family::default(),
         );
-        registry.register(
+        let cache_entries = metric(
+            r,
             "cache_entries",
             "Answers in the prompt cache",
-            cache_entries.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let cache_bytes = metric(
+            r,
             "cache_bytes",
             "Accounted bytes of the prompt cache",
-            cache_bytes.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let cache_evictions = metric(
+            r,
             "cache_evictions",
             "Prompt-cache entries evicted to stay within cache.max_bytes",
-            cache_evictions.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let cache_single_flight_waiters = metric(
+            r,
             "cache_single_flight_waiters",
             "Requests that waited for an identical request's upstream call",
-            cache_single_flight_waiters.clone(),
+            Counter::default(),
         );
-        let slo = SloMetrics::register(&mut registry);
-        let cost = CostMetrics::register(&mut registry);
+        let slo = SloMetrics::register(r);
+        let cost = CostMetrics::register(r);
         Self {
             registry,
             slo,
