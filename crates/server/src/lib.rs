@@ -15,6 +15,7 @@ mod extract;
 mod headers;
 mod idempotency;
 mod jobs;
+mod json;
 mod keepalive;
 mod last_resort;
 mod ledger;

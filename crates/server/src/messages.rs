@@ -27,7 +27,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::response::Response;
 use keel_router::{Answer, Routed};
-use keel_types::canonical::openai::read_completion;
+use keel_types::canonical::openai::read_completion_borrowed;
 use keel_types::ChatRequest;
 
 use crate::limits::{settle_usage, Reservation};
@@ -130,7 +130,7 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
-            match read_completion(&completion.body) {
+            match read_completion_borrowed(&completion.body) {
                 Ok(message) => (
                     "application/json",
                     Body::from(response::message_json(&message)),

@@ -3,37 +3,9 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use keel_types::canonical::{FinishReason, Response, TokenUsage};
+use keel_types::canonical::{FinishReason, ResponseRef, TokenUsage};
 
-#[derive(Serialize)]
-struct MessageOut<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    role: &'static str,
-    model: &'a str,
-    content: Vec<BlockOut<'a>>,
-    stop_reason: &'static str,
-    stop_sequence: Option<&'a str>,
-    usage: UsageOut,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum BlockOut<'a> {
-    Thinking {
-        thinking: &'a str,
-        signature: &'static str,
-    },
-    Text {
-        text: String,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: ToolInput<'a>,
-    },
-}
+use crate::json::{push_plain, push_string, push_u64};
 
 /// Anthropic usage: `input_tokens` excludes the cached counts.
 #[derive(Serialize)]
@@ -46,39 +18,70 @@ pub(crate) struct UsageOut {
 
 /// Writes `response` as an Anthropic `message`: reasoning as a thinking
 /// block (with no signature: no Anthropic model signed it), the text as one
-/// text block, each tool call as a `tool_use` block with its id.
-pub(crate) fn message_json(response: &Response) -> Vec<u8> {
-    let mut content = Vec::with_capacity(response.tool_calls.len() + 2);
+/// text block, each tool call as a `tool_use` block with its id. Written by
+/// hand, byte for byte as serde_json would write the message's fields in
+/// this order (the golden fixtures hold it so).
+pub(crate) fn message_json(response: &ResponseRef<'_>) -> Vec<u8> {
+    let text_len: usize = response.text.iter().map(|text| text.len()).sum();
+    let mut out = Vec::with_capacity(320 + text_len);
+    out.extend_from_slice(b"{\"id\":");
+    push_string(&mut out, &response.id);
+    out.extend_from_slice(b",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+    push_string(&mut out, &response.model);
+    out.extend_from_slice(b",\"content\":[");
+    let mut blocks = 0;
+    let mut next_block = |out: &mut Vec<u8>| {
+        if blocks > 0 {
+            out.push(b',');
+        }
+        blocks += 1;
+    };
     if let Some(reasoning) = &response.reasoning {
-        content.push(BlockOut::Thinking {
-            thinking: reasoning,
-            signature: "",
-        });
+        next_block(&mut out);
+        out.extend_from_slice(b"{\"type\":\"thinking\",\"thinking\":");
+        push_string(&mut out, reasoning);
+        out.extend_from_slice(b",\"signature\":\"\"}");
     }
     if !response.text.is_empty() {
-        content.push(BlockOut::Text {
-            text: response.text.concat(),
-        });
+        next_block(&mut out);
+        out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+        match response.text.as_slice() {
+            [one] => push_string(&mut out, one),
+            pieces => push_string(&mut out, &pieces.concat()),
+        }
+        out.push(b'}');
     }
     for call in &response.tool_calls {
-        content.push(BlockOut::ToolUse {
-            id: &call.id,
-            name: &call.name,
-            input: tool_input(&call.arguments),
-        });
+        next_block(&mut out);
+        out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
+        push_string(&mut out, &call.id);
+        out.extend_from_slice(b",\"name\":");
+        push_string(&mut out, &call.name);
+        out.extend_from_slice(b",\"input\":");
+        match tool_input(&call.arguments) {
+            ToolInput::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            ToolInput::Empty => out.extend_from_slice(b"{}"),
+        }
+        out.push(b'}');
     }
-    let message = MessageOut {
-        id: &response.id,
-        kind: "message",
-        role: "assistant",
-        model: &response.model,
-        content,
-        stop_reason: stop_reason(response.finish),
-        stop_sequence: response.stop_sequence.as_deref(),
-        usage: UsageOut::from(response.usage),
-    };
-    // Serialising these types into a Vec cannot fail.
-    serde_json::to_vec(&message).unwrap_or_default()
+    out.extend_from_slice(b"],\"stop_reason\":");
+    push_plain(&mut out, stop_reason(response.finish));
+    out.extend_from_slice(b",\"stop_sequence\":");
+    match &response.stop_sequence {
+        Some(sequence) => push_string(&mut out, sequence),
+        None => out.extend_from_slice(b"null"),
+    }
+    let usage = UsageOut::from(response.usage);
+    out.extend_from_slice(b",\"usage\":{\"input_tokens\":");
+    push_u64(&mut out, usage.input_tokens);
+    out.extend_from_slice(b",\"cache_creation_input_tokens\":");
+    push_u64(&mut out, usage.cache_creation_input_tokens);
+    out.extend_from_slice(b",\"cache_read_input_tokens\":");
+    push_u64(&mut out, usage.cache_read_input_tokens);
+    out.extend_from_slice(b",\"output_tokens\":");
+    push_u64(&mut out, usage.output_tokens);
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// Anthropic's stop reason; an answer without one ended naturally.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use futures_util::{stream, StreamExt};
 use http_body_util::BodyExt;
 use keel_router::{ProviderError, StreamEvent};
-use keel_types::canonical::openai::read_completion;
+use keel_types::canonical::openai::read_completion_borrowed;
 use keel_types::RequestError;
 
 use super::request::chat_request;
@@ -201,7 +201,7 @@ fn every_completion_becomes_the_golden_anthropic_message() -> TestResult {
     assert!(names.len() >= 6, "{names:?}");
     for name in names {
         let body = std::fs::read(fixtures().join(format!("responses/{name}.json")))?;
-        let mut text = String::from_utf8(message_json(&read_completion(&body)?))?;
+        let mut text = String::from_utf8(message_json(&read_completion_borrowed(&body)?))?;
         text.push('\n');
         golden(
             fixtures().join(format!("responses/{name}.anthropic.json")),

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use bytes::BufMut;
 use serde_json::value::RawValue;
 
+use crate::json::{push_plain, push_string, push_u64};
 use keel_types::canonical::{FinishReason, ResponseRef, TokenUsage};
 use keel_types::RawObject;
 
@@ -219,72 +220,6 @@ fn push_field(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(b"\":");
     out.extend_from_slice(value.as_bytes());
     out.push(b',');
-}
-
-/// `text` as a JSON string, as serde_json writes it. Text with nothing to
-/// escape (a control character, `"` or `\`) is copied as it is.
-pub(crate) fn push_string<B: BufMut>(out: &mut B, text: &str) {
-    if needs_escape(text.as_bytes()) {
-        // Serialising a string into a buffer cannot fail.
-        let _ = serde_json::to_writer(out.writer(), text);
-        return;
-    }
-    out.put_u8(b'"');
-    out.put_slice(text.as_bytes());
-    out.put_u8(b'"');
-}
-
-/// `text`, which Keel wrote and knows needs no escapes (its own hex ids,
-/// fixed words), as a JSON string.
-pub(crate) fn push_plain<B: BufMut>(out: &mut B, text: &str) {
-    debug_assert!(!needs_escape(text.as_bytes()), "{text:?} needs escapes");
-    out.put_u8(b'"');
-    out.put_slice(text.as_bytes());
-    out.put_u8(b'"');
-}
-
-/// Whether `text` holds a byte JSON escapes: a control character, `"` or
-/// `\`. Eight bytes at a time (a byte-by-byte scan cost more than the
-/// rest of writing an event).
-fn needs_escape(text: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of `word` is below `limit` (at most 0x80), exactly.
-    let below =
-        |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS != 0;
-    let escaped = |word: u64| {
-        below(word, 0x20)
-            || below(word ^ (ONES * u64::from(b'"')), 1)
-            || below(word ^ (ONES * u64::from(b'\\')), 1)
-    };
-    let mut words = text.chunks_exact(8);
-    for word in &mut words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        if escaped(u64::from_le_bytes(bytes)) {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
-}
-
-/// `value` in decimal, as serde_json writes it.
-pub(crate) fn push_u64<B: BufMut>(out: &mut B, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = value;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[start..]);
 }
 
 /// Responses usage: `input_tokens` includes cached ones, as OpenAI counts.

@@ -18,10 +18,10 @@ use keel_types::canonical::{Delta, FinishReason, TokenUsage, ToolCall};
 use keel_types::Usage;
 
 use super::response::{
-    finished, function_call_item, message_item, new_id, output_text, push_plain, push_string,
-    push_u64, Echo, ItemOut, Status, TextOut,
+    finished, function_call_item, message_item, new_id, output_text, Echo, ItemOut, Status, TextOut,
 };
 use crate::error::stream_failure_message;
+use crate::json::{push_plain, push_string, push_u64};
 use crate::translated::EventEncoder;
 
 /// The state of one stream's conversion.
