@@ -98,6 +98,22 @@ fn route_retry_after_seconds(wait: &std::time::Duration) -> u64 {
 #[derive(Clone, Debug)]
 pub struct LoggedError(pub String);
 
+/// The one way an error answer is written, whichever error it comes from
+/// ([`ApiError`], the job routes' `JobsError`, shedding, an unreadable
+/// upstream answer): `status`, OpenAI's error `body` as JSON, and `logged`,
+/// what the request log records (which may say more than the client is
+/// told). The caller adds its own headers.
+pub(crate) fn error_response(status: StatusCode, body: &ErrorBody, logged: String) -> Response {
+    let mut response = (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_json(),
+    )
+        .into_response();
+    response.extensions_mut().insert(LoggedError(logged));
+    response
+}
+
 // === impl ApiError ===
 
 impl ApiError {
@@ -265,20 +281,17 @@ fn route_body(error: &RouteError) -> ErrorBody {
 /// like every routing failure, so `x-should-retry: false`.
 pub(crate) fn invalid_upstream_answer(message: String) -> Response {
     let body = ErrorBody::new(
-        message,
+        message.clone(),
         "server_error",
         None,
         Some("upstream_invalid_response"),
     );
-    (
-        axum::http::StatusCode::BAD_GATEWAY,
-        [
-            (axum::http::header::CONTENT_TYPE, "application/json"),
-            (crate::headers::X_SHOULD_RETRY, "false"),
-        ],
-        body.to_json(),
-    )
-        .into_response()
+    let mut response = error_response(StatusCode::BAD_GATEWAY, &body, message);
+    response.headers_mut().insert(
+        crate::headers::X_SHOULD_RETRY,
+        HeaderValue::from_static("false"),
+    );
+    response
 }
 
 /// What a client is told, in band, of a stream that failed after it started.
@@ -308,13 +321,7 @@ pub(crate) fn failure_summary(error: &ProviderError) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (
-            status,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            self.body().to_json(),
-        )
-            .into_response();
+        let mut response = error_response(self.status(), &self.body(), self.to_string());
         let headers = response.headers_mut();
         if let Self::Route(route) = &self {
             headers.insert(
@@ -359,9 +366,6 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(retry_after_seconds(retry_after)),
             );
         }
-        response
-            .extensions_mut()
-            .insert(LoggedError(self.to_string()));
         response
     }
 }

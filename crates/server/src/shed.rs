@@ -20,7 +20,7 @@ use http_body::{Frame, SizeHint};
 use keel_types::ErrorBody;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::error::LoggedError;
+use crate::error::error_response;
 use crate::{ApiError, AppState, Tenant};
 
 /// Admits the request (see the module doc) or refuses it.
@@ -71,18 +71,10 @@ pub(crate) fn holding(response: Response, permit: OwnedSemaphorePermit) -> Respo
 fn overloaded() -> Response {
     let message = "this Keel instance is at its server.max_in_flight limit; retry shortly";
     let body = ErrorBody::new(message, "server_error", None, Some("overloaded"));
-    let mut response = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_json(),
-    )
-        .into_response();
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, &body, message.to_owned());
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-        .extensions_mut()
-        .insert(LoggedError(message.to_owned()));
     response
 }
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use keel_queue::{Refused, StoreError, SubmitError};
 use keel_types::{ErrorBody, RequestError};
 
-use crate::error::LoggedError;
+use crate::error::error_response;
 
 /// Why a job request failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,12 +169,12 @@ impl From<SubmitError> for JobsError {
 
 impl IntoResponse for JobsError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status(),
-            [(header::CONTENT_TYPE, "application/json")],
-            self.body().to_json(),
-        )
-            .into_response();
+        // The store error's detail (SQL, hosts) goes to the log, not the client.
+        let logged = match &self {
+            Self::Store(error) => format!("{self}: {error}"),
+            _ => self.to_string(),
+        };
+        let mut response = error_response(self.status(), &self.body(), logged);
         if matches!(
             self,
             Self::KeyInProgress | Self::Store(_) | Self::TooManyQueued(_)
@@ -183,12 +183,6 @@ impl IntoResponse for JobsError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        // The store error's detail (SQL, hosts) goes to the log, not the client.
-        let logged = match &self {
-            Self::Store(error) => format!("{self}: {error}"),
-            _ => self.to_string(),
-        };
-        response.extensions_mut().insert(LoggedError(logged));
         response
     }
 }
