@@ -34,6 +34,14 @@ pub(super) fn chunk(text: &str) -> Option<ChunkIn<'_>> {
     (scan.at == text.len()).then_some(chunk)
 }
 
+/// The fields a completion and a stream chunk share.
+struct Answer<'a, C> {
+    id: Cow<'a, str>,
+    model: Cow<'a, str>,
+    choices: Vec<C>,
+    usage: Option<UsageIn>,
+}
+
 /// A position in the completion's text.
 struct Scan<'a> {
     text: &'a str,
@@ -44,53 +52,98 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     fn completion(&mut self) -> Option<CompletionIn<'a>> {
-        let mut completion = CompletionIn::default();
-        let mut seen = [false; 4];
-        self.object(|scan, key| {
-            match key {
-                "id" => completion.id = scan.once(&mut seen[0])?.string()?,
-                "model" => completion.model = scan.once(&mut seen[1])?.string()?,
-                "choices" => {
-                    let choices = &mut completion.choices;
-                    scan.once(&mut seen[2])?
-                        .array(|scan| scan.choice().map(|choice| choices.push(choice)))?;
-                }
-                "usage" => completion.usage = scan.once(&mut seen[3])?.nullable(Self::usage)?,
-                _ => scan.skip(0)?,
-            }
-            Some(())
-        })?;
-        Some(completion)
+        let Answer {
+            id,
+            model,
+            choices,
+            usage,
+        } = self.answer(Self::choice)?;
+        Some(CompletionIn {
+            id,
+            model,
+            choices,
+            usage,
+        })
     }
 
     fn chunk(&mut self) -> Option<ChunkIn<'a>> {
-        let mut chunk = ChunkIn::default();
+        let Answer {
+            id,
+            model,
+            choices,
+            usage,
+        } = self.answer(Self::chunk_choice)?;
+        Some(ChunkIn {
+            id,
+            model,
+            choices,
+            usage,
+        })
+    }
+
+    /// What a completion and a chunk both hold, the `choices` each read
+    /// by `choice`.
+    fn answer<C>(
+        &mut self,
+        mut choice: impl FnMut(&mut Self) -> Option<C>,
+    ) -> Option<Answer<'a, C>> {
+        let mut answer = Answer {
+            id: Cow::Borrowed(""),
+            model: Cow::Borrowed(""),
+            choices: Vec::new(),
+            usage: None,
+        };
         let mut seen = [false; 4];
         self.object(|scan, key| {
             match key {
-                "id" => chunk.id = scan.once(&mut seen[0])?.string()?,
-                "model" => chunk.model = scan.once(&mut seen[1])?.string()?,
+                "id" => answer.id = scan.once(&mut seen[0])?.string()?,
+                "model" => answer.model = scan.once(&mut seen[1])?.string()?,
                 "choices" => {
-                    let choices = &mut chunk.choices;
+                    let choices = &mut answer.choices;
                     scan.once(&mut seen[2])?
-                        .array(|scan| scan.chunk_choice().map(|choice| choices.push(choice)))?;
+                        .array(|scan| choice(scan).map(|choice| choices.push(choice)))?;
                 }
-                "usage" => chunk.usage = scan.once(&mut seen[3])?.nullable(Self::usage)?,
+                "usage" => answer.usage = scan.once(&mut seen[3])?.nullable(Self::usage)?,
                 _ => scan.skip(0)?,
             }
             Some(())
         })?;
-        Some(chunk)
+        Some(answer)
     }
 
     fn chunk_choice(&mut self) -> Option<ChunkChoiceIn<'a>> {
-        let mut delta = None;
+        let (delta, finish_reason, stop_reason) =
+            self.choice_with("delta", |scan| scan.nullable(Self::delta))?;
+        Some(ChunkChoiceIn {
+            delta: delta.flatten(),
+            finish_reason,
+            stop_reason,
+        })
+    }
+
+    fn choice(&mut self) -> Option<ChoiceIn<'a>> {
+        let (message, finish_reason, stop_reason) = self.choice_with("message", Self::message)?;
+        Some(ChoiceIn {
+            message: message?,
+            finish_reason,
+            stop_reason,
+        })
+    }
+
+    /// A choice of a completion or a chunk: its `body` (`message` or
+    /// `delta`, read by `read`), `finish_reason` and `stop_reason`.
+    fn choice_with<T>(
+        &mut self,
+        body: &str,
+        mut read: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<(Option<T>, Option<Cow<'a, str>>, StopText<'a>)> {
+        let mut content = None;
         let mut finish_reason = None;
         let mut stop_reason = StopText::default();
         let mut seen = [false; 3];
         self.object(|scan, key| {
             match key {
-                "delta" => delta = scan.once(&mut seen[0])?.nullable(Self::delta)?,
+                _ if key == body => content = Some(read(scan.once(&mut seen[0])?)?),
                 "finish_reason" => {
                     finish_reason = scan.once(&mut seen[1])?.nullable(Self::string)?;
                 }
@@ -101,11 +154,7 @@ impl<'a> Scan<'a> {
             }
             Some(())
         })?;
-        Some(ChunkChoiceIn {
-            delta,
-            finish_reason,
-            stop_reason,
-        })
+        Some((content, finish_reason, stop_reason))
     }
 
     fn delta(&mut self) -> Option<DeltaIn<'a>> {
@@ -127,31 +176,6 @@ impl<'a> Scan<'a> {
             Some(())
         })?;
         Some(delta)
-    }
-
-    fn choice(&mut self) -> Option<ChoiceIn<'a>> {
-        let mut message = None;
-        let mut finish_reason = None;
-        let mut stop_reason = StopText::default();
-        let mut seen = [false; 3];
-        self.object(|scan, key| {
-            match key {
-                "message" => message = Some(scan.once(&mut seen[0])?.message()?),
-                "finish_reason" => {
-                    finish_reason = scan.once(&mut seen[1])?.nullable(Self::string)?;
-                }
-                "stop_reason" => {
-                    stop_reason = StopText(scan.once(&mut seen[2])?.nullable(Self::string)?);
-                }
-                _ => scan.skip(0)?,
-            }
-            Some(())
-        })?;
-        Some(ChoiceIn {
-            message: message?,
-            finish_reason,
-            stop_reason,
-        })
     }
 
     /// A `tool_calls` list holding no call. Calls themselves are left to
