@@ -101,6 +101,26 @@ where
     }
 }
 
+/// [`next_data_event`], with its data read as JSON into `P`; data that is
+/// not is a protocol error naming `what` the event is.
+pub(crate) async fn next_data_event_as<P, S, E>(
+    events: &mut S,
+    provider: &str,
+    what: &str,
+) -> Result<(Event, P), ProviderError>
+where
+    P: serde::de::DeserializeOwned,
+    S: Stream<Item = Result<Event, DecodeError<E>>> + Unpin,
+    E: std::fmt::Display,
+{
+    let event = next_data_event(events, provider).await?;
+    let read = serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
+        provider: provider.to_owned(),
+        detail: format!("{what} is not valid JSON: {error}"),
+    })?;
+    Ok((event, read))
+}
+
 /// A failure of the SSE byte stream, as the attempt's error.
 pub(crate) fn decode_failure<E: std::fmt::Display>(
     provider: &str,

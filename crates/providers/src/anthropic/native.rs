@@ -21,7 +21,7 @@ use keel_types::{ChatRequest, Usage};
 use serde::Deserialize;
 
 use super::response::{in_band_error, UsageIn};
-use crate::reply::{next_data_event, until_terminal};
+use crate::reply::{next_data_event_as, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// The client headers a passed-through body takes along; the provider's
@@ -129,12 +129,8 @@ where
         return Ok(StreamEvent::Done);
     }
     let provider = &*state.provider;
-    let event = next_data_event(&mut state.events, provider).await?;
-    let probe: Probe =
-        serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail: format!("an Anthropic stream event is not valid JSON: {error}"),
-        })?;
+    let (event, probe): (Event, Probe) =
+        next_data_event_as(&mut state.events, provider, "an Anthropic stream event").await?;
     let kind = probe.kind.as_deref().unwrap_or(&event.event);
     let (token, usage) = match kind {
         "error" => return Err(in_band_error(provider, &event.data)),

@@ -14,7 +14,7 @@ use keel_sse::{DecodeError, Event};
 use keel_types::{ErrorBody, Usage};
 use serde::Deserialize;
 
-use crate::reply::{next_data_event, until_terminal};
+use crate::reply::{next_data_event_as, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
 
 /// Event types that carry part of the answer.
@@ -100,12 +100,8 @@ where
         return Ok(StreamEvent::Done);
     }
     let provider = &*state.provider;
-    let event = next_data_event(&mut state.events, provider).await?;
-    let probe: Probe =
-        serde_json::from_str(&event.data).map_err(|error| ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail: format!("a Responses event is not valid JSON: {error}"),
-        })?;
+    let (event, probe): (Event, Probe) =
+        next_data_event_as(&mut state.events, provider, "a Responses event").await?;
     let kind = probe.kind.as_deref().unwrap_or(&event.event);
     match kind {
         "error" | "response.failed" => Err(failed(provider, &probe)),
