@@ -73,6 +73,28 @@ fn upstream_body(body: &str, public: &str, upstream: &str) -> String {
     )
 }
 
+/// [`BODY`] asked as a stream.
+fn stream_body() -> String {
+    BODY.replacen(
+        r#""max_tokens":2048"#,
+        r#""max_tokens":2048,"stream":true"#,
+        1,
+    )
+}
+
+/// A gateway whose first target has `faults`, and its answer to [`BODY`]
+/// asked as a stream (the mock stays up while the answer is read).
+async fn stream_with_first_target(
+    faults: Faults,
+) -> Result<(Mock, Gateway, reqwest::Response), Box<dyn std::error::Error>> {
+    let mock = start_mock().await?;
+    let gateway = start_gateway(&yaml(&mock), &[]).await?;
+    mock.state.set_faults("claude-first", faults);
+    let response = messages(&gateway, &stream_body()).await?;
+    assert_eq!(response.status(), 200);
+    Ok((mock, gateway, response))
+}
+
 fn overloaded_once() -> Faults {
     Faults {
         fail: Some(FailNext {
@@ -192,17 +214,8 @@ async fn a_whole_answer_keeps_every_field_and_header_and_fails_over_invisibly() 
 #[tokio::test]
 async fn a_stream_is_the_upstreams_event_stream_and_fails_over_before_its_first_token() -> TestResult
 {
-    let mock = start_mock().await?;
-    let gateway = start_gateway(&yaml(&mock), &[]).await?;
-    mock.state.set_faults("claude-first", overloaded_once());
-    let body = BODY.replacen(
-        r#""max_tokens":2048"#,
-        r#""max_tokens":2048,"stream":true"#,
-        1,
-    );
-
-    let response = messages(&gateway, &body).await?;
-    assert_eq!(response.status(), 200);
+    let (mock, gateway, response) = stream_with_first_target(overloaded_once()).await?;
+    let body = stream_body();
     assert_eq!(header(&response, "content-type"), "text/event-stream");
     assert_eq!(header(&response, "x-keel-provider"), "second");
     assert_eq!(header(&response, "x-keel-attempts"), "2");
@@ -264,22 +277,11 @@ async fn a_stream_is_the_upstreams_event_stream_and_fails_over_before_its_first_
 
 #[tokio::test]
 async fn an_error_event_before_the_first_token_fails_over_invisibly() -> TestResult {
-    let mock = start_mock().await?;
-    let gateway = start_gateway(&yaml(&mock), &[]).await?;
-    mock.state.set_faults(
-        "claude-first",
-        Faults {
-            error_event_after_chunk: Some(0),
-            ..Faults::default()
-        },
-    );
-    let body = BODY.replacen(
-        r#""max_tokens":2048"#,
-        r#""max_tokens":2048,"stream":true"#,
-        1,
-    );
-    let response = messages(&gateway, &body).await?;
-    assert_eq!(response.status(), 200);
+    let (_mock, _gateway, response) = stream_with_first_target(Faults {
+        error_event_after_chunk: Some(0),
+        ..Faults::default()
+    })
+    .await?;
     assert_eq!(header(&response, "x-keel-provider"), "second");
     assert_eq!(header(&response, "x-keel-attempts"), "2");
     let events = named_events(&response.text().await?)?;
@@ -301,22 +303,11 @@ async fn an_error_event_before_the_first_token_fails_over_invisibly() -> TestRes
 
 #[tokio::test]
 async fn an_error_after_the_first_token_ends_the_stream_in_band() -> TestResult {
-    let mock = start_mock().await?;
-    let gateway = start_gateway(&yaml(&mock), &[]).await?;
-    mock.state.set_faults(
-        "claude-first",
-        Faults {
-            drop_after_chunk: Some(3),
-            ..Faults::default()
-        },
-    );
-    let body = BODY.replacen(
-        r#""max_tokens":2048"#,
-        r#""max_tokens":2048,"stream":true"#,
-        1,
-    );
-    let response = messages(&gateway, &body).await?;
-    assert_eq!(response.status(), 200);
+    let (mock, _gateway, response) = stream_with_first_target(Faults {
+        drop_after_chunk: Some(3),
+        ..Faults::default()
+    })
+    .await?;
     assert_eq!(header(&response, "x-keel-provider"), "first");
     let events = named_events(&response.text().await?)?;
     let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
