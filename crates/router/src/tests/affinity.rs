@@ -13,6 +13,22 @@ use crate::{session, Affinity, RouteError, Router};
 const TTL: Duration = Duration::from_secs(600);
 
 /// A router for model `m` over `targets` by `strategy`, with affinity.
+/// A provider whose first call fails with 503 and whose later calls answer.
+fn fails_once(name: &'static str) -> Arc<Scripted> {
+    Scripted::new(
+        name,
+        vec![
+            Step::Status {
+                status: 503,
+                retry_after: None,
+            },
+            Step::Answer {
+                delay: Duration::ZERO,
+            },
+        ],
+    )
+}
+
 fn pinning_router(strategy: Strategy, targets: &[&Arc<Scripted>], max_sessions: usize) -> Router {
     let mut table = table(
         strategy,
@@ -89,18 +105,7 @@ fn sessions_are_scoped_per_tenant() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_pin_expires_ttl_after_its_last_use() -> Result<(), RouteError> {
     // `a` fails once, so the session is pinned to `b`.
-    let a = Scripted::new(
-        "a",
-        vec![
-            Step::Status {
-                status: 503,
-                retry_after: None,
-            },
-            Step::Answer {
-                delay: Duration::ZERO,
-            },
-        ],
-    );
+    let a = fails_once("a");
     let b = Scripted::new("b", vec![]);
     let router = pinning_router(Strategy::Ordered, &[&a, &b], 100);
     assert_eq!(provider_of(&router, in_session("s")).await?, "b");
@@ -156,18 +161,7 @@ async fn a_failing_pin_moves_to_the_target_that_answered() -> Result<(), RouteEr
 /// least recently used forgotten first.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn pins_stay_within_their_cap() -> Result<(), RouteError> {
-    let a = Scripted::new(
-        "a",
-        vec![
-            Step::Status {
-                status: 503,
-                retry_after: None,
-            },
-            Step::Answer {
-                delay: Duration::ZERO,
-            },
-        ],
-    );
+    let a = fails_once("a");
     let b = Scripted::new("b", vec![]);
     let router = pinning_router(Strategy::Ordered, &[&a, &b], 64);
     // The first session is pinned to `b` (a failed once), then kept in use.
