@@ -11,9 +11,10 @@ usage: anthropic_cache_thinking_check.py KEEL_URL API_KEY MOCK_ROOT MODEL UPSTRE
 
 import json
 import sys
-import urllib.request
 
 import anthropic
+from checks import Checks
+
 try:  # the HTTP client the SDK is built on: httpx2 in 2.x, httpx before
     import httpx2 as httpx
 except ImportError:
@@ -21,29 +22,16 @@ except ImportError:
 
 base_url, api_key, mock_root, model, upstream_model = sys.argv[1:6]
 BETAS = ["extended-cache-ttl-2025-04-11", "interleaved-thinking-2025-05-14"]
-failures = []
+checks = Checks(mock_root)
+check = checks.check
+mock_requests = checks.requests
+forget_requests = checks.forget_requests
 sent = []
-
-
-def check(name, condition, detail=""):
-    print(("ok   " if condition else "FAIL ") + name + ("" if condition else f": {detail}"))
-    if not condition:
-        failures.append(name)
 
 
 def capture(request):
     if request.content:
         sent.append((dict(request.headers), json.loads(request.content)))
-
-
-def mock_requests():
-    with urllib.request.urlopen(f"{mock_root}/_mock/requests") as response:
-        return json.load(response)["requests"]
-
-
-def forget_requests():
-    request = urllib.request.Request(f"{mock_root}/_mock/requests", method="DELETE")
-    urllib.request.urlopen(request).close()
 
 
 def reached_verbatim(label):
@@ -107,5 +95,4 @@ check("stream: text", text.startswith("Hello from the keel mock"), text)
 check("stream: final message", final.stop_reason == "end_turn" and final.usage.output_tokens > 0, final)
 reached_verbatim("stream")
 
-print(f"{len(failures)} failed")
-sys.exit(1 if failures else 0)
+checks.finish()

@@ -9,29 +9,17 @@ usage: langchain_check.py KEEL_V1_URL API_KEY MOCK_ROOT MODEL UPSTREAM_MODEL
 
 import json
 import sys
-import urllib.request
 
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
+from checks import Checks
+
 base_url, api_key, mock_root, model, upstream_model = sys.argv[1:6]
-failures = []
-
-
-def check(name, condition, detail=""):
-    print(("ok   " if condition else "FAIL ") + name + ("" if condition else f": {detail}"))
-    if not condition:
-        failures.append(name)
-
-
-def mock_requests():
-    with urllib.request.urlopen(f"{mock_root}/_mock/requests") as response:
-        return [json.loads(r["body"]) for r in json.load(response)["requests"]]
-
-
-def forget_requests():
-    request = urllib.request.Request(f"{mock_root}/_mock/requests", method="DELETE")
-    urllib.request.urlopen(request).close()
+checks = Checks(mock_root)
+check = checks.check
+mock_requests = checks.bodies
+forget_requests = checks.forget_requests
 
 
 def last_upstream_body():
@@ -128,5 +116,4 @@ for method in ["json_schema", "function_calling"]:
             received.get("response_format"),
         )
 
-print(f"{len(failures)} failed")
-sys.exit(1 if failures else 0)
+checks.finish()

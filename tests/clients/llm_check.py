@@ -13,29 +13,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
+
+from checks import Checks
 
 base_url, api_key, mock_root, model, upstream_model = sys.argv[1:6]
 # The `llm` entry point installed beside this interpreter.
 LLM = os.path.join(os.path.dirname(sys.executable), "llm")
-failures = []
-
-
-def check(name, condition, detail=""):
-    print(("ok   " if condition else "FAIL ") + name + ("" if condition else f": {detail}"))
-    if not condition:
-        failures.append(name)
-
-
-def mock_requests():
-    with urllib.request.urlopen(f"{mock_root}/_mock/requests") as response:
-        return [json.loads(r["body"]) for r in json.load(response)["requests"]]
-
-
-def forget_requests():
-    request = urllib.request.Request(f"{mock_root}/_mock/requests", method="DELETE")
-    urllib.request.urlopen(request).close()
-
+checks = Checks(mock_root)
+check = checks.check
+mock_requests = checks.bodies
+forget_requests = checks.forget_requests
 
 home = tempfile.mkdtemp(prefix="keel-llm-")
 with open(os.path.join(home, "extra-openai-models.yaml"), "w") as config:
@@ -99,5 +86,4 @@ usage = [(entry["input_tokens"] or 0, entry["output_tokens"] or 0) for entry in 
 check("logs: usage of both", len(usage) == 2 and all(i > 0 and o > 0 for i, o in usage), usage)
 
 shutil.rmtree(home, ignore_errors=True)
-print(f"{len(failures)} failed")
-sys.exit(1 if failures else 0)
+checks.finish()
