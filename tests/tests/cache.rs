@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use keel_testkit::{
-    sse_data, start_gateway, start_mock, without_volatile_fields, FailNext, Faults, Gateway, Mock,
+    header, sse_data, start_gateway, start_mock, without_volatile_fields, FailNext, Faults,
+    Gateway, Mock,
 };
 use serde_json::{json, Value};
 
@@ -86,14 +87,6 @@ impl Setup {
 
 fn ask(prompt: &str, stream: bool) -> Value {
     json!({"model": "chat", "messages": [{"role": "user", "content": prompt}], "stream": stream})
-}
-
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
-    response
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
 }
 
 /// The text a stream's chunks carry, and the parsed chunks themselves.

@@ -3,7 +3,7 @@
 //! answer is invisible, answers are cached, usage is priced, and a request
 //! to a model of the other API is a 400 naming where to send it.
 
-use keel_testkit::{start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
+use keel_testkit::{header, start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
 use serde_json::{json, Value};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -38,15 +38,6 @@ async fn post(
         .json(body)
         .send()
         .await
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
 }
 
 #[tokio::test]

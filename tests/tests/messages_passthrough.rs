@@ -7,7 +7,7 @@
 //! with an OpenAI target still translates, carrying what the chat format
 //! can and refusing the rest by name.
 
-use keel_testkit::{start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
+use keel_testkit::{header, start_gateway, start_mock, FailNext, Faults, Gateway, Mock};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -53,15 +53,6 @@ async fn messages(gateway: &Gateway, body: &str) -> Result<reqwest::Response, re
         .body(body.to_owned())
         .send()
         .await
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// The body the upstream must get: the client's, `model` rewritten.

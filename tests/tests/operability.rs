@@ -179,14 +179,7 @@ async fn the_dashboard_is_one_self_contained_page() -> TestResult {
         .send()
         .await?;
     assert_eq!(response.status(), 200);
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let header = |name: &str| keel_testkit::header(&response, name);
     assert!(header("content-type").starts_with("text/html"));
     let policy = header("content-security-policy");
     assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));

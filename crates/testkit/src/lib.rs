@@ -194,6 +194,15 @@ async fn run_script(
     Ok(stdout)
 }
 
+/// A response header as text; empty when it is absent or not text.
+pub fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+}
+
 /// The `data:` payloads of an SSE body, in order (`[DONE]` included).
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
