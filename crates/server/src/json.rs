@@ -4,6 +4,7 @@
 //! and check every string one byte at a time.
 
 use bytes::BufMut;
+use keel_types::canonical::openai::plain_run;
 
 /// `text` as a JSON string, as serde_json writes it. Text with nothing to
 /// escape (a control character, `"` or `\`) is copied as it is.
@@ -28,31 +29,9 @@ pub(crate) fn push_plain<B: BufMut>(out: &mut B, text: &str) {
 }
 
 /// Whether `text` holds a byte JSON escapes: a control character, `"` or
-/// `\`. Eight bytes at a time (a byte-by-byte scan cost more than the
-/// rest of writing an event).
+/// `\`.
 fn needs_escape(text: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of `word` is below `limit` (at most 0x80), exactly.
-    let below =
-        |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS != 0;
-    let escaped = |word: u64| {
-        below(word, 0x20)
-            || below(word ^ (ONES * u64::from(b'"')), 1)
-            || below(word ^ (ONES * u64::from(b'\\')), 1)
-    };
-    let mut words = text.chunks_exact(8);
-    for word in &mut words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        if escaped(u64::from_le_bytes(bytes)) {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+    plain_run(text) < text.len()
 }
 
 /// `value` in decimal, as serde_json writes it.

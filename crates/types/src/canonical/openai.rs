@@ -16,6 +16,7 @@ pub(crate) use response::optional_text;
 pub use response::{
     completion_json, completion_json_with_id, read_completion, read_completion_borrowed,
 };
+pub use scan::plain_run;
 
 #[cfg(test)]
 #[path = "openai/tests.rs"]

@@ -438,9 +438,10 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// How many bytes `bytes` starts with that end no string: no `"`, `\\` or
-/// control character. Eight bytes at a time, as serde's own scan does.
-fn plain_run(bytes: &[u8]) -> usize {
+/// How many bytes `bytes` starts with that end no JSON string and need no
+/// escape in one: no `"`, `\\` or control character. Eight bytes at a time,
+/// as serde's own scan does.
+pub fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // The high bit of each byte below `limit` (at most 0x80); the lowest
