@@ -27,8 +27,9 @@ pub use idempotency::{request_hash, KeyState, LOCK_TIMEOUT, MAX_KEY_LENGTH};
 pub use job::{new_job_id, JobRecord, JobStatus, NewJob, WebhookStatus};
 pub use store::{
     migrate_url, millis, open, Backend, CancelOutcome, ClaimedJob, Delivery, DeliveryOutcome,
-    Enqueued, Finish, JobStore, KeyClaim, Lease, ListQuery, PostgresStore, RedeliverOutcome,
-    SqliteStore, StoreError, StoredKey, SweepBefore, Swept, SWEEP_BATCH,
+    Dialect, Enqueued, Finish, JobStore, KeyClaim, Lease, ListQuery, PostgresDialect,
+    PostgresStore, RedeliverOutcome, SqlStore, SqliteDialect, SqliteStore, StoreError, StoredKey,
+    SweepBefore, Swept, SWEEP_BATCH,
 };
 pub use webhook::{
     check_url, decode_secret, delivery_client, is_blocked, signature_header, verify,

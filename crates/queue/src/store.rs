@@ -1,5 +1,6 @@
-//! The job store: one trait, two implementations (Postgres, shared by
-//! several instances, and embedded SQLite for one). Every method that
+//! The job store: one trait, one implementation over SQL ([`SqlStore`])
+//! on two backends (Postgres, shared by several instances, and embedded
+//! SQLite for one), each with its [`Dialect`]. Every method that
 //! compares or writes times takes `now` (Unix milliseconds) from the caller,
 //! so tests move time by passing a later `now`, never by sleeping.
 
@@ -14,11 +15,13 @@ use crate::job::{JobRecord, JobStatus, NewJob, WebhookStatus};
 mod migrations;
 mod postgres;
 mod sql;
+mod sql_store;
 mod sqlite;
 
 pub use migrations::migrate_url;
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use postgres::PostgresDialect;
+pub use sql_store::{Dialect, PostgresStore, SqlStore, SqliteStore};
+pub use sqlite::SqliteDialect;
 
 /// A store failure: the database could not be reached or refused a statement.
 #[derive(Debug, thiserror::Error)]
@@ -238,15 +241,27 @@ pub trait JobStore: Send + Sync {
     async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// How many of `tenant`'s jobs are queued (for `limits.max_queued_jobs`).
     async fn queued_count(&self, tenant: &str) -> Result<i64, StoreError>;
-    /// Inserts a job, with its idempotency key and the response to replay
-    /// (the job object as first returned), in one transaction. When the key already exists
-    /// nothing is written and the stored key is returned.
+    /// Inserts a job, queued or (with `lease`) running, with its
+    /// idempotency key and the response to replay (the job object as first
+    /// returned), in one transaction. When the key already exists nothing
+    /// is written and the stored key is returned. Callers say which with
+    /// [`JobStore::enqueue`] or [`JobStore::enqueue_running`].
+    async fn insert(
+        &self,
+        job: &NewJob,
+        key: Option<&KeyClaim>,
+        lease: Option<&Lease>,
+        now: i64,
+    ) -> Result<Enqueued, StoreError>;
+    /// Inserts a queued job (see [`JobStore::insert`]).
     async fn enqueue(
         &self,
         job: &NewJob,
         key: Option<&KeyClaim>,
         now: i64,
-    ) -> Result<Enqueued, StoreError>;
+    ) -> Result<Enqueued, StoreError> {
+        self.insert(job, key, None, now).await
+    }
     /// Like [`JobStore::enqueue`], for a job its submitter is already
     /// running: inserted `running`, its first attempt counted, under the
     /// `lease` the submitter holds (so it heartbeats, finishes or releases
@@ -257,7 +272,9 @@ pub trait JobStore: Send + Sync {
         key: Option<&KeyClaim>,
         lease: &Lease,
         now: i64,
-    ) -> Result<Enqueued, StoreError>;
+    ) -> Result<Enqueued, StoreError> {
+        self.insert(job, key, Some(lease), now).await
+    }
     /// The tenant's job `id`.
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// The tenant's jobs, newest first; at most `query.limit`.
@@ -378,12 +395,8 @@ pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The columns every job query returns, in [`JobRecord`] order.
-pub(crate) const JOB_COLUMNS: &str =
-    "id, tenant, status, model, metadata, created_at, started_at, finished_at, attempts, \
-     result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error, cost_usd, response_request";
-
-/// Reads a [`JobRecord`] from a row of either backend (the columns of [`JOB_COLUMNS`]).
+/// Reads a [`JobRecord`] from a row of either backend (the columns of
+/// [`sql::JOB_COLUMNS`]).
 macro_rules! job_from_row {
     ($row:expr) => {{
         use sqlx::Row as _;
@@ -453,7 +466,10 @@ pub(crate) fn queued_record(job: &NewJob, now: i64) -> JobRecord {
 /// The list query; parameters: `$1` tenant, `$2` limit, then status,
 /// webhook status and cursor when present, in that order.
 pub(crate) fn list_sql(query: &ListQuery) -> String {
-    let mut text = format!("SELECT {JOB_COLUMNS} FROM keel_jobs WHERE tenant = $1");
+    let mut text = format!(
+        "SELECT {} FROM keel_jobs WHERE tenant = $1",
+        sql::JOB_COLUMNS
+    );
     let mut next = 3;
     if query.status.is_some() {
         text.push_str(&format!(" AND status = ${next}"));

@@ -1,6 +1,42 @@
 //! SQL both backends run as it is (SQLite accepts `$N` parameters too).
 //! Only the claims differ: Postgres adds `FOR UPDATE SKIP LOCKED`.
 
+/// The columns every job query returns, in [`crate::job::JobRecord`]
+/// order (a macro, so statements can be put together at compile time).
+macro_rules! job_columns {
+    () => {
+        "id, tenant, status, model, metadata, created_at, started_at, finished_at, attempts, \
+         result, error, webhook_url, webhook_status, webhook_attempts, webhook_last_error, cost_usd, response_request"
+    };
+}
+
+pub(crate) use job_columns;
+
+/// The columns every job query returns.
+pub(crate) const JOB_COLUMNS: &str = job_columns!();
+
+/// A tenant's job.
+pub(crate) const GET: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM keel_jobs WHERE tenant = $1 AND id = $2"
+);
+
+/// Claims due webhook deliveries (`$1` next attempt, `$2` now, `$3` batch),
+/// the rows locked as `$lock` says.
+macro_rules! claim_deliveries {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE keel_jobs SET webhook_next_at = $1 WHERE id IN (SELECT id FROM keel_jobs \
+             WHERE webhook_status = 'pending' AND webhook_next_at <= $2 ORDER BY webhook_next_at LIMIT $3",
+            $lock,
+            ") RETURNING ",
+            $crate::store::sql::job_columns!()
+        )
+    };
+}
+pub(crate) use claim_deliveries;
+
 /// Inserts a queued job.
 pub(crate) const INSERT_JOB: &str = "INSERT INTO keel_jobs (id, tenant, status, model, request, metadata, created_at, run_at, webhook_url, response_request) \
      VALUES ($1, $2, 'queued', $3, $4, $5, $6, $6, $7, $8)";
@@ -68,10 +104,10 @@ pub(crate) const RESCUE: &str = "UPDATE keel_jobs SET \
      WHERE status = 'running' AND lease_expires_at < $3";
 
 /// Cancels a queued or running job; the webhook becomes due.
-pub(crate) const CANCEL: &str = "UPDATE keel_jobs SET status = 'cancelled', finished_at = $3, lease_token = NULL, lease_expires_at = NULL, \
+pub(crate) const CANCEL: &str = concat!("UPDATE keel_jobs SET status = 'cancelled', finished_at = $3, lease_token = NULL, lease_expires_at = NULL, \
      webhook_status = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, \
      webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE $3 END \
-     WHERE tenant = $1 AND id = $2 AND status IN ('queued', 'running')";
+     WHERE tenant = $1 AND id = $2 AND status IN ('queued', 'running') RETURNING ", job_columns!());
 
 /// Records a delivered webhook.
 pub(crate) const DELIVERED: &str =
@@ -121,9 +157,9 @@ pub(crate) const COUNT_QUEUED_FOR_TENANT: &str =
 pub(crate) const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM keel_jobs GROUP BY status";
 
 /// Makes a final job's settled webhook due again, its schedule from the start.
-pub(crate) const REDELIVER: &str = "UPDATE keel_jobs SET webhook_status = 'pending', webhook_attempts = 0, \
+pub(crate) const REDELIVER: &str = concat!("UPDATE keel_jobs SET webhook_status = 'pending', webhook_attempts = 0, \
      webhook_last_error = NULL, webhook_next_at = $3 \
-     WHERE tenant = $1 AND id = $2 AND webhook_url IS NOT NULL AND webhook_status IN ('delivered', 'failed')";
+     WHERE tenant = $1 AND id = $2 AND webhook_url IS NOT NULL AND webhook_status IN ('delivered', 'failed') RETURNING ", job_columns!());
 
 /// When an endpoint was disabled (no row: healthy; NULL: failing, not disabled).
 pub(crate) const ENDPOINT_DISABLED_AT: &str =
