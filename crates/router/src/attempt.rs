@@ -10,27 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use keel_providers::{Clock, ErrorKind, ProviderError, Reply, StreamEvent, UpstreamModel};
-use keel_resilience::{BulkheadPermit, Outcome, RateLimit as _, TrialPermit};
+use keel_providers::{Clock, ProviderError, Reply, StreamEvent, UpstreamModel};
 use keel_telemetry::{AttemptLabels, Metrics};
 use keel_types::ChatRequest;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::admission::{Admission, End, Permit as _};
 use crate::guarded::Guarded;
-use crate::stats::InFlight;
 use crate::{Answer, Target};
-
-/// What an admitted attempt holds until it ends.
-pub(crate) struct Admission {
-    /// The breaker's leave for this call.
-    pub trial: TrialPermit,
-    /// The bulkhead slot, freed on drop; an adaptive cap learns from it.
-    pub slot: BulkheadPermit,
-    /// The target's own count of calls in flight.
-    #[expect(dead_code, reason = "held for its Drop, which ends the count")]
-    pub in_flight: InFlight,
-}
 
 /// The deadlines of one attempt, each with the clock it belongs to.
 #[derive(Clone, Copy, Debug)]
@@ -68,7 +56,7 @@ pub(crate) async fn attempt(
     request: Arc<ChatRequest>,
     number: u32,
     deadline: Instant,
-    admission: Admission,
+    mut admission: Admission,
     metrics: Arc<Metrics>,
 ) -> Result<Answer, ProviderError> {
     let span = tracing::debug_span!(
@@ -103,26 +91,19 @@ pub(crate) async fn attempt(
     let metrics = &metrics;
     match result {
         Err(error) => {
-            if signals_overload(&error) {
-                admission.slot.record_overload();
-            }
-            admission.trial.record(breaker_outcome(&error));
-            target.stats.record_end(Err(&error));
+            admission.ended(&End::Failed(&error), None);
             Err(error)
         }
         Ok(Committed::Whole(completion)) => {
-            settle_tokens(target, completion.usage.map(|usage| usage.total_tokens));
-            admission.trial.record(Outcome::Success);
-            admission.slot.record_success(started.elapsed());
-            target.stats.record_first_token(started.elapsed());
-            target.stats.record_end(Ok(()));
+            admission.committed(started.elapsed());
+            let tokens = completion.usage.map(|usage| usage.total_tokens);
+            admission.ended(&End::Served, tokens);
             observe(metrics, target, started.elapsed(), Some(started.elapsed()));
             Ok(Answer::Complete(completion))
         }
         Ok(Committed::Stream { head, rest }) => {
             observe(metrics, target, started.elapsed(), None);
-            admission.slot.record_success(started.elapsed());
-            target.stats.record_first_token(started.elapsed());
+            admission.committed(started.elapsed());
             let rest = Guarded::new(
                 rest,
                 target,
@@ -219,42 +200,6 @@ async fn until_commit(
 /// The most chunks held before the first token, and their bytes.
 const MAX_HEAD_EVENTS: usize = 1024;
 const MAX_HEAD_BYTES: usize = 1 << 20;
-
-/// How a failure counts for the breaker: a 429 says nothing of health and a
-/// client error is the client's, not the upstream's (CB-4); a prompt longer
-/// than the context window is the request's size, so it is not counted.
-pub(crate) fn breaker_outcome(error: &ProviderError) -> Outcome {
-    if error.is_context_length() {
-        return Outcome::Ignored;
-    }
-    match error.kind() {
-        ErrorKind::RateLimited => Outcome::Ignored,
-        ErrorKind::Client => Outcome::Success,
-        ErrorKind::Connect
-        | ErrorKind::Server
-        | ErrorKind::Broken
-        | ErrorKind::Timeout
-        | ErrorKind::Misconfigured => Outcome::Failure,
-    }
-}
-
-/// Whether a failure says the upstream has more calls than it can take
-/// (an adaptive concurrency cap shrinks on it): a clock ran out, it said
-/// it is rate limited, or it answered 5xx.
-fn signals_overload(error: &ProviderError) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::Timeout | ErrorKind::RateLimited | ErrorKind::Server
-    )
-}
-
-/// Charges the provider's tokens-per-minute bucket with real usage, once
-/// per attempt (one token was taken at admission).
-pub(crate) fn settle_tokens(target: &Target, total_tokens: Option<u64>) {
-    if let (Some(bucket), Some(tokens)) = (&target.controls.tokens, total_tokens) {
-        bucket.settle(tokens as f64 - 1.0);
-    }
-}
 
 fn observe(metrics: &Metrics, target: &Target, first_token: Duration, whole: Option<Duration>) {
     let handles = target.metrics(metrics);

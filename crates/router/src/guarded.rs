@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use futures_util::{Future, Stream};
 use keel_providers::{Clock, EventStream, ProviderError, StreamEvent};
-use keel_resilience::Outcome;
 use keel_telemetry::Metrics;
 use tokio::time::{Instant, Sleep};
 
-use crate::attempt::{breaker_outcome, settle_tokens, Admission};
+use crate::admission::{Admission, End, Permit as _};
 use crate::Target;
 
 /// The rest of a committed stream, guarded.
@@ -61,18 +60,8 @@ impl Guarded {
 
     /// Ends the attempt, once.
     fn finish(&mut self, end: End<'_>) {
-        if let Some(tokens) = self.reported_tokens.take() {
-            settle_tokens(&self.target, Some(tokens));
-        }
-        if let Some(admission) = self.admission.take() {
-            let (outcome, stats) = match end {
-                End::Served => (Outcome::Success, Ok(())),
-                End::Failed(error) => (breaker_outcome(error), Err(error)),
-                // A client that leaves says nothing about the upstream.
-                End::Left => (Outcome::Ignored, Ok(())),
-            };
-            admission.trial.record(outcome);
-            self.target.stats.record_end(stats);
+        if let Some(mut admission) = self.admission.take() {
+            admission.ended(&end, self.reported_tokens);
             self.target
                 .metrics(&self.metrics)
                 .upstream_duration
@@ -89,16 +78,6 @@ impl Guarded {
         self.finish(End::Failed(&error));
         Poll::Ready(Some(Err(error)))
     }
-}
-
-/// How a guarded stream ended.
-enum End<'e> {
-    /// The upstream finished it.
-    Served,
-    /// It failed.
-    Failed(&'e ProviderError),
-    /// The client went away first.
-    Left,
 }
 
 impl Stream for Guarded {

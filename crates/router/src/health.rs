@@ -15,7 +15,7 @@ use keel_providers::{Clock, Provider, ProviderError};
 use keel_resilience::{Outcome, TrialPermit};
 use tokio::time::MissedTickBehavior;
 
-use crate::{attempt, ProviderControls, Router, Target};
+use crate::{admission, ProviderControls, Router, Target};
 
 /// The longest error message kept, in bytes.
 const MAX_MESSAGE: usize = 512;
@@ -231,7 +231,7 @@ impl Router {
             });
         let for_breakers = match &outcome {
             Ok(()) => Outcome::Success,
-            Err(error) => attempt::breaker_outcome(error),
+            Err(error) => admission::breaker_outcome(error),
         };
         for permit in permits {
             permit.record(for_breakers);

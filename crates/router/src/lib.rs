@@ -16,6 +16,7 @@
 //! whose window is larger, and only to those.
 
 mod admin;
+mod admission;
 mod affinity;
 mod attempt;
 mod cache;
@@ -43,7 +44,7 @@ use tracing::Instrument;
 
 pub use admin::{ProviderView, TargetView};
 pub use affinity::{session, Affinity};
-use attempt::Admission;
+use admission::{Admission, Control as _, Controls};
 pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;
@@ -469,55 +470,13 @@ impl Router {
         true
     }
 
-    /// Passes the target's breaker, bulkhead and rate limits, or says why not.
+    /// Passes the target's admission controls, or notes how long until it
+    /// might.
     async fn admit(&self, target: &Target, walk: &mut WalkState) -> Option<Admission> {
-        let controls = &target.controls;
-        let trial = match target.breaker.try_acquire() {
-            Ok(trial) => trial,
-            Err(wait) => {
-                self.metrics
-                    .circuit_rejections
-                    .get_or_create(&keel_telemetry::target(
-                        &target.provider_name,
-                        &target.model,
-                    ))
-                    .inc();
-                walk.refused(wait);
-                return None;
-            }
-        };
-        let Some(slot) = controls.bulkhead.try_acquire() else {
-            self.metrics
-                .bulkhead_rejections
-                .get_or_create(&keel_telemetry::provider(&target.provider_name))
-                .inc();
-            walk.refused(Duration::from_secs(1));
-            return None;
-        };
-        // One token from each of the provider's buckets, both or neither
-        // (one round trip when they are shared through Redis).
-        let taken = match (&controls.requests, &controls.tokens) {
-            (Some(requests), Some(tokens)) => keel_redis::take_both((requests, 1.0), (tokens, 1.0))
-                .await
-                .map(drop)
-                .map_err(|(_, wait)| wait),
-            (Some(bucket), None) | (None, Some(bucket)) => bucket.take(1.0).await.map(drop),
-            (None, None) => Ok(()),
-        };
-        if let Err(wait) = taken {
-            let labels = keel_telemetry::LimitLabels {
-                scope: String::from("provider"),
-                name: target.provider_name.to_string(),
-            };
-            self.metrics.rate_limited.get_or_create(&labels).inc();
-            walk.refused(wait);
-            return None;
-        }
-        Some(Admission {
-            trial,
-            slot,
-            in_flight: target.stats.start_call(),
-        })
+        Controls::admit(target, &self.metrics)
+            .await
+            .inspect_err(|wait| walk.refused(*wait))
+            .ok()
     }
 
     /// An upstream 429 drains the provider's request bucket and pauses it

@@ -49,9 +49,18 @@ pub struct TargetStats {
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<TargetStats>);
 
+// === impl InFlight ===
+
+impl InFlight {
+    /// The stats of the target the call is on.
+    pub(crate) fn stats(&self) -> &TargetStats {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 struct Recent {
-    /// `first` counts failed attempts, `second` successful ones.
+    /// Failed and successful attempts.
     outcomes: SlidingWindow<Outcomes>,
     first_tokens: VecDeque<(Instant, Duration)>,
     last_error: Option<LastError>,
