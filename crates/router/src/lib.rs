@@ -43,8 +43,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use admin::{ProviderView, TargetView};
-pub use affinity::{session, Affinity};
 use admission::{Admission, Control as _, Controls};
+pub use affinity::{session, Affinity};
 pub use cache::{CacheControl, CachePlan, CacheSettings, CacheStatus, CacheTtl};
 pub use controls::{Clocks, ProviderControls};
 pub use error::RouteError;

@@ -2,16 +2,15 @@
 //! ephemeral 127.0.0.1 port, and a small SSE parser for assertions.
 //! Used only from `[dev-dependencies]`.
 
-mod db;
 mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use db::TestDatabase;
 pub use keel_mock::{FailNext, Faults, MockState, ModelStats, MODELS_LIST};
 pub use keel_redis::testing::RedisServer;
+pub use keel_testbase::{golden, TestDatabase};
 pub use process::{ConfigFile, KeelProcess};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
+use keel_testbase::golden::assert_golden;
 use keel_types::canonical::openai::completion_json;
 
 use super::response::{error_from_status, read_message};
@@ -25,36 +26,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic")
 }
 
-/// Compares `actual` with the golden file, or rewrites it under `KEEL_BLESS=1`.
-fn golden(path: PathBuf, actual: &str) -> TestResult {
-    if std::env::var_os("KEEL_BLESS").is_some() {
-        std::fs::write(&path, actual)?;
-        return Ok(());
-    }
-    let expected = std::fs::read_to_string(&path).map_err(|error| {
-        format!(
-            "{}: {error} (run with KEEL_BLESS=1 to create it)",
-            path.display()
-        )
-    })?;
-    assert_eq!(actual, expected, "output differs from {}", path.display());
-    Ok(())
-}
-
-fn fixture_names(dir: &str, extension: &str) -> Result<Vec<String>, std::io::Error> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures().join(dir))?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.strip_suffix(extension))
-                .map(str::to_owned)
-        })
-        .filter(|name| !name.contains('.'))
-        .collect();
-    names.sort();
-    Ok(names)
+fn fixture_names(dir: &str, extension: &str) -> std::io::Result<Vec<String>> {
+    keel_testbase::golden::fixture_names(fixtures().join(dir), extension)
 }
 
 /// The client-visible result of a stream, one line per event: `token` or
@@ -98,7 +71,7 @@ fn every_response_fixture_becomes_the_golden_openai_completion() -> TestResult {
         let completion = completion_json(&read_message(&body)?, CREATED);
         let mut text = String::from_utf8(completion)?;
         text.push('\n');
-        golden(
+        assert_golden(
             fixtures().join(format!("responses/{name}.openai.json")),
             &text,
         )?;
@@ -113,7 +86,7 @@ fn every_stream_fixture_becomes_the_golden_openai_chunks() -> TestResult {
     for name in names {
         let body = std::fs::read(fixtures().join(format!("streams/{name}.sse")))?;
         let events = convert(vec![body], true);
-        golden(
+        assert_golden(
             fixtures().join(format!("streams/{name}.openai.txt")),
             &render(&events),
         )?;

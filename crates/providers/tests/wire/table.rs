@@ -9,6 +9,7 @@ use keel_providers::{
     AnthropicProvider, AnthropicSettings, AzureSettings, OpenAiProvider, OpenAiSettings, Provider,
     ProviderError,
 };
+use keel_testbase::golden::assert_golden;
 use keel_types::ChatRequest;
 
 use crate::capture::{self, Captured};
@@ -128,29 +129,6 @@ fn render(
         }
 }
 
-fn golden(path: PathBuf, actual: &str) -> TestResult {
-    if std::env::var_os("KEEL_BLESS").is_some() {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, actual)?;
-        return Ok(());
-    }
-    let expected = std::fs::read_to_string(&path).map_err(|error| {
-        format!(
-            "{}: {error} (run with KEEL_BLESS=1 to create it)",
-            path.display()
-        )
-    })?;
-    assert_eq!(
-        actual,
-        expected,
-        "upstream request differs from {}",
-        path.display()
-    );
-    Ok(())
-}
-
 #[tokio::test]
 async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request() -> TestResult {
     let mut features: Vec<PathBuf> = std::fs::read_dir(fixtures().join("requests"))?
@@ -191,7 +169,7 @@ async fn every_request_feature_reaches_every_provider_kind_as_the_golden_request
                 .file_stem()
                 .and_then(|stem| stem.to_str())
                 .ok_or("bad fixture name")?;
-            golden(
+            assert_golden(
                 fixtures().join(format!("golden/{}/{name}.http", kind.dir())),
                 &render(captured, outcome, &dropped),
             )?;

@@ -20,7 +20,8 @@ struct TestStore {
     store: Arc<dyn JobStore>,
     /// The database's URL, for statements the store does not make.
     url: String,
-    postgres: Option<(String, String)>,
+    /// The Postgres database, dropped with the store.
+    postgres: Option<keel_testbase::TestDatabase>,
 }
 
 impl TestStore {
@@ -41,22 +42,14 @@ impl TestStore {
     }
 
     async fn postgres() -> Result<Self, StoreError> {
-        let admin = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/test"));
-        let name = format!("keel_queue_test_{:016x}", fastrand::u64(..));
-        let mut connection = sqlx::PgConnection::connect(&admin).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut connection)
-            .await?;
-        connection.close().await?;
-        let base = admin.split('?').next().unwrap_or(&admin);
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap_or(base.len())]);
+        let database = keel_testbase::TestDatabase::postgres().await?;
+        let url = database.url().to_owned();
         let store = open(&url).await?;
         store.migrate().await?;
         Ok(Self {
             store,
             url,
-            postgres: Some((admin, name)),
+            postgres: Some(database),
         })
     }
 
@@ -71,29 +64,6 @@ impl TestStore {
             sqlx::raw_sql(sql).execute(&mut connection).await?;
             connection.close().await
         }
-    }
-}
-
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop runs outside async; a thread of its own gets a runtime.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut connection)
-                    .await?;
-                Ok::<_, sqlx::Error>(())
-            })?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        });
-        let _ = dropped.join();
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use futures_util::{stream, StreamExt};
 use http_body_util::BodyExt;
 use keel_router::{ProviderError, StreamEvent};
+use keel_testbase::golden::assert_golden;
 use keel_types::canonical::openai::read_completion_borrowed;
 use keel_types::RequestError;
 
@@ -23,38 +24,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/messages")
 }
 
-/// Compares `actual` with the golden file, or rewrites it under `KEEL_BLESS=1`.
-fn golden(path: PathBuf, actual: &str) -> TestResult {
-    if std::env::var_os("KEEL_BLESS").is_some() {
-        std::fs::write(&path, actual)?;
-        return Ok(());
-    }
-    let expected = std::fs::read_to_string(&path).map_err(|error| {
-        format!(
-            "{}: {error} (run with KEEL_BLESS=1 to create it)",
-            path.display()
-        )
-    })?;
-    assert_eq!(actual, expected, "output differs from {}", path.display());
-    Ok(())
-}
-
-/// The fixtures of `dir` ending in `extension` whose stem has no dot (the
-/// golden outputs have two extensions).
-fn fixture_names(dir: &str, extension: &str) -> Result<Vec<String>, std::io::Error> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures().join(dir))?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry
-                .file_name()
-                .to_str()?
-                .strip_suffix(extension)?
-                .to_owned();
-            (!name.contains('.')).then_some(name)
-        })
-        .collect();
-    names.sort();
-    Ok(names)
+fn fixture_names(dir: &str, extension: &str) -> std::io::Result<Vec<String>> {
+    keel_testbase::golden::fixture_names(fixtures().join(dir), extension)
 }
 
 #[test]
@@ -66,7 +37,7 @@ fn every_messages_request_becomes_the_golden_openai_request() -> TestResult {
         let request = chat_request(&body).map_err(|error| format!("{name}: {error}"))?;
         let mut text = String::from_utf8(request.openai_body(request.model()))?;
         text.push('\n');
-        golden(
+        assert_golden(
             fixtures().join(format!("requests/{name}.openai.json")),
             &text,
         )?;
@@ -203,7 +174,7 @@ fn every_completion_becomes_the_golden_anthropic_message() -> TestResult {
         let body = std::fs::read(fixtures().join(format!("responses/{name}.json")))?;
         let mut text = String::from_utf8(message_json(&read_completion_borrowed(&body)?))?;
         text.push('\n');
-        golden(
+        assert_golden(
             fixtures().join(format!("responses/{name}.anthropic.json")),
             &text,
         )?;
@@ -261,7 +232,7 @@ async fn every_chunk_stream_becomes_the_golden_anthropic_event_sequence() -> Tes
     assert!(names.len() >= 5, "{names:?}");
     for name in names {
         let text = std::fs::read_to_string(fixtures().join(format!("streams/{name}.sse")))?;
-        golden(
+        assert_golden(
             fixtures().join(format!("streams/{name}.anthropic.sse")),
             &convert(&text).await?,
         )?;
