@@ -1,5 +1,5 @@
-//! Metric and span names shared by every Keel crate, and [`Metrics`], the one
-//! Prometheus registry they are recorded in. Labels carry only bounded values
+//! [`Metrics`], every Keel metric, and the one Prometheus registry they are
+//! recorded in. Labels carry only bounded values
 //! from the configuration (provider, model, tenant names) and fixed outcome
 //! words, never keys, ids or prompts.
 
@@ -103,80 +103,139 @@ pub struct RequestLabels {
     pub status: String,
 }
 
-/// Every Keel metric.
-pub struct Metrics {
-    registry: Registry,
+/// Declares [`Metrics`] from one table: each row is a metric's field (with
+/// its doc), its kind and how it is made, its name (after `keel_`;
+/// counters gain `_total`) and its help. The registry exports them in the
+/// table's order, then the SLO and cost families.
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $field:ident: $kind:ty = $make:expr, $name:literal, $help:literal;)*) => {
+        /// Every Keel metric.
+        pub struct Metrics {
+            registry: Registry,
+            /// Handles of `requests` and `request_duration` by (route,
+            /// status), so recording a request allocates no label strings.
+            request_handles: std::sync::RwLock<Vec<RequestHandles>>,
+            /// `keel_slo_*`: service level objectives.
+            pub slo: SloMetrics,
+            /// `keel_cost_usd_total` and `keel_unpriced_requests_total`.
+            pub cost: CostMetrics,
+            $($(#[$doc])* pub $field: $kind,)*
+        }
+
+        // === impl Metrics ===
+
+        impl Metrics {
+            /// Registers every metric of the table.
+            pub fn new() -> Self {
+                let mut registry = Registry::with_prefix("keel");
+                $(let $field: $kind = metric(&mut registry, $name, $help, $make);)*
+                let slo = SloMetrics::register(&mut registry);
+                let cost = CostMetrics::register(&mut registry);
+                Self {
+                    registry,
+                    request_handles: std::sync::RwLock::default(),
+                    slo,
+                    cost,
+                    $($field,)*
+                }
+            }
+        }
+    };
+}
+
+metrics! {
     /// `keel_requests_total{route,status}`.
-    pub requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, Counter> = Family::default(),
+        "requests", "HTTP requests answered";
     /// `keel_request_duration_seconds{route,status}` (to the response head).
-    pub request_duration: Family<RequestLabels, Histogram>,
+    request_duration: Family<RequestLabels, Histogram> = latencies(),
+        "request_duration_seconds", "Time to the response head";
     /// `keel_upstream_attempts_total{provider,model,outcome}`.
-    pub upstream_attempts: Family<AttemptLabels, Counter>,
+    upstream_attempts: Family<AttemptLabels, Counter> = Family::default(),
+        "upstream_attempts", "Upstream attempts by outcome";
     /// `keel_retries_total{provider}`.
-    pub retries: Family<ProviderLabels, Counter>,
+    retries: Family<ProviderLabels, Counter> = Family::default(),
+        "retries", "Retries of the same target";
     /// `keel_retry_budget_exhausted_total{provider}`.
-    pub retry_budget_exhausted: Family<ProviderLabels, Counter>,
+    retry_budget_exhausted: Family<ProviderLabels, Counter> = Family::default(),
+        "retry_budget_exhausted", "Retries refused by the retry budget";
     /// `keel_health_checks_total{provider,outcome}`.
-    pub health_checks: Family<HealthCheckLabels, Counter>,
+    health_checks: Family<HealthCheckLabels, Counter> = Family::default(),
+        "health_checks", "Active health checks of idle providers, by outcome";
     /// `keel_circuit_state{provider,model}`: 0 closed, 1 half-open, 2 open.
-    pub circuit_state: Family<TargetLabels, Gauge>,
+    circuit_state: Family<TargetLabels, Gauge> = Family::default(),
+        "circuit_state", "Breaker state: 0 closed, 1 half-open, 2 open";
     /// `keel_circuit_transitions_total{provider,model}`.
-    pub circuit_transitions: Family<TargetLabels, Counter>,
+    circuit_transitions: Family<TargetLabels, Counter> = Family::default(),
+        "circuit_transitions", "Breaker state changes";
     /// `keel_circuit_rejections_total{provider,model}`.
-    pub circuit_rejections: Family<TargetLabels, Counter>,
+    circuit_rejections: Family<TargetLabels, Counter> = Family::default(),
+        "circuit_rejections", "Calls refused by an open breaker";
     /// `keel_bulkhead_in_flight{provider}`.
-    pub bulkhead_in_flight: Family<ProviderLabels, Gauge>,
+    bulkhead_in_flight: Family<ProviderLabels, Gauge> = Family::default(),
+        "bulkhead_in_flight", "Upstream calls in flight";
     /// `keel_redis_up`: 1 while limits and the cache level are shared
     /// through Redis, 0 while this instance runs on its own (absent
     /// without `redis:`).
-    pub redis_up: Gauge,
+    redis_up: Gauge = Gauge::default(),
+        "redis_up", "Whether Redis answers (1) or this instance runs on local limits and cache (0)";
     /// `keel_redis_fallbacks_total`: limit calls answered by the local
     /// fallback because Redis failed, took too long, or was down.
-    pub redis_fallbacks: Counter,
+    redis_fallbacks: Counter = Counter::default(),
+        "redis_fallbacks",
+        "Limit calls answered by the local fallback because Redis failed, timed out or was down";
     /// `keel_bulkhead_limit{provider}`: the cap now, for bounded bulkheads
     /// (it moves with `max_concurrent: adaptive`).
-    pub bulkhead_limit: Family<ProviderLabels, Gauge>,
+    bulkhead_limit: Family<ProviderLabels, Gauge> = Family::default(),
+        "bulkhead_limit", "The bulkhead's cap now (max_concurrent; it moves when adaptive)";
     /// `keel_bulkhead_rejections_total{provider}`.
-    pub bulkhead_rejections: Family<ProviderLabels, Counter>,
+    bulkhead_rejections: Family<ProviderLabels, Counter> = Family::default(),
+        "bulkhead_rejections", "Calls refused by a full bulkhead";
     /// `keel_rate_limited_total{scope,name}`.
-    pub rate_limited: Family<LimitLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter> = Family::default(),
+        "rate_limited", "Requests refused by a rate limit";
     /// `keel_shed_requests_total`.
-    pub shed: Counter,
+    shed: Counter = Counter::default(), "shed_requests", "Requests shed by server.max_in_flight";
     /// `keel_time_to_first_token_seconds{provider,model}`.
-    pub first_token: Family<TargetLabels, Histogram>,
+    first_token: Family<TargetLabels, Histogram> = latencies(),
+        "time_to_first_token_seconds", "Upstream time to first token";
     /// `keel_upstream_duration_seconds{provider,model}` (whole attempt).
-    pub upstream_duration: Family<TargetLabels, Histogram>,
+    upstream_duration: Family<TargetLabels, Histogram> = latencies(),
+        "upstream_duration_seconds", "Upstream attempt duration";
     /// `keel_queue_jobs{state}`: jobs in the store by status (read at scrape).
-    pub queue_jobs: Family<StateLabels, Gauge>,
+    queue_jobs: Family<StateLabels, Gauge> = Family::default(),
+        "queue_jobs", "Jobs in the store by status";
     /// `keel_webhook_deliveries_total{outcome}`: delivery attempts by this instance.
-    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
-    /// Handles of `requests` and `request_duration` by (route, status),
-    /// so recording a request allocates no label strings.
-    request_handles: std::sync::RwLock<Vec<RequestHandles>>,
+    webhook_deliveries: Family<OutcomeLabels, Counter> = Family::default(),
+        "webhook_deliveries", "Webhook delivery attempts by outcome";
     /// `keel_hedges_total{model}`: hedged attempts started.
-    pub hedges: Family<ModelLabels, Counter>,
+    hedges: Family<ModelLabels, Counter> = Family::default(), "hedges", "Hedged attempts started";
     /// `keel_hedge_wins_total{model}`: answers that came from a hedge.
-    pub hedge_wins: Family<ModelLabels, Counter>,
+    hedge_wins: Family<ModelLabels, Counter> = Family::default(),
+        "hedge_wins", "Answers that came from a hedged attempt";
     /// `keel_hedge_budget_exhausted_total{model}`: hedges the budget refused.
-    pub hedge_budget_exhausted: Family<ModelLabels, Counter>,
+    hedge_budget_exhausted: Family<ModelLabels, Counter> = Family::default(),
+        "hedge_budget_exhausted", "Hedges refused by the hedge budget";
     /// `keel_webhook_endpoints_disabled_total`: endpoints this instance
     /// disabled (410 Gone, or failing for `webhooks.disable_after`).
-    pub webhook_endpoints_disabled: Counter,
+    webhook_endpoints_disabled: Counter = Counter::default(),
+        "webhook_endpoints_disabled",
+        "Webhook endpoints disabled after 410 Gone or continuous failure";
     /// `keel_cache_requests_total{model,result}`: prompt-cache decisions.
-    pub cache_requests: Family<CacheLabels, Counter>,
+    cache_requests: Family<CacheLabels, Counter> = Family::default(),
+        "cache_requests", "Prompt-cache decisions by result";
     /// `keel_cache_entries`: answers in the prompt cache (read at scrape).
-    pub cache_entries: Gauge,
+    cache_entries: Gauge = Gauge::default(), "cache_entries", "Answers in the prompt cache";
     /// `keel_cache_bytes`: their accounted size in bytes (read at scrape).
-    pub cache_bytes: Gauge,
+    cache_bytes: Gauge = Gauge::default(), "cache_bytes", "Accounted bytes of the prompt cache";
     /// `keel_cache_evictions_total`: entries evicted to keep within `cache.max_bytes`.
-    pub cache_evictions: Counter,
+    cache_evictions: Counter = Counter::default(),
+        "cache_evictions", "Prompt-cache entries evicted to stay within cache.max_bytes";
     /// `keel_cache_single_flight_waiters_total`: requests that waited for an
     /// identical request's upstream call instead of making their own.
-    pub cache_single_flight_waiters: Counter,
-    /// `keel_slo_*`: service level objectives.
-    pub slo: SloMetrics,
-    /// `keel_cost_usd_total` and `keel_unpriced_requests_total`.
-    pub cost: CostMetrics,
+    cache_single_flight_waiters: Counter = Counter::default(),
+        "cache_single_flight_waiters",
+        "Requests that waited for an identical request's upstream call";
 }
 
 /// The request metrics of one (route, status).
@@ -203,218 +262,7 @@ where
     metric
 }
 
-// === impl Metrics ===
-
 impl Metrics {
-    /// Registers every metric, one entry each: its field, its name (after
-    /// `keel_`; counters gain `_total`), its help and its kind. They are
-    /// exported in this order.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("keel");
-        let r = &mut registry;
-        let requests = metric(r, "requests", "HTTP requests answered", Family::default());
-        let request_duration = metric(
-            r,
-            "request_duration_seconds",
-            "Time to the response head",
-            latencies(),
-        );
-        let upstream_attempts = metric(
-            r,
-            "upstream_attempts",
-            "Upstream attempts by outcome",
-            Family::default(),
-        );
-        let retries = metric(
-            r,
-            "retries",
-            "Retries of the same target",
-            Family::default(),
-        );
-        let retry_budget_exhausted = metric(
-            r,
-            "retry_budget_exhausted",
-            "Retries refused by the retry budget",
-            Family::default(),
-        );
-        let health_checks = metric(
-            r,
-            "health_checks",
-            "Active health checks of idle providers, by outcome",
-            Family::default(),
-        );
-        let circuit_state = metric(
-            r,
-            "circuit_state",
-            "Breaker state: 0 closed, 1 half-open, 2 open",
-            Family::default(),
-        );
-        let circuit_transitions = metric(
-            r,
-            "circuit_transitions",
-            "Breaker state changes",
-            Family::default(),
-        );
-        let circuit_rejections = metric(
-            r,
-            "circuit_rejections",
-            "Calls refused by an open breaker",
-            Family::default(),
-        );
-        let bulkhead_in_flight = metric(
-            r,
-            "bulkhead_in_flight",
-            "Upstream calls in flight",
-            Family::default(),
-        );
-        let redis_up = metric(
-            r,
-            "redis_up",
-            "Whether Redis answers (1) or this instance runs on local limits and cache (0)",
-            Gauge::default(),
-        );
-        let redis_fallbacks = metric(
-            r,
-            "redis_fallbacks",
-            "Limit calls answered by the local fallback because Redis failed, timed out or was down",
-            Counter::default(),
-        );
-        let bulkhead_limit = metric(
-            r,
-            "bulkhead_limit",
-            "The bulkhead's cap now (max_concurrent; it moves when adaptive)",
-            Family::default(),
-        );
-        let bulkhead_rejections = metric(
-            r,
-            "bulkhead_rejections",
-            "Calls refused by a full bulkhead",
-            Family::default(),
-        );
-        let rate_limited = metric(
-            r,
-            "rate_limited",
-            "Requests refused by a rate limit",
-            Family::default(),
-        );
-        let shed = metric(
-            r,
-            "shed_requests",
-            "Requests shed by server.max_in_flight",
-            Counter::default(),
-        );
-        let first_token = metric(
-            r,
-            "time_to_first_token_seconds",
-            "Upstream time to first token",
-            latencies(),
-        );
-        let upstream_duration = metric(
-            r,
-            "upstream_duration_seconds",
-            "Upstream attempt duration",
-            latencies(),
-        );
-        let queue_jobs = metric(
-            r,
-            "queue_jobs",
-            "Jobs in the store by status",
-            Family::default(),
-        );
-        let webhook_deliveries = metric(
-            r,
-            "webhook_deliveries",
-            "Webhook delivery attempts by outcome",
-            Family::default(),
-        );
-        let hedges = metric(r, "hedges", "Hedged attempts started", Family::default());
-        let hedge_wins = metric(
-            r,
-            "hedge_wins",
-            "Answers that came from a hedged attempt",
-            Family::default(),
-        );
-        let hedge_budget_exhausted = metric(
-            r,
-            "hedge_budget_exhausted",
-            "Hedges refused by the hedge budget",
-            Family::default(),
-        );
-        let webhook_endpoints_disabled = metric(
-            r,
-            "webhook_endpoints_disabled",
-            "Webhook endpoints disabled after 410 Gone or continuous failure",
-            Counter::default(),
-        );
-        let cache_requests = metric(
-            r,
-            "cache_requests",
-            "Prompt-cache decisions by result",
-            Family::default(),
-        );
-        let cache_entries = metric(
-            r,
-            "cache_entries",
-            "Answers in the prompt cache",
-            Gauge::default(),
-        );
-        let cache_bytes = metric(
-            r,
-            "cache_bytes",
-            "Accounted bytes of the prompt cache",
-            Gauge::default(),
-        );
-        let cache_evictions = metric(
-            r,
-            "cache_evictions",
-            "Prompt-cache entries evicted to stay within cache.max_bytes",
-            Counter::default(),
-        );
-        let cache_single_flight_waiters = metric(
-            r,
-            "cache_single_flight_waiters",
-            "Requests that waited for an identical request's upstream call",
-            Counter::default(),
-        );
-        let slo = SloMetrics::register(r);
-        let cost = CostMetrics::register(r);
-        Self {
-            registry,
-            slo,
-            cost,
-            requests,
-            request_duration,
-            upstream_attempts,
-            retries,
-            retry_budget_exhausted,
-            health_checks,
-            circuit_state,
-            circuit_transitions,
-            circuit_rejections,
-            bulkhead_in_flight,
-            bulkhead_limit,
-            redis_up,
-            redis_fallbacks,
-            bulkhead_rejections,
-            rate_limited,
-            shed,
-            first_token,
-            upstream_duration,
-            queue_jobs,
-            webhook_deliveries,
-            request_handles: std::sync::RwLock::default(),
-            hedges,
-            hedge_wins,
-            hedge_budget_exhausted,
-            webhook_endpoints_disabled,
-            cache_requests,
-            cache_entries,
-            cache_bytes,
-            cache_evictions,
-            cache_single_flight_waiters,
-        }
-    }
-
     /// Counts one finished request and observes its duration.
     pub fn record_request(&self, route: &'static str, status: u16, seconds: f64) {
         if let Ok(handles) = self.request_handles.read() {
