@@ -62,6 +62,9 @@ pub enum ApiError {
     /// Routing failed.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A job route (or a background response) failed.
+    #[error(transparent)]
+    Jobs(#[from] crate::jobs::JobsError),
     /// The tenant has `limits.max_in_flight` requests in flight already.
     #[error("the tenant already has {max} requests in flight (its limits.max_in_flight); retry when one has finished")]
     TenantBusy {
@@ -99,8 +102,8 @@ fn route_retry_after_seconds(wait: &std::time::Duration) -> u64 {
 pub struct LoggedError(pub String);
 
 /// The one way an error answer is written, whichever error it comes from
-/// ([`ApiError`], the job routes' `JobsError`, shedding, an unreadable
-/// upstream answer): `status`, OpenAI's error `body` as JSON, and `logged`,
+/// ([`ApiError`], which holds the job routes' `JobsError`, shedding, an
+/// unreadable upstream answer): `status`, OpenAI's error `body` as JSON, and `logged`,
 /// what the request log records (which may say more than the client is
 /// told). The caller adds its own headers.
 pub(crate) fn error_response(status: StatusCode, body: &ErrorBody, logged: String) -> Response {
@@ -116,6 +119,18 @@ pub(crate) fn error_response(status: StatusCode, body: &ErrorBody, logged: Strin
 
 // === impl ApiError ===
 
+impl From<keel_queue::StoreError> for ApiError {
+    fn from(error: keel_queue::StoreError) -> Self {
+        Self::Jobs(error.into())
+    }
+}
+
+impl From<keel_queue::SubmitError> for ApiError {
+    fn from(error: keel_queue::SubmitError) -> Self {
+        Self::Jobs(error.into())
+    }
+}
+
 impl ApiError {
     /// The status it is answered with (in-band after a keep-alive).
     pub(crate) fn status(&self) -> StatusCode {
@@ -128,6 +143,7 @@ impl ApiError {
             Self::NotFound { .. } | Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Route(error) => route_status(error),
+            Self::Jobs(error) => error.status(),
             Self::TenantLimited { .. } | Self::TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -177,6 +193,7 @@ impl ApiError {
                 Some("method_not_allowed"),
             ),
             Self::Route(error) => route_body(error),
+            Self::Jobs(error) => error.body(),
             Self::TenantLimited { .. } => ErrorBody::new(
                 message,
                 "rate_limit_error",
@@ -321,7 +338,11 @@ pub(crate) fn failure_summary(error: &ProviderError) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = error_response(self.status(), &self.body(), self.to_string());
+        let logged = match &self {
+            Self::Jobs(error) => error.logged(),
+            _ => self.to_string(),
+        };
+        let mut response = error_response(self.status(), &self.body(), logged);
         let headers = response.headers_mut();
         if let Self::Route(route) = &self {
             headers.insert(
@@ -348,7 +369,12 @@ impl IntoResponse for ApiError {
                 );
             }
         }
-        if let Self::TenantBusy { .. } = &self {
+        let retry_soon = match &self {
+            Self::TenantBusy { .. } => true,
+            Self::Jobs(error) => error.retry_soon(),
+            _ => false,
+        };
+        if retry_soon {
             headers.insert(
                 axum::http::header::RETRY_AFTER,
                 HeaderValue::from_static("1"),

@@ -22,7 +22,7 @@ use crate::headers::{
     X_KEEL_ATTEMPTS, X_KEEL_DEGRADED, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER,
 };
 use crate::jobs::{self, JobsError};
-use crate::{AppState, Tenant};
+use crate::{ApiError, AppState, Tenant};
 
 /// The route's path, part of the request fingerprint.
 const PATH: &str = "/v1/chat/completions";
@@ -56,7 +56,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(error) => return error.into_response(),
+        Err(error) => return ApiError::from(error).into_response(),
     };
     match queue.begin_request(&tenant.name, &claim).await {
         Ok(KeyState::Owned) => {}
@@ -65,7 +65,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
             body,
             headers,
         }) => return replay(status, body, headers.as_deref()),
-        Err(error) => return JobsError::from(error).into_response(),
+        Err(error) => return ApiError::from(JobsError::from(error)).into_response(),
     }
     let owned = HeldKey {
         queue,
@@ -118,10 +118,10 @@ impl HeldKey {
         let headers = headers_of_record(&parts.headers);
         let Ok(bytes) = axum::body::to_bytes(body, self.max_answer).await else {
             self.release(&key).await;
-            return JobsError::InvalidBody {
+            return ApiError::from(JobsError::InvalidBody {
                 message: String::from("the upstream answer could not be read"),
                 param: None,
-            }
+            })
             .into_response();
         };
         match std::str::from_utf8(&bytes) {

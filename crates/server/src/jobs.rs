@@ -30,7 +30,7 @@ pub async fn submit(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     request: Request,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     let queue = queue(&state)?;
     let headers = request.headers().clone();
     let body = read_body(request, state.body_limit()).await?;
@@ -44,7 +44,8 @@ pub async fn submit(
             return Err(JobsError::InvalidBody {
                 message: String::from("metadata must be an object"),
                 param: Some(String::from("metadata")),
-            });
+            }
+            .into());
         }
     }
     let job = Draft {
@@ -72,7 +73,7 @@ pub(crate) async fn submit_chat(
         Ok::<_, JobsError>(accepted(Accepted::from(queue.submit(&submission).await?)))
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|error| ApiError::from(error).into_response())
 }
 
 /// The `Idempotency-Key` of a chat request that becomes a job, fingerprinted
@@ -163,7 +164,7 @@ pub async fn get(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     let job = queue(&state)?
         .get(&tenant.name, &id)
         .await?
@@ -182,7 +183,7 @@ pub async fn list(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     Query(params): Query<ListParams>,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     let status = match params.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(
@@ -238,14 +239,15 @@ pub async fn cancel(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     match queue(&state)?.cancel(&tenant.name, &id).await? {
         CancelOutcome::Cancelled(job) => Ok(json(StatusCode::OK, job.to_json())),
         CancelOutcome::AlreadyFinal(job) => Err(JobsError::NotCancellable {
             id,
             status: job.status.as_str(),
-        }),
-        CancelOutcome::NotFound => Err(JobsError::NotFound(id)),
+        }
+        .into()),
+        CancelOutcome::NotFound => Err(JobsError::NotFound(id).into()),
     }
 }
 
@@ -256,7 +258,7 @@ pub async fn redeliver(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     match queue(&state)?.redeliver(&tenant.name, &id).await? {
         RedeliverOutcome::Redelivering(job) => Ok(json(StatusCode::OK, job.to_json())),
         RedeliverOutcome::NotRedeliverable(job) => Err(JobsError::NotRedeliverable {
@@ -268,8 +270,9 @@ pub async fn redeliver(
             } else {
                 "has a webhook delivery in progress"
             },
-        }),
-        RedeliverOutcome::NotFound => Err(JobsError::NotFound(id)),
+        }
+        .into()),
+        RedeliverOutcome::NotFound => Err(JobsError::NotFound(id).into()),
     }
 }
 
@@ -332,7 +335,7 @@ async fn enqueue(
     chat: &ChatRequest,
     job: Draft,
     key: Option<KeyClaim>,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     let accepted = submit_job(state, queue, tenant, chat, job, key).await?;
     Ok(accepted_response(accepted))
 }

@@ -26,7 +26,7 @@ use crate::chat::{respond, settle, CHAT_ENDPOINT};
 use crate::jobs::{self, Accepted, JobsError};
 use crate::ledger::Ledger;
 use crate::route::{admit, Admission, Served, Unserved};
-use crate::{AppState, Tenant};
+use crate::{ApiError, AppState, Tenant};
 
 /// What turning the request into a job needs, taken before routing (a bad
 /// `Idempotency-Key` is a 400 now, not after the wait).
@@ -49,7 +49,7 @@ pub(crate) async fn answer_or_queue(
 ) -> Response {
     let switch = match Switch::prepare(state, tenant, headers, &request) {
         Ok(switch) => switch,
-        Err(error) => return error.into_response(),
+        Err(error) => return ApiError::from(error).into_response(),
     };
     if switch.key_used().await {
         return switch.queue().await;
@@ -135,9 +135,10 @@ impl<'a> Switch<'a> {
             let submission = self.submission().await?;
             Ok::<_, JobsError>(Accepted::from(self.queue.submit(&submission).await?))
         };
-        submitted
-            .await
-            .map_or_else(IntoResponse::into_response, jobs::accepted)
+        submitted.await.map_or_else(
+            |error| ApiError::from(error).into_response(),
+            jobs::accepted,
+        )
     }
 
     /// Makes the request a job held by this instance and lets `routing`
@@ -170,7 +171,7 @@ impl<'a> Switch<'a> {
                 body,
                 replayed: true,
             },
-            Err(error) => return error.into_response(),
+            Err(error) => return ApiError::from(error).into_response(),
         };
         jobs::accepted(accepted)
     }

@@ -2,12 +2,9 @@
 //! kept beside the endpoints; like `ApiError`, `IntoResponse` only records
 //! the message for the logging middleware.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use keel_queue::{Refused, StoreError, SubmitError};
 use keel_types::{ErrorBody, RequestError};
-
-use crate::error::error_response;
 
 /// Why a job request failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +88,25 @@ pub enum JobsError {
 // === impl JobsError ===
 
 impl JobsError {
-    fn status(&self) -> StatusCode {
+    /// What the request log records: the store error's detail (SQL,
+    /// hosts) goes there, not to the client.
+    pub(crate) fn logged(&self) -> String {
+        match self {
+            Self::Store(error) => format!("{self}: {error}"),
+            _ => self.to_string(),
+        }
+    }
+
+    /// Whether the client may retry in a second (`Retry-After: 1`).
+    pub(crate) fn retry_soon(&self) -> bool {
+        matches!(
+            self,
+            Self::KeyInProgress | Self::Store(_) | Self::TooManyQueued(_)
+        )
+    }
+
+    /// The status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Disabled | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidBody { .. }
@@ -113,7 +128,8 @@ impl JobsError {
         }
     }
 
-    fn body(&self) -> ErrorBody {
+    /// Its error body.
+    pub(crate) fn body(&self) -> ErrorBody {
         let message = self.to_string();
         let invalid = |param: Option<&str>, code: Option<&str>| {
             ErrorBody::new(message.clone(), "invalid_request_error", param, code)
@@ -164,25 +180,5 @@ impl From<SubmitError> for JobsError {
             SubmitError::WebhooksDisabled => Self::WebhooksDisabled,
             SubmitError::Store(error) => Self::Store(error),
         }
-    }
-}
-
-impl IntoResponse for JobsError {
-    fn into_response(self) -> Response {
-        // The store error's detail (SQL, hosts) goes to the log, not the client.
-        let logged = match &self {
-            Self::Store(error) => format!("{self}: {error}"),
-            _ => self.to_string(),
-        };
-        let mut response = error_response(self.status(), &self.body(), logged);
-        if matches!(
-            self,
-            Self::KeyInProgress | Self::Store(_) | Self::TooManyQueued(_)
-        ) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
     }
 }

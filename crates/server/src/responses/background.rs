@@ -17,7 +17,7 @@ use keel_types::{ChatRequest, RawObject};
 
 use super::response::{response_json, Echo, Status};
 use crate::jobs::{idempotency_key, queue, submit_job, Draft, JobsError};
-use crate::{AppState, Tenant};
+use crate::{ApiError, AppState, Tenant};
 
 /// Stores a background response and answers with it, queued.
 pub(crate) async fn create(
@@ -38,7 +38,7 @@ async fn created(
     headers: &HeaderMap,
     chat: &ChatRequest,
     raw: &RawObject,
-) -> Result<Response, JobsError> {
+) -> Result<Response, ApiError> {
     let queue = queue(state)?;
     let body = raw.to_json_with(&[]);
     let key = idempotency_key(headers, "/v1/responses", &body)?;
@@ -78,7 +78,7 @@ pub(crate) async fn get(
     .await;
     match found {
         Ok(job) => shown(&job),
-        Err(error) => error.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
@@ -108,7 +108,7 @@ pub(crate) async fn cancel(
     .await;
     match outcome {
         Ok(job) => shown(&job),
-        Err(error) => error.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 
