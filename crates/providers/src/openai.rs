@@ -1,6 +1,8 @@
 //! The OpenAI Chat Completions adapter, for OpenAI itself and any
 //! OpenAI-compatible server (vLLM, Ollama, Groq, …, and Keel's own mock).
-//! The request body is forwarded verbatim with only `model` rewritten.
+//! The request body is forwarded verbatim with only `model` rewritten (and,
+//! on a stream that did not ask for it, `stream_options.include_usage` set,
+//! so usage can be settled).
 //! Azure OpenAI (`azure.rs`) reuses it with a per-deployment URL.
 
 mod convert;
