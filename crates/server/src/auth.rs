@@ -1,7 +1,11 @@
 //! Tenant authentication by bearer key. Keys are held only as SHA-256
-//! digests and compared in constant time.
+//! digests and compared in constant time. A key that verified is
+//! remembered by a keyed 128-bit fingerprint (never the key itself), so
+//! SHA-256 runs once per key, not once per request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -15,6 +19,13 @@ use crate::{ApiError, AppState};
 #[derive(Default)]
 pub struct Tenants {
     entries: Vec<(Arc<str>, [u8; 32])>,
+    /// Keys that verified, by fingerprint. Only a key that matched a
+    /// digest goes in, so it holds at most one entry per configured key.
+    verified: RwLock<HashMap<u128, Arc<str>, BuildHasherDefault<Fingerprinted>>>,
+    /// Two independently keyed SipHash instances (random keys per
+    /// process): a fingerprint cannot be computed, or a collision with a
+    /// verified key searched for, without them.
+    fingerprint_keys: (RandomState, RandomState),
 }
 
 /// The tenant a request authenticated as.
@@ -34,12 +45,43 @@ impl Tenants {
             let name: Arc<str> = Arc::from(name);
             entries.extend(digests.iter().map(|digest| (name.clone(), *digest)));
         }
-        Self { entries }
+        Self {
+            entries,
+            ..Self::default()
+        }
     }
 
-    /// The tenant whose key this is. Every stored digest is compared, so the
-    /// time taken does not depend on which key matched.
+    /// The tenant whose key this is: a key seen before by its fingerprint,
+    /// any other by [`Tenants::verify`].
     pub fn authenticate(&self, key: &str) -> Option<Tenant> {
+        let fingerprint = self.fingerprint(key);
+        if let Ok(verified) = self.verified.read() {
+            if let Some(name) = verified.get(&fingerprint) {
+                return Some(Tenant { name: name.clone() });
+            }
+        }
+        let tenant = self.verify(key)?;
+        if let Ok(mut verified) = self.verified.write() {
+            verified.insert(fingerprint, tenant.name.clone());
+        }
+        Some(tenant)
+    }
+
+    /// How many keys are remembered as verified.
+    #[cfg(test)]
+    fn verified_keys(&self) -> usize {
+        self.verified.read().map_or(0, |verified| verified.len())
+    }
+
+    /// A 128-bit fingerprint of `key` under this process's secret keys.
+    fn fingerprint(&self, key: &str) -> u128 {
+        let (high, low) = &self.fingerprint_keys;
+        (u128::from(high.hash_one(key)) << 64) | u128::from(low.hash_one(key))
+    }
+
+    /// The tenant whose key's digest this is. Every stored digest is
+    /// compared, so the time taken does not depend on which key matched.
+    fn verify(&self, key: &str) -> Option<Tenant> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
         for (name, stored) in &self.entries {
@@ -48,6 +90,28 @@ impl Tenants {
             }
         }
         found.map(|name| Tenant { name })
+    }
+}
+
+/// Hashes a fingerprint for its map as the fingerprint's own low bits: it
+/// is a keyed hash already, so hashing it again would only cost time.
+#[derive(Default)]
+struct Fingerprinted(u64);
+
+impl Hasher for Fingerprinted {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        // Truncation intended: the low half of a uniformly random value.
+        self.0 = value as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -148,5 +212,38 @@ mod tests {
         );
         assert!(tenants.authenticate("sk-acm").is_none());
         assert!(tenants.authenticate("").is_none());
+    }
+
+    #[test]
+    fn only_keys_that_verified_are_remembered_so_the_cache_is_bounded_by_the_keys() {
+        let acme = key_digest("sk-acme");
+        let second = key_digest("sk-acme-2");
+        let tenants = Tenants::new([("acme", &[acme, second][..])]);
+        for attempt in 0..2_000 {
+            assert!(tenants
+                .authenticate(&format!("sk-guess-{attempt}"))
+                .is_none());
+        }
+        assert_eq!(
+            tenants.verified_keys(),
+            0,
+            "a refused key is never remembered"
+        );
+        for _ in 0..100 {
+            for key in ["sk-acme", "sk-acme-2"] {
+                let tenant = tenants.authenticate(key).map(|tenant| tenant.name);
+                assert_eq!(tenant, Some(Arc::from("acme")));
+            }
+            assert!(tenants.authenticate("sk-acme ").is_none());
+        }
+        assert_eq!(tenants.verified_keys(), 2, "one entry per configured key");
+    }
+
+    #[test]
+    fn fingerprints_differ_between_processes_keys_and_inputs() {
+        let (one, other) = (Tenants::default(), Tenants::default());
+        assert_ne!(one.fingerprint("sk-acme"), other.fingerprint("sk-acme"));
+        assert_ne!(one.fingerprint("sk-acme"), one.fingerprint("sk-acmf"));
+        assert_eq!(one.fingerprint("sk-acme"), one.fingerprint("sk-acme"));
     }
 }
