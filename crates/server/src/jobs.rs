@@ -38,7 +38,8 @@ pub async fn submit(
         message: format!("the body must be {{\"request\": <chat completion request>, \"webhook\": {{\"url\": …}}, \"metadata\": {{…}}}}: {error}"),
         param: None,
     })?;
-    let chat = ChatRequest::parse(parsed.request.get().as_bytes())?;
+    // The inner request's errors name their field under `request.`.
+    let chat = ChatRequest::parse(parsed.request.get().as_bytes()).map_err(JobsError::from)?;
     if let Some(metadata) = &parsed.metadata {
         if !metadata.get().starts_with('{') {
             return Err(JobsError::InvalidBody {
