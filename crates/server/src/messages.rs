@@ -33,7 +33,7 @@ use keel_types::ChatRequest;
 use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
 
-pub(crate) use errors::anthropic_errors;
+pub(crate) use errors::{in_anthropic_shape, speaks_anthropic};
 
 /// A Messages body as the router will take it: passed through to a model
 /// whose targets are all Anthropic-kind, translated otherwise.

@@ -50,13 +50,26 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_id::observe,
-        ))
-        // Outside `observe`, so it sees the request id and every refusal.
-        .layer(axum::middleware::from_fn(crate::messages::anthropic_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
+}
+
+/// Every request's outermost middleware: `request_id::observe`, then, on
+/// `/v1/messages`, the answer in Anthropic's shape (after `observe`, so it
+/// sees the request id and every refusal). One layer for both: each
+/// `from_fn` layer boxes its own services and futures on every request.
+async fn front(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let anthropic = crate::messages::speaks_anthropic(request.uri().path());
+    let response = request_id::observe(State(state), request, next).await;
+    if anthropic {
+        crate::messages::in_anthropic_shape(response).await
+    } else {
+        response
+    }
 }
 
 /// `GET /v1/models`: the public models that can be served (a model whose

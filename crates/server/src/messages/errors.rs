@@ -7,9 +7,7 @@
 //! that path single and catches all of them.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use keel_types::{ErrorBody, ErrorDetail};
 use serde::Serialize;
@@ -56,13 +54,14 @@ struct AnthropicDetail<'a> {
     message: &'a str,
 }
 
-/// Middleware: on `/v1/messages`, adds `request-id` and rewrites an
-/// OpenAI-shaped error body in Anthropic's shape; other paths pass through.
-pub(crate) async fn anthropic_errors(request: Request, next: Next) -> Response {
-    if request.uri().path() != MESSAGES_PATH {
-        return next.run(request).await;
-    }
-    let mut response = next.run(request).await;
+/// Whether `path` is the one whose errors [`in_anthropic_shape`] rewrites.
+pub(crate) fn speaks_anthropic(path: &str) -> bool {
+    path == MESSAGES_PATH
+}
+
+/// A `/v1/messages` response as Anthropic's clients read it: `request-id`
+/// added, and an OpenAI-shaped error body rewritten in Anthropic's shape.
+pub(crate) async fn in_anthropic_shape(mut response: Response) -> Response {
     let id = response.headers().get(X_REQUEST_ID).cloned();
     if let Some(id) = &id {
         response.headers_mut().insert(REQUEST_ID, id.clone());
