@@ -27,7 +27,13 @@ use crate::{ApiError, AppState, Tenant};
 /// The route's path, part of the request fingerprint.
 const PATH: &str = "/v1/chat/completions";
 
-/// The middleware of `POST /v1/chat/completions`.
+/// Whether [`chat`] applies: `POST /v1/chat/completions`.
+pub(crate) fn applies_to(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST && request.uri().path() == PATH
+}
+
+/// The idempotency keys of `POST /v1/chat/completions`, run by `shed`
+/// once the request is admitted.
 pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(queue) = state.jobs.clone() else {
         return next.run(request).await;

@@ -8,19 +8,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 
-use crate::{chat, idempotency, jobs, request_id, shed, ApiError, AppState, Tenant};
+use crate::{chat, jobs, request_id, shed, ApiError, AppState, Tenant};
 
 /// The whole HTTP API.
 pub fn app(state: Arc<AppState>) -> axum::Router {
     // Health, metrics and admin routes are never shed.
     let api = axum::Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(chat::completions).layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                idempotency::chat,
-            )),
-        )
+        .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(crate::messages::create))
         .route("/v1/embeddings", post(crate::embeddings::create))
         .route("/v1/responses", post(crate::responses::create))

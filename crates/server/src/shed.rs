@@ -46,24 +46,29 @@ pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Ne
     // instead of hashing the key and timing the body again.
     parts.extensions.insert(tenant);
     parts.extensions.insert(crate::extract::BodyRead);
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let response = holding(response, permit);
-    match tenant_slot {
-        Some(slot) => holding(response, slot),
-        None => response,
-    }
+    let request = Request::from_parts(parts, Body::from(bytes));
+    // The chat route's idempotency keys are checked here rather than by a
+    // layer of their own: each `from_fn` layer boxes its own services and
+    // futures on every request.
+    let response = if crate::idempotency::applies_to(&request) {
+        crate::idempotency::chat(State(state), request, next).await
+    } else {
+        next.run(request).await
+    };
+    holding(response, (permit, tenant_slot))
 }
 
-/// `response` with `permit` held until its body is finished or dropped.
-pub(crate) fn holding(response: Response, permit: OwnedSemaphorePermit) -> Response {
+/// `response` with `slots` held until its body is finished or dropped.
+fn holding(
+    response: Response,
+    slots: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+) -> Response {
     let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,
         Body::new(PermitBody {
             inner: body,
-            _permit: permit,
+            _slots: slots,
         }),
     )
 }
@@ -81,7 +86,8 @@ fn overloaded() -> Response {
 /// A body that holds the in-flight permit until it is finished or dropped.
 struct PermitBody {
     inner: Body,
-    _permit: OwnedSemaphorePermit,
+    /// The instance's slot and the tenant's, when it has a limit.
+    _slots: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
 impl http_body::Body for PermitBody {
