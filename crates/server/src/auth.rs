@@ -82,7 +82,7 @@ impl Tenants {
     /// The tenant whose key's digest this is. Every stored digest is
     /// compared, so the time taken does not depend on which key matched.
     fn verify(&self, key: &str) -> Option<Tenant> {
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let digest = key_digest(key);
         let mut found = None;
         for (name, stored) in &self.entries {
             if bool::from(stored.ct_eq(&digest)) {
