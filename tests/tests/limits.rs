@@ -213,3 +213,44 @@ async fn metrics_are_exported_in_prometheus_text_format() -> TestResult {
     }
     Ok(())
 }
+
+/// `server.workers`: connections spread over several single-threaded HTTP
+/// workers still share one tenant's rpm exactly, and each worker reaches the
+/// upstream through its own pool.
+#[tokio::test]
+async fn http_workers_share_one_tenant_rpm_exactly() -> TestResult {
+    let mock = start_mock().await?;
+    let yaml = format!(
+        "server: {{workers: 2}}\ntenants:\n  - {{name: small, keys: [sk-small], limits: {{rpm: 10}}}}\nproviders:\n  up: {{kind: openai, base_url: \"{}\"}}\nmodels:\n  chat: {{targets: [{{provider: up, model: gpt-mock}}]}}\n",
+        mock.base_url()
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    let url = gateway.url("/v1/chat/completions");
+    // A client each: 24 connections, which the workers accept between them.
+    let answers = join_all((0..24).map(|_| {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth("sk-small")
+            .body(BODY)
+            .send()
+    }))
+    .await;
+    let mut statuses = Vec::new();
+    for answer in answers {
+        statuses.push(answer?.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses.iter().filter(|&&status| status == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&status| status == 429).count(),
+        14,
+        "{statuses:?}"
+    );
+    assert_eq!(mock.state.stats("gpt-mock").requests, 10);
+    gateway.shut_down().await?;
+    Ok(())
+}

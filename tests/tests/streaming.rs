@@ -213,3 +213,56 @@ async fn tb11_a_stream_cut_by_the_shutdown_grace_ends_with_an_error_event() -> T
     gateway.finished().await?;
     Ok(())
 }
+
+/// `server.workers`: on shutdown every HTTP worker stops accepting and lets
+/// the streams it holds finish, whichever worker accepted them.
+#[tokio::test]
+async fn shutdown_with_http_workers_lets_every_stream_finish() -> TestResult {
+    let mock = start_mock().await?;
+    mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            chunk_delay_ms: 30,
+            chunks: Some(10),
+            ..Faults::default()
+        },
+    );
+    let yaml = format!(
+        "server: {{workers: 2}}\n{}",
+        yaml_with_targets(&[("first", &mock.base_url())])
+    );
+    let mut gateway = start_gateway(&yaml, &[]).await?;
+    let url = gateway.url("/v1/chat/completions");
+    let mut responses = Vec::new();
+    for _ in 0..6 {
+        // A client each, so each stream has a connection of its own.
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(TEST_KEY)
+            .body(STREAM)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        responses.push(response);
+    }
+    gateway.begin_shutdown();
+    for response in responses {
+        let text = response.text().await?;
+        let events = sse_data(&text);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
+        assert!(!text.contains("\"error\""), "a stream was cut: {text}");
+    }
+    gateway.finished().await?;
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(TEST_KEY)
+        .body(STREAM)
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after shutdown"
+    );
+    assert_eq!(mock.state.stats("gpt-mock").requests, 6);
+    Ok(())
+}

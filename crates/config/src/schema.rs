@@ -78,6 +78,11 @@ pub struct ServerConfig {
     /// headers and then a keep-alive comment every such interval; default
     /// 20 s. Zero never sends them.
     pub sse_keepalive: Duration,
+    /// `Some(n)`: HTTP served by `n` threads, each with a single-threaded
+    /// runtime of its own, accepting from the one listening socket (one per
+    /// core is the shape that wins on two cores: bench/README.md). `None`
+    /// (the default): one multi-threaded runtime with a worker per core.
+    pub workers: Option<usize>,
 }
 
 /// `server.cors.origins`: which browser origins get CORS headers.
@@ -251,6 +256,7 @@ impl Default for ServerConfig {
             max_upstream_body: 64 << 20,
             cors: CorsOrigins::Off,
             sse_keepalive: Duration::from_secs(20),
+            workers: None,
         }
     }
 }

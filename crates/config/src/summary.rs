@@ -34,6 +34,12 @@ pub fn summary(config: &Config) -> String {
         ),
         tenants_line(config),
     ];
+    if let Some(workers) = server.workers {
+        lines.insert(
+            1,
+            format!("workers    {workers} (one single-threaded runtime each)"),
+        );
+    }
     lines.push(format!("providers  {}", config.providers.len()));
     lines.extend(provider_lines(&config.providers));
     lines.push(format!("models     {}", config.models.len()));

@@ -220,6 +220,12 @@ fn rows() -> Vec<Row> {
         row("max_concurrent zero", "providers:\n  openai: {kind: openai, max_concurrent: 0}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.max_concurrent: must be at least 1, got 0",
         )),
+        row("no HTTP workers", "server: {workers: 0}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "server.workers: must be at least 1, got 0",
+        )),
+        row("more HTTP workers than any machine has cores", "server: {workers: 1000}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
+            "server.workers: must be at most 256, got 1000",
+        )),
         row("adaptive bounds the wrong way round", "providers:\n  openai: {kind: openai, max_concurrent: {min: 50, max: 10}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(
             "providers.openai.max_concurrent.min: must be at most max (10), got 50",
         )),
@@ -337,7 +343,7 @@ fn rows() -> Vec<Row> {
             "invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 12",
         )),
         row("multiple problems reported at once", "server: {request_timeout: 10s, colour: blue}\nproviders:\n  openai: {kind: openai, retry: {attempts: 0}, breaker: {failure_rate: 0}}\n  bad: {kind: openai, tiemouts: {}}\nmodels:\n  chat:\n    targets: [{provider: opnai, model: m}, {provider: bad, model: m}]\n    fallback: [nope]\nslos: [{name: s, model: chat, sli: latency, target: 2}]", Error(concat!(
-            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors, sse_keepalive)\n",
+            "server.colour: unknown key \"colour\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors, sse_keepalive, workers)\n",
             "providers.bad.tiemouts: unknown key \"tiemouts\" (expected one of: kind, base_url, api_key, api_version, headers, max_concurrent, rpm, tpm, max_tokens, timeouts, retry, breaker, responses, drop_unsupported, health_check)\n",
             "providers.openai.retry.attempts: must be at least 1, got 0\n",
             "providers.openai.breaker.failure_rate: must be more than 0 and at most 1 (100%), got 0\n",
@@ -356,7 +362,7 @@ fn rows() -> Vec<Row> {
             "server.listen: invalid address \"nowhere\": use an IP address and a port such as 127.0.0.1:8080 or 0.0.0.0:8080",
         ))),
         row("an unknown key beside a bad value at the top", "server: {listn: x, max_in_flight: -3}\nproviders:\n  openai: {kind: openai}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(
-            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors, sse_keepalive)\n",
+            "server.listn: unknown key \"listn\" (expected one of: listen, max_in_flight, request_timeout, admin_key, shutdown_grace, max_body, metrics_listen, body_timeout, max_upstream_body, cors, sse_keepalive, workers)\n",
             "server.max_in_flight: must be at least 1, got -3",
         ))),
         row("an unknown key beside a bad value in a provider", "providers:\n  openai: {kind: openai, timeout: 5s, timeouts: {first_token: soon}}\nmodels:\n  chat: {targets: [{provider: openai, model: m}]}", Error(concat!(

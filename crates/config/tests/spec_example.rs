@@ -299,3 +299,22 @@ fn missing(what: &str) -> ConfigError {
         }],
     }
 }
+
+/// `server.workers` is absent by default (one multi-threaded runtime) and,
+/// when set, is kept and shown by `keel check`.
+#[test]
+fn server_workers_is_kept_and_shown() -> Result<(), ConfigError> {
+    let yaml = "server: {workers: 4}\nproviders:\n  up: {kind: openai, base_url: \"http://127.0.0.1:1/v1\"}\nmodels:\n  chat: {targets: [{provider: up, model: m}]}\n";
+    let config = keel_config::load_str(yaml, &HashMap::new())?.config;
+    assert_eq!(config.server.workers, Some(4));
+    assert!(
+        summary(&config).contains("\nworkers    4 (one single-threaded runtime each)\n"),
+        "{}",
+        summary(&config)
+    );
+    let default =
+        keel_config::load_str(&yaml.replace("server: {workers: 4}\n", ""), &HashMap::new())?;
+    assert_eq!(default.config.server.workers, None);
+    assert!(!summary(&default.config).contains("workers    "));
+    Ok(())
+}

@@ -4,6 +4,7 @@
 mod jobs;
 pub mod otlp;
 mod providers;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -97,17 +98,26 @@ pub async fn start(
     let grace = config.server.shutdown_grace;
     let cutoff = state.cutoff.clone();
     let connections = connection_limits();
-    let served = jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
-        keel_server::serve(
-            listener,
-            keel_server::with_cors(keel_server::app(state), &config.server.cors),
-            signal,
-            grace,
-            cutoff,
-            connections,
-        )
-    })
-    .await;
+    let app = keel_server::with_cors(keel_server::app(state), &config.server.cors);
+    let served = match config.server.workers {
+        None => {
+            jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
+                keel_server::serve(listener, app, signal, grace, cutoff, connections)
+            })
+            .await
+        }
+        Some(count) => {
+            let mut workers =
+                workers::HttpWorkers::spawn(count, listener, app, grace, cutoff, connections)?;
+            tracing::info!(workers = count, "HTTP served by single-threaded workers");
+            // The workers' runtimes are released when `workers` drops, after
+            // the job workers have stopped too.
+            jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
+                workers.serve(signal)
+            })
+            .await
+        }
+    };
     health_checks.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();

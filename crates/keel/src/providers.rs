@@ -44,12 +44,20 @@ fn openai_settings(provider: &ProviderConfig, base_url: String, config: &Config)
         headers: provider.headers.clone(),
         connect_timeout: provider.timeouts.connect,
         max_body: upstream_body_limit(config),
+        pools: upstream_pools(config),
     }
 }
 
 /// `server.max_upstream_body` as a length.
 fn upstream_body_limit(config: &Config) -> usize {
     usize::try_from(config.server.max_upstream_body).unwrap_or(usize::MAX)
+}
+
+/// One upstream connection pool per HTTP worker thread, so each worker's
+/// upstream connections are driven by its own runtime, and one for every
+/// other thread (health checks, job workers).
+fn upstream_pools(config: &Config) -> usize {
+    config.server.workers.map_or(1, |workers| workers + 1)
 }
 
 /// The Anthropic adapter, or the OpenAI adapter in its Azure form.
@@ -68,6 +76,7 @@ fn other_kind(provider: &ProviderConfig, config: &Config) -> std::io::Result<Arc
             headers,
             connect_timeout,
             max_body: upstream_body_limit(config),
+            pools: upstream_pools(config),
         };
         Arc::new(OpenAiProvider::azure(settings).map_err(std::io::Error::other)?)
     } else {
@@ -80,6 +89,7 @@ fn other_kind(provider: &ProviderConfig, config: &Config) -> std::io::Result<Arc
             default_max_tokens,
             connect_timeout,
             max_body: upstream_body_limit(config),
+            pools: upstream_pools(config),
             drop_unsupported: provider.drop_unsupported,
         };
         Arc::new(AnthropicProvider::new(settings).map_err(std::io::Error::other)?)

@@ -58,6 +58,10 @@ pub struct AnthropicSettings {
     pub connect_timeout: Duration,
     /// The longest non-stream answer read (`server.max_upstream_body`).
     pub max_body: usize,
+    /// Upstream connection pools: one per HTTP worker thread
+    /// (`server.workers`, see [`crate::set_http_worker`]) and one for the
+    /// other threads; 1 without workers.
+    pub pools: usize,
     /// Leave out request fields the Messages API cannot express instead of
     /// refusing the request (`drop_unsupported`).
     pub drop_unsupported: bool,
@@ -85,6 +89,7 @@ impl AnthropicProvider {
             default_headers(&settings)?,
             settings.connect_timeout,
             settings.max_body,
+            settings.pools,
         );
         let base = settings.base_url.trim_end_matches('/');
         let api = base.strip_suffix("/v1").unwrap_or(base);

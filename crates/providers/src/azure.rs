@@ -27,6 +27,10 @@ pub struct AzureSettings {
     pub connect_timeout: Duration,
     /// The longest non-stream answer read (`server.max_upstream_body`).
     pub max_body: usize,
+    /// Upstream connection pools: one per HTTP worker thread
+    /// (`server.workers`, see [`crate::set_http_worker`]) and one for the
+    /// other threads; 1 without workers.
+    pub pools: usize,
 }
 
 // === impl OpenAiProvider ===
@@ -57,6 +61,7 @@ impl OpenAiProvider {
             headers,
             settings.connect_timeout,
             settings.max_body,
+            settings.pools,
         ))
     }
 }

@@ -19,10 +19,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// A pooled client for one provider.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// One connection pool per HTTP worker thread (`server.workers`): a
+    /// connection's task runs on the runtime that opened it, so a worker
+    /// using another's connections would hand every chunk across threads.
+    /// Never empty.
+    pools: Arc<[Pool]>,
     headers: HeaderMap,
     /// The longest whole answer read (`server.max_upstream_body`).
     pub(crate) max_body: usize,
@@ -42,7 +48,12 @@ pub(crate) struct SendError {
 impl HttpClient {
     /// A client sending `headers` on every request, with `accept: */*`
     /// unless they set one.
-    pub(crate) fn new(mut headers: HeaderMap, connect_timeout: Duration, max_body: usize) -> Self {
+    pub(crate) fn new(
+        mut headers: HeaderMap,
+        connect_timeout: Duration,
+        max_body: usize,
+        pools: usize,
+    ) -> Self {
         headers
             .entry(ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
@@ -56,15 +67,24 @@ impl HttpClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .pool_idle_timeout(Duration::from_secs(90));
+        let pools = (0..pools.max(1))
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Self {
-            client,
+            pools,
             headers,
             max_body,
         }
+    }
+
+    /// The calling thread's connection pool.
+    fn pool(&self) -> &Pool {
+        // `pools` is never empty.
+        &self.pools[HTTP_WORKER.get() % self.pools.len()]
     }
 
     /// GETs `uri`, with the provider's headers and no body.
@@ -74,7 +94,7 @@ impl HttpClient {
         *request.headers_mut() = self.headers.clone();
         // A GET has no body to describe.
         request.headers_mut().remove(http::header::CONTENT_TYPE);
-        self.client.request(request)
+        self.pool().request(request)
     }
 
     /// POSTs `body` to `uri`.
@@ -99,8 +119,22 @@ impl HttpClient {
                 request.headers_mut().insert(name, value);
             }
         }
-        self.client.request(request)
+        self.pool().request(request)
     }
+}
+
+thread_local! {
+    /// This thread's connection pool index: its HTTP worker's
+    /// (`server.workers`), 0 on every other thread.
+    static HTTP_WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the calling thread send its upstream requests through connection
+/// pool `index` of every provider (one per HTTP worker thread of
+/// `server.workers`, counted from 1; 0 is every other thread's), so its
+/// upstream connections are the ones its own runtime drives.
+pub fn set_http_worker(index: usize) {
+    HTTP_WORKER.set(index);
 }
 
 /// Sends a GET of `uri` through `client` and reads the whole answer: `Ok`

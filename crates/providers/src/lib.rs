@@ -24,6 +24,7 @@ pub use anthropic::{
 };
 pub use azure::AzureSettings;
 pub use error::{Clock, ErrorKind, ProviderError};
+pub use http::set_http_worker;
 pub use openai::{OpenAiProvider, OpenAiSettings};
 pub use reply::{Completion, EventStream, Reply, StreamEvent};
 

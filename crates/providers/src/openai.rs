@@ -37,6 +37,10 @@ pub struct OpenAiSettings {
     pub connect_timeout: Duration,
     /// The longest non-stream answer read (`server.max_upstream_body`).
     pub max_body: usize,
+    /// Upstream connection pools: one per HTTP worker thread
+    /// (`server.workers`, see [`crate::set_http_worker`]) and one for the
+    /// other threads; 1 without workers.
+    pub pools: usize,
 }
 
 /// An OpenAI-compatible upstream with its own pooled HTTP client.
@@ -102,6 +106,7 @@ impl OpenAiProvider {
             headers,
             settings.connect_timeout,
             settings.max_body,
+            settings.pools,
         ))
     }
 
@@ -112,11 +117,12 @@ impl OpenAiProvider {
         headers: HeaderMap,
         connect_timeout: Duration,
         max_body: usize,
+        pools: usize,
     ) -> Self {
         Self {
             name: Arc::from(name),
             endpoint,
-            client: HttpClient::new(headers, connect_timeout, max_body),
+            client: HttpClient::new(headers, connect_timeout, max_body, pools),
         }
     }
 }
@@ -314,6 +320,7 @@ mod tests {
             headers: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(1),
             max_body: 1,
+            pools: 1,
         };
         let printed = format!("{settings:?}");
         assert!(!printed.contains("sk-live"), "{printed}");

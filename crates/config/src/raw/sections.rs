@@ -21,6 +21,7 @@ pub(crate) struct RawServer {
     pub(crate) max_upstream_body: Option<Scalar>,
     pub(crate) cors: Option<RawCors>,
     pub(crate) sse_keepalive: Option<Scalar>,
+    pub(crate) workers: Option<Scalar>,
 }
 
 /// `server.cors`

@@ -43,6 +43,9 @@ fn cors_origin(text: &str) -> Option<String> {
     (host_ok && port_ok).then_some(origin)
 }
 
+/// The most `server.workers`: far more threads than any machine has cores.
+const MAX_WORKERS: u64 = 256;
+
 /// Standard Webhooks secrets are `whsec_` followed by base64.
 const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
 
@@ -100,6 +103,7 @@ impl Checker {
             sse_keepalive: self
                 .any_duration(raw.sse_keepalive.as_ref(), &path.key("sse_keepalive"))
                 .unwrap_or(defaults.sse_keepalive),
+            workers: self.whole(raw.workers.as_ref(), &path.key("workers"), 1, MAX_WORKERS),
         }
     }
 

@@ -26,6 +26,7 @@ fn provider(base: &str, headers: Vec<(String, String)>) -> Result<AnthropicProvi
         default_max_tokens: 4096,
         connect_timeout: Duration::from_secs(2),
         max_body: 1 << 20,
+        pools: 1,
         drop_unsupported: false,
     })
 }

@@ -63,6 +63,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 headers,
                 connect_timeout,
                 max_body: 1 << 20,
+                pools: 1,
             };
             (Arc::new(OpenAiProvider::new(settings)?), "gpt-4o-mini")
         }
@@ -75,6 +76,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 headers,
                 connect_timeout,
                 max_body: 1 << 20,
+                pools: 1,
             };
             (
                 Arc::new(OpenAiProvider::azure(settings)?),
@@ -90,6 +92,7 @@ fn provider(kind: Kind, base: &str) -> Result<(Arc<dyn Provider>, &'static str),
                 default_max_tokens: 4096,
                 connect_timeout,
                 max_body: 1 << 20,
+                pools: 1,
                 drop_unsupported: matches!(kind, Kind::AnthropicDropping),
             };
             (

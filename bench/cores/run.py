@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Runtime shape at two cores: one process with a two-worker runtime against
+one process per core, with nginx's two workers beside them.
+
+Every layout runs on both cores of the machine, with the load generators and
+the mock on the same two cores, so req/s is shared with the load; CPU seconds
+per 1,000 requests of the proxy's processes is the figure to compare.
+
+- nginx: `worker_processes 2`.
+- keel: one process, tokio's multi-thread runtime with a worker per core (the
+  default).
+- keel workers=2: one process with `server.workers: 2`, two threads each
+  running a single-threaded runtime, accepting from one listening socket and
+  sharing the process's state and upstream connections.
+- keel x2: two processes, each pinned to one core, so each runs a one-worker
+  runtime with its own listener and its own upstream connections: the most a
+  thread-per-core layout could gain, since nothing (limits, breakers, cache)
+  is shared between them.
+- keel 1-core: one process pinned to one core, for reference.
+
+Each layout is measured on plain requests and on streams of 20 chunks sent at
+once, by two oha processes of CONNS/2 connections each (for keel x2, one per
+process). Only 127.0.0.1 is used; everything started here is stopped on exit.
+
+Usage: bench/cores/run.py [--keel target/release/keel] [--rounds 2] [--seconds 6]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+LAYOUTS = ["nginx", "keel", "keel workers=2", "keel x2", "keel 1-core"]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keel", default=str(ROOT / "target/release/keel"))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--conns", type=int, default=32)
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="which layouts, comma-separated (nginx always runs)")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ.setdefault("KEEL_BIN", ARGS.keel)
+os.environ.setdefault("LOAD_CPU", "0,1")  # the mock runs on both cores too
+sys.path.insert(0, str(ROOT / "bench/lib"))
+import bench  # noqa: E402  (reads KEEL_BIN at import)
+import streams  # noqa: E402
+
+BOTH = "0,1"
+SCENARIOS = [("plain", "bench", False), ("burst streams", "bench", True)]
+
+
+class Layout:
+    """The proxy processes of one layout and the ports the load goes to."""
+
+    def __init__(self, name: str, work: Path, mock_port: int):
+        self.name, self.procs, self.ports = name, [], []
+        if name == "nginx":
+            port = bench.free_port()
+            config = bench.nginx_config(work, port, mock_port)
+            config.write_text(config.read_text().replace("worker_processes 1;", "worker_processes 2;"))
+            argv = [bench.NGINX_BIN, "-p", str(work), "-e", str(work / "nginx-error.log"), "-c", str(config), "-g", "daemon off;"]
+            self.start(bench.Proc("nginx", argv, BOTH, work / "nginx.log"), port, "/_mock/stats")
+            return
+        cores = {"keel": [BOTH], "keel workers=2": [BOTH], "keel x2": ["0", "1"], "keel 1-core": ["1"]}[name]
+        for index, cpu in enumerate(cores):
+            port = bench.free_port()
+            instance = work / f"keel-{index}"
+            instance.mkdir(exist_ok=True)
+            config = bench.keel_config(instance, port, mock_port)
+            if name == "keel workers=2":
+                config.write_text(config.read_text().replace("server:\n", "server:\n  workers: 2\n", 1))
+            argv = [bench.KEEL_BIN, "serve", "--config", str(config)]
+            self.start(bench.Proc("keel", argv, cpu, instance / "keel.log", {"RUST_LOG": "warn"}), port, "/healthz")
+
+    def start(self, proc, port: int, ready_path: str) -> None:
+        self.procs.append(proc)
+        self.ports.append(port)
+        bench.wait_ready(port, ready_path, proc)
+
+    def model(self) -> str:
+        return "bench" if self.name.startswith("keel") else bench.PUBLIC["bench"]
+
+    def pids(self) -> list[int]:
+        return [pid for proc in self.procs for pid in proc.pids()]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+def load(layout: Layout, stream: bool, seconds: float) -> dict:
+    """Two oha processes at once (one per port when there are two), on both cores."""
+    body = streams.chat_body(layout.model(), stream).decode()
+    ports = layout.ports * (2 // len(layout.ports))
+    running = []
+    for port in ports:
+        argv = [
+            "taskset", "-c", BOTH, bench.OHA_BIN, "--no-tui", "--output-format", "json", "--worker-threads", "1",
+            "-c", str(ARGS.conns // 2), "-z", f"{int(seconds * 1000)}ms", "-w", "-m", "POST",
+            "-H", f"authorization: Bearer {bench.KEY}", "-H", "content-type: application/json",
+            "-d", body, f"http://127.0.0.1:{port}/v1/chat/completions",
+        ]
+        running.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    ok = failed = 0
+    elapsed = 0.0
+    for proc in running:
+        out, err = proc.communicate(timeout=seconds + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"oha failed ({proc.returncode}): {err[-500:]}")
+        report = json.loads(out)
+        codes = report.get("statusCodeDistribution", {})
+        ok += int(codes.get("200", 0))
+        failed += sum(int(v) for k, v in codes.items() if k != "200")
+        failed += sum(int(v) for v in report.get("errorDistribution", {}).values())
+        elapsed = max(elapsed, report["summary"]["total"])
+    return {"ok": ok, "failed": failed, "elapsed": elapsed}
+
+
+def measure(layout: Layout, stream: bool) -> dict:
+    load(layout, stream, 1.5)  # warm-up: connections, pools, caches
+    pids = layout.pids()
+    before = bench.cpu_ticks(pids)
+    result = load(layout, stream, ARGS.seconds)
+    cpu_s = (bench.cpu_ticks(pids) - before) / bench.CLK_TCK
+    result["rps"] = result["ok"] / result["elapsed"] if result["elapsed"] else 0.0
+    result["cpu_s_per_1k"] = 1000 * cpu_s / result["ok"] if result["ok"] else None
+    return result
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="keel-cores."))
+    results: dict = {}
+    chosen = ["nginx"] + [name for name in LAYOUTS[1:] if name in ARGS.layouts.split(",")]
+    for round_no in range(ARGS.rounds):
+        order = chosen if round_no % 2 == 0 else list(reversed(chosen))
+        for name in order:
+            mock, mock_port = bench.start_mock(work)
+            layout = None
+            try:
+                layout = Layout(name, work, mock_port)
+                for scenario, _, stream in SCENARIOS:
+                    figures = measure(layout, stream)
+                    results.setdefault((name, scenario), []).append(figures)
+                    bench.log(f"round {round_no + 1} {name:13} {scenario:14} {figures['rps']:8.0f} req/s  "
+                              f"cpu/1k {figures['cpu_s_per_1k']:.4f} s  failed {figures['failed']}  load {bench.loadavg():.2f}")
+            finally:
+                if layout:
+                    layout.stop()
+                mock.stop()
+    print("| layout | scenario | req/s | CPU s / 1k | CPU / nginx | failed |")
+    print("|---|---|---|---|---|---|")
+    for scenario, _, _ in SCENARIOS:
+        nginx_cpu = median([r["cpu_s_per_1k"] for r in results[("nginx", scenario)]])
+        for name in chosen:
+            rows = results[(name, scenario)]
+            cpu = median([r["cpu_s_per_1k"] for r in rows])
+            print(f"| {name} | {scenario} | {median([r['rps'] for r in rows]):,.0f} | {cpu:.4f} | "
+                  f"{cpu / nginx_cpu:.2f}× | {sum(r['failed'] for r in rows)} |")
+
+
+if __name__ == "__main__":
+    main()
