@@ -20,6 +20,17 @@ use crate::Key;
 /// deque entries and the hash table slot), rounded up.
 const ENTRY_OVERHEAD: u64 = 320;
 
+/// The block an allocation of `bytes` takes. Keel's allocator (mimalloc,
+/// like jemalloc) hands out blocks in four size classes per power of two,
+/// so a 50 KiB answer holds a 56 KiB block: charging the block keeps
+/// `max_bytes` a bound on the memory the entries really hold.
+fn block_size(bytes: u64) -> u64 {
+    if bytes <= 64 {
+        return bytes.next_multiple_of(8);
+    }
+    bytes.next_multiple_of(1 << (bytes.ilog2() - 2))
+}
+
 /// How big the cache may grow.
 #[derive(Clone, Copy, Debug)]
 pub struct StorePolicy {
@@ -175,7 +186,8 @@ impl<V: Send + Sync + 'static> PromptCache<V> {
         if bytes > self.policy.max_entry_bytes {
             return false;
         }
-        let weight = u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX);
+        let weight =
+            u32::try_from(block_size(bytes).saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX);
         let entry = Entry {
             value,
             model,
@@ -305,6 +317,24 @@ mod tests {
                 .await
         );
         Ok(())
+    }
+
+    /// Sizes round up to the next of four classes per power of two.
+    #[test]
+    fn an_entry_is_charged_its_allocators_block() {
+        for (bytes, block) in [
+            (0, 0),
+            (1, 8),
+            (64, 64),
+            (65, 80),
+            (1000, 1024),
+            (1025, 1280),
+            (50 * 1024, 56 * 1024),
+            (64 * 1024, 64 * 1024),
+            (64 * 1024 + 1, 80 * 1024),
+        ] {
+            assert_eq!(super::block_size(bytes), block, "{bytes}");
+        }
     }
 
     /// Three times the bound inserted: the weighed size never exceeds it and
