@@ -11,10 +11,10 @@
 //! (`keel_providers::set_http_worker`), so a stream's chunks stay on one
 //! thread from the upstream socket to the client's.
 //!
-//! Other resources a worker opens (upstream connections, database connections)
-//! are driven by that worker's runtime and may be used by the others, so
-//! every runtime lives until the gateway is done: the workers' runtimes are
-//! released when [`HttpWorkers`] is dropped, after the job workers stopped.
+//! Other connections a worker opens (to the database, say) are driven by
+//! that worker's runtime and may be used by other threads, so every runtime
+//! lives until the gateway is done: the workers' runtimes are released when
+//! [`HttpWorkers`] is dropped, after the job workers stopped.
 
 use std::io;
 use std::time::Duration;

@@ -24,10 +24,10 @@ type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// A pooled client for one provider.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
-    /// One connection pool per HTTP worker thread (`server.workers`): a
-    /// connection's task runs on the runtime that opened it, so a worker
-    /// using another's connections would hand every chunk across threads.
-    /// Never empty.
+    /// One connection pool per HTTP worker thread (`server.workers`) and
+    /// one for every other thread: a connection's task runs on the runtime
+    /// that opened it, so a worker using another's connections would hand
+    /// every chunk across threads. Never empty.
     pools: Arc<[Pool]>,
     headers: HeaderMap,
     /// The longest whole answer read (`server.max_upstream_body`).
