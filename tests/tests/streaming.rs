@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use keel_testkit::{sse_data, start_gateway, start_mock, yaml_with_targets, Faults, TEST_KEY};
+use keel_testkit::{
+    sse_data, start_gateway, start_mock, yaml_with_targets, Faults, Gateway, Mock, TEST_KEY,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -134,19 +136,33 @@ async fn a_failure_after_the_first_token_ends_with_an_error_event_and_done() -> 
     Ok(())
 }
 
-#[tokio::test]
-async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() -> TestResult {
+/// A mock whose streams send `chunks` chunks `delay_ms` apart, and a
+/// gateway in front of it with `server` settings (a YAML flow mapping).
+async fn slow_streams(
+    delay_ms: u64,
+    chunks: u32,
+    server: &str,
+) -> Result<(Mock, Gateway), Box<dyn std::error::Error>> {
     let mock = start_mock().await?;
     mock.state.set_faults(
         "gpt-mock",
         Faults {
-            chunk_delay_ms: 30,
-            chunks: Some(10),
+            chunk_delay_ms: delay_ms,
+            chunks: Some(chunks),
             ..Faults::default()
         },
     );
-    let mut gateway =
-        start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
+    let yaml = format!(
+        "server: {server}\n{}",
+        yaml_with_targets(&[("first", &mock.base_url())])
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    Ok((mock, gateway))
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() -> TestResult {
+    let (_mock, mut gateway) = slow_streams(30, 10, "{}").await?;
     let url = gateway.url("/v1/chat/completions");
     let response = reqwest::Client::new()
         .post(&url)
@@ -179,20 +195,7 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
 /// ends with an error event and `[DONE]`, never a silent cut.
 #[tokio::test]
 async fn tb11_a_stream_cut_by_the_shutdown_grace_ends_with_an_error_event() -> TestResult {
-    let mock = start_mock().await?;
-    mock.state.set_faults(
-        "gpt-mock",
-        Faults {
-            chunk_delay_ms: 200,
-            chunks: Some(50),
-            ..Faults::default()
-        },
-    );
-    let yaml = format!(
-        "server: {{shutdown_grace: 300ms}}\n{}",
-        yaml_with_targets(&[("first", &mock.base_url())])
-    );
-    let mut gateway = start_gateway(&yaml, &[]).await?;
+    let (_mock, mut gateway) = slow_streams(200, 50, "{shutdown_grace: 300ms}").await?;
     let response = reqwest::Client::new()
         .post(gateway.url("/v1/chat/completions"))
         .bearer_auth(TEST_KEY)
@@ -218,20 +221,7 @@ async fn tb11_a_stream_cut_by_the_shutdown_grace_ends_with_an_error_event() -> T
 /// the streams it holds finish, whichever worker accepted them.
 #[tokio::test]
 async fn shutdown_with_http_workers_lets_every_stream_finish() -> TestResult {
-    let mock = start_mock().await?;
-    mock.state.set_faults(
-        "gpt-mock",
-        Faults {
-            chunk_delay_ms: 30,
-            chunks: Some(10),
-            ..Faults::default()
-        },
-    );
-    let yaml = format!(
-        "server: {{workers: 2}}\n{}",
-        yaml_with_targets(&[("first", &mock.base_url())])
-    );
-    let mut gateway = start_gateway(&yaml, &[]).await?;
+    let (mock, mut gateway) = slow_streams(30, 10, "{workers: 2}").await?;
     let url = gateway.url("/v1/chat/completions");
     let mut responses = Vec::new();
     for _ in 0..6 {

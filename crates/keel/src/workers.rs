@@ -181,6 +181,21 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// `count` workers serving `app` on a free port, and its URL.
+    async fn serve_app(count: usize, app: axum::Router) -> io::Result<(HttpWorkers, String)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let workers = HttpWorkers::spawn(
+            count,
+            listener,
+            app,
+            Duration::from_secs(1),
+            Cutoff::new(),
+            Connections::default(),
+        )?;
+        Ok((workers, url))
+    }
+
     /// While one worker's thread is blocked inside a request, a new
     /// connection is accepted and answered by another worker's thread.
     #[tokio::test]
@@ -203,16 +218,7 @@ mod tests {
                 }
             }),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/", listener.local_addr()?);
-        let mut workers = HttpWorkers::spawn(
-            2,
-            listener,
-            app,
-            Duration::from_secs(1),
-            Cutoff::new(),
-            Connections::default(),
-        )?;
+        let (mut workers, url) = serve_app(2, app).await?;
         let first = tokio::spawn(reqwest::get(url.clone()));
         tokio::task::spawn_blocking(move || first_started.recv_timeout(Duration::from_secs(10)))
             .await??;
@@ -230,16 +236,7 @@ mod tests {
     #[tokio::test]
     async fn serve_returns_after_every_worker_stopped_accepting() -> TestResult {
         let app = axum::Router::new().route("/", get(|| async { "ok" }));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/", listener.local_addr()?);
-        let mut workers = HttpWorkers::spawn(
-            3,
-            listener,
-            app,
-            Duration::from_secs(1),
-            Cutoff::new(),
-            Connections::default(),
-        )?;
+        let (mut workers, url) = serve_app(3, app).await?;
         assert_eq!(reqwest::get(&url).await?.text().await?, "ok");
         workers.serve(Box::pin(async {})).await?;
         drop(workers);
