@@ -10,8 +10,8 @@ per 1,000 requests of the proxy's processes is the figure to compare.
 - keel: one process, tokio's multi-thread runtime with a worker per core (the
   default).
 - keel workers=2: one process with `server.workers: 2`, two threads each
-  running a single-threaded runtime, accepting from one listening socket and
-  sharing the process's state and upstream connections.
+  running a single-threaded runtime, accepting from one listening socket,
+  sharing the process's state, each with its own upstream connections.
 - keel x2: two processes, each pinned to one core, so each runs a one-worker
   runtime with its own listener and its own upstream connections: the most a
   thread-per-core layout could gain, since nothing (limits, breakers, cache)
@@ -30,8 +30,8 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ import bench  # noqa: E402  (reads KEEL_BIN at import)
 import streams  # noqa: E402
 
 BOTH = "0,1"
-SCENARIOS = [("plain", "bench", False), ("burst streams", "bench", True)]
+SCENARIOS = [("plain", False), ("burst streams", True)]
 
 
 class Layout:
@@ -147,6 +147,14 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="keel-cores."))
+    try:
+        report(measure_all(work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_all(work: Path) -> dict:
+    """Every chosen layout and scenario, rounds alternating in order."""
     results: dict = {}
     chosen = ["nginx"] + [name for name in LAYOUTS[1:] if name in ARGS.layouts.split(",")]
     for round_no in range(ARGS.rounds):
@@ -156,7 +164,7 @@ def main() -> None:
             layout = None
             try:
                 layout = Layout(name, work, mock_port)
-                for scenario, _, stream in SCENARIOS:
+                for scenario, stream in SCENARIOS:
                     figures = measure(layout, stream)
                     results.setdefault((name, scenario), []).append(figures)
                     bench.log(f"round {round_no + 1} {name:13} {scenario:14} {figures['rps']:8.0f} req/s  "
@@ -165,9 +173,14 @@ def main() -> None:
                 if layout:
                     layout.stop()
                 mock.stop()
+    return results
+
+
+def report(results: dict) -> None:
+    chosen = list(dict.fromkeys(name for name, _ in results))
     print("| layout | scenario | req/s | CPU s / 1k | CPU / nginx | failed |")
     print("|---|---|---|---|---|---|")
-    for scenario, _, _ in SCENARIOS:
+    for scenario, _ in SCENARIOS:
         nginx_cpu = median([r["cpu_s_per_1k"] for r in results[("nginx", scenario)]])
         for name in chosen:
             rows = results[(name, scenario)]

@@ -79,9 +79,10 @@ pub struct ServerConfig {
     /// 20 s. Zero never sends them.
     pub sse_keepalive: Duration,
     /// `Some(n)`: HTTP served by `n` threads, each with a single-threaded
-    /// runtime of its own, accepting from the one listening socket (one per
-    /// core is the shape that wins on two cores: bench/README.md). `None`
-    /// (the default): one multi-threaded runtime with a worker per core.
+    /// runtime of its own, accepting from the one listening socket (on two
+    /// cores, two workers cut a plain request's CPU by a fifth and did not
+    /// help streams: bench/README.md). `None` (the default): one
+    /// multi-threaded runtime with a worker per core.
     pub workers: Option<usize>,
 }
 
