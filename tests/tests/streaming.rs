@@ -13,24 +13,44 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const STREAM: &str =
     r#"{"model":"chat","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
 
-#[tokio::test]
-async fn a_client_that_drops_a_stream_cancels_the_upstream() -> TestResult {
+/// A stream request on a connection of its own (a client each).
+async fn open_stream(url: &str) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(TEST_KEY)
+        .body(STREAM)
+        .send()
+        .await
+}
+
+/// A mock whose streams send `chunks` chunks `delay_ms` apart, and a
+/// gateway in front of it with `server` settings (a YAML flow mapping).
+async fn slow_streams(
+    delay_ms: u64,
+    chunks: u32,
+    server: &str,
+) -> Result<(Mock, Gateway), Box<dyn std::error::Error>> {
     let mock = start_mock().await?;
     mock.state.set_faults(
         "gpt-mock",
         Faults {
-            chunk_delay_ms: 40,
-            chunks: Some(100),
+            chunk_delay_ms: delay_ms,
+            chunks: Some(chunks),
             ..Faults::default()
         },
     );
-    let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
-    let response = reqwest::Client::new()
-        .post(gateway.url("/v1/chat/completions"))
-        .bearer_auth(TEST_KEY)
-        .body(STREAM)
-        .send()
-        .await?;
+    let yaml = format!(
+        "server: {server}\n{}",
+        yaml_with_targets(&[("first", &mock.base_url())])
+    );
+    let gateway = start_gateway(&yaml, &[]).await?;
+    Ok((mock, gateway))
+}
+
+#[tokio::test]
+async fn a_client_that_drops_a_stream_cancels_the_upstream() -> TestResult {
+    let (mock, gateway) = slow_streams(40, 100, "{}").await?;
+    let response = open_stream(&gateway.url("/v1/chat/completions")).await?;
     let mut body = response.bytes_stream();
     let first = body.next().await.ok_or("no first chunk")??;
     assert!(first.starts_with(b"data: "));
@@ -50,23 +70,9 @@ async fn a_client_that_drops_a_stream_cancels_the_upstream() -> TestResult {
 
 #[tokio::test]
 async fn chunks_are_forwarded_as_they_arrive() -> TestResult {
-    let mock = start_mock().await?;
-    mock.state.set_faults(
-        "gpt-mock",
-        Faults {
-            chunk_delay_ms: 150,
-            chunks: Some(3),
-            ..Faults::default()
-        },
-    );
-    let gateway = start_gateway(&yaml_with_targets(&[("first", &mock.base_url())]), &[]).await?;
+    let (_mock, gateway) = slow_streams(150, 3, "{}").await?;
     let started = tokio::time::Instant::now();
-    let response = reqwest::Client::new()
-        .post(gateway.url("/v1/chat/completions"))
-        .bearer_auth(TEST_KEY)
-        .body(STREAM)
-        .send()
-        .await?;
+    let response = open_stream(&gateway.url("/v1/chat/completions")).await?;
     let mut body = response.bytes_stream();
     let mut arrivals = Vec::new();
     while let Some(bytes) = body.next().await {
@@ -112,12 +118,7 @@ async fn a_failure_after_the_first_token_ends_with_an_error_event_and_done() -> 
             &[],
         )
         .await?;
-        let response = reqwest::Client::new()
-            .post(gateway.url("/v1/chat/completions"))
-            .bearer_auth(TEST_KEY)
-            .body(STREAM)
-            .send()
-            .await?;
+        let response = open_stream(&gateway.url("/v1/chat/completions")).await?;
         assert_eq!(response.headers()["x-keel-provider"], "first");
         let events = sse_data(&response.text().await?);
         let (last, error) = (&events[events.len() - 1], &events[events.len() - 2]);
@@ -136,40 +137,11 @@ async fn a_failure_after_the_first_token_ends_with_an_error_event_and_done() -> 
     Ok(())
 }
 
-/// A mock whose streams send `chunks` chunks `delay_ms` apart, and a
-/// gateway in front of it with `server` settings (a YAML flow mapping).
-async fn slow_streams(
-    delay_ms: u64,
-    chunks: u32,
-    server: &str,
-) -> Result<(Mock, Gateway), Box<dyn std::error::Error>> {
-    let mock = start_mock().await?;
-    mock.state.set_faults(
-        "gpt-mock",
-        Faults {
-            chunk_delay_ms: delay_ms,
-            chunks: Some(chunks),
-            ..Faults::default()
-        },
-    );
-    let yaml = format!(
-        "server: {server}\n{}",
-        yaml_with_targets(&[("first", &mock.base_url())])
-    );
-    let gateway = start_gateway(&yaml, &[]).await?;
-    Ok((mock, gateway))
-}
-
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() -> TestResult {
     let (_mock, mut gateway) = slow_streams(30, 10, "{}").await?;
     let url = gateway.url("/v1/chat/completions");
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(TEST_KEY)
-        .body(STREAM)
-        .send()
-        .await?;
+    let response = open_stream(&url).await?;
     gateway.begin_shutdown();
     let text = response.text().await?;
     assert_eq!(
@@ -178,12 +150,7 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
         "the stream was cut: {text}"
     );
     gateway.finished().await?;
-    let refused = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(TEST_KEY)
-        .body(STREAM)
-        .send()
-        .await;
+    let refused = open_stream(&url).await;
     assert!(
         refused.is_err(),
         "a new connection was accepted after shutdown"
@@ -196,12 +163,7 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
 #[tokio::test]
 async fn tb11_a_stream_cut_by_the_shutdown_grace_ends_with_an_error_event() -> TestResult {
     let (_mock, mut gateway) = slow_streams(200, 50, "{shutdown_grace: 300ms}").await?;
-    let response = reqwest::Client::new()
-        .post(gateway.url("/v1/chat/completions"))
-        .bearer_auth(TEST_KEY)
-        .body(STREAM)
-        .send()
-        .await?;
+    let response = open_stream(&gateway.url("/v1/chat/completions")).await?;
     gateway.begin_shutdown();
     let text = response.text().await?;
     let data = sse_data(&text);
@@ -225,13 +187,7 @@ async fn shutdown_with_http_workers_lets_every_stream_finish() -> TestResult {
     let url = gateway.url("/v1/chat/completions");
     let mut responses = Vec::new();
     for _ in 0..6 {
-        // A client each, so each stream has a connection of its own.
-        let response = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(TEST_KEY)
-            .body(STREAM)
-            .send()
-            .await?;
+        let response = open_stream(&url).await?;
         assert_eq!(response.status(), 200);
         responses.push(response);
     }
@@ -243,12 +199,7 @@ async fn shutdown_with_http_workers_lets_every_stream_finish() -> TestResult {
         assert!(!text.contains("\"error\""), "a stream was cut: {text}");
     }
     gateway.finished().await?;
-    let refused = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(TEST_KEY)
-        .body(STREAM)
-        .send()
-        .await;
+    let refused = open_stream(&url).await;
     assert!(
         refused.is_err(),
         "a new connection was accepted after shutdown"
