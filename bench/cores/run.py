@@ -26,13 +26,13 @@ Usage: bench/cores/run.py [--keel target/release/keel] [--rounds 2] [--seconds 6
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import shutil
+import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,8 +54,7 @@ ARGS = parse_args()
 os.environ.setdefault("KEEL_BIN", ARGS.keel)
 os.environ.setdefault("LOAD_CPU", "0,1")  # the mock runs on both cores too
 sys.path.insert(0, str(ROOT / "bench/lib"))
-import bench  # noqa: E402  (reads KEEL_BIN at import)
-import streams  # noqa: E402
+import bench  # noqa: E402  (reads KEEL_BIN and LOAD_CPU at import)
 
 BOTH = "0,1"
 SCENARIOS = [("plain", False), ("burst streams", True)]
@@ -89,8 +88,9 @@ class Layout:
         self.ports.append(port)
         bench.wait_ready(port, ready_path, proc)
 
-    def model(self) -> str:
-        return "bench" if self.name.startswith("keel") else bench.PUBLIC["bench"]
+    def model(self, public: str) -> str:
+        """Keel routes public names; nginx sees the upstream names."""
+        return public if self.name.startswith("keel") else bench.PUBLIC[public]
 
     def pids(self) -> list[int]:
         return [pid for proc in self.procs for pid in proc.pids()]
@@ -101,31 +101,19 @@ class Layout:
 
 
 def load(layout: Layout, stream: bool, seconds: float) -> dict:
-    """Two oha processes at once (one per port when there are two), on both cores."""
-    body = streams.chat_body(layout.model(), stream).decode()
+    """Two oha processes at once (one per port when there are two), each as
+    `bench.oha` runs it, here on both cores."""
     ports = layout.ports * (2 // len(layout.ports))
-    running = []
-    for port in ports:
-        argv = [
-            "taskset", "-c", BOTH, bench.OHA_BIN, "--no-tui", "--output-format", "json", "--worker-threads", "1",
-            "-c", str(ARGS.conns // 2), "-z", f"{int(seconds * 1000)}ms", "-w", "-m", "POST",
-            "-H", f"authorization: Bearer {bench.KEY}", "-H", "content-type: application/json",
-            "-d", body, f"http://127.0.0.1:{port}/v1/chat/completions",
-        ]
-        running.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    targets = [SimpleNamespace(port=port, model=layout.model) for port in ports]
+    with ThreadPoolExecutor(len(targets)) as pool:
+        reports = list(pool.map(lambda target: bench.oha(target, "bench", stream, ARGS.conns // 2, seconds), targets))
     ok = failed = 0
-    elapsed = 0.0
-    for proc in running:
-        out, err = proc.communicate(timeout=seconds + 60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"oha failed ({proc.returncode}): {err[-500:]}")
-        report = json.loads(out)
+    for report in reports:
         codes = report.get("statusCodeDistribution", {})
         ok += int(codes.get("200", 0))
         failed += sum(int(v) for k, v in codes.items() if k != "200")
         failed += sum(int(v) for v in report.get("errorDistribution", {}).values())
-        elapsed = max(elapsed, report["summary"]["total"])
-    return {"ok": ok, "failed": failed, "elapsed": elapsed}
+    return {"ok": ok, "failed": failed, "elapsed": max(report["summary"]["total"] for report in reports)}
 
 
 def measure(layout: Layout, stream: bool) -> dict:
@@ -137,12 +125,6 @@ def measure(layout: Layout, stream: bool) -> dict:
     result["rps"] = result["ok"] / result["elapsed"] if result["elapsed"] else 0.0
     result["cpu_s_per_1k"] = 1000 * cpu_s / result["ok"] if result["ok"] else None
     return result
-
-
-def median(values: list[float]) -> float:
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def main() -> None:
@@ -181,11 +163,11 @@ def report(results: dict) -> None:
     print("| layout | scenario | req/s | CPU s / 1k | CPU / nginx | failed |")
     print("|---|---|---|---|---|---|")
     for scenario, _ in SCENARIOS:
-        nginx_cpu = median([r["cpu_s_per_1k"] for r in results[("nginx", scenario)]])
+        nginx_cpu = bench.median([r["cpu_s_per_1k"] for r in results[("nginx", scenario)]])
         for name in chosen:
             rows = results[(name, scenario)]
-            cpu = median([r["cpu_s_per_1k"] for r in rows])
-            print(f"| {name} | {scenario} | {median([r['rps'] for r in rows]):,.0f} | {cpu:.4f} | "
+            cpu = bench.median([r["cpu_s_per_1k"] for r in rows])
+            print(f"| {name} | {scenario} | {bench.median([r['rps'] for r in rows]):,.0f} | {cpu:.4f} | "
                   f"{cpu / nginx_cpu:.2f}× | {sum(r['failed'] for r in rows)} |")
 
 
