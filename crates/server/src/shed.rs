@@ -83,7 +83,7 @@ fn overloaded() -> Response {
     response
 }
 
-/// A body that holds the in-flight permit until it is finished or dropped.
+/// A body that holds the in-flight slots until it is finished or dropped.
 struct PermitBody {
     inner: Body,
     /// The instance's slot and the tenant's, when it has a limit.
