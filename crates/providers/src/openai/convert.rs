@@ -8,8 +8,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::header::{HeaderMap, RETRY_AFTER};
 use keel_sse::{DecodeError, Event, DONE_DATA};
-use keel_types::{inspect_chunk, ErrorBody, Usage};
-use serde::Deserialize;
+use keel_types::{inspect_answer, inspect_chunk, AnswerList, ErrorBody, Usage};
 
 use crate::reply::{decode_failure, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
@@ -127,47 +126,12 @@ where
     }
 }
 
-#[derive(Deserialize)]
-struct CompletionProbe {
-    #[serde(default)]
-    choices: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    error: Option<ErrorBodyInner>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBodyInner {
-    #[serde(default)]
-    message: String,
-}
-
 /// Checks a non-stream body is a completion and reads its usage.
 pub(crate) fn completion_usage(
     provider: &str,
     body: &[u8],
 ) -> Result<Option<Usage>, ProviderError> {
-    let probe: CompletionProbe =
-        serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail: format!("the completion is not valid JSON: {error}"),
-        })?;
-    if let Some(error) = probe.error {
-        let body = ErrorBody::new(error.message, "server_error", None, None);
-        return Err(ProviderError::InBand {
-            provider: provider.to_owned(),
-            body,
-        });
-    }
-    if probe.choices.is_none() {
-        let detail = String::from("the completion has no choices");
-        return Err(ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail,
-        });
-    }
-    Ok(probe.usage)
+    answer_usage(provider, body, AnswerList::Choices)
 }
 
 /// The usage of an embeddings answer (`usage.prompt_tokens`), after checking
@@ -176,34 +140,36 @@ pub(crate) fn embeddings_usage(
     provider: &str,
     body: &[u8],
 ) -> Result<Option<Usage>, ProviderError> {
-    #[derive(Deserialize)]
-    struct EmbeddingsProbe {
-        #[serde(default)]
-        data: Option<serde::de::IgnoredAny>,
-        #[serde(default)]
-        usage: Option<Usage>,
-        #[serde(default)]
-        error: Option<ErrorBodyInner>,
-    }
-    let probe: EmbeddingsProbe =
-        serde_json::from_slice(body).map_err(|error| ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail: format!("the embeddings answer is not valid JSON: {error}"),
-        })?;
-    if let Some(error) = probe.error {
-        let body = ErrorBody::new(error.message, "server_error", None, None);
+    answer_usage(provider, body, AnswerList::Data)
+}
+
+/// The usage of an answer holding `list`, after checking it is one: JSON,
+/// the list, and no in-band error.
+fn answer_usage(
+    provider: &str,
+    body: &[u8],
+    list: AnswerList,
+) -> Result<Option<Usage>, ProviderError> {
+    let (what, list_name) = match list {
+        AnswerList::Choices => ("completion", "choices"),
+        AnswerList::Data => ("embeddings answer", "data"),
+    };
+    let protocol = |detail: String| ProviderError::Protocol {
+        provider: provider.to_owned(),
+        detail,
+    };
+    let answer = inspect_answer(body, list)
+        .map_err(|error| protocol(format!("the {what} is not valid JSON: {error}")))?;
+    if let Some(message) = answer.error {
         return Err(ProviderError::InBand {
             provider: provider.to_owned(),
-            body,
+            body: ErrorBody::new(message, "server_error", None, None),
         });
     }
-    if probe.data.is_none() {
-        return Err(ProviderError::Protocol {
-            provider: provider.to_owned(),
-            detail: String::from("the embeddings answer has no data"),
-        });
+    if !answer.has_list {
+        return Err(protocol(format!("the {what} has no {list_name}")));
     }
-    Ok(probe.usage)
+    Ok(answer.usage)
 }
 
 /// Classifies a non-success response from its status, body and Retry-After.

@@ -9,6 +9,7 @@ mod request_out;
 mod response;
 mod scan;
 
+pub use crate::json_scan::plain_run;
 pub use chunk::{read_chunk, ChunkMeta, ChunkWriter};
 pub use request_in::from_chat_request;
 pub use request_out::{chat_request, request_body};
@@ -16,7 +17,6 @@ pub(crate) use response::optional_text;
 pub use response::{
     completion_json, completion_json_with_id, read_completion, read_completion_borrowed,
 };
-pub use scan::plain_run;
 
 #[cfg(test)]
 #[path = "openai/tests.rs"]

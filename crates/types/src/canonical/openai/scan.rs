@@ -12,26 +12,23 @@
 
 use std::borrow::Cow;
 
+use crate::json_scan::Scan;
+
 use super::chunk::{ChoiceIn as ChunkChoiceIn, ChunkIn, DeltaIn};
 use super::response::{ChoiceIn, CompletionIn, MessageIn, PromptDetailsIn, StopText, UsageIn};
 
-/// Nesting deeper than this is left to serde.
-const MAX_DEPTH: usize = 64;
-
 /// The completion in `text`, or `None` when serde must read it.
 pub(super) fn completion(text: &str) -> Option<CompletionIn<'_>> {
-    let mut scan = Scan { text, at: 0 };
+    let mut scan = Scan::new(text);
     let completion = scan.completion()?;
-    scan.space();
-    (scan.at == text.len()).then_some(completion)
+    scan.finished().then_some(completion)
 }
 
 /// The stream chunk in `text`, or `None` when serde must read it.
 pub(super) fn chunk(text: &str) -> Option<ChunkIn<'_>> {
-    let mut scan = Scan { text, at: 0 };
+    let mut scan = Scan::new(text);
     let chunk = scan.chunk()?;
-    scan.space();
-    (scan.at == text.len()).then_some(chunk)
+    scan.finished().then_some(chunk)
 }
 
 /// The fields a completion and a stream chunk share.
@@ -40,12 +37,6 @@ struct Answer<'a, C> {
     model: Cow<'a, str>,
     choices: Vec<C>,
     usage: Option<UsageIn>,
-}
-
-/// A position in the completion's text.
-struct Scan<'a> {
-    text: &'a str,
-    at: usize,
 }
 
 // === impl Scan ===
@@ -104,7 +95,7 @@ impl<'a> Scan<'a> {
                         .array(|scan| choice(scan).map(|choice| choices.push(choice)))?;
                 }
                 "usage" => answer.usage = scan.once(&mut seen[3])?.nullable(Self::usage)?,
-                _ => scan.skip(0)?,
+                _ => scan.skip()?,
             }
             Some(())
         })?;
@@ -150,7 +141,7 @@ impl<'a> Scan<'a> {
                 "stop_reason" => {
                     stop_reason = StopText(scan.once(&mut seen[2])?.nullable(Self::string)?);
                 }
-                _ => scan.skip(0)?,
+                _ => scan.skip()?,
             }
             Some(())
         })?;
@@ -171,7 +162,7 @@ impl<'a> Scan<'a> {
                 "tool_calls" => {
                     delta.tool_calls = scan.once(&mut seen[4])?.nullable(Self::no_tool_calls)?
                 }
-                _ => scan.skip(0)?,
+                _ => scan.skip()?,
             }
             Some(())
         })?;
@@ -198,7 +189,7 @@ impl<'a> Scan<'a> {
                 "tool_calls" => {
                     message.tool_calls = scan.once(&mut seen[3])?.nullable(Self::no_tool_calls)?
                 }
-                _ => scan.skip(0)?,
+                _ => scan.skip()?,
             }
             Some(())
         })?;
@@ -218,7 +209,7 @@ impl<'a> Scan<'a> {
                     usage.prompt_tokens_details =
                         scan.once(&mut seen[2])?.nullable(Self::details)?;
                 }
-                _ => scan.skip(0)?,
+                _ => scan.skip()?,
             }
             Some(())
         })?;
@@ -237,283 +228,10 @@ impl<'a> Scan<'a> {
                     details.cache_creation_tokens =
                         scan.once(&mut seen[1])?.nullable(Self::count)?;
                 }
-                _ => scan.skip(0)?,
+                _ => scan.skip()?,
             }
             Some(())
         })?;
         Some(details)
     }
-
-    /// Marks a known key as read; a key read twice is left to serde.
-    fn once(&mut self, seen: &mut bool) -> Option<&mut Self> {
-        if *seen {
-            return None;
-        }
-        *seen = true;
-        Some(self)
-    }
-
-    /// `null` as `None`, or the value `read` reads.
-    fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
-        if self.literal("null") {
-            return Some(None);
-        }
-        read(self).map(Some)
-    }
-
-    /// An object, each key handed to `field` positioned at its value.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.expect(b'{')?;
-        if self.next_is(b'}') {
-            return Some(());
-        }
-        loop {
-            self.space();
-            let key = self.plain_string()?;
-            self.expect(b':')?;
-            field(self, key)?;
-            if self.next_is(b'}') {
-                return Some(());
-            }
-            self.expect(b',')?;
-        }
-    }
-
-    /// An array, each element read by `element`.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
-        if self.next_is(b']') {
-            return Some(());
-        }
-        loop {
-            element(self)?;
-            if self.next_is(b']') {
-                return Some(());
-            }
-            self.expect(b',')?;
-        }
-    }
-
-    /// Any value, checked and passed over.
-    fn skip(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.space();
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' => self.object(|scan, _| scan.skip(depth + 1)),
-            b'[' => self.array(|scan| scan.skip(depth + 1)),
-            b't' => self.literal("true").then_some(()),
-            b'f' => self.literal("false").then_some(()),
-            b'n' => self.literal("null").then_some(()),
-            _ => self.number(),
-        }
-    }
-
-    /// A string: borrowed when it has no escapes, unescaped otherwise.
-    fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.space();
-        let start = self.at + 1;
-        let (end, escaped) = self.string_end()?;
-        let raw = self.text.get(start..end)?;
-        if escaped {
-            unescape(raw).map(Cow::Owned)
-        } else {
-            Some(Cow::Borrowed(raw))
-        }
-    }
-
-    /// A string without escapes (an object key).
-    fn plain_string(&mut self) -> Option<&'a str> {
-        let start = self.at + 1;
-        match self.string_end()? {
-            (end, false) => self.text.get(start..end),
-            (_, true) => None,
-        }
-    }
-
-    /// Passes over a string that starts here; its closing quote's position
-    /// and whether it has escapes. Control characters are refused.
-    fn string_end(&mut self) -> Option<(usize, bool)> {
-        let bytes = self.text.as_bytes();
-        if bytes.get(self.at) != Some(&b'"') {
-            return None;
-        }
-        let mut at = self.at + 1;
-        let mut escaped = false;
-        loop {
-            at += plain_run(bytes.get(at..)?);
-            match *bytes.get(at)? {
-                b'"' => break,
-                b'\\' => {
-                    escaped = true;
-                    at += 2;
-                }
-                _ => return None,
-            }
-        }
-        self.at = at + 1;
-        Some((at, escaped))
-    }
-
-    /// A token count: a plain non-negative integer that fits in a u64.
-    fn count(&mut self) -> Option<u64> {
-        self.space();
-        let start = self.at;
-        self.number()?;
-        let digits = self.text.get(start..self.at)?;
-        if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
-    }
-
-    /// A number as JSON writes it; exponents are left to serde (which
-    /// refuses some out of range).
-    fn number(&mut self) -> Option<()> {
-        let bytes = self.text.as_bytes();
-        let mut at = self.at;
-        if bytes.get(at) == Some(&b'-') {
-            at += 1;
-        }
-        let digits = |at: usize| {
-            bytes[at..]
-                .iter()
-                .take_while(|byte| byte.is_ascii_digit())
-                .count()
-        };
-        let whole = digits(at);
-        if whole == 0 || (whole > 1 && bytes[at] == b'0') || whole > 19 {
-            return None;
-        }
-        at += whole;
-        if bytes.get(at) == Some(&b'.') {
-            let fraction = digits(at + 1);
-            if fraction == 0 || fraction > 19 {
-                return None;
-            }
-            at += 1 + fraction;
-        }
-        if matches!(bytes.get(at), Some(b'e' | b'E')) {
-            return None;
-        }
-        self.at = at;
-        Some(())
-    }
-
-    /// Passes over `word` if it comes next.
-    fn literal(&mut self, word: &str) -> bool {
-        self.space();
-        let found = self.text.as_bytes()[self.at..].starts_with(word.as_bytes());
-        if found {
-            self.at += word.len();
-        }
-        found
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        self.next_is(byte).then_some(())
-    }
-
-    /// Passes over `byte` if it comes next (after white space).
-    fn next_is(&mut self, byte: u8) -> bool {
-        self.space();
-        let found = self.peek() == Some(byte);
-        if found {
-            self.at += 1;
-        }
-        found
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
-    }
-
-    fn space(&mut self) {
-        let bytes = self.text.as_bytes();
-        while matches!(bytes.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-            self.at += 1;
-        }
-    }
-}
-
-/// How many bytes `bytes` starts with that end no JSON string and need no
-/// escape in one: no `"`, `\\` or control character. Eight bytes at a time,
-/// as serde's own scan does.
-pub fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte below `limit` (at most 0x80); the lowest
-    // one set is always a true one (a borrow only carries upward).
-    let below = |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS;
-    let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let special = below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1);
-        if special != 0 {
-            return at + (special.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at + bytes[at..]
-        .iter()
-        .take_while(|&&byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
-        .count()
-}
-
-/// The text of a string's escapes resolved, or `None` for an escape JSON
-/// does not allow (a lone surrogate included: serde refuses those).
-fn unescape(raw: &str) -> Option<String> {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(char) = chars.next() {
-        if char != '\\' {
-            out.push(char);
-            continue;
-        }
-        let resolved = match chars.next()? {
-            '"' => '"',
-            '\\' => '\\',
-            '/' => '/',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            'u' => {
-                let unit = hex4(&mut chars)?;
-                match unit {
-                    0xD800..=0xDBFF => {
-                        if chars.next()? != '\\' || chars.next()? != 'u' {
-                            return None;
-                        }
-                        let low = hex4(&mut chars)?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return None;
-                        }
-                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
-                    }
-                    0xDC00..=0xDFFF => return None,
-                    _ => char::from_u32(unit)?,
-                }
-            }
-            _ => return None,
-        };
-        out.push(resolved);
-    }
-    Some(out)
-}
-
-/// Four hex digits.
-fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
-    let mut value = 0;
-    for _ in 0..4 {
-        value = value * 16 + chars.next()?.to_digit(16)?;
-    }
-    Some(value)
 }
