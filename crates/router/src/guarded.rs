@@ -21,9 +21,15 @@ pub(crate) struct Guarded {
     inner: EventStream,
     target: Target,
     inactivity: Duration,
-    idle: Pin<Box<Sleep>>,
-    total: Pin<Box<Sleep>>,
+    /// When the inactivity clock runs out: a token moves it on.
+    idle_deadline: Instant,
+    /// When the attempt's total clock (or the request budget) runs out.
+    total_deadline: Instant,
     total_clock: Clock,
+    /// One timer for both clocks, armed at or before the earlier deadline
+    /// and moved only when it fires early: a token costs a clock read, not
+    /// a timer-wheel update, and a wait polls one timer, not two.
+    timer: Pin<Box<Sleep>>,
     admission: Option<Admission>,
     started: Instant,
     metrics: Arc<Metrics>,
@@ -44,13 +50,16 @@ impl Guarded {
         metrics: Arc<Metrics>,
     ) -> Self {
         let inactivity = target.controls.clocks.inactivity;
+        let idle_deadline = Instant::now() + inactivity;
+        let (total_deadline, total_clock) = total;
         Self {
             inner,
             target: target.clone(),
             inactivity,
-            idle: Box::pin(tokio::time::sleep(inactivity)),
-            total: Box::pin(tokio::time::sleep_until(total.0)),
-            total_clock: total.1,
+            idle_deadline,
+            total_deadline,
+            total_clock,
+            timer: Box::pin(tokio::time::sleep_until(idle_deadline.min(total_deadline))),
             admission: Some(admission),
             started,
             metrics,
@@ -68,6 +77,24 @@ impl Guarded {
                 .observe(self.started.elapsed().as_secs_f64());
             tracing::debug!(provider = %self.target.provider_name, elapsed = ?self.started.elapsed(), "upstream stream ended");
         }
+    }
+
+    /// The clock that has run out (the total one first), if one has. Where
+    /// the timer fired before both (tokens came meanwhile), it is moved to
+    /// the earlier deadline.
+    fn poll_clocks(&mut self, cx: &mut Context<'_>) -> Poll<Clock> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let fired = self.timer.deadline();
+            if fired >= self.total_deadline {
+                return Poll::Ready(self.total_clock);
+            }
+            if fired >= self.idle_deadline {
+                return Poll::Ready(Clock::Inactivity);
+            }
+            let next = self.idle_deadline.min(self.total_deadline);
+            self.timer.as_mut().reset(next);
+        }
+        Poll::Pending
     }
 
     fn timed_out(&mut self, clock: Clock) -> Poll<Option<Result<StreamEvent, ProviderError>>> {
@@ -91,8 +118,7 @@ impl Stream for Guarded {
             Poll::Ready(Some(Ok(event))) => {
                 if let StreamEvent::Chunk { token, usage, .. } = &event {
                     if *token {
-                        let next = Instant::now() + self.inactivity;
-                        self.idle.as_mut().reset(next);
+                        self.idle_deadline = Instant::now() + self.inactivity;
                     }
                     if let Some(usage) = usage {
                         self.reported_tokens = Some(usage.total_tokens);
@@ -111,16 +137,10 @@ impl Stream for Guarded {
                 self.finish(End::Served);
                 Poll::Ready(None)
             }
-            Poll::Pending => {
-                if self.total.as_mut().poll(cx).is_ready() {
-                    let clock = self.total_clock;
-                    return self.timed_out(clock);
-                }
-                if self.idle.as_mut().poll(cx).is_ready() {
-                    return self.timed_out(Clock::Inactivity);
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match self.poll_clocks(cx) {
+                Poll::Ready(clock) => self.timed_out(clock),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

@@ -175,6 +175,7 @@ impl<'a> Scan<'a> {
 
     /// Passes over a string that starts here; its closing quote's position
     /// and whether it has escapes. Control characters are refused.
+    #[inline]
     fn string_end(&mut self) -> Option<(usize, bool)> {
         let bytes = self.text.as_bytes();
         if bytes.get(self.at) != Some(&b'"') {
