@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::json_scan::{unescape, Scan};
+use crate::json_scan::{plain_run, unescape, Scan};
 
 mod derived;
 
@@ -104,6 +104,57 @@ impl Usage {
 /// probe instead, which decides.
 pub fn inspect_chunk(data: &str) -> ChunkInfo {
     scan_chunk(data).unwrap_or_else(|| derived::inspect_chunk(data))
+}
+
+/// Reads the chunks of one stream. An upstream sends every text chunk of
+/// a stream in one shape (the same id, model and fields around the text),
+/// so once a chunk of text only has been read, a later chunk that is the
+/// same bytes around a text with nothing to escape is known without being
+/// read again: it is the same JSON with another string in the one place.
+/// Anything else is read in full.
+#[derive(Debug, Default)]
+pub struct ChunkReader {
+    /// The stream's first chunk of text only, and where its text is.
+    shape: Option<(Box<str>, std::ops::Range<usize>)>,
+}
+
+// === impl ChunkReader ===
+
+impl ChunkReader {
+    /// What the chunk in `data` means; the same as [`inspect_chunk`].
+    pub fn inspect(&mut self, data: &str) -> ChunkInfo {
+        if let Some(info) = self.in_shape(data) {
+            return info;
+        }
+        let info = inspect_chunk(data);
+        if let (None, Some(ChunkText::Span(text))) = (&self.shape, &info.text) {
+            self.shape = Some((data.into(), text.clone()));
+        }
+        info
+    }
+
+    /// The chunk's meaning when it is the shape's bytes around a text that
+    /// needs no escape (so it is JSON, and means what the shape meant with
+    /// that text: a token when the text is not empty).
+    fn in_shape(&self, data: &str) -> Option<ChunkInfo> {
+        let (shape, text) = self.shape.as_ref()?;
+        let (before, after) = (shape.get(..text.start)?, shape.get(text.end..)?);
+        let end = data.len().checked_sub(after.len())?;
+        if end < before.len() || !data.starts_with(before) || !data.ends_with(after) {
+            return None;
+        }
+        let text = before.len()..end;
+        let plain = data.as_bytes().get(text.clone())?;
+        if plain_run(plain) != plain.len() {
+            return None;
+        }
+        let has_token = !text.is_empty();
+        Some(ChunkInfo {
+            has_token,
+            text: has_token.then_some(ChunkText::Span(text)),
+            ..ChunkInfo::default()
+        })
+    }
 }
 
 /// What a chunk's choices add up to, the first one kept whole.
@@ -418,6 +469,54 @@ mod tests {
         assert!(
             read > json * 9 / 10 && json > 5_000,
             "read {read} in one pass, {json} were chunks"
+        );
+    }
+
+    /// A stream's reader judges every chunk as reading it alone does: chunks
+    /// in the shape of its first text chunk (the text changed, emptied,
+    /// escaped, quoted) and thousands of mutated ones.
+    #[test]
+    fn a_stream_reader_judges_chunks_as_reading_them_alone_does() {
+        let shape = |text: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":null}}]}}"#
+            )
+        };
+        let mut reader = ChunkReader::default();
+        let first = shape("Hello");
+        assert_eq!(reader.inspect(&first), inspect_chunk(&first));
+        assert!(reader.shape.is_some(), "a text chunk gives the shape");
+        let mut known = 0;
+        let texts = [
+            "",
+            " world",
+            r"caf\u00e9",
+            r"a\\b",
+            r#"x\"y"#,
+            r"\n",
+            "é ü 漢",
+            "tab\there",
+            // A text that would close the string and add fields, were it
+            // not for the escapes.
+            r#"a\"}],\"usage\":{\"prompt_tokens\":1},\"x\":[{\"y\":\""#,
+        ];
+        let mut chunks: Vec<String> = texts.iter().map(|text| shape(text)).collect();
+        chunks.push(format!("{}x", shape("hi")));
+        chunks.push(shape("hi").replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#));
+        for seed in 0..20_000u64 {
+            // The text alone mutated (most stay in shape), or the chunk.
+            let text = crate::hostile::mutation(b"Hello there", seed);
+            chunks.extend(String::from_utf8(text).ok().map(|text| shape(&text)));
+            let body = crate::hostile::mutation(shape("Hello there").as_bytes(), seed);
+            chunks.extend(String::from_utf8(body).ok());
+        }
+        for data in &chunks {
+            known += usize::from(reader.in_shape(data).is_some());
+            assert_eq!(reader.inspect(data), inspect_chunk(data), "{data}");
+        }
+        assert!(
+            known > 5_000,
+            "only {known} chunks were known by their shape"
         );
     }
 

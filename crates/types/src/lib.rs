@@ -14,7 +14,7 @@ mod request;
 mod secret;
 
 pub use answer::{inspect_answer, AnswerInfo, AnswerList};
-pub use chunk::{inspect_chunk, ChunkInfo, ChunkText, PromptTokensDetails, Usage};
+pub use chunk::{inspect_chunk, ChunkInfo, ChunkReader, ChunkText, PromptTokensDetails, Usage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use raw_object::RawObject;
 pub use request::{parse_object, ChatRequest, Endpoint, RequestError};

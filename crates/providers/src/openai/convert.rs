@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::header::{HeaderMap, RETRY_AFTER};
 use keel_sse::{DecodeError, Event, DONE_DATA};
-use keel_types::{inspect_answer, inspect_chunk, AnswerList, ErrorBody, Usage};
+use keel_types::{inspect_answer, AnswerList, ChunkReader, ErrorBody, Usage};
 
 use crate::reply::{decode_failure, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
@@ -29,6 +29,7 @@ pub(crate) enum Classified {
 /// the upstream for it regardless) keeps its usage for metering but no data.
 pub(crate) fn classify_event(
     provider: &str,
+    chunks: &mut ChunkReader,
     event: Event,
     forward_usage: bool,
 ) -> Result<Classified, ProviderError> {
@@ -38,7 +39,7 @@ pub(crate) fn classify_event(
     if event.data == DONE_DATA {
         return Ok(Classified::Done);
     }
-    let info = inspect_chunk(&event.data);
+    let info = chunks.inspect(&event.data);
     if info.is_error || event.event == "error" {
         let body = serde_json::from_str::<ErrorBody>(&event.data)
             .unwrap_or_else(|_| ErrorBody::new(truncate(&event.data), "server_error", None, None));
@@ -67,6 +68,7 @@ pub(crate) fn classify_event(
 struct StreamState<S> {
     events: S,
     provider: Arc<str>,
+    chunks: ChunkReader,
     finished: bool,
     forward_usage: bool,
 }
@@ -83,6 +85,7 @@ where
     let state = StreamState {
         events,
         provider,
+        chunks: ChunkReader::default(),
         finished: false,
         forward_usage,
     };
@@ -107,21 +110,23 @@ where
                 })
             }
             Some(Err(error)) => return Err(decode_failure(provider, error)),
-            Some(Ok(event)) => match classify_event(provider, event, state.forward_usage)? {
-                Classified::Skip => continue,
-                // `[DONE]` without any finish_reason: the answer was cut
-                // short, whatever the upstream's last word says.
-                Classified::Done if !state.finished => {
-                    return Err(ProviderError::Truncated {
-                        provider: provider.to_owned(),
-                    })
+            Some(Ok(event)) => {
+                match classify_event(provider, &mut state.chunks, event, state.forward_usage)? {
+                    Classified::Skip => continue,
+                    // `[DONE]` without any finish_reason: the answer was cut
+                    // short, whatever the upstream's last word says.
+                    Classified::Done if !state.finished => {
+                        return Err(ProviderError::Truncated {
+                            provider: provider.to_owned(),
+                        })
+                    }
+                    Classified::Done => return Ok(StreamEvent::Done),
+                    Classified::Chunk { event, finished } => {
+                        state.finished |= finished;
+                        return Ok(event);
+                    }
                 }
-                Classified::Done => return Ok(StreamEvent::Done),
-                Classified::Chunk { event, finished } => {
-                    state.finished |= finished;
-                    return Ok(event);
-                }
-            },
+            }
         }
     }
 }
