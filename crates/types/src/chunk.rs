@@ -107,15 +107,29 @@ pub fn inspect_chunk(data: &str) -> ChunkInfo {
 }
 
 /// Reads the chunks of one stream. An upstream sends every text chunk of
-/// a stream in one shape (the same id, model and fields around the text),
-/// so once a chunk of text only has been read, a later chunk that is the
-/// same bytes around a text with nothing to escape is known without being
-/// read again: it is the same JSON with another string in the one place.
-/// Anything else is read in full.
+/// a stream in one shape: the same fields around the text, where only the
+/// text and perhaps a string Keel does not read after it change (OpenAI's
+/// `obfuscation` padding, for one). Once a chunk of text only has been
+/// read, a later chunk that is its bytes with other strings in those
+/// places, strings with nothing to escape, is the same JSON with other
+/// strings in them: it is known without being read again. Anything else is
+/// read in full.
 #[derive(Debug, Default)]
 pub struct ChunkReader {
-    /// The stream's first chunk of text only, and where its text is.
-    shape: Option<(Box<str>, std::ops::Range<usize>)>,
+    shape: Option<Shape>,
+}
+
+/// A chunk of text only, and the strings in it that may change.
+#[derive(Debug)]
+struct Shape {
+    data: Box<str>,
+    /// Where each string that may change is (between its quotes), in order:
+    /// the text and the top-level string values after it that Keel does not
+    /// read. (Those before it, the id and the model, do not change within
+    /// a stream: one compare covers everything up to the text.)
+    strings: Box<[std::ops::Range<usize>]>,
+    /// Which of them is the text.
+    text: usize,
 }
 
 // === impl ChunkReader ===
@@ -123,29 +137,67 @@ pub struct ChunkReader {
 impl ChunkReader {
     /// What the chunk in `data` means; the same as [`inspect_chunk`].
     pub fn inspect(&mut self, data: &str) -> ChunkInfo {
-        if let Some(info) = self.in_shape(data) {
+        if let Some(info) = self.shape.as_ref().and_then(|shape| shape.read(data)) {
             return info;
         }
         let info = inspect_chunk(data);
         if let (None, Some(ChunkText::Span(text))) = (&self.shape, &info.text) {
-            self.shape = Some((data.into(), text.clone()));
+            self.shape = Shape::of(data, text.clone());
         }
         info
     }
+}
 
-    /// The chunk's meaning when it is the shape's bytes around a text that
-    /// needs no escape (so it is JSON, and means what the shape meant with
-    /// that text: a token when the text is not empty).
-    fn in_shape(&self, data: &str) -> Option<ChunkInfo> {
-        let (shape, text) = self.shape.as_ref()?;
-        let (before, after) = (shape.get(..text.start)?, shape.get(text.end..)?);
-        let end = data.len().checked_sub(after.len())?;
-        if end < before.len() || !data.starts_with(before) || !data.ends_with(after) {
-            return None;
+// === impl Shape ===
+
+impl Shape {
+    /// The shape of a chunk of text only whose text is at `text`.
+    fn of(data: &str, text: std::ops::Range<usize>) -> Option<Self> {
+        let mut strings = vec![text.clone()];
+        let mut scan = Scan::new(data);
+        scan.object(|scan, key| {
+            if matches!(key, "choices" | "usage" | "error") {
+                return scan.skip();
+            }
+            match scan.string_span() {
+                Some((span, false)) if span.start > text.start => strings.push(span),
+                Some(_) => {}
+                None => scan.skip()?,
+            }
+            Some(())
+        })?;
+        strings.sort_unstable_by_key(|span| span.start);
+        let text = strings.iter().position(|span| *span == text)?;
+        Some(Self {
+            data: data.into(),
+            strings: strings.into(),
+            text,
+        })
+    }
+
+    /// The chunk's meaning when it is the shape's bytes with other strings
+    /// that need no escape in the places that may change: what the shape
+    /// meant, with that text (a token when it is not empty).
+    fn read(&self, data: &str) -> Option<ChunkInfo> {
+        let (shape, bytes) = (self.data.as_bytes(), data.as_bytes());
+        let (mut in_shape, mut at) = (0, 0);
+        let mut text = 0..0;
+        for (index, string) in self.strings.iter().enumerate() {
+            let same = shape.get(in_shape..string.start)?;
+            if bytes.get(at..at + same.len())? != same {
+                return None;
+            }
+            at += same.len();
+            // Up to the closing quote, which the next bytes compared hold:
+            // a backslash or control character stops the run before it.
+            let plain = plain_run(bytes.get(at..)?);
+            if index == self.text {
+                text = at..at + plain;
+            }
+            at += plain;
+            in_shape = string.end;
         }
-        let text = before.len()..end;
-        let plain = data.as_bytes().get(text.clone())?;
-        if plain_run(plain) != plain.len() {
+        if bytes.get(at..)? != shape.get(in_shape..)? {
             return None;
         }
         let has_token = !text.is_empty();
@@ -474,19 +526,18 @@ mod tests {
 
     /// A stream's reader judges every chunk as reading it alone does: chunks
     /// in the shape of its first text chunk (the text changed, emptied,
-    /// escaped, quoted) and thousands of mutated ones.
+    /// escaped, quoted; the padding changed) and thousands of mutated ones.
     #[test]
     fn a_stream_reader_judges_chunks_as_reading_them_alone_does() {
-        let shape = |text: &str| {
+        let shape = |text: &str, padding: &str| {
             format!(
-                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":null}}]}}"#
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":null}}],"obfuscation":"{padding}"}}"#
             )
         };
         let mut reader = ChunkReader::default();
-        let first = shape("Hello");
+        let first = shape("Hello", "a1");
         assert_eq!(reader.inspect(&first), inspect_chunk(&first));
         assert!(reader.shape.is_some(), "a text chunk gives the shape");
-        let mut known = 0;
         let texts = [
             "",
             " world",
@@ -500,18 +551,25 @@ mod tests {
             // not for the escapes.
             r#"a\"}],\"usage\":{\"prompt_tokens\":1},\"x\":[{\"y\":\""#,
         ];
-        let mut chunks: Vec<String> = texts.iter().map(|text| shape(text)).collect();
-        chunks.push(format!("{}x", shape("hi")));
-        chunks.push(shape("hi").replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#));
+        let mut chunks: Vec<String> = texts.iter().map(|text| shape(text, "b2")).collect();
+        chunks.extend(texts.iter().map(|padding| shape("hi", padding)));
+        chunks.push(format!("{}x", shape("hi", "")));
+        chunks
+            .push(shape("hi", "c").replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#));
         for seed in 0..20_000u64 {
-            // The text alone mutated (most stay in shape), or the chunk.
+            // The strings alone mutated (most stay in shape), or the chunk.
             let text = crate::hostile::mutation(b"Hello there", seed);
-            chunks.extend(String::from_utf8(text).ok().map(|text| shape(&text)));
-            let body = crate::hostile::mutation(shape("Hello there").as_bytes(), seed);
+            let padding = crate::hostile::mutation(b"xyz123", seed + 1);
+            if let (Ok(text), Ok(padding)) = (String::from_utf8(text), String::from_utf8(padding)) {
+                chunks.push(shape(&text, &padding));
+            }
+            let body = crate::hostile::mutation(shape("Hello there", "p").as_bytes(), seed);
             chunks.extend(String::from_utf8(body).ok());
         }
+        let mut known = 0;
         for data in &chunks {
-            known += usize::from(reader.in_shape(data).is_some());
+            let shaped = reader.shape.as_ref().and_then(|shape| shape.read(data));
+            known += usize::from(shaped.is_some());
             assert_eq!(reader.inspect(data), inspect_chunk(data), "{data}");
         }
         assert!(
