@@ -117,6 +117,9 @@ pub fn inspect_chunk(data: &str) -> ChunkInfo {
 #[derive(Debug, Default)]
 pub struct ChunkReader {
     shape: Option<Shape>,
+    /// A shape was looked for (once a stream: a chunk that the one pass
+    /// cannot read gives none, and neither would the next).
+    looked: bool,
 }
 
 /// A chunk of text only, and the strings in it that may change.
@@ -141,7 +144,8 @@ impl ChunkReader {
             return info;
         }
         let info = inspect_chunk(data);
-        if let (None, Some(ChunkText::Span(text))) = (&self.shape, &info.text) {
+        if let (false, Some(ChunkText::Span(text))) = (self.looked, &info.text) {
+            self.looked = true;
             self.shape = Shape::of(data, text.clone());
         }
         info
