@@ -3,9 +3,9 @@
 //! sends (a completion, a stream chunk) without serde's machinery.
 //!
 //! Each step answers `None` where it cannot be sure to read the text as
-//! serde would (an escaped key, an exponent, deep nesting, a malformed
-//! value anywhere), and its readers then leave the text to serde, which
-//! decides.
+//! serde would (an escaped key, deep nesting, a count that is not a plain
+//! integer, a malformed value anywhere), and its readers then leave the
+//! text to serde, which decides.
 
 use std::borrow::Cow;
 use std::ops::Range;
