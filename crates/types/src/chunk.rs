@@ -49,7 +49,9 @@ impl ChunkText {
             Self::Owned(text) => Some(text),
         }
     }
+}
 
+impl Text for ChunkText {
     fn is_empty(&self) -> bool {
         match self {
             Self::Span(range) => range.is_empty(),
@@ -213,30 +215,61 @@ impl Shape {
     }
 }
 
-/// What a chunk's choices add up to, the first one kept whole.
-#[derive(Default)]
-struct Choices {
+/// A text a chunk holds, as a reader keeps it: the one pass keeps where it
+/// is ([`ChunkText`]), serde a borrowed or unescaped string.
+trait Text {
+    fn is_empty(&self) -> bool;
+}
+
+/// What a chunk's choices add up to, the first one kept whole. Both
+/// readers judge chunks with it, so the rules (what is a token, what is a
+/// chunk of text only) are written once.
+struct Choices<T> {
     count: usize,
     has_token: bool,
     finished: bool,
-    first: Option<ChoiceProbe>,
+    first: Option<ChoiceProbe<T>>,
 }
 
-struct ChoiceProbe {
-    delta: Option<DeltaProbe>,
+struct ChoiceProbe<T> {
+    delta: Option<DeltaProbe<T>>,
     finished: bool,
 }
 
-/// The delta's fields the gateway acts on; its texts say where they are.
-#[derive(Default)]
-struct DeltaProbe {
-    content: Option<ChunkText>,
-    refusal: Option<ChunkText>,
-    reasoning_content: Option<ChunkText>,
-    reasoning: Option<ChunkText>,
+/// The delta's fields the gateway acts on.
+struct DeltaProbe<T> {
+    content: Option<T>,
+    refusal: Option<T>,
+    reasoning_content: Option<T>,
+    reasoning: Option<T>,
     /// How many tool-call deltas.
     tool_calls: Option<usize>,
     function_call: bool,
+}
+
+/// What a chunk with these `choices`, `usage` and (not `null`) `error`
+/// means; `text` says where the text of a chunk of text only is.
+fn chunk_info<T: Text>(
+    choices: Choices<T>,
+    usage: Option<Usage>,
+    error: bool,
+    text: impl FnOnce(T) -> Option<ChunkText>,
+) -> ChunkInfo {
+    let mut info = ChunkInfo {
+        is_error: error,
+        usage,
+        usage_only: usage.is_some() && choices.count == 0,
+        has_token: choices.has_token,
+        finished: choices.finished,
+        text: None,
+    };
+    if !info.is_error && info.usage.is_none() && choices.count == 1 {
+        info.text = choices
+            .first
+            .and_then(ChoiceProbe::only_text)
+            .and_then(text);
+    }
+    info
 }
 
 /// The chunk read in one pass, or `None` when the derived probe must.
@@ -260,21 +293,10 @@ fn scan_chunk(data: &str) -> Option<ChunkInfo> {
     if !scan.finished() {
         return None;
     }
-    let mut info = ChunkInfo {
-        is_error: error,
-        usage,
-        usage_only: usage.is_some() && choices.count == 0,
-        has_token: choices.has_token,
-        finished: choices.finished,
-        text: None,
-    };
-    if !info.is_error && info.usage.is_none() && choices.count == 1 {
-        info.text = choices.first.and_then(ChoiceProbe::only_text);
-    }
-    Some(info)
+    Some(chunk_info(choices, usage, error, Some))
 }
 
-fn scan_choice(scan: &mut Scan<'_>) -> Option<ChoiceProbe> {
+fn scan_choice(scan: &mut Scan<'_>) -> Option<ChoiceProbe<ChunkText>> {
     let mut choice = ChoiceProbe {
         delta: None,
         finished: false,
@@ -293,7 +315,7 @@ fn scan_choice(scan: &mut Scan<'_>) -> Option<ChoiceProbe> {
     Some(choice)
 }
 
-fn scan_delta(scan: &mut Scan<'_>) -> Option<DeltaProbe> {
+fn scan_delta(scan: &mut Scan<'_>) -> Option<DeltaProbe<ChunkText>> {
     let mut delta = DeltaProbe::default();
     let mut seen = [false; 6];
     scan.object(|scan, key| {
@@ -375,8 +397,19 @@ fn count_elements(scan: &mut Scan<'_>) -> Option<usize> {
 
 // === impl Choices ===
 
-impl Choices {
-    fn add(&mut self, choice: ChoiceProbe) {
+impl<T> Default for Choices<T> {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            has_token: false,
+            finished: false,
+            first: None,
+        }
+    }
+}
+
+impl<T: Text> Choices<T> {
+    fn add(&mut self, choice: ChoiceProbe<T>) {
         self.finished |= choice.finished;
         self.has_token |= choice.delta.as_ref().is_some_and(DeltaProbe::has_token);
         if self.count == 0 {
@@ -388,10 +421,10 @@ impl Choices {
 
 // === impl ChoiceProbe ===
 
-impl ChoiceProbe {
+impl<T: Text> ChoiceProbe<T> {
     /// The text of a chunk's one choice when it carries only text (see
     /// [`ChunkInfo::text`]).
-    fn only_text(self) -> Option<ChunkText> {
+    fn only_text(self) -> Option<T> {
         let delta = self.delta.filter(|_| !self.finished)?;
         let only_text = is_empty(&delta.refusal)
             && is_empty(&delta.reasoning_content)
@@ -404,7 +437,20 @@ impl ChoiceProbe {
 
 // === impl DeltaProbe ===
 
-impl DeltaProbe {
+impl<T> Default for DeltaProbe<T> {
+    fn default() -> Self {
+        Self {
+            content: None,
+            refusal: None,
+            reasoning_content: None,
+            reasoning: None,
+            tool_calls: None,
+            function_call: false,
+        }
+    }
+}
+
+impl<T: Text> DeltaProbe<T> {
     fn has_token(&self) -> bool {
         !is_empty(&self.content)
             || !is_empty(&self.refusal)
@@ -415,8 +461,8 @@ impl DeltaProbe {
     }
 }
 
-fn is_empty(text: &Option<ChunkText>) -> bool {
-    text.as_ref().is_none_or(ChunkText::is_empty)
+fn is_empty<T: Text>(text: &Option<T>) -> bool {
+    text.as_ref().is_none_or(T::is_empty)
 }
 
 #[cfg(test)]
