@@ -267,7 +267,7 @@ impl crate::Provider for AnthropicProvider {
         let name = self.name.clone();
         let max_body = self.client.max_body;
         async move {
-            let response = sent.await.map_err(|error| send_error(&name, &error))?;
+            let response = sent.await.map_err(|error| send_error(&name, error))?;
             if !response.status().is_success() {
                 let (status, retry_after, body) = read_error_body(response).await;
                 return Err(response::error_from_status(

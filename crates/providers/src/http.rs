@@ -1,8 +1,13 @@
-//! The upstream HTTP client: hyper's pooled client (HTTP/1.1 and HTTP/2 by
-//! ALPN) over rustls with the webpki roots, with the provider's default
-//! headers. reqwest is not used here: its redirect layer parses the URL twice
-//! per request even with redirects off, about a tenth of a plain request's
-//! instructions (bench/README.md). Keel never follows upstream redirects.
+//! The upstream HTTP client: HTTP/1.1 over rustls with the webpki roots,
+//! with the provider's default headers, on connections of Keel's own pool
+//! (`pool`), each driven by the request that holds it. reqwest is not used
+//! here: its redirect layer parses the URL twice per request even with
+//! redirects off, about a tenth of a plain request's instructions
+//! (bench/README.md). Keel never follows upstream redirects. HTTP/2 is not
+//! offered: every upstream API Keel speaks serves HTTP/1.1, and one
+//! connection per request in flight is what their own SDKs use by default.
+
+mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,22 +18,18 @@ use futures_util::{FutureExt as _, Stream};
 use http::header::{HeaderMap, HeaderValue, ACCEPT};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyDataStream, BodyExt as _, Full};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) use pool::Body;
+use pool::Pool;
 
 /// A pooled client for one provider.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
     /// One connection pool per HTTP worker thread (`server.workers`) and
-    /// one for every other thread: a connection's task runs on the runtime
-    /// that opened it, so a worker using another's connections would hand
-    /// every chunk across threads. Never empty.
-    pools: Arc<[Pool]>,
+    /// one for every other thread, so a worker's requests find the
+    /// connections it used last. Never empty.
+    pools: Arc<[Arc<Pool>]>,
     headers: HeaderMap,
     /// The longest whole answer read (`server.max_upstream_body`).
     pub(crate) max_body: usize,
@@ -42,6 +43,9 @@ pub(crate) struct SendError {
     /// The error and its causes.
     pub(crate) detail: String,
 }
+
+/// A request on its way: resolves with the response head.
+pub(crate) type Sent = BoxFuture<'static, Result<Response<Body>, SendError>>;
 
 // === impl HttpClient ===
 
@@ -57,22 +61,9 @@ impl HttpClient {
         headers
             .entry(ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90));
+        let connector = connector(connect_timeout);
         let pools = (0..pools.max(1))
-            .map(|_| builder.build(connector.clone()))
+            .map(|_| Arc::new(Pool::new(connector.clone())))
             .collect();
         Self {
             pools,
@@ -82,34 +73,29 @@ impl HttpClient {
     }
 
     /// The calling thread's connection pool.
-    fn pool(&self) -> &Pool {
+    fn pool(&self) -> Arc<Pool> {
         // `pools` is never empty.
-        &self.pools[HTTP_WORKER.get() % self.pools.len()]
+        Arc::clone(&self.pools[HTTP_WORKER.get() % self.pools.len()])
     }
 
     /// GETs `uri`, with the provider's headers and no body.
-    pub(crate) fn get(&self, uri: Uri) -> ResponseFuture {
+    pub(crate) fn get(&self, uri: Uri) -> Sent {
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
         // A GET has no body to describe.
         request.headers_mut().remove(http::header::CONTENT_TYPE);
-        self.pool().request(request)
+        self.pool().send(request).boxed()
     }
 
     /// POSTs `body` to `uri`.
-    pub(crate) fn post(&self, uri: Uri, body: impl Into<Bytes>) -> ResponseFuture {
+    pub(crate) fn post(&self, uri: Uri, body: impl Into<Bytes>) -> Sent {
         self.post_with(uri, body, HeaderMap::new())
     }
 
     /// POSTs `body` to `uri` with `headers` over the provider's own (each
     /// name given replaces the provider's value).
-    pub(crate) fn post_with(
-        &self,
-        uri: Uri,
-        body: impl Into<Bytes>,
-        headers: HeaderMap,
-    ) -> ResponseFuture {
+    pub(crate) fn post_with(&self, uri: Uri, body: impl Into<Bytes>, headers: HeaderMap) -> Sent {
         let mut request = Request::new(Full::new(body.into()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -119,8 +105,22 @@ impl HttpClient {
                 request.headers_mut().insert(name, value);
             }
         }
-        self.pool().request(request)
+        self.pool().send(request).boxed()
     }
+}
+
+/// Makes connections: TCP with no Nagle delay, then TLS for `https`
+/// (HTTP/1.1 by ALPN).
+fn connector(connect_timeout: Duration) -> pool::Connector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
 }
 
 thread_local! {
@@ -132,7 +132,8 @@ thread_local! {
 /// Makes the calling thread send its upstream requests through connection
 /// pool `index` of every provider (one per HTTP worker thread of
 /// `server.workers`, counted from 1; 0 is every other thread's), so its
-/// upstream connections are the ones its own runtime drives.
+/// requests find the connections it used last, with no lock shared with
+/// other workers.
 pub fn set_http_worker(index: usize) {
     HTTP_WORKER.set(index);
 }
@@ -151,7 +152,7 @@ pub(crate) fn probe(
     async move {
         let response = sent
             .await
-            .map_err(|error| crate::openai::send_error(&provider, &error))?;
+            .map_err(|error| crate::openai::send_error(&provider, error))?;
         if !response.status().is_success() {
             let (status, retry_after, body) = crate::openai::read_error_body(response).await;
             return Err(error_from_status(&provider, status, &body, retry_after));
@@ -168,14 +169,6 @@ pub(crate) fn probe(
 /// How one API turns an error status and body into the attempt's error.
 pub(crate) type ErrorFromStatus = fn(&str, u16, &[u8], Option<Duration>) -> crate::ProviderError;
 
-/// Classifies a failed send.
-pub(crate) fn send_error(error: &hyper_util::client::legacy::Error) -> SendError {
-    SendError {
-        connect: error.is_connect(),
-        detail: error_chain(error),
-    }
-}
-
 /// Why a whole body could not be read.
 #[derive(Debug)]
 pub(crate) enum BodyError {
@@ -187,10 +180,7 @@ pub(crate) enum BodyError {
 
 /// The whole body, at most `limit` bytes (`server.max_upstream_body`): a
 /// longer one is refused as soon as it passes the limit, never buffered.
-pub(crate) async fn read_body(
-    response: Response<Incoming>,
-    limit: usize,
-) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(response: Response<Body>, limit: usize) -> Result<Bytes, BodyError> {
     let body = http_body_util::Limited::new(response.into_body(), limit);
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -217,7 +207,7 @@ pub(crate) fn body_failure(provider: &str, error: &BodyError) -> crate::Provider
 
 /// The body as a stream of data chunks.
 pub(crate) fn body_stream(
-    response: Response<Incoming>,
+    response: Response<Body>,
 ) -> impl Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static {
     BodyDataStream::new(response.into_body())
 }

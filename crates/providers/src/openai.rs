@@ -249,7 +249,7 @@ impl crate::Provider for OpenAiProvider {
         async move {
             let response = sent
                 .await
-                .map_err(|error| convert::send_error(&name, &error))?;
+                .map_err(|error| convert::send_error(&name, error))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(read_error(&name, response).await);
@@ -285,14 +285,14 @@ impl crate::Provider for OpenAiProvider {
 }
 
 /// Reads a bounded error body and classifies it.
-async fn read_error(name: &str, response: http::Response<hyper::body::Incoming>) -> ProviderError {
+async fn read_error(name: &str, response: http::Response<crate::http::Body>) -> ProviderError {
     let (status, retry_after, body) = read_error_body(response).await;
     error_from_status(name, status, &body, retry_after)
 }
 
 /// The status, `Retry-After` and (at most 64 KiB of) the body of an error response.
 pub(crate) async fn read_error_body(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<crate::http::Body>,
 ) -> (u16, Option<Duration>, Vec<u8>) {
     const MAX_ERROR_BODY: usize = 64 * 1024;
     let status = response.status().as_u16();

@@ -226,21 +226,13 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Classifies an error from sending: no response head arrived.
-pub(crate) fn send_error(
-    provider: &str,
-    error: &hyper_util::client::legacy::Error,
-) -> ProviderError {
-    let failed = crate::http::send_error(error);
+pub(crate) fn send_error(provider: &str, failed: crate::http::SendError) -> ProviderError {
+    let provider = provider.to_owned();
+    let detail = failed.detail;
     if failed.connect {
-        ProviderError::Connect {
-            provider: provider.to_owned(),
-            detail: failed.detail,
-        }
+        ProviderError::Connect { provider, detail }
     } else {
-        ProviderError::Transport {
-            provider: provider.to_owned(),
-            detail: failed.detail,
-        }
+        ProviderError::Transport { provider, detail }
     }
 }
 
