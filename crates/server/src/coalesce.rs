@@ -1,15 +1,18 @@
 //! Joins frames that arrive together into one write.
 //!
-//! An upstream that sends a burst of chunks still hands them over one at a
-//! time: the HTTP client's connection task decodes one chunk, passes it on,
-//! and only decodes the next when it runs again. Writing each frame as it
-//! comes makes one `writev` per frame. [`coalesce`] instead, when its input
-//! has nothing ready, yields once to the scheduler (`tokio::task::yield_now`,
-//! which lets every other ready task run first, the upstream connection's
-//! included) before writing what it holds; frames that arrived meanwhile
-//! join the same write. A lone frame waits one scheduler turn, never for
-//! more data. (A plain self-wake is not enough: tokio runs the woken task
-//! again at once, before the connection task that would feed it.)
+//! Frames read from an upstream connection are decoded in the same poll
+//! that asks for them (the providers drive their connections inline), so
+//! when the input has nothing ready the socket has nothing more: what is
+//! held is written at once. A stream fed by another task (a follower of the
+//! prompt cache's single flight, fed by the leader's task) is handed a
+//! burst one frame per turn of that task, so [`coalesce`] tries, the first
+//! time its input has nothing ready, yielding to the scheduler
+//! (`tokio::task::yield_now`, which lets every other ready task run first)
+//! before writing; if a frame came meanwhile, the stream keeps yielding
+//! before each write, and frames that arrive during the turns join it; if
+//! none did, it never yields again. A lone frame waits a scheduler turn at
+//! most, never for more data. (A plain self-wake is not enough: tokio runs
+//! the woken task again at once, before the task that would feed it.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +24,8 @@ use futures_util::Stream;
 /// The most bytes joined into one write.
 const MAX_WRITE: usize = 64 * 1024;
 
-/// Scheduler turns with no new frame before the held frames are written.
+/// Scheduler turns with no new frame before the held frames are written,
+/// in a stream whose frames come from another task.
 const IDLE_TURNS: u32 = 2;
 
 /// A frame of a body: written at the end of the write it joins, so a
@@ -45,8 +49,20 @@ pub fn coalesce<F: Frame, S: Stream<Item = F> + Unpin>(frames: S) -> Coalesce<S>
         held: BytesMut::new(),
         pause: None,
         idle_turns: 0,
+        yielding: Yielding::Untried,
         ended: false,
     }
+}
+
+/// Whether yielding before a write brings more frames to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Yielding {
+    /// Not tried yet: the first write with nothing more ready tries it.
+    Untried,
+    /// A frame came during a yield: the input is fed by another task.
+    Pays,
+    /// No frame came during the first yield: write at once from now on.
+    Wasted,
 }
 
 type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -59,6 +75,7 @@ pub struct Coalesce<S> {
     pause: Option<Pause>,
     /// Turns yielded since the last frame came.
     idle_turns: u32,
+    yielding: Yielding,
     ended: bool,
 }
 
@@ -87,6 +104,9 @@ impl<F: Frame, S: Stream<Item = F> + Unpin> Stream for Coalesce<S> {
             match Pin::new(&mut self.frames).poll_next(cx) {
                 Poll::Ready(Some(frame)) => {
                     frame.write_to(&mut self.held);
+                    if self.yielding == Yielding::Untried && self.pause.is_some() {
+                        self.yielding = Yielding::Pays;
+                    }
                     self.pause = None;
                     self.idle_turns = 0;
                     if self.held.len() >= MAX_WRITE {
@@ -95,12 +115,17 @@ impl<F: Frame, S: Stream<Item = F> + Unpin> Stream for Coalesce<S> {
                 }
                 Poll::Ready(None) => self.ended = true,
                 Poll::Pending if self.held.is_empty() => return Poll::Pending,
+                Poll::Pending if self.yielding == Yielding::Wasted => return self.take(),
                 Poll::Pending => {
                     let pause = self
                         .pause
                         .get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
                     match pause.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) if self.yielding == Yielding::Untried => {
+                            self.yielding = Yielding::Wasted;
+                            return self.take();
+                        }
                         // Everything else had its turns and nothing came: write.
                         Poll::Ready(()) if self.idle_turns + 1 >= IDLE_TURNS => return self.take(),
                         Poll::Ready(()) => {
@@ -154,6 +179,55 @@ mod tests {
         let _ = sender.send(Bytes::from_static(b"a")).await;
         let first = tokio::time::timeout(std::time::Duration::from_millis(1), writes.next()).await;
         assert_eq!(first.ok().flatten(), Some(Bytes::from_static(b"a")));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn once_a_yield_brings_nothing_frames_are_written_without_one() {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let mut writes = coalesce(unbounded_stream_from(receiver));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = sender.send(Bytes::from_static(b"a"));
+        // First time nothing more is ready: one yield is tried.
+        assert!(writes.poll_next_unpin(&mut cx).is_pending());
+        assert_eq!(
+            writes.poll_next_unpin(&mut cx),
+            Poll::Ready(Some(Bytes::from_static(b"a")))
+        );
+        // Nothing came during it: the next frame is written in the same poll.
+        let _ = sender.send(Bytes::from_static(b"b"));
+        assert_eq!(
+            writes.poll_next_unpin(&mut cx),
+            Poll::Ready(Some(Bytes::from_static(b"b")))
+        );
+        drop(sender);
+        assert_eq!(writes.poll_next_unpin(&mut cx), Poll::Ready(None));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn once_a_yield_brings_a_frame_writes_keep_waiting_a_turn() {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let mut writes = coalesce(unbounded_stream_from(receiver));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = sender.send(Bytes::from_static(b"a"));
+        assert!(writes.poll_next_unpin(&mut cx).is_pending());
+        // A frame came during the yield: it joins the write.
+        let _ = sender.send(Bytes::from_static(b"b"));
+        for _ in 0..IDLE_TURNS {
+            assert!(writes.poll_next_unpin(&mut cx).is_pending());
+        }
+        assert_eq!(
+            writes.poll_next_unpin(&mut cx),
+            Poll::Ready(Some(Bytes::from_static(b"ab")))
+        );
+        // And the next frame waits its turns too.
+        let _ = sender.send(Bytes::from_static(b"c"));
+        assert!(writes.poll_next_unpin(&mut cx).is_pending());
+    }
+
+    fn unbounded_stream_from(
+        mut receiver: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    ) -> impl Stream<Item = Bytes> + Unpin {
+        Box::pin(stream::poll_fn(move |cx| receiver.poll_recv(cx)))
     }
 
     fn tokio_stream_from(
