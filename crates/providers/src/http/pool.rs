@@ -50,6 +50,9 @@ const MAX_IDLE: usize = 1024;
 /// Idle connections to upstreams, and the connector that makes new ones.
 pub(crate) struct Pool {
     connector: Connector,
+    /// The `Host` header of the first origin asked for: a provider's
+    /// requests all go to one.
+    host: std::sync::OnceLock<(Origin, Option<HeaderValue>)>,
     /// Oldest first.
     idle: Mutex<VecDeque<Idle>>,
     max_idle: usize,
@@ -91,6 +94,7 @@ impl Pool {
     pub(crate) fn new(connector: Connector) -> Self {
         Self {
             connector,
+            host: std::sync::OnceLock::new(),
             idle: Mutex::new(VecDeque::new()),
             max_idle: MAX_IDLE,
         }
@@ -103,7 +107,8 @@ impl Pool {
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Body>, SendError> {
         let origin = Origin::of(request.uri())?;
-        to_origin_form(&mut request, &origin);
+        let host = self.host_of(&origin);
+        to_origin_form(&mut request, host);
         if let Some(mut conn) = self.checkout(&origin) {
             match conn.send(request).await {
                 Ok(response) => return Ok(self.attach(response, conn)),
@@ -120,6 +125,15 @@ impl Pool {
         match conn.send(request).await {
             Ok(response) => Ok(self.attach(response, conn)),
             Err(failed) => Err(transport(failed.error())),
+        }
+    }
+
+    fn host_of(&self, origin: &Origin) -> Option<HeaderValue> {
+        let (first, host) = self.host.get_or_init(|| (origin.clone(), origin.host()));
+        if first == origin {
+            host.clone()
+        } else {
+            origin.host()
         }
     }
 
@@ -260,9 +274,9 @@ impl Origin {
 }
 
 /// What an origin server is sent: a `Host` header and the path alone.
-fn to_origin_form(request: &mut Request<Full<Bytes>>, origin: &Origin) {
-    if !request.headers().contains_key(HOST) {
-        if let Some(host) = origin.host() {
+fn to_origin_form(request: &mut Request<Full<Bytes>>, host: Option<HeaderValue>) {
+    if let Some(host) = host {
+        if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, host);
         }
     }
