@@ -26,6 +26,7 @@ mod responses;
 mod route;
 mod routes;
 mod shed;
+mod signal;
 mod sse;
 mod translated;
 mod verbatim;
@@ -33,6 +34,7 @@ mod wait;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use keel_router::Router;
@@ -105,40 +107,41 @@ impl AppState {
 /// ends with its error event and `[DONE]` (Anthropic: `event: error`)
 /// instead of being cut mid-frame, so no client takes a cut for an end.
 #[derive(Clone)]
-pub struct Cutoff(Arc<tokio::sync::watch::Sender<bool>>);
+pub struct Cutoff(Arc<signal::Signal>);
 
 // === impl Cutoff ===
 
 impl Cutoff {
     /// A cutoff not yet reached.
     pub fn new() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
+        Self(Arc::default())
     }
 
     /// Reaches it: every guarded stream ends now.
     pub fn cut(&self) {
-        self.0.send_replace(true);
+        self.0.fire();
     }
 
     /// `events` until the cutoff, then a [`keel_router::ProviderError::Shutdown`].
     pub(crate) fn guard(&self, events: keel_router::EventStream) -> keel_router::EventStream {
         use futures_util::StreamExt as _;
-        let mut cut = self.0.subscribe();
-        let reached = Box::pin(async move {
-            // The sender lives as long as the state that holds it; an error
-            // means it is gone, which is a shutdown too.
-            let _ = cut.wait_for(|cut| *cut).await;
-        });
-        futures_util::stream::unfold(Some((events, reached)), |state| async move {
-            let (mut events, mut reached) = state?;
-            tokio::select! {
-                biased;
-                item = events.next() => item.map(|item| (item, Some((events, reached)))),
-                () = &mut reached => {
-                    let provider = String::from("keel");
-                    Some((Err(keel_router::ProviderError::Shutdown { provider }), None))
+        let mut cut = self.0.waiter();
+        let mut events = Some(events);
+        futures_util::stream::poll_fn(move |cx| {
+            let Some(open) = events.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // An event ready is forwarded before the cutoff is looked at.
+            if let Poll::Ready(item) = open.poll_next_unpin(cx) {
+                if item.is_none() {
+                    events = None;
                 }
+                return Poll::Ready(item);
             }
+            ready!(cut.poll_fired(cx));
+            events = None;
+            let provider = String::from("keel");
+            Poll::Ready(Some(Err(keel_router::ProviderError::Shutdown { provider })))
         })
         .boxed()
     }
@@ -194,7 +197,7 @@ pub async fn serve(
         .header_read_timeout(connections.header_timeout)
         .max_headers(MAX_HEADERS * 4);
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let draining = Arc::new(signal::Signal::default());
     let open = Arc::new(tokio::sync::Semaphore::new(connections.max));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -222,9 +225,22 @@ pub async fn serve(
         // Small SSE frames must leave at once, not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let io = hyper_util::rt::TokioIo::new(stream);
-        let connection = graceful.watch(http.serve_connection(io, service.clone()));
+        let connection = http.serve_connection(io, service.clone());
+        let mut drain = draining.waiter();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let mut draining = false;
+            let ended = std::future::poll_fn(|cx| {
+                // Shutting down: the request in flight finishes, then the
+                // connection closes.
+                if !draining && drain.poll_fired(cx).is_ready() {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                connection.as_mut().poll(cx)
+            })
+            .await;
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
             drop(slot);
@@ -235,7 +251,12 @@ pub async fn serve(
         grace_seconds = grace.as_secs_f64(),
         "shutting down: no new connections; waiting for in-flight requests"
     );
-    let mut drained = std::pin::pin!(graceful.shutdown());
+    draining.fire();
+    // Every connection holds one of `open`'s permits until it has ended.
+    let all = u32::try_from(connections.max).unwrap_or(u32::MAX);
+    let mut drained = std::pin::pin!(async move {
+        let _ = open.acquire_many(all).await;
+    });
     tokio::select! {
         () = &mut drained => {}
         () = tokio::time::sleep(grace) => {
