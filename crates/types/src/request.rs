@@ -112,24 +112,16 @@ pub(crate) fn too_deep() -> RequestError {
 pub const MAX_DEPTH: usize = 128;
 
 /// Whether `json` opens more than `limit` arrays or objects at once,
-/// brackets inside strings aside. Linear; reads invalid JSON too (the
-/// parser refuses that afterwards).
+/// brackets inside strings aside. Linear, a string's text passed over
+/// eight bytes at a time; reads invalid JSON too (the parser refuses that
+/// afterwards).
 pub(crate) fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in json {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&byte) = json.get(at) {
+        at += 1;
         match byte {
-            b'"' => in_string = true,
+            b'"' => at = after_string(json, at),
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -141,6 +133,21 @@ pub(crate) fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
         }
     }
     false
+}
+
+/// Where the string whose text starts at `at` ends: past its closing quote
+/// (or at the end of `json`). A backslash hides the byte after it.
+fn after_string(json: &[u8], mut at: usize) -> usize {
+    loop {
+        at += crate::json_scan::plain_run(json.get(at..).unwrap_or_default());
+        match json.get(at) {
+            None => return at,
+            Some(b'"') => return at + 1,
+            Some(b'\\') => at += 2,
+            // A control character: not this scan's to refuse.
+            Some(_) => at += 1,
+        }
+    }
 }
 
 /// The request's `model`: a non-empty string.
@@ -433,6 +440,56 @@ mod tests {
 
     fn parse(text: &str) -> Result<ChatRequest, RequestError> {
         ChatRequest::parse(text.as_bytes())
+    }
+
+    /// The depth scan as one byte at a time, the way it was first written.
+    fn deepest_byte_by_byte(json: &[u8], limit: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &byte in json {
+            if in_string {
+                match (escaped, byte) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_depth_scan_judges_mutated_bodies_as_a_byte_by_byte_scan_does() {
+        let seeds = [
+            &br#"{"model":"m","messages":[{"role":"user","content":"a [ { \" \\ ] } b"}],"x":[[[{"y":"\u0041"}]]]}"#[..],
+            br#"[[[[["\\\"[[[[",[[[[]]]]]]]]]"#,
+            b"{\"a\":\"\x01[[\x1f\"}",
+        ];
+        for (index, seed) in seeds.iter().enumerate() {
+            for round in 0..20_000_u64 {
+                let body = crate::hostile::mutation(seed, round * 7 + index as u64);
+                for limit in [0, 1, 2, 3, 5] {
+                    assert_eq!(
+                        nests_deeper_than(&body, limit),
+                        deepest_byte_by_byte(&body, limit),
+                        "{:?} at limit {limit}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
