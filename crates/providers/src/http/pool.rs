@@ -13,7 +13,9 @@
 //! that closed it, or sent something unasked, makes it finish), and a
 //! request that a reused connection could not even start is sent again on
 //! a new one. A connection goes back to the pool only when its body was read
-//! to the end; a body dropped before that closes it.
+//! to the end: a body dropped before that is read on if its end is already
+//! at hand (a stream's last chunk, behind its terminal event), and closes
+//! the connection otherwise.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -356,7 +358,12 @@ impl http_body::Body for Body {
                     }
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame)),
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                // A broken body is never followed by another request.
+                Poll::Ready(Some(Err(error))) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
                 // The connection had its turn and decoded nothing more.
                 Poll::Pending if drove => return Poll::Pending,
                 Poll::Pending => {}

@@ -150,6 +150,41 @@ async fn read_whole(pool: &Arc<Pool>, upstream: &Upstream) -> Result<Bytes, Stri
         .map_err(|error| format!("{error:?}"))
 }
 
+/// Sends a request and reads the first frame of its body, which is
+/// dropped with the rest unread.
+async fn first_frame(
+    pool: &Arc<Pool>,
+    upstream: &Upstream,
+) -> Result<Bytes, Box<dyn std::error::Error>> {
+    let response = pool
+        .clone()
+        .send(upstream.request())
+        .await
+        .map_err(|error| error.detail)?;
+    let mut frames = Box::pin(body_stream(response));
+    Ok(frames.next().await.ok_or("no frame")??)
+}
+
+/// Three requests at once, each read whole.
+async fn three_at_once(pool: &Arc<Pool>, upstream: &Upstream) -> TestResult {
+    let (a, b, c) = tokio::join!(
+        read_whole(pool, upstream),
+        read_whole(pool, upstream),
+        read_whole(pool, upstream)
+    );
+    for body in [a?, b?, c?] {
+        assert_eq!(body, "ok");
+    }
+    Ok(())
+}
+
+/// Lets `idle` pass on tokio's clock.
+async fn idle_for(idle: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(idle).await;
+    tokio::time::resume();
+}
+
 #[tokio::test]
 async fn requests_one_after_another_share_one_connection_in_origin_form() -> TestResult {
     let upstream = Upstream::start(Answer::KeepOpen(OK)).await?;
@@ -177,15 +212,8 @@ async fn a_stream_dropped_after_its_last_event_keeps_its_connection() -> TestRes
     let upstream = Upstream::start(Answer::KeepOpen(WHOLE_STREAM)).await?;
     let pool = pool();
     for _ in 0..2 {
-        let response = pool
-            .clone()
-            .send(upstream.request())
-            .await
-            .map_err(|e| e.detail)?;
-        let mut frames = Box::pin(body_stream(response));
-        let first = frames.next().await.ok_or("no frame")??;
-        assert_eq!(first, "hello");
         // Dropped before the body's own end, which has been read already.
+        assert_eq!(first_frame(&pool, &upstream).await?, "hello");
     }
     assert_eq!(upstream.accepted(), 1);
     Ok(())
@@ -196,14 +224,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() -> TestResult {
     let upstream = Upstream::start(Answer::KeepOpen(STALLED_STREAM)).await?;
     let pool = pool();
     for round in 1..=2 {
-        let response = pool
-            .clone()
-            .send(upstream.request())
-            .await
-            .map_err(|e| e.detail)?;
-        let mut frames = Box::pin(body_stream(response));
-        assert_eq!(frames.next().await.ok_or("no frame")??, "hello");
-        drop(frames);
+        assert_eq!(first_frame(&pool, &upstream).await?, "hello");
         assert_eq!(upstream.accepted(), round);
     }
     Ok(())
@@ -225,14 +246,10 @@ async fn a_connection_idle_past_the_idle_timeout_is_replaced() -> TestResult {
     let upstream = Upstream::start(Answer::KeepOpen(OK)).await?;
     let pool = pool();
     read_whole(&pool, &upstream).await?;
-    tokio::time::pause();
-    tokio::time::advance(super::IDLE_TIMEOUT - Duration::from_secs(1)).await;
-    tokio::time::resume();
+    idle_for(super::IDLE_TIMEOUT - Duration::from_secs(1)).await;
     read_whole(&pool, &upstream).await?;
     assert_eq!(upstream.accepted(), 1, "reused within the timeout");
-    tokio::time::pause();
-    tokio::time::advance(super::IDLE_TIMEOUT + Duration::from_secs(1)).await;
-    tokio::time::resume();
+    idle_for(super::IDLE_TIMEOUT + Duration::from_secs(1)).await;
     read_whole(&pool, &upstream).await?;
     assert_eq!(upstream.accepted(), 2, "replaced after it");
     Ok(())
@@ -245,24 +262,10 @@ async fn the_idle_connections_kept_are_bounded() -> TestResult {
     bounded.max_idle = 2;
     let pool = Arc::new(bounded);
     // Three at once: three connections, of which two are kept.
-    let (a, b, c) = tokio::join!(
-        read_whole(&pool, &upstream),
-        read_whole(&pool, &upstream),
-        read_whole(&pool, &upstream)
-    );
-    for body in [a?, b?, c?] {
-        assert_eq!(body, "ok");
-    }
+    three_at_once(&pool, &upstream).await?;
     assert_eq!(upstream.accepted(), 3);
     assert_eq!(pool.lock_idle().len(), 2);
-    let (a, b, c) = tokio::join!(
-        read_whole(&pool, &upstream),
-        read_whole(&pool, &upstream),
-        read_whole(&pool, &upstream)
-    );
-    for body in [a?, b?, c?] {
-        assert_eq!(body, "ok");
-    }
+    three_at_once(&pool, &upstream).await?;
     assert_eq!(upstream.accepted(), 4, "two reused, one new");
     Ok(())
 }
