@@ -338,7 +338,7 @@ async fn enqueue(
     key: Option<KeyClaim>,
 ) -> Result<Response, ApiError> {
     let accepted = submit_job(state, queue, tenant, chat, job, key).await?;
-    Ok(accepted_response(accepted))
+    Ok(accepted_response(Accepted::from(accepted)))
 }
 
 /// 202 with the job object, `Location`, and `Idempotent-Replayed` for a replay.
@@ -364,9 +364,9 @@ pub(crate) async fn submit_job(
     chat: &ChatRequest,
     job: Draft,
     key: Option<KeyClaim>,
-) -> Result<Accepted, JobsError> {
+) -> Result<Submitted, JobsError> {
     let submission = submission(state, queue, tenant, chat, job, key).await?;
-    Ok(Accepted::from(queue.submit(&submission).await?))
+    Ok(queue.submit(&submission).await?)
 }
 
 /// Checks a job (its model serves chat, its tenant is under its queued-job

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use keel_queue::{CancelOutcome, JobRecord, JobStatus};
+use keel_queue::{CancelOutcome, JobRecord, JobStatus, Submitted};
 use keel_types::canonical::openai::read_completion_borrowed;
 use keel_types::{ChatRequest, RawObject};
 
@@ -56,11 +56,15 @@ async fn created(
         webhook_url,
         response_request: Some(String::from_utf8_lossy(&body).into_owned()),
     };
-    let accepted = submit_job(state, queue, tenant, chat, draft, key).await?;
-    let record = queue
-        .get(&tenant.name, &accepted.id)
-        .await?
-        .ok_or_else(|| JobsError::NotFound(accepted.id.clone()))?;
+    // A new job is answered as it was stored, queued, even when a worker has
+    // already claimed it; a replay shows the job as it is now.
+    let record = match submit_job(state, queue, tenant, chat, draft, key).await? {
+        Submitted::Created(record) => *record,
+        Submitted::Replayed { id, .. } => queue
+            .get(&tenant.name, &id)
+            .await?
+            .ok_or(JobsError::NotFound(id))?,
+    };
     Ok(shown(&record))
 }
 
