@@ -7,6 +7,7 @@
 //! offered: every upstream API Keel speaks serves HTTP/1.1, and one
 //! connection per request in flight is what their own SDKs use by default.
 
+mod h1;
 mod pool;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt as _, Stream};
 use http::header::{HeaderMap, HeaderValue, ACCEPT};
 use http::{Method, Request, Response, Uri};
-use http_body_util::{BodyDataStream, BodyExt as _, Full};
+use http_body_util::{BodyDataStream, BodyExt as _};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub(crate) use pool::Body;
@@ -80,7 +81,7 @@ impl HttpClient {
 
     /// GETs `uri`, with the provider's headers and no body.
     pub(crate) fn get(&self, uri: Uri) -> Sent {
-        let mut request = Request::new(Full::new(Bytes::new()));
+        let mut request = Request::new(Bytes::new());
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
         // A GET has no body to describe.
@@ -96,7 +97,7 @@ impl HttpClient {
     /// POSTs `body` to `uri` with `headers` over the provider's own (each
     /// name given replaces the provider's value).
     pub(crate) fn post_with(&self, uri: Uri, body: impl Into<Bytes>, headers: HeaderMap) -> Sent {
-        let mut request = Request::new(Full::new(body.into()));
+        let mut request = Request::new(body.into());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers.clone();
@@ -173,7 +174,7 @@ pub(crate) type ErrorFromStatus = fn(&str, u16, &[u8], Option<Duration>) -> crat
 #[derive(Debug)]
 pub(crate) enum BodyError {
     /// The transport failed.
-    Transport(hyper::Error),
+    Transport(h1::Error),
     /// The body is longer than the limit.
     TooLarge(usize),
 }
@@ -184,7 +185,7 @@ pub(crate) async fn read_body(response: Response<Body>, limit: usize) -> Result<
     let body = http_body_util::Limited::new(response.into_body(), limit);
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => match error.downcast::<hyper::Error>() {
+        Err(error) => match error.downcast::<h1::Error>() {
             Ok(transport) => Err(BodyError::Transport(*transport)),
             Err(_) => Err(BodyError::TooLarge(limit)),
         },
@@ -208,7 +209,7 @@ pub(crate) fn body_failure(provider: &str, error: &BodyError) -> crate::Provider
 /// The body as a stream of data chunks.
 pub(crate) fn body_stream(
     response: Response<Body>,
-) -> impl Stream<Item = Result<Bytes, hyper::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<Bytes, h1::Error>> + Send + 'static {
     BodyDataStream::new(response.into_body())
 }
 

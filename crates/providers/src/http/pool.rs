@@ -2,42 +2,44 @@
 //!
 //! hyper's pooled client runs every connection as a task of its own, so each
 //! chunk of a stream crosses from that task to the request's through a
-//! channel and a wake-up, one scheduler turn per chunk. Here the task that
-//! waits for the answer drives the connection itself, while the request is
-//! sent and while the body is read: a chunk already read from the socket is
-//! decoded and passed on in the same poll, and "pending" means the socket
-//! has nothing more.
+//! channel and a wake-up, one scheduler turn per chunk, and each connection
+//! keeps read and write buffers and a request channel for as long as it
+//! lives. Here the task that waits for the answer reads the socket itself,
+//! framing with `h1`: a chunk already read is decoded and passed on in the
+//! same poll, "pending" means the socket has nothing more, and a stream
+//! waiting for its next chunk holds no buffer.
 //!
 //! An idle connection is driven by no one. It is checked when it is taken
-//! from the pool (polled once with a waker that does nothing: an upstream
-//! that closed it, or sent something unasked, makes it finish), and a
-//! request that a reused connection could not even start is sent again on
-//! a new one. A connection goes back to the pool only when its body was read
-//! to the end: a body dropped before that is read on if its end is already
-//! at hand (a stream's last chunk, behind its terminal event), and closes
-//! the connection otherwise.
+//! from the pool (read once with a waker that does nothing: an upstream
+//! that closed it, or sent something unasked, makes it unusable), and a
+//! request of which a reused connection could not write a byte is sent
+//! again on a new one. A connection goes back to the pool only when its
+//! body was read to the end: a body dropped before that is read on if its
+//! end is already at hand (a stream's last chunk, behind its terminal
+//! event), and closes the connection otherwise.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::poll_fn;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, Response, Uri, Version};
 use http_body::Frame;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::rt::{Read as _, ReadBuf, Write as _};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower_service::Service as _;
 
+use super::h1::{self, Decoded, Decoder};
 use super::{error_chain, SendError};
 
 pub(crate) type Connector = HttpsConnector<HttpConnector>;
@@ -67,12 +69,13 @@ struct Origin {
     authority: Authority,
 }
 
-/// One HTTP/1.1 connection: the request side, and the connection future
-/// (`None` once it has finished).
+/// One HTTP/1.1 connection, and what was read from it and not yet decoded.
 struct Conn {
     origin: Origin,
-    sender: http1::SendRequest<Full<Bytes>>,
-    driver: Option<http1::Connection<Io, Full<Bytes>>>,
+    io: Io,
+    /// Holds only bytes not yet decoded, so a stream waiting for its next
+    /// chunk holds no read buffer.
+    buffer: BytesMut,
 }
 
 struct Idle {
@@ -83,11 +86,20 @@ struct Idle {
 /// A response body that drives its connection while it is read, and hands
 /// the connection back to its pool once read to the end.
 pub(crate) struct Body {
-    incoming: Incoming,
-    /// Boxed: a connection is large, and the body moves through every
-    /// layer of the stream.
+    /// `None` once the body has ended or failed. Boxed: a connection is
+    /// large, and the body moves through every layer of the stream.
     conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    /// The head allowed another request on the connection.
+    reusable: bool,
     pool: Arc<Pool>,
+}
+
+/// Why a request got no answer.
+enum Failed {
+    /// Not a byte of it was written: it can go on another connection.
+    Unsent(Box<Request<Bytes>>),
+    Error(h1::Error),
 }
 
 // === impl Pool ===
@@ -106,27 +118,26 @@ impl Pool {
     /// origin, or on a new one, and waits for the response head.
     pub(crate) async fn send(
         self: Arc<Self>,
-        mut request: Request<Full<Bytes>>,
+        mut request: Request<Bytes>,
     ) -> Result<Response<Body>, SendError> {
         let origin = Origin::of(request.uri())?;
         let host = self.host_of(&origin);
         to_origin_form(&mut request, host);
         if let Some(mut conn) = self.checkout(&origin) {
             match conn.send(request).await {
-                Ok(response) => return Ok(self.attach(response, conn)),
+                Ok(head) => return Ok(self.attach(head, conn)),
                 // The upstream closed it before the request went out
                 // (its idle timeout, say): nothing was sent, so sending
                 // on a new connection is safe.
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(transport(failed.error())),
-                },
+                Err(Failed::Unsent(unsent)) => request = *unsent,
+                Err(Failed::Error(error)) => return Err(transport(&error)),
             }
         }
         let mut conn = self.connect(origin).await?;
         match conn.send(request).await {
-            Ok(response) => Ok(self.attach(response, conn)),
-            Err(failed) => Err(transport(failed.error())),
+            Ok(head) => Ok(self.attach(head, conn)),
+            Err(Failed::Unsent(_)) => Err(transport(&h1::Error::Closed)),
+            Err(Failed::Error(error)) => Err(transport(&error)),
         }
     }
 
@@ -139,12 +150,17 @@ impl Pool {
         }
     }
 
-    fn attach(self: Arc<Self>, response: Response<Incoming>, conn: Box<Conn>) -> Response<Body> {
-        response.map(|incoming| Body {
-            incoming,
+    fn attach(self: Arc<Self>, head: h1::Head, conn: Box<Conn>) -> Response<Body> {
+        let mut response = Response::new(Body {
             conn: Some(conn),
+            decoder: Decoder::new(head.body),
+            reusable: head.reusable,
             pool: self,
-        })
+        });
+        *response.status_mut() = head.status;
+        *response.version_mut() = Version::HTTP_11;
+        *response.headers_mut() = head.headers;
+        response
     }
 
     /// The newest idle connection to `origin` that is still open.
@@ -171,12 +187,9 @@ impl Pool {
         }
     }
 
-    /// Keeps `conn` for the next request, unless it has closed (whether
-    /// it can take one is checked when it is taken).
+    /// Keeps `conn` for the next request (whether it is still open is
+    /// checked when it is taken).
     fn check_in(&self, conn: Box<Conn>) {
-        if conn.driver.is_none() || conn.sender.is_closed() {
-            return;
-        }
         let now = Instant::now();
         let mut idle = self.lock_idle();
         while idle
@@ -205,14 +218,10 @@ impl Pool {
             .await
             .map_err(connect)?;
         let io = connector.call(origin.uri()).await.map_err(connect)?;
-        let (sender, driver) = http1::handshake(io).await.map_err(|error| SendError {
-            connect: true,
-            detail: error_chain(&error),
-        })?;
         Ok(Box::new(Conn {
             origin,
-            sender,
-            driver: Some(driver),
+            io,
+            buffer: BytesMut::new(),
         }))
     }
 }
@@ -225,7 +234,7 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn transport(error: &hyper::Error) -> SendError {
+fn transport(error: &h1::Error) -> SendError {
     SendError {
         connect: false,
         detail: error_chain(error),
@@ -276,7 +285,7 @@ impl Origin {
 }
 
 /// What an origin server is sent: a `Host` header and the path alone.
-fn to_origin_form(request: &mut Request<Full<Bytes>>, host: Option<HeaderValue>) {
+fn to_origin_form(request: &mut Request<Bytes>, host: Option<HeaderValue>) {
     if let Some(host) = host {
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, host);
@@ -293,95 +302,174 @@ fn to_origin_form(request: &mut Request<Full<Bytes>>, host: Option<HeaderValue>)
 // === impl Conn ===
 
 impl Conn {
-    /// Sends `request` and drives the connection until the response head
-    /// arrives.
-    async fn send(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        std::future::poll_fn(|cx| {
-            let mut drove = false;
-            loop {
-                if let Poll::Ready(result) = response.as_mut().poll(cx) {
-                    return Poll::Ready(result);
-                }
-                // Driven once and still no head: wait for the socket. A
-                // finished connection resolves the response with its error.
-                if drove || !self.drive(cx) {
-                    return Poll::Pending;
-                }
-                drove = true;
-            }
-        })
-        .await
-    }
-
-    /// Polls the connection future; false once it has finished (closed or
-    /// failed: the request or body waiting on it is told by hyper).
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(driver) = self.driver.as_mut() else {
-            return false;
-        };
-        if Pin::new(driver).poll(cx).is_ready() {
-            self.driver = None;
+    /// Writes `request` and reads until the response head has arrived.
+    async fn send(&mut self, request: Request<Bytes>) -> Result<h1::Head, Failed> {
+        let mut head = Vec::with_capacity(HEAD_CAPACITY);
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str());
+        h1::write_head(
+            &mut head,
+            request.method(),
+            target,
+            request.headers(),
+            request.body().len(),
+        );
+        let body = request.body();
+        let mut written = 0;
+        let wrote = poll_fn(|cx| self.poll_write_all(cx, &head, body, &mut written)).await;
+        match wrote {
+            Ok(()) => {}
+            Err(_) if written == 0 => return Err(Failed::Unsent(Box::new(request))),
+            Err(error) => return Err(Failed::Error(h1::Error::Io(error))),
         }
-        true
+        poll_fn(|cx| self.poll_head(cx))
+            .await
+            .map_err(Failed::Error)
     }
 
-    /// Open, idle, and ready for a request: polled once, with a waker that
-    /// does nothing, so an end or an unasked answer already read shows.
+    /// Writes what is left of `head` then `body`, and flushes.
+    fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        body: &[u8],
+        written: &mut usize,
+    ) -> Poll<std::io::Result<()>> {
+        let total = head.len() + body.len();
+        while *written < total {
+            let (first, second) = match head.get(*written..) {
+                Some(rest) if !rest.is_empty() => (rest, body),
+                _ => (
+                    body.get(*written - head.len()..).unwrap_or_default(),
+                    &[][..],
+                ),
+            };
+            let slices = [IoSlice::new(first), IoSlice::new(second)];
+            match ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))? {
+                0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                count => *written += count,
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<h1::Head, h1::Error>> {
+        loop {
+            if let Some(head) = h1::parse_head(&mut self.buffer)? {
+                return Poll::Ready(Ok(head));
+            }
+            if ready!(self.poll_read_more(cx))? == 0 {
+                return Poll::Ready(Err(h1::Error::Closed));
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer, through this thread's
+    /// scratch space: the buffer grows by what was read, no more. 0 at the
+    /// connection's end.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, h1::Error>> {
+        let io = Pin::new(&mut self.io);
+        let buffer = &mut self.buffer;
+        SCRATCH
+            .with_borrow_mut(|scratch| {
+                let mut read = ReadBuf::new(scratch);
+                ready!(io.poll_read(cx, read.unfilled()))?;
+                buffer.extend_from_slice(read.filled());
+                Poll::Ready(Ok(read.filled().len()))
+            })
+            .map_err(h1::Error::Io)
+    }
+
+    /// Open and idle: the upstream has neither closed it nor sent anything
+    /// unasked. Polled once, with a waker that does nothing.
     fn is_usable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.drive(&mut cx);
-        self.driver.is_some() && matches!(self.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
+        self.buffer.is_empty() && self.poll_read_more(&mut cx).is_pending()
     }
+}
+
+/// Room for a request head with the usual headers.
+const HEAD_CAPACITY: usize = 512;
+
+/// The most read from a socket at once.
+const READ_SIZE: usize = 32 * 1024;
+
+thread_local! {
+    /// Where this thread's upstream reads land before they are copied
+    /// into the connection's buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
 }
 
 // === impl Body ===
 
+impl Body {
+    /// The body has ended: its connection goes back to the pool if its head
+    /// allowed that and nothing unasked came after the body.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.buffer.is_empty() {
+                self.pool.check_in(conn);
+            }
+        }
+    }
+
+    /// A broken body is never followed by another request.
+    fn fail(&mut self, error: h1::Error) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h1::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
         let this = self.get_mut();
-        let mut drove = false;
         loop {
-            match Pin::new(&mut this.incoming).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    if let Some(conn) = this.conn.take() {
-                        this.pool.check_in(conn);
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let decoded = match this.decoder.decode(&mut conn.buffer) {
+                Ok(Decoded::NeedMore) => match conn.poll_read_more(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => this.decoder.closed(),
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(error)) => return this.fail(error),
+                },
+                decoded => decoded,
+            };
+            match decoded {
+                Ok(Decoded::Data(data)) => {
+                    if this.decoder.is_done() {
+                        this.finish();
                     }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    this.finish();
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                // A broken body is never followed by another request.
-                Poll::Ready(Some(Err(error))) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(error)));
-                }
-                // The connection had its turn and decoded nothing more.
-                Poll::Pending if drove => return Poll::Pending,
-                Poll::Pending => {}
+                Ok(Decoded::NeedMore) => {}
+                Err(error) => return this.fail(error),
             }
-            let driven = this.conn.as_mut().is_some_and(|conn| conn.drive(cx));
-            if !driven {
-                return Poll::Pending;
-            }
-            drove = true;
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.incoming.is_end_stream()
+        self.conn.is_none() || self.decoder.is_done()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.incoming.size_hint()
+        match self.decoder.remaining() {
+            Some(exact) => http_body::SizeHint::with_exact(exact),
+            None => http_body::SizeHint::default(),
+        }
     }
 }
 

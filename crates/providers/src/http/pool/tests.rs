@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{Method, Request};
-use http_body_util::Full;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -65,8 +64,8 @@ impl Upstream {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(Bytes::from_static(b"{}")));
+    fn request(&self) -> Request<Bytes> {
+        let mut request = Request::new(Bytes::from_static(b"{}"));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
             .parse()
@@ -267,5 +266,44 @@ async fn the_idle_connections_kept_are_bounded() -> TestResult {
     assert_eq!(pool.lock_idle().len(), 2);
     three_at_once(&pool, &upstream).await?;
     assert_eq!(upstream.accepted(), 4, "two reused, one new");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_is_not_reused_after_an_answer_that_forbids_it() -> TestResult {
+    let answers = [
+        // Said so.
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        // Sent more than its length: what follows was never asked for.
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+        // A length beside a transfer coding.
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ];
+    for answer in answers {
+        let upstream = Upstream::start(Answer::KeepOpen(answer)).await?;
+        let pool = pool();
+        for round in 1..=2 {
+            assert_eq!(read_whole(&pool, &upstream).await?, "ok", "{answer:?}");
+            assert_eq!(upstream.accepted(), round, "{answer:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_without_a_length_ends_when_the_upstream_closes() -> TestResult {
+    let upstream =
+        Upstream::start(Answer::ThenClose("HTTP/1.1 200 OK\r\n\r\nthe whole answer")).await?;
+    let pool = pool();
+    assert_eq!(read_whole(&pool, &upstream).await?, "the whole answer");
+    let cut = Upstream::start(Answer::ThenClose(
+        "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ncut",
+    ))
+    .await?;
+    let error = read_whole(&pool, &cut)
+        .await
+        .err()
+        .ok_or("a cut body was read whole")?;
+    assert!(error.contains("Closed"), "{error}");
     Ok(())
 }
