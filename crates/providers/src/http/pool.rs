@@ -97,8 +97,9 @@ pub(crate) struct Body {
 
 /// Why a request got no answer.
 enum Failed {
-    /// Not a byte of it was written: it can go on another connection.
-    Unsent(Box<Request<Bytes>>),
+    /// Not a byte of it was written (the write failed with this error): it
+    /// can go on another connection.
+    Unsent(Box<Request<Bytes>>, std::io::Error),
     Error(h1::Error),
 }
 
@@ -129,14 +130,14 @@ impl Pool {
                 // The upstream closed it before the request went out
                 // (its idle timeout, say): nothing was sent, so sending
                 // on a new connection is safe.
-                Err(Failed::Unsent(unsent)) => request = *unsent,
+                Err(Failed::Unsent(unsent, _)) => request = *unsent,
                 Err(Failed::Error(error)) => return Err(transport(&error)),
             }
         }
         let mut conn = self.connect(origin).await?;
         match conn.send(request).await {
             Ok(head) => Ok(self.attach(head, conn)),
-            Err(Failed::Unsent(_)) => Err(transport(&h1::Error::Closed)),
+            Err(Failed::Unsent(_, error)) => Err(transport(&h1::Error::Io(error))),
             Err(Failed::Error(error)) => Err(transport(&error)),
         }
     }
@@ -321,7 +322,7 @@ impl Conn {
         let wrote = poll_fn(|cx| self.poll_write_all(cx, &head, body, &mut written)).await;
         match wrote {
             Ok(()) => {}
-            Err(_) if written == 0 => return Err(Failed::Unsent(Box::new(request))),
+            Err(error) if written == 0 => return Err(Failed::Unsent(Box::new(request), error)),
             Err(error) => return Err(Failed::Error(h1::Error::Io(error))),
         }
         poll_fn(|cx| self.poll_head(cx))
