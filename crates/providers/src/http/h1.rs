@@ -7,7 +7,9 @@
 //! is an error that names it.
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use std::mem::MaybeUninit;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 
 /// The longest response head read, status line and headers.
@@ -127,9 +129,18 @@ pub(super) enum Framing {
 /// while it is incomplete. Interim answers (1xx) are removed and skipped.
 pub(super) fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Error> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let length = match response.parse(buffer) {
+        if buffer.is_empty() {
+            return Ok(None);
+        }
+        // Left uninitialised: most heads have a handful of fields.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buffer,
+            &mut fields,
+        );
+        let length = match parsed {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD => {
                 return Err(Error::Framing("the head is longer than 64 KiB"))
@@ -149,9 +160,13 @@ pub(super) fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Error> {
             buffer.advance(length);
             continue;
         }
-        let version_11 = response.version == Some(1);
+        let mut facts = Facts {
+            close: response.version != Some(1),
+            ..Facts::default()
+        };
         let mut headers = HeaderMap::with_capacity(response.headers.len());
         for field in response.headers.iter() {
+            facts.note(field.name, field.value);
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| Error::Framing("bad header name"))?;
             let value = HeaderValue::from_bytes(field.value)
@@ -159,27 +174,66 @@ pub(super) fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Error> {
             headers.append(name, value);
         }
         buffer.advance(length);
-        return framed(status, headers, version_11).map(Some);
+        return framed(status, headers, &facts).map(Some);
+    }
+}
+
+/// What a head's fields say about how its body ends.
+#[derive(Default)]
+struct Facts {
+    /// Every `content-length` value, when they agree.
+    length: Option<Result<u64, &'static str>>,
+    /// There is a `transfer-encoding`, and whether its last coding is
+    /// `chunked`.
+    chunked: Option<bool>,
+    /// HTTP/1.0, or `connection: close`.
+    close: bool,
+}
+
+impl Facts {
+    fn note(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("content-length") {
+            for item in value.split(|&byte| byte == b',') {
+                let parsed = parse_decimal(item.trim_ascii()).ok_or("bad content-length");
+                self.length = match (self.length, parsed) {
+                    (Some(Ok(seen)), Ok(length)) if seen != length => {
+                        Some(Err("content-length values differ"))
+                    }
+                    (Some(Err(problem)), _) => Some(Err(problem)),
+                    (_, parsed) => Some(parsed),
+                };
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value
+                .rsplit(|&byte| byte == b',')
+                .next()
+                .unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            self.close |= value
+                .split(|&byte| byte == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
     }
 }
 
 /// How the body of a head ends, and whether its connection can be reused.
-fn framed(status: StatusCode, headers: HeaderMap, version_11: bool) -> Result<Head, Error> {
-    let mut reusable = version_11 && !has_token(&headers, CONNECTION, "close");
+fn framed(status: StatusCode, headers: HeaderMap, facts: &Facts) -> Result<Head, Error> {
+    let mut reusable = !facts.close;
     let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::Empty
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if let Some(chunked) = facts.chunked {
         // A length beside a transfer coding may have been meant to smuggle
         // a second answer: the coding wins and the connection is not reused.
-        reusable &= !headers.contains_key(CONTENT_LENGTH);
-        if last_coding_is_chunked(&headers) {
+        reusable &= facts.length.is_none();
+        if chunked {
             Framing::Chunked
         } else {
             reusable = false;
             Framing::UntilClose
         }
-    } else if headers.contains_key(CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers)?)
+    } else if let Some(length) = facts.length {
+        Framing::Length(length.map_err(Error::Framing)?)
     } else {
         reusable = false;
         Framing::UntilClose
@@ -190,42 +244,6 @@ fn framed(status: StatusCode, headers: HeaderMap, version_11: bool) -> Result<He
         body,
         reusable,
     })
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| item.trim().eq_ignore_ascii_case(token))
-}
-
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.rsplit(',').next())
-        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// The `content-length`: every value given (repeated, or as a list) must be
-/// the same number.
-fn content_length(headers: &HeaderMap) -> Result<u64, Error> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&byte| byte == b',') {
-            let item = item.trim_ascii();
-            let parsed = parse_decimal(item).ok_or(Error::Framing("bad content-length"))?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(Error::Framing("content-length values differ"));
-            }
-            length = Some(parsed);
-        }
-    }
-    length.ok_or(Error::Framing("bad content-length"))
 }
 
 /// Digits only, at most 18 of them (below 10^18, so no overflow).
