@@ -358,11 +358,7 @@ impl Decoder {
                     return Ok(Decoded::Data(taken));
                 }
                 State::UntilClose => return Ok(Decoded::Data(buffer.split().freeze())),
-                _ => {
-                    let byte = buffer[0];
-                    buffer.advance(1);
-                    self.state = self.framing_byte(byte)?;
-                }
+                _ => self.skip_framing(buffer)?,
             }
         }
     }
@@ -379,92 +375,106 @@ impl Decoder {
         }
     }
 
-    /// The state after one byte of chunked framing.
-    fn framing_byte(&self, byte: u8) -> Result<State, Error> {
-        const BAD_SIZE: Error = Error::Framing("bad chunk size line");
-        let state = match self.state {
-            State::Size { size, digits, line } => {
-                if line >= MAX_CHUNK_LINE {
-                    return Err(Error::Framing("a chunk size line is longer than 4 KiB"));
-                }
-                match byte {
-                    b'\r' if digits > 0 => State::SizeEnd { size },
-                    b';' | b' ' | b'\t' if digits > 0 => State::Extension {
-                        size,
-                        line: line + 1,
-                    },
-                    _ => {
-                        let digit = hex_value(byte).ok_or(BAD_SIZE)?;
-                        if digits >= MAX_CHUNK_DIGITS {
-                            return Err(Error::Framing("a chunk size is too large"));
-                        }
-                        State::Size {
-                            size: size << 4 | digit,
-                            digits: digits + 1,
-                            line: line + 1,
-                        }
-                    }
-                }
+    /// Reads chunked framing (a size line, a data's CRLF, trailers) from
+    /// the front of `buffer` until data or the end is next, or the buffer
+    /// runs out, and removes what it read.
+    fn skip_framing(&mut self, buffer: &mut BytesMut) -> Result<(), Error> {
+        let mut state = self.state;
+        let mut used = 0;
+        for &byte in buffer.iter() {
+            state = framing_byte(state, byte)?;
+            used += 1;
+            if matches!(state, State::Data(_) | State::Done) {
+                break;
             }
-            State::Extension { size, line } => match byte {
-                _ if line >= MAX_CHUNK_LINE => {
-                    return Err(Error::Framing("a chunk size line is longer than 4 KiB"))
-                }
-                b'\r' => State::SizeEnd { size },
-                b'\n' => return Err(BAD_SIZE),
-                _ => State::Extension {
+        }
+        buffer.advance(used);
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// The state after one byte of chunked framing.
+fn framing_byte(state: State, byte: u8) -> Result<State, Error> {
+    const BAD_SIZE: Error = Error::Framing("bad chunk size line");
+    let state = match state {
+        State::Size { size, digits, line } => {
+            if line >= MAX_CHUNK_LINE {
+                return Err(Error::Framing("a chunk size line is longer than 4 KiB"));
+            }
+            match byte {
+                b'\r' if digits > 0 => State::SizeEnd { size },
+                b';' | b' ' | b'\t' if digits > 0 => State::Extension {
                     size,
                     line: line + 1,
                 },
+                _ => {
+                    let digit = hex_value(byte).ok_or(BAD_SIZE)?;
+                    if digits >= MAX_CHUNK_DIGITS {
+                        return Err(Error::Framing("a chunk size is too large"));
+                    }
+                    State::Size {
+                        size: size << 4 | digit,
+                        digits: digits + 1,
+                        line: line + 1,
+                    }
+                }
+            }
+        }
+        State::Extension { size, line } => match byte {
+            _ if line >= MAX_CHUNK_LINE => {
+                return Err(Error::Framing("a chunk size line is longer than 4 KiB"))
+            }
+            b'\r' => State::SizeEnd { size },
+            b'\n' => return Err(BAD_SIZE),
+            _ => State::Extension {
+                size,
+                line: line + 1,
             },
-            State::SizeEnd { size } => match byte {
-                b'\n' if size == 0 => State::Trailers {
-                    total: 0,
+        },
+        State::SizeEnd { size } => match byte {
+            b'\n' if size == 0 => State::Trailers {
+                total: 0,
+                line: 0,
+                cr: false,
+            },
+            b'\n' => State::Data(size),
+            _ => return Err(BAD_SIZE),
+        },
+        State::DataEnd(false) if byte == b'\r' => State::DataEnd(true),
+        State::DataEnd(true) if byte == b'\n' => State::Size {
+            size: 0,
+            digits: 0,
+            line: 0,
+        },
+        State::DataEnd(_) => return Err(Error::Framing("a chunk's data is not followed by CRLF")),
+        State::Trailers { total, line, cr } => {
+            if total >= MAX_TRAILERS {
+                return Err(Error::Framing("the trailers are longer than 16 KiB"));
+            }
+            match (byte, cr) {
+                (b'\n', true) if line == 0 => State::Done,
+                (b'\n', true) => State::Trailers {
+                    total: total + 1,
                     line: 0,
                     cr: false,
                 },
-                b'\n' => State::Data(size),
-                _ => return Err(BAD_SIZE),
-            },
-            State::DataEnd(false) if byte == b'\r' => State::DataEnd(true),
-            State::DataEnd(true) if byte == b'\n' => State::Size {
-                size: 0,
-                digits: 0,
-                line: 0,
-            },
-            State::DataEnd(_) => {
-                return Err(Error::Framing("a chunk's data is not followed by CRLF"))
+                (b'\r', false) => State::Trailers {
+                    total: total + 1,
+                    line,
+                    cr: true,
+                },
+                (b'\r' | b'\n', _) | (_, true) => return Err(Error::Framing("bad trailer line")),
+                _ => State::Trailers {
+                    total: total + 1,
+                    line: line + 1,
+                    cr: false,
+                },
             }
-            State::Trailers { total, line, cr } => {
-                if total >= MAX_TRAILERS {
-                    return Err(Error::Framing("the trailers are longer than 16 KiB"));
-                }
-                match (byte, cr) {
-                    (b'\n', true) if line == 0 => State::Done,
-                    (b'\n', true) => State::Trailers {
-                        total: total + 1,
-                        line: 0,
-                        cr: false,
-                    },
-                    (b'\r', false) => State::Trailers {
-                        total: total + 1,
-                        line,
-                        cr: true,
-                    },
-                    (b'\r' | b'\n', _) | (_, true) => {
-                        return Err(Error::Framing("bad trailer line"))
-                    }
-                    _ => State::Trailers {
-                        total: total + 1,
-                        line: line + 1,
-                        cr: false,
-                    },
-                }
-            }
-            State::Length(_) | State::Data(_) | State::UntilClose | State::Done => self.state,
-        };
-        Ok(state)
-    }
+        }
+        State::Length(_) | State::Data(_) | State::UntilClose | State::Done => state,
+    };
+    Ok(state)
 }
 
 /// Up to `left` bytes from the front of `buffer`.
