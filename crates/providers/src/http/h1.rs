@@ -6,9 +6,9 @@
 //! line, its extensions and the trailers all have a bound, and crossing one
 //! is an error that names it.
 
-use bytes::{Buf as _, Bytes, BytesMut};
 use std::mem::MaybeUninit;
 
+use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 
