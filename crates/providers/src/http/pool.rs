@@ -384,10 +384,11 @@ impl Conn {
     }
 
     /// Open and idle: the upstream has neither closed it nor sent anything
-    /// unasked. Polled once, with a waker that does nothing.
+    /// unasked since it came back (`Body::finish` takes back only one with
+    /// nothing left over). Read once, with a waker that does nothing.
     fn is_usable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.buffer.is_empty() && self.poll_read_more(&mut cx).is_pending()
+        self.poll_read_more(&mut cx).is_pending()
     }
 }
 
