@@ -171,10 +171,7 @@ impl Pool {
                 let mut idle = self.lock_idle();
                 let now = Instant::now();
                 // The newest is at the back: if it has expired, all have.
-                if idle
-                    .back()
-                    .is_some_and(|entry| now.duration_since(entry.since) > IDLE_TIMEOUT)
-                {
+                if idle.back().is_some_and(|entry| entry.expired(now)) {
                     idle.clear();
                 }
                 let found = idle
@@ -193,10 +190,7 @@ impl Pool {
     fn check_in(&self, conn: Box<Conn>) {
         let now = Instant::now();
         let mut idle = self.lock_idle();
-        while idle
-            .front()
-            .is_some_and(|entry| now.duration_since(entry.since) > IDLE_TIMEOUT)
-        {
+        while idle.front().is_some_and(|entry| entry.expired(now)) {
             idle.pop_front();
         }
         if idle.len() < self.max_idle {
@@ -239,6 +233,15 @@ fn transport(error: &h1::Error) -> SendError {
     SendError {
         connect: false,
         detail: error_chain(error),
+    }
+}
+
+// === impl Idle ===
+
+impl Idle {
+    /// Unused for longer than the idle timeout at `now`.
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.since) > IDLE_TIMEOUT
     }
 }
 
