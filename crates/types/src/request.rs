@@ -150,6 +150,21 @@ fn after_string(json: &[u8], mut at: usize) -> usize {
     }
 }
 
+/// Whether the JSON value `raw` (checked by the parser, so with no white
+/// space around it) is an empty array; `None` when it is not an array
+/// (`null` aside: that is an absent field).
+fn array_is_empty(raw: &str) -> Option<bool> {
+    match raw.strip_prefix('[') {
+        Some(inner) => Some(
+            inner
+                .trim_start_matches([' ', '\n', '\r', '\t'])
+                .starts_with(']'),
+        ),
+        None if raw == "null" => Some(true),
+        None => None,
+    }
+}
+
 /// The request's `model`: a non-empty string.
 fn required_model(raw: &RawObject) -> Result<String, RequestError> {
     match raw.parse::<String>("model") {
@@ -169,9 +184,12 @@ impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
         let raw = parse_object(body)?;
         let model = required_model(&raw)?;
-        match raw.parse::<Vec<&serde_json::value::RawValue>>("messages") {
-            Some(Ok(messages)) if !messages.is_empty() => {}
-            Some(Err(_)) => {
+        match raw
+            .get("messages")
+            .map(|messages| array_is_empty(messages.get()))
+        {
+            Some(Some(false)) => {}
+            Some(None) => {
                 return Err(RequestError::InvalidField {
                     param: "messages",
                     expected: "an array of messages",
@@ -569,6 +587,10 @@ mod tests {
             (r#"{"model":3,"messages":[{}]}"#, "'model' must be a string"),
             (r#"{"model":"m"}"#, "'messages' must be a non-empty array of messages"),
             (r#"{"model":"m","messages":[]}"#, "'messages' must be a non-empty array of messages"),
+            ("{\"model\":\"m\",\"messages\":[ \n\t]}", "'messages' must be a non-empty array of messages"),
+            (r#"{"model":"m","messages":null}"#, "'messages' must be a non-empty array of messages"),
+            (r#"{"model":"m","messages":{"role":"user"}}"#, "'messages' must be an array of messages"),
+            (r#"{"model":"m","messages":"[{}]"}"#, "'messages' must be an array of messages"),
             (r#"{"model":"m","messages":[{}],"stream":"yes"}"#, "'stream' must be a boolean"),
             (r#"{"model":"m","messages":[{}],"stream":false,"stream":true}"#, "the request body names 'stream' more than once; send each field once"),
             (r#"{"model":"m","max_tokens":1,"messages":[{}],"max_tokens":99999}"#, "the request body names 'max_tokens' more than once; send each field once"),
