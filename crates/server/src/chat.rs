@@ -29,8 +29,7 @@ use crate::{keepalive, sse, ApiError, AppState, Tenant};
 pub async fn completions(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-    ChatBody(request): ChatBody,
+    ChatBody(request, headers): ChatBody,
 ) -> Result<Response, ApiError> {
     if crate::jobs::wants_async(&headers) {
         // A stream ignores `wait`: its answer starts as soon as it can.

@@ -22,8 +22,7 @@ pub const EMBEDDINGS_ENDPOINT: &str = "embeddings";
 pub async fn create(
     tenant: Tenant,
     State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-    EmbeddingsBody(request): EmbeddingsBody,
+    EmbeddingsBody(request, headers): EmbeddingsBody,
 ) -> Result<Response, ApiError> {
     let front = Front {
         endpoint: EMBEDDINGS_ENDPOINT,

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
+use axum::http::HeaderMap;
+use bytes::Bytes;
 use keel_types::ChatRequest;
 
 use crate::{ApiError, AppState};
 
-/// A parsed chat completion request.
-pub struct ChatBody(pub ChatRequest);
+/// A parsed chat completion request, and the request's headers (moved
+/// out, not copied).
+pub struct ChatBody(pub ChatRequest, pub HeaderMap);
 
 impl FromRequest<Arc<AppState>> for ChatBody {
     type Rejection = ApiError;
@@ -18,13 +21,13 @@ impl FromRequest<Arc<AppState>> for ChatBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(request, state.body_limit()).await?;
-        Ok(Self(ChatRequest::parse(&bytes)?))
+        let (headers, bytes) = headers_and_body(request, state.body_limit()).await?;
+        Ok(Self(ChatRequest::parse(&bytes)?, headers))
     }
 }
 
-/// A parsed embeddings request.
-pub struct EmbeddingsBody(pub ChatRequest);
+/// A parsed embeddings request, and the request's headers.
+pub struct EmbeddingsBody(pub ChatRequest, pub HeaderMap);
 
 impl FromRequest<Arc<AppState>> for EmbeddingsBody {
     type Rejection = ApiError;
@@ -33,8 +36,8 @@ impl FromRequest<Arc<AppState>> for EmbeddingsBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(request, state.body_limit()).await?;
-        Ok(Self(ChatRequest::parse_embeddings(&bytes)?))
+        let (headers, bytes) = headers_and_body(request, state.body_limit()).await?;
+        Ok(Self(ChatRequest::parse_embeddings(&bytes)?, headers))
     }
 }
 
@@ -47,33 +50,40 @@ pub(crate) struct BodyLimit {
     pub time: std::time::Duration,
 }
 
-/// Marks a request whose body admission (`shed`) has read whole, under the
-/// limits, already: reading it again costs no clock and no check.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BodyRead;
+/// The bytes of a request body that admission (`shed`) has read whole,
+/// under the limits, already: reading them again costs no clock, no check
+/// and no copy.
+#[derive(Clone, Debug)]
+pub(crate) struct BodyRead(pub Bytes);
 
 /// Reads a request body within `limit`: 413 beyond its size, 408 beyond its
 /// time, 400 when the connection fails mid-body.
-pub(crate) async fn read_body(
+pub(crate) async fn read_body(request: Request, limit: BodyLimit) -> Result<Bytes, ApiError> {
+    let (_, bytes) = headers_and_body(request, limit).await?;
+    Ok(bytes)
+}
+
+/// A request's headers and its body's bytes, read within `limit` unless
+/// admission has read them.
+async fn headers_and_body(
     request: Request,
     limit: BodyLimit,
-) -> Result<bytes::Bytes, ApiError> {
-    let read = request.extensions().get::<BodyRead>().is_some();
-    read_limited_unless_read(request.into_body(), limit, read).await
+) -> Result<(HeaderMap, Bytes), ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_limited_unless_read(body, limit, &parts.extensions).await?;
+    Ok((parts.headers, bytes))
 }
 
 /// [`read_limited`], or for a body admission has read already, its bytes.
 pub(crate) async fn read_limited_unless_read(
     body: axum::body::Body,
     limit: BodyLimit,
-    read: bool,
-) -> Result<bytes::Bytes, ApiError> {
-    if read {
-        return axum::body::to_bytes(body, usize::MAX)
-            .await
-            .map_err(|error| ApiError::BodyUnreadable(error.to_string()));
+    extensions: &axum::http::Extensions,
+) -> Result<Bytes, ApiError> {
+    match extensions.get::<BodyRead>() {
+        Some(BodyRead(bytes)) => Ok(bytes.clone()),
+        None => read_limited(body, limit).await,
     }
-    read_limited(body, limit).await
 }
 
 /// Reads `body` within `limit`: 413 beyond its size, 408 when it has not
@@ -82,7 +92,7 @@ pub(crate) async fn read_limited_unless_read(
 pub(crate) async fn read_limited(
     body: axum::body::Body,
     limit: BodyLimit,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<Bytes, ApiError> {
     let read = axum::body::to_bytes(body, limit.bytes);
     let Ok(read) = tokio::time::timeout(limit.time, read).await else {
         return Err(ApiError::BodyTimeout {

@@ -46,9 +46,9 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
     let Ok(tenant) = Tenant::from_request_parts(&mut parts, &state).await else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let read = parts.extensions.get::<crate::extract::BodyRead>().is_some();
-    let bytes = match crate::extract::read_limited_unless_read(body, state.body_limit(), read).await
-    {
+    let read =
+        crate::extract::read_limited_unless_read(body, state.body_limit(), &parts.extensions);
+    let bytes = match read.await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
     };

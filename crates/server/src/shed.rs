@@ -45,7 +45,9 @@ pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Ne
     // The handlers' extractors find the tenant and the body's bytes here
     // instead of hashing the key and timing the body again.
     parts.extensions.insert(tenant);
-    parts.extensions.insert(crate::extract::BodyRead);
+    parts
+        .extensions
+        .insert(crate::extract::BodyRead(bytes.clone()));
     let request = Request::from_parts(parts, Body::from(bytes));
     // The chat route's idempotency keys are checked here rather than by a
     // layer of their own: each `from_fn` layer boxes its own services and
