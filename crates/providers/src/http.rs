@@ -31,7 +31,11 @@ pub(crate) struct HttpClient {
     /// one for every other thread, so a worker's requests find the
     /// connections it used last. Never empty.
     pools: Arc<[Arc<Pool>]>,
-    headers: HeaderMap,
+    /// The provider's headers, sent on every request that does not
+    /// replace them (shared by requests, not copied).
+    headers: Arc<HeaderMap>,
+    /// The same without `content-type`: a GET has no body to describe.
+    get_headers: Arc<HeaderMap>,
     /// The longest whole answer read (`server.max_upstream_body`).
     pub(crate) max_body: usize,
 }
@@ -66,9 +70,12 @@ impl HttpClient {
         let pools = (0..pools.max(1))
             .map(|_| Arc::new(Pool::new(connector.clone())))
             .collect();
+        let mut get_headers = headers.clone();
+        get_headers.remove(http::header::CONTENT_TYPE);
         Self {
             pools,
-            headers,
+            headers: Arc::new(headers),
+            get_headers: Arc::new(get_headers),
             max_body,
         }
     }
@@ -83,10 +90,8 @@ impl HttpClient {
     pub(crate) fn get(&self, uri: Uri) -> Sent {
         let mut request = Request::new(Bytes::new());
         *request.uri_mut() = uri;
-        *request.headers_mut() = self.headers.clone();
-        // A GET has no body to describe.
-        request.headers_mut().remove(http::header::CONTENT_TYPE);
-        self.pool().send(request).boxed()
+        let headers = Arc::clone(&self.get_headers);
+        self.pool().send(request, headers).boxed()
     }
 
     /// POSTs `body` to `uri`.
@@ -95,18 +100,13 @@ impl HttpClient {
     }
 
     /// POSTs `body` to `uri` with `headers` over the provider's own (each
-    /// name given replaces the provider's value).
+    /// name given replaces the provider's values).
     pub(crate) fn post_with(&self, uri: Uri, body: impl Into<Bytes>, headers: HeaderMap) -> Sent {
         let mut request = Request::new(body.into());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
-        *request.headers_mut() = self.headers.clone();
-        for (name, value) in headers {
-            if let Some(name) = name {
-                request.headers_mut().insert(name, value);
-            }
-        }
-        self.pool().send(request).boxed()
+        *request.headers_mut() = headers;
+        self.pool().send(request, Arc::clone(&self.headers)).boxed()
     }
 }
 

@@ -9,8 +9,8 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, StatusCode};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, StatusCode};
 
 /// The longest response head read, status line and headers.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
@@ -57,34 +57,52 @@ impl std::error::Error for Error {
     }
 }
 
-/// Writes the head of a request with a body of `body_len` bytes, the
-/// target in origin form (`path_and_query`), `headers` as given (`Host`
-/// among them) and `content-length` for any request that is not a `GET`.
+/// Writes the head of `request`: the target in origin form, `host` unless
+/// a header names one, the provider's `defaults` that the request's own
+/// headers do not replace, then those, and `content-length` for any
+/// request that is not a `GET` (given lengths and codings are dropped).
 pub(super) fn write_head(
     out: &mut Vec<u8>,
-    method: &Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    body_len: usize,
+    request: &Request<Bytes>,
+    host: Option<&HeaderValue>,
+    defaults: &HeaderMap,
 ) {
+    let method = request.method();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |path| path.as_str());
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
+    let headers = request.headers();
+    if let Some(host) = host {
+        if !headers.contains_key(HOST) && !defaults.contains_key(HOST) {
+            write_field(out, &HOST, host);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
+    let defaults = defaults
+        .iter()
+        .filter(|(name, _)| !headers.contains_key(*name));
+    for (name, value) in defaults.chain(headers) {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            write_field(out, name, value);
+        }
+    }
+    let body_len = request.body().len();
     if body_len > 0 || method != Method::GET {
         out.extend_from_slice(b"content-length: ");
         push_decimal(out, body_len);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

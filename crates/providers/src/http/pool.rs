@@ -28,8 +28,9 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, HOST};
+use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
+use http::HeaderMap;
 use http::{Request, Response, Uri, Version};
 use http_body::Frame;
 use hyper::rt::{Read as _, ReadBuf, Write as _};
@@ -103,6 +104,15 @@ enum Failed {
     Error(h1::Error),
 }
 
+/// The header fields a request goes out with beside its own.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    /// The origin's `Host`, unless a header names one.
+    host: Option<&'a HeaderValue>,
+    /// The provider's headers, those the request does not replace.
+    defaults: &'a HeaderMap,
+}
+
 // === impl Pool ===
 
 impl Pool {
@@ -120,12 +130,16 @@ impl Pool {
     pub(crate) async fn send(
         self: Arc<Self>,
         mut request: Request<Bytes>,
+        defaults: Arc<HeaderMap>,
     ) -> Result<Response<Body>, SendError> {
         let origin = Origin::of(request.uri())?;
         let host = self.host_of(&origin);
-        to_origin_form(&mut request, host);
+        let fields = Fields {
+            host: host.as_ref(),
+            defaults: &defaults,
+        };
         if let Some(mut conn) = self.checkout(&origin) {
-            match conn.send(request).await {
+            match conn.send(request, fields).await {
                 Ok(head) => return Ok(self.attach(head, conn)),
                 // The upstream closed it before the request went out
                 // (its idle timeout, say): nothing was sent, so sending
@@ -135,7 +149,7 @@ impl Pool {
             }
         }
         let mut conn = self.connect(origin).await?;
-        match conn.send(request).await {
+        match conn.send(request, fields).await {
             Ok(head) => Ok(self.attach(head, conn)),
             Err(Failed::Unsent(_, error)) => Err(transport(&h1::Error::Io(error))),
             Err(Failed::Error(error)) => Err(transport(&error)),
@@ -288,38 +302,17 @@ impl Origin {
     }
 }
 
-/// What an origin server is sent: a `Host` header and the path alone.
-fn to_origin_form(request: &mut Request<Bytes>, host: Option<HeaderValue>) {
-    if let Some(host) = host {
-        if !request.headers().contains_key(HOST) {
-            request.headers_mut().insert(HOST, host);
-        }
-    }
-    let path = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    *request.uri_mut() = Uri::from(path);
-}
-
 // === impl Conn ===
 
 impl Conn {
     /// Writes `request` and reads until the response head has arrived.
-    async fn send(&mut self, request: Request<Bytes>) -> Result<h1::Head, Failed> {
+    async fn send(
+        &mut self,
+        request: Request<Bytes>,
+        fields: Fields<'_>,
+    ) -> Result<h1::Head, Failed> {
         let mut head = Vec::with_capacity(HEAD_CAPACITY);
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |path| path.as_str());
-        h1::write_head(
-            &mut head,
-            request.method(),
-            target,
-            request.headers(),
-            request.body().len(),
-        );
+        h1::write_head(&mut head, &request, fields.host, fields.defaults);
         let body = request.body();
         let mut written = 0;
         let wrote = poll_fn(|cx| self.poll_write_all(cx, &head, body, &mut written)).await;

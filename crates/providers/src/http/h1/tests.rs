@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 
 use super::{parse_head, write_head, Decoded, Decoder, Error, Framing, Head};
 
@@ -40,26 +40,47 @@ fn decode_in_pieces(framing: Framing, wire: &[u8], cuts: &[usize]) -> Result<Vec
     Ok(body)
 }
 
+fn request(method: Method, uri: &str, headers: HeaderMap, body: &'static [u8]) -> Request<Bytes> {
+    let mut request = Request::new(Bytes::from_static(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = Uri::try_from(uri).unwrap_or_default();
+    *request.headers_mut() = headers;
+    request
+}
+
 #[test]
 fn a_request_head_has_origin_form_its_headers_and_a_length() {
-    let mut headers = HeaderMap::new();
-    headers.insert(HOST, HeaderValue::from_static("api.example.com"));
-    headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+    let host = HeaderValue::from_static("api.example.com");
+    let mut defaults = HeaderMap::new();
+    defaults.insert("authorization", HeaderValue::from_static("Bearer k"));
+    defaults.insert("anthropic-version", HeaderValue::from_static("1"));
     // Keel frames the body itself: a length given by hand is not sent.
-    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+    defaults.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+    // The request's own headers replace the defaults of their name, every
+    // value of theirs kept.
+    let mut own = HeaderMap::new();
+    own.append("anthropic-version", HeaderValue::from_static("2"));
+    own.append("anthropic-version", HeaderValue::from_static("3"));
+    let post = request(Method::POST, "http://api.example.com/v1/chat?x=1", own, b"{}");
     let mut out = Vec::new();
-    write_head(&mut out, &Method::POST, "/v1/chat?x=1", &headers, 1234);
+    write_head(&mut out, &post, Some(&host), &defaults);
     assert_eq!(
         String::from_utf8_lossy(&out),
         "POST /v1/chat?x=1 HTTP/1.1\r\nhost: api.example.com\r\n\
-         authorization: Bearer k\r\ncontent-length: 1234\r\n\r\n"
+         authorization: Bearer k\r\nanthropic-version: 2\r\n\
+         anthropic-version: 3\r\ncontent-length: 2\r\n\r\n"
     );
-    let mut get = Vec::new();
-    write_head(&mut get, &Method::GET, "/v1/models", &HeaderMap::new(), 0);
-    assert_eq!(get, b"GET /v1/models HTTP/1.1\r\n\r\n");
-    let mut empty_post = Vec::new();
-    write_head(&mut empty_post, &Method::POST, "/", &HeaderMap::new(), 0);
-    assert_eq!(empty_post, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    // A `Host` given by hand is the one sent.
+    let mut named = HeaderMap::new();
+    named.insert(HOST, HeaderValue::from_static("elsewhere"));
+    let get = request(Method::GET, "http://a/v1/models", HeaderMap::new(), b"");
+    let mut out = Vec::new();
+    write_head(&mut out, &get, Some(&host), &named);
+    assert_eq!(out, b"GET /v1/models HTTP/1.1\r\nhost: elsewhere\r\n\r\n");
+    let empty_post = request(Method::POST, "http://a", HeaderMap::new(), b"");
+    let mut out = Vec::new();
+    write_head(&mut out, &empty_post, None, &HeaderMap::new());
+    assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
 }
 
 #[test]

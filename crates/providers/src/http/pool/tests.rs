@@ -141,7 +141,7 @@ fn pool() -> Arc<Pool> {
 async fn read_whole(pool: &Arc<Pool>, upstream: &Upstream) -> Result<Bytes, String> {
     let response = pool
         .clone()
-        .send(upstream.request())
+        .send(upstream.request(), Default::default())
         .await
         .map_err(|error| error.detail)?;
     read_body(response, 1 << 20)
@@ -157,7 +157,7 @@ async fn first_frame(
 ) -> Result<Bytes, Box<dyn std::error::Error>> {
     let response = pool
         .clone()
-        .send(upstream.request())
+        .send(upstream.request(), Default::default())
         .await
         .map_err(|error| error.detail)?;
     let mut frames = Box::pin(body_stream(response));
