@@ -61,7 +61,12 @@ fn a_request_head_has_origin_form_its_headers_and_a_length() {
     let mut own = HeaderMap::new();
     own.append("anthropic-version", HeaderValue::from_static("2"));
     own.append("anthropic-version", HeaderValue::from_static("3"));
-    let post = request(Method::POST, "http://api.example.com/v1/chat?x=1", own, b"{}");
+    let post = request(
+        Method::POST,
+        "http://api.example.com/v1/chat?x=1",
+        own,
+        b"{}",
+    );
     let mut out = Vec::new();
     write_head(&mut out, &post, Some(&host), &defaults);
     assert_eq!(
