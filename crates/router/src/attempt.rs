@@ -31,9 +31,8 @@ pub(crate) struct Deadlines {
 // === impl Deadlines ===
 
 impl Deadlines {
-    /// The attempt's deadlines from now, each cut to the request `deadline`.
-    pub fn start(target: &Target, deadline: Instant) -> Self {
-        let now = Instant::now();
+    /// The attempt's deadlines from `now`, each cut to the request `deadline`.
+    pub fn start(target: &Target, deadline: Instant, now: Instant) -> Self {
         let clocks = &target.controls.clocks;
         let earliest = |a: (Instant, Clock), b: (Instant, Clock)| if b.0 < a.0 { b } else { a };
         let total = earliest(
@@ -69,7 +68,7 @@ pub(crate) async fn attempt(
         error.type = tracing::field::Empty,
     );
     let started = Instant::now();
-    let deadlines = Deadlines::start(target, deadline);
+    let deadlines = Deadlines::start(target, deadline, started);
     let result = until_commit(target, request, deadlines)
         .instrument(span.clone())
         .await;
@@ -95,15 +94,18 @@ pub(crate) async fn attempt(
             Err(error)
         }
         Ok(Committed::Whole(completion)) => {
-            admission.committed(started.elapsed());
+            // Headers, first token and end are one moment for a whole answer.
+            let elapsed = started.elapsed();
+            admission.committed(elapsed);
             let tokens = completion.usage.map(|usage| usage.total_tokens);
             admission.ended(&End::Served, tokens);
-            observe(metrics, target, started.elapsed(), Some(started.elapsed()));
+            observe(metrics, target, elapsed, Some(elapsed));
             Ok(Answer::Complete(completion))
         }
         Ok(Committed::Stream { head, rest }) => {
-            observe(metrics, target, started.elapsed(), None);
-            admission.committed(started.elapsed());
+            let elapsed = started.elapsed();
+            observe(metrics, target, elapsed, None);
+            admission.committed(elapsed);
             let rest = Guarded::new(
                 rest,
                 target,

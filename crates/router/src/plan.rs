@@ -98,7 +98,11 @@ pub struct ModelRoute {
 /// Every public model, indexed by name.
 pub struct RouteTable {
     models: Vec<ModelRoute>,
-    index: HashMap<String, usize>,
+    /// Looked up several times a request, by a name a client sent, so
+    /// hashed by foldhash rather than SipHash: the table is built from the
+    /// config and never takes a client's key, so there is no flooding to
+    /// resist (its seed is still random per process).
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
     cache: crate::CacheSettings,
     /// The prompt cache's level shared through Redis, when configured.
     cache_level: Option<keel_redis::CacheLevel>,
