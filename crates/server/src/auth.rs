@@ -161,7 +161,7 @@ fn presented_key(parts: &Parts) -> Option<&str> {
     if headers.contains_key(axum::http::header::AUTHORIZATION) {
         return bearer_key(headers);
     }
-    headers.get("x-api-key")?.to_str().ok()
+    headers.get(crate::headers::X_API_KEY)?.to_str().ok()
 }
 
 /// The key of `Authorization: Bearer <key>`.

@@ -1,5 +1,6 @@
-//! The gateway's own header names, made once: inserting a custom header by
-//! `&str` allocates its name on every response.
+//! The gateway's own header names, and those it reads on every request,
+//! made once: inserting a custom header by `&str` allocates its name on
+//! every response, and looking one up by `&str` parses the name first.
 
 use axum::http::HeaderName;
 
@@ -25,3 +26,9 @@ pub const X_KEEL_DROPPED: HeaderName = HeaderName::from_static("x-keel-dropped")
 /// the official SDKs (which honour this header before the status) must not
 /// repeat the request.
 pub const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+/// RFC 7240 preferences: `respond-async` (and `wait`) ask for a job.
+pub const PREFER: HeaderName = HeaderName::from_static("prefer");
+/// A client's key for a request it may send again.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Anthropic's header for the API key.
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");

@@ -19,7 +19,7 @@ use keel_queue::{KeyState, Queue};
 use keel_types::ChatRequest;
 
 use crate::headers::{
-    X_KEEL_ATTEMPTS, X_KEEL_DEGRADED, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER,
+    IDEMPOTENCY_KEY, X_KEEL_ATTEMPTS, X_KEEL_DEGRADED, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER,
 };
 use crate::jobs::{self, JobsError};
 use crate::{ApiError, AppState, Tenant};
@@ -38,7 +38,7 @@ pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Ne
     let Some(queue) = state.jobs.clone() else {
         return next.run(request).await;
     };
-    if !request.headers().contains_key("idempotency-key") || jobs::wants_async(request.headers()) {
+    if !request.headers().contains_key(IDEMPOTENCY_KEY) || jobs::wants_async(request.headers()) {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();

@@ -121,7 +121,7 @@ pub(crate) fn accepted(accepted: Accepted) -> Response {
 /// Whether the client prefers an asynchronous answer (`Prefer: respond-async`).
 pub(crate) fn wants_async(headers: &HeaderMap) -> bool {
     headers
-        .get_all("prefer")
+        .get_all(crate::headers::PREFER)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .any(|value| {
@@ -146,7 +146,7 @@ pub(crate) fn async_wait(headers: &HeaderMap) -> Option<Duration> {
         return None;
     }
     let seconds = headers
-        .get_all("prefer")
+        .get_all(crate::headers::PREFER)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split([',', ';']))
@@ -432,7 +432,7 @@ pub(crate) fn idempotency_key(
     path: &str,
     body: &[u8],
 ) -> Result<Option<KeyClaim>, JobsError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(crate::headers::IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let key = value.to_str().map_err(|_| JobsError::BadKey)?.trim();
