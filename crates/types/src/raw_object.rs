@@ -107,6 +107,15 @@ impl RawObject {
 
 /// Writes `text` as a JSON string literal.
 pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Most keys and model names need no escape (none of `"`, `\` or a
+    // control character, the only ones serde escapes): written as they are.
+    if crate::json_scan::plain_run(text.as_bytes()) == text.len() {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serialising a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, text);
 }
@@ -148,6 +157,28 @@ mod tests {
             String::from_utf8_lossy(&out),
             r#"{"model":"b","x_unknown":{"deep":[1, 2.50,"é"]},"stream":true}"#
         );
+        Ok(())
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_writes_them() -> Result<(), serde_json::Error> {
+        let texts = [
+            "",
+            "model",
+            "gpt-4o-mini",
+            "naïve café ☕",
+            "a\"quote",
+            "back\\slash",
+            "line\nbreak",
+            "\u{1}\u{1f}\u{7f}",
+            "tab\tend",
+            "</script>",
+        ];
+        for text in texts {
+            let mut written = Vec::new();
+            write_json_string(&mut written, text);
+            assert_eq!(written, serde_json::to_vec(text)?, "{text:?}");
+        }
         Ok(())
     }
 

@@ -380,7 +380,8 @@ impl ChatRequest {
     pub fn openai_body(&self, upstream_model: &str) -> Vec<u8> {
         let mut model = Vec::with_capacity(upstream_model.len() + 2);
         write_json_string(&mut model, upstream_model);
-        let model = String::from_utf8_lossy(&model);
+        // JSON text written from a str is UTF-8.
+        let model = String::from_utf8(model).unwrap_or_default();
         // Chat streams ask for their usage chunk; a Responses stream ends
         // with the usage in its terminal event anyway.
         if self.stream && !self.include_usage && self.endpoint == Endpoint::Chat {
