@@ -39,6 +39,18 @@ impl RawObject {
     /// on which of two values wins (the first here, often the last
     /// upstream), so a body with one is refused rather than read two ways.
     pub fn duplicate_key(&self) -> Option<&str> {
+        // Most bodies have a few fields: compared pairwise, with nothing to
+        // allocate; a long object is sorted instead, so no body is quadratic.
+        const PAIRWISE: usize = 16;
+        if self.fields.len() <= PAIRWISE {
+            let names = || self.fields.iter().map(|(name, _)| name.as_ref());
+            // The first in sorted order, as the sort below finds it.
+            return names()
+                .enumerate()
+                .filter(|&(at, name)| names().skip(at + 1).any(|later| later == name))
+                .map(|(_, name)| name)
+                .min();
+        }
         let mut names: Vec<&str> = self.fields.iter().map(|(name, _)| name.as_ref()).collect();
         names.sort_unstable();
         names
@@ -148,6 +160,13 @@ impl<'de> Visitor<'de> for RawObjectVisitor {
 mod tests {
     use super::*;
 
+    impl RawObject {
+        /// The object of these `"key":value` fields, in order.
+        fn from_str_fields(fields: &[String]) -> Result<Self, serde_json::Error> {
+            serde_json::from_str(&format!("{{{}}}", fields.join(",")))
+        }
+    }
+
     #[test]
     fn round_trips_unknown_fields_verbatim_and_replaces_model() -> Result<(), serde_json::Error> {
         let text = r#"{"model":"a","x_unknown":{"deep":[1, 2.50,"é"]},"stream":true}"#;
@@ -188,6 +207,20 @@ mod tests {
         assert_eq!(once.duplicate_key(), None);
         let twice: RawObject = serde_json::from_str(r#"{"stream":false,"a":1,"stream":true}"#)?;
         assert_eq!(twice.duplicate_key(), Some("stream"));
+        // Short objects are compared pairwise, long ones sorted: the same
+        // key is named either way.
+        for fields in [4, 16, 17, 40] {
+            let mut text: Vec<String> = (0..fields).map(|n| format!("\"k{n:02}\":{n}")).collect();
+            assert_eq!(RawObject::from_str_fields(&text)?.duplicate_key(), None);
+            // k03 is repeated first, k02 comes first in order.
+            text.insert(1, String::from("\"k03\":0"));
+            text.push(String::from("\"k02\":0"));
+            assert_eq!(
+                RawObject::from_str_fields(&text)?.duplicate_key(),
+                Some("k02"),
+                "{fields} fields"
+            );
+        }
         Ok(())
     }
 
