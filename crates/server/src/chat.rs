@@ -392,7 +392,7 @@ pub(crate) fn answered(content_type: &'static str, body: Body, who: &Answered) -
     if let Ok(value) = HeaderValue::from_str(&who.model) {
         headers.insert(X_KEEL_MODEL, value);
     }
-    headers.insert(X_KEEL_ATTEMPTS, HeaderValue::from(who.attempts));
+    headers.insert(X_KEEL_ATTEMPTS, crate::headers::count_value(who.attempts));
     if who.hedged {
         headers.insert(X_KEEL_HEDGED, HeaderValue::from_static("true"));
     }

@@ -347,7 +347,7 @@ impl IntoResponse for ApiError {
         if let Self::Route(route) = &self {
             headers.insert(
                 crate::headers::X_KEEL_ATTEMPTS,
-                HeaderValue::from(route.attempts()),
+                crate::headers::count_value(route.attempts()),
             );
             let retry_after = match route {
                 RouteError::Exhausted { last, .. } | RouteError::Rejected { error: last, .. } => {

@@ -2,7 +2,7 @@
 //! made once: inserting a custom header by `&str` allocates its name on
 //! every response, and looking one up by `&str` parses the name first.
 
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 
 /// The provider that answered.
 pub const X_KEEL_PROVIDER: HeaderName = HeaderName::from_static("x-keel-provider");
@@ -32,3 +32,23 @@ pub const PREFER: HeaderName = HeaderName::from_static("prefer");
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Anthropic's header for the API key.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// A count as a header value: the counts most answers carry (one to nine
+/// attempts) are static, so writing one allocates nothing.
+pub fn count_value(count: u32) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(count as usize) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_are_written_in_decimal() {
+        for count in [0, 1, 9, 10, 11, 99, 1_000, u32::MAX] {
+            assert_eq!(super::count_value(count), count.to_string().as_str());
+        }
+    }
+}
