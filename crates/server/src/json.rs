@@ -9,14 +9,7 @@ use keel_types::canonical::openai::plain_run;
 /// `text` as a JSON string, as serde_json writes it. Text with nothing to
 /// escape (a control character, `"` or `\`) is copied as it is.
 pub(crate) fn push_string<B: BufMut>(out: &mut B, text: &str) {
-    if needs_escape(text.as_bytes()) {
-        // Serialising a string into a buffer cannot fail.
-        let _ = serde_json::to_writer(out.writer(), text);
-        return;
-    }
-    out.put_u8(b'"');
-    out.put_slice(text.as_bytes());
-    out.put_u8(b'"');
+    keel_types::write_json_string(&mut out.writer(), text);
 }
 
 /// `text`, which Keel wrote and knows needs no escapes (its own hex ids,

@@ -117,19 +117,20 @@ impl RawObject {
     }
 }
 
-/// Writes `text` as a JSON string literal.
-pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
-    // Most keys and model names need no escape (none of `"`, `\` or a
-    // control character, the only ones serde escapes): written as they are.
+/// Writes `text` as a JSON string, byte for byte as serde_json writes it.
+/// Most keys and names need no escape (none of `"`, `\` or a control
+/// character, the only ones serde escapes): they are copied between quotes,
+/// without serde's serialiser.
+pub fn write_json_string(out: &mut impl std::io::Write, text: &str) {
+    // Keel writes JSON into memory, where a write cannot fail.
     if crate::json_scan::plain_run(text.as_bytes()) == text.len() {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+        let _ = out
+            .write_all(b"\"")
+            .and_then(|()| out.write_all(text.as_bytes()))
+            .and_then(|()| out.write_all(b"\""));
         return;
     }
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    let _ = serde_json::to_writer(out, text);
 }
 
 impl<'de> Deserialize<'de> for RawObject {
