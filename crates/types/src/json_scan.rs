@@ -268,7 +268,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Passes over `byte` if it comes next (after white space).
-    fn next_is(&mut self, byte: u8) -> bool {
+    pub(crate) fn next_is(&mut self, byte: u8) -> bool {
         self.space();
         let found = self.peek() == Some(byte);
         if found {

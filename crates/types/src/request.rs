@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::json_scan::Scan;
 use crate::raw_object::{write_json_string, RawObject};
 
 /// A parsed `POST /v1/chat/completions` body (or `POST /v1/embeddings`,
@@ -154,15 +155,11 @@ fn after_string(json: &[u8], mut at: usize) -> usize {
 /// space around it) is an empty array; `None` when it is not an array
 /// (`null` aside: that is an absent field).
 fn array_is_empty(raw: &str) -> Option<bool> {
-    match raw.strip_prefix('[') {
-        Some(inner) => Some(
-            inner
-                .trim_start_matches([' ', '\n', '\r', '\t'])
-                .starts_with(']'),
-        ),
-        None if raw == "null" => Some(true),
-        None => None,
+    let mut scan = Scan::new(raw);
+    if scan.literal("null") {
+        return Some(true);
     }
+    scan.next_is(b'[').then(|| scan.next_is(b']'))
 }
 
 /// The request's `model`: a non-empty string.
