@@ -267,3 +267,106 @@ models:
     assert_eq!(ids, ["backed", "mixed"], "{list}");
     Ok(())
 }
+
+/// `POST /v1/chat/completions` is served straight through its steps, or
+/// through axum's router when CORS is on (its layer wraps every route):
+/// both answer each kind of request alike, refusals and replays included.
+#[tokio::test]
+async fn the_direct_path_and_the_router_answer_alike() -> TestResult {
+    let mock = start_mock().await?;
+    let targets = yaml_with_targets(&[("up", &mock.base_url())]);
+    let direct = start_gateway(&format!("server: {{max_body: 2KiB}}\n{targets}"), &[]).await?;
+    let routed = format!(
+        "server: {{max_body: 2KiB, cors: {{origins: [\"https://app.example\"]}}}}\n{targets}"
+    );
+    let routed = start_gateway(&routed, &[]).await?;
+    let client = reqwest::Client::new();
+    let large = request(false, json!({"user": "x".repeat(3000)}));
+    let cases: [(&str, Option<&str>, String, Option<&str>); 8] = [
+        (
+            "an answer",
+            Some(TEST_KEY),
+            request(false, json!({})).to_string(),
+            None,
+        ),
+        (
+            "a stream",
+            Some(TEST_KEY),
+            request(true, json!({})).to_string(),
+            None,
+        ),
+        ("no key", None, request(false, json!({})).to_string(), None),
+        ("not JSON", Some(TEST_KEY), String::from("{"), None),
+        ("over max_body", Some(TEST_KEY), large.to_string(), None),
+        (
+            "an unknown model",
+            Some(TEST_KEY),
+            json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+            None,
+        ),
+        (
+            "an idempotency key",
+            Some(TEST_KEY),
+            request(false, json!({})).to_string(),
+            Some("k-1"),
+        ),
+        (
+            "its replay",
+            Some(TEST_KEY),
+            request(false, json!({})).to_string(),
+            Some("k-1"),
+        ),
+    ];
+    for (case, key, body, idempotency_key) in cases {
+        let mut answers = Vec::new();
+        for gateway in [&direct, &routed] {
+            let mut post = client
+                .post(gateway.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(body.clone());
+            if let Some(key) = key {
+                post = post.bearer_auth(key);
+            }
+            if let Some(idempotency_key) = idempotency_key {
+                post = post.header("idempotency-key", idempotency_key);
+            }
+            answers.push(comparable(post.send().await?).await?);
+        }
+        assert_eq!(answers[0], answers[1], "{case}");
+        assert_ne!(answers[0].0, 0, "{case}");
+    }
+    assert_eq!(mock.state.stats("gpt-mock").requests, 6);
+    Ok(())
+}
+
+/// A response's status, headers and body, without what differs from one
+/// response to the next (ids and dates, whose presence is kept; CORS's
+/// `vary`).
+async fn comparable(
+    response: reqwest::Response,
+) -> Result<(u16, Vec<(String, String)>, Vec<Value>), Box<dyn std::error::Error>> {
+    let status = response.status().as_u16();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str() != "vary")
+        .map(|(name, value)| {
+            let value = match name.as_str() {
+                "x-request-id" | "date" => "(varies)",
+                _ => value.to_str()?,
+            };
+            Ok((name.to_string(), value.to_owned()))
+        })
+        .collect::<Result<_, Box<dyn std::error::Error>>>()?;
+    headers.sort();
+    let text = response.text().await?;
+    let body = match serde_json::from_str::<Value>(&text) {
+        Ok(value) => vec![without_volatile_fields(value)],
+        Err(_) => sse_data(&text)
+            .iter()
+            .map(|data| serde_json::from_str(data).unwrap_or(Value::String(data.clone())))
+            .map(without_volatile_fields)
+            .collect(),
+    };
+    Ok((status, headers, body))
+}

@@ -98,7 +98,7 @@ pub async fn start(
     let grace = config.server.shutdown_grace;
     let cutoff = state.cutoff.clone();
     let connections = connection_limits();
-    let app = keel_server::with_cors(keel_server::app(state), &config.server.cors);
+    let app = keel_server::Api::new(state, &config.server.cors);
     let served = match config.server.workers {
         None => {
             jobs::serve_with_workers(&config, queue, handler, shutdown, |signal| {
@@ -140,7 +140,7 @@ async fn serve_metrics(
     tracing::info!(metrics_listen = %listener.local_addr()?, "serving /metrics");
     Ok(tokio::spawn(keel_server::serve(
         listener,
-        keel_server::metrics_app(state),
+        keel_server::metrics_app(state).into(),
         std::future::pending(),
         std::time::Duration::ZERO,
         keel_server::Cutoff::new(),

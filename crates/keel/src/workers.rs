@@ -39,7 +39,7 @@ pub(crate) struct HttpWorkers {
 struct Worker {
     index: usize,
     listener: std::net::TcpListener,
-    app: axum::Router,
+    app: keel_server::Api,
     stop: watch::Receiver<bool>,
     release: watch::Receiver<bool>,
     grace: Duration,
@@ -55,7 +55,7 @@ impl HttpWorkers {
     pub(crate) fn spawn(
         count: usize,
         listener: TcpListener,
-        app: axum::Router,
+        app: keel_server::Api,
         grace: Duration,
         cutoff: Cutoff,
         connections: Connections,
@@ -188,7 +188,7 @@ mod tests {
         let workers = HttpWorkers::spawn(
             count,
             listener,
-            app,
+            app.into(),
             Duration::from_secs(1),
             Cutoff::new(),
             Connections::default(),

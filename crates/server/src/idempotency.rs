@@ -11,13 +11,13 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_queue::{KeyState, Queue};
 use keel_types::ChatRequest;
 
+use crate::api::Inner;
 use crate::headers::{
     IDEMPOTENCY_KEY, X_KEEL_ATTEMPTS, X_KEEL_DEGRADED, X_KEEL_HEDGED, X_KEEL_MODEL, X_KEEL_PROVIDER,
 };
@@ -25,7 +25,7 @@ use crate::jobs::{self, JobsError};
 use crate::{ApiError, AppState, Tenant};
 
 /// The route's path, part of the request fingerprint.
-const PATH: &str = "/v1/chat/completions";
+const PATH: &str = crate::routes::CHAT_PATH;
 
 /// Whether [`chat`] applies: `POST /v1/chat/completions`.
 pub(crate) fn applies_to(request: &Request) -> bool {
@@ -34,7 +34,7 @@ pub(crate) fn applies_to(request: &Request) -> bool {
 
 /// The idempotency keys of `POST /v1/chat/completions`, run by `shed`
 /// once the request is admitted.
-pub async fn chat(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn chat(state: Arc<AppState>, request: Request, next: impl Inner) -> Response {
     let Some(queue) = state.jobs.clone() else {
         return next.run(request).await;
     };

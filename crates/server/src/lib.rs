@@ -4,6 +4,7 @@
 
 mod admin;
 mod affinity;
+mod api;
 mod auth;
 mod cache;
 mod chat;
@@ -41,6 +42,7 @@ use keel_router::Router;
 use tokio::net::TcpListener;
 
 pub use affinity::tag_session;
+pub use api::Api;
 pub use auth::{key_digest, Admin, Tenant, Tenants};
 pub use chat::CHAT_ENDPOINT;
 pub use cors::layer as with_cors;
@@ -186,7 +188,7 @@ impl Default for Connections {
 /// most `connections.max` are open at once.
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
     cutoff: Cutoff,
@@ -196,7 +198,7 @@ pub async fn serve(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(connections.header_timeout)
         .max_headers(MAX_HEADERS * 4);
-    let service = hyper_util::service::TowerToHyperService::new(app);
+    let service = app;
     let draining = Arc::new(signal::Signal::default());
     let open = Arc::new(tokio::sync::Semaphore::new(connections.max));
     let mut shutdown = std::pin::pin!(shutdown);

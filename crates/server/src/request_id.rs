@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use tokio::time::Instant;
 
+use crate::api::Inner;
 use crate::error::LoggedError;
 use crate::{ApiError, AppState};
 
@@ -19,7 +19,7 @@ use crate::headers::X_REQUEST_ID as REQUEST_ID;
 /// `x-request-id` (or makes one), opens the request's span, answers too
 /// many headers in the error shape, then logs a failure `ApiError` put in
 /// the response and counts the request by route and status.
-pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn observe(state: Arc<AppState>, request: Request, next: impl Inner) -> Response {
     let started = Instant::now();
     let route = route_label(request.uri().path());
     let id = match request.headers().get(REQUEST_ID) {

@@ -10,11 +10,15 @@ use axum::Json;
 
 use crate::{chat, jobs, request_id, shed, ApiError, AppState, Tenant};
 
-/// The whole HTTP API.
+/// The chat completions route's path.
+pub(crate) const CHAT_PATH: &str = "/v1/chat/completions";
+
+/// The whole HTTP API through axum's router ([`crate::Api`] serves the
+/// chat route without it).
 pub fn app(state: Arc<AppState>) -> axum::Router {
     // Health, metrics and admin routes are never shed.
     let api = axum::Router::new()
-        .route("/v1/chat/completions", post(chat::completions))
+        .route(CHAT_PATH, post(chat::completions))
         .route("/v1/messages", post(crate::messages::create))
         .route("/v1/embeddings", post(crate::embeddings::create))
         .route("/v1/responses", post(crate::responses::create))
@@ -58,7 +62,7 @@ async fn front(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let anthropic = crate::messages::speaks_anthropic(request.uri().path());
-    let response = request_id::observe(State(state), request, next).await;
+    let response = request_id::observe(state, request, next).await;
     if anthropic {
         crate::messages::in_anthropic_shape(response).await
     } else {

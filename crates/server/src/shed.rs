@@ -20,11 +20,18 @@ use http_body::{Frame, SizeHint};
 use keel_types::ErrorBody;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::api::Inner;
 use crate::error::error_response;
 use crate::{ApiError, AppState, Tenant};
 
 /// Admits the request (see the module doc) or refuses it.
 pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    admit(state, request, next).await
+}
+
+/// [`shed`] before any `next`: the router's layer, or the chat route's
+/// direct path (`crate::api`).
+pub(crate) async fn admit(state: Arc<AppState>, request: Request, next: impl Inner) -> Response {
     let (mut parts, body) = request.into_parts();
     let tenant = match Tenant::from_request_parts(&mut parts, &state).await {
         Ok(tenant) => tenant,
@@ -53,7 +60,7 @@ pub async fn shed(State(state): State<Arc<AppState>>, request: Request, next: Ne
     // layer of their own: each `from_fn` layer boxes its own services and
     // futures on every request.
     let response = if crate::idempotency::applies_to(&request) {
-        crate::idempotency::chat(State(state), request, next).await
+        crate::idempotency::chat(state, request, next).await
     } else {
         next.run(request).await
     };

@@ -28,7 +28,7 @@ async fn tb6_connections_over_the_cap_are_closed_and_room_is_reused(
     };
     let server = tokio::spawn(keel_server::serve(
         listener,
-        app,
+        app.into(),
         std::future::pending(),
         Duration::ZERO,
         keel_server::Cutoff::new(),
