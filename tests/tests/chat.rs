@@ -268,60 +268,109 @@ models:
     Ok(())
 }
 
-/// `POST /v1/chat/completions` is served straight through its steps, or
-/// through axum's router when CORS is on (its layer wraps every route):
-/// both answer each kind of request alike, refusals and replays included.
+/// The routes that carry model traffic are served straight through their
+/// steps, or through axum's router when CORS is on (its layer wraps every
+/// route): both answer each kind of request alike, refusals, streams, the
+/// other front ends and an idempotent replay included.
 #[tokio::test]
 async fn the_direct_path_and_the_router_answer_alike() -> TestResult {
     let mock = start_mock().await?;
-    let targets = yaml_with_targets(&[("up", &mock.base_url())]);
+    let targets = format!(
+        "{}  embed:\n    endpoint: embeddings\n    targets: [{{provider: up, model: embed-mock}}]\n",
+        yaml_with_targets(&[("up", &mock.base_url())])
+    );
     let direct = start_gateway(&format!("server: {{max_body: 2KiB}}\n{targets}"), &[]).await?;
     let routed = format!(
         "server: {{max_body: 2KiB, cors: {{origins: [\"https://app.example\"]}}}}\n{targets}"
     );
     let routed = start_gateway(&routed, &[]).await?;
     let client = reqwest::Client::new();
-    let large = request(false, json!({"user": "x".repeat(3000)}));
-    let cases: [(&str, Option<&str>, String, Option<&str>); 8] = [
-        (
-            "an answer",
-            Some(TEST_KEY),
-            request(false, json!({})).to_string(),
-            None,
-        ),
+    let chat = "/v1/chat/completions";
+    let answer = request(false, json!({})).to_string();
+    let messages =
+        json!({"model": "chat", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
+    let mut messages_stream = messages.clone();
+    messages_stream["stream"] = json!(true);
+    let cases = [
+        ("an answer", chat, Some(TEST_KEY), answer.clone(), None),
         (
             "a stream",
+            chat,
             Some(TEST_KEY),
             request(true, json!({})).to_string(),
             None,
         ),
-        ("no key", None, request(false, json!({})).to_string(), None),
-        ("not JSON", Some(TEST_KEY), String::from("{"), None),
-        ("over max_body", Some(TEST_KEY), large.to_string(), None),
+        ("no key", chat, None, answer.clone(), None),
+        ("not JSON", chat, Some(TEST_KEY), String::from("{"), None),
+        (
+            "over max_body",
+            chat,
+            Some(TEST_KEY),
+            request(false, json!({"user": "x".repeat(3000)})).to_string(),
+            None,
+        ),
         (
             "an unknown model",
+            chat,
             Some(TEST_KEY),
             json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
             None,
         ),
         (
             "an idempotency key",
+            chat,
             Some(TEST_KEY),
-            request(false, json!({})).to_string(),
+            answer.clone(),
             Some("k-1"),
         ),
         (
             "its replay",
+            chat,
             Some(TEST_KEY),
-            request(false, json!({})).to_string(),
+            answer.clone(),
             Some("k-1"),
         ),
+        (
+            "a message",
+            "/v1/messages",
+            Some(TEST_KEY),
+            messages.to_string(),
+            None,
+        ),
+        (
+            "a message streamed",
+            "/v1/messages",
+            Some(TEST_KEY),
+            messages_stream.to_string(),
+            None,
+        ),
+        (
+            "a message without a key",
+            "/v1/messages",
+            None,
+            messages.to_string(),
+            None,
+        ),
+        (
+            "a response",
+            "/v1/responses",
+            Some(TEST_KEY),
+            json!({"model": "chat", "input": "hi"}).to_string(),
+            None,
+        ),
+        (
+            "embeddings",
+            "/v1/embeddings",
+            Some(TEST_KEY),
+            json!({"model": "embed", "input": "hi"}).to_string(),
+            None,
+        ),
     ];
-    for (case, key, body, idempotency_key) in cases {
+    for (case, path, key, body, idempotency_key) in cases {
         let mut answers = Vec::new();
         for gateway in [&direct, &routed] {
             let mut post = client
-                .post(gateway.url("/v1/chat/completions"))
+                .post(gateway.url(path))
                 .header("content-type", "application/json")
                 .body(body.clone());
             if let Some(key) = key {
@@ -333,14 +382,16 @@ async fn the_direct_path_and_the_router_answer_alike() -> TestResult {
             answers.push(comparable(post.send().await?).await?);
         }
         assert_eq!(answers[0], answers[1], "{case}");
-        assert_ne!(answers[0].0, 0, "{case}");
     }
-    assert_eq!(mock.state.stats("gpt-mock").requests, 6);
+    // Two of each answer made upstream: the chat answer, stream and
+    // idempotent first try, two messages, a response; one embedding.
+    assert_eq!(mock.state.stats("gpt-mock").requests, 12);
+    assert_eq!(mock.state.stats("embed-mock").requests, 2);
     Ok(())
 }
 
 /// A response's status, headers and body, without what differs from one
-/// response to the next (ids and dates, whose presence is kept; CORS's
+/// response to the next (ids and times, whose presence is kept; CORS's
 /// `vary`).
 async fn comparable(
     response: reqwest::Response,
@@ -352,7 +403,7 @@ async fn comparable(
         .filter(|(name, _)| name.as_str() != "vary")
         .map(|(name, value)| {
             let value = match name.as_str() {
-                "x-request-id" | "date" => "(varies)",
+                "x-request-id" | "request-id" | "date" => "(varies)",
                 _ => value.to_str()?,
             };
             Ok((name.to_string(), value.to_owned()))
@@ -361,12 +412,32 @@ async fn comparable(
     headers.sort();
     let text = response.text().await?;
     let body = match serde_json::from_str::<Value>(&text) {
-        Ok(value) => vec![without_volatile_fields(value)],
+        Ok(value) => vec![value],
         Err(_) => sse_data(&text)
             .iter()
             .map(|data| serde_json::from_str(data).unwrap_or(Value::String(data.clone())))
-            .map(without_volatile_fields)
             .collect(),
     };
+    let body = body.into_iter().map(without_varying).collect();
     Ok((status, headers, body))
+}
+
+/// [`without_volatile_fields`], and the Responses API's `created_at` and
+/// the request id in Anthropic's error body.
+fn without_varying(value: Value) -> Value {
+    let mut value = without_volatile_fields(value);
+    remove_varying(&mut value);
+    value
+}
+
+fn remove_varying(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("created_at");
+            map.remove("request_id");
+            map.values_mut().for_each(remove_varying);
+        }
+        Value::Array(items) => items.iter_mut().for_each(remove_varying),
+        _ => {}
+    }
 }

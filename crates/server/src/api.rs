@@ -1,37 +1,41 @@
-//! The API as hyper serves it: `POST /v1/chat/completions`, the route
-//! nearly every request takes, called straight through its steps, and
-//! every other request through axum's router.
+//! The API as hyper serves it: the four routes that carry model traffic
+//! (`POST` chat completions, messages, responses, embeddings) called
+//! straight through their steps, every other request through axum's
+//! router.
 //!
-//! The direct path runs what the router's route runs, in the same order:
-//! `observe` (the request id, the span, the metrics), admission (`shed`,
-//! with the idempotency keys), then the handler's extractors and the
-//! handler. Through the router, a plain request paid for the route's
-//! lookup, and each of its two `from_fn` layers cloned a boxed service
-//! and boxed a future of its own: about 4,500 instructions a request,
-//! one in fifteen of Keel's own (`bench/README.md`). The route stays in
-//! the router too, which answers it when CORS is on (its layer wraps
-//! every route) and answers its other methods (405).
+//! A direct route runs what its route in the router runs, in the same
+//! order and with the same code: the outermost step (`routes::outermost`:
+//! the request id, the span, the metrics, Anthropic's error shape on
+//! `/v1/messages`), admission (`shed::admit`, with the idempotency keys),
+//! then the handler, called by axum's own `Handler::call` with its
+//! extractors. Through the router, a plain request paid for the route's
+//! lookup, and each of its two `from_fn` layers cloned a boxed service and
+//! boxed a future of its own: about a tenth of Keel's instructions and a
+//! third of its allocations a request (`bench/README.md`). The routes stay
+//! in the router too, which serves them when CORS is on (its layer wraps
+//! every route) and answers their other methods (405).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::Request;
+use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 
-use crate::extract::ChatBody;
-use crate::{AppState, Tenant};
+use crate::routes::{CHAT_PATH, EMBEDDINGS_PATH, MESSAGES_PATH, RESPONSES_PATH};
+use crate::AppState;
 
 /// What a step of the chain runs inside it: the rest of the chain.
-/// axum's [`Next`] on the router's routes, the next step on the chat
-/// route's direct path.
+/// axum's [`Next`] on the router's routes, the next step on a direct route.
 pub(crate) trait Inner: Send {
     fn run(self, request: Request) -> impl Future<Output = Response> + Send;
 }
@@ -46,21 +50,21 @@ impl Inner for Next {
 #[derive(Clone)]
 pub struct Api {
     router: TowerToHyperService<axum::Router>,
-    /// Set when `POST /v1/chat/completions` takes the direct path.
-    chat: Option<Arc<AppState>>,
+    /// Set when the model routes are served directly.
+    direct: Option<Arc<AppState>>,
 }
 
 // === impl Api ===
 
 impl Api {
-    /// The whole API for `state`: the chat route direct unless `cors`
-    /// (the router wrapped by `crate::with_cors`) must see it.
+    /// The whole API for `state`: the model routes direct unless `cors`
+    /// (the router wrapped by `crate::with_cors`) must see them.
     pub fn new(state: Arc<AppState>, cors: &keel_config::CorsOrigins) -> Self {
         let direct = *cors == keel_config::CorsOrigins::Off;
         let router = crate::with_cors(crate::app(state.clone()), cors);
         Self {
             router: TowerToHyperService::new(router),
-            chat: direct.then_some(state),
+            direct: direct.then_some(state),
         }
     }
 }
@@ -70,78 +74,120 @@ impl From<axum::Router> for Api {
     fn from(router: axum::Router) -> Self {
         Self {
             router: TowerToHyperService::new(router),
-            chat: None,
+            direct: None,
         }
     }
 }
 
-type Direct = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type DirectFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl hyper::service::Service<http::Request<Incoming>> for Api {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<TowerToHyperServiceFuture<axum::Router, http::Request<Incoming>>, Direct>;
+    type Future =
+        Either<TowerToHyperServiceFuture<axum::Router, http::Request<Incoming>>, DirectFuture>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        match &self.chat {
-            Some(state) if is_chat(&request) => {
+        let route = Route::of(&request);
+        match (&self.direct, route) {
+            (Some(state), Some(route)) => {
                 let state = state.clone();
-                Either::Right(Box::pin(async move {
-                    Ok(chat(state, request.map(Body::new)).await)
-                }))
+                let request = request.map(Body::new);
+                Either::Right(Box::pin(
+                    async move { Ok(route.serve(state, request).await) },
+                ))
             }
             _ => Either::Left(self.router.call(request)),
         }
     }
 }
 
-/// `POST /v1/chat/completions`, as the router matches it (the path exactly).
-fn is_chat<B>(request: &http::Request<B>) -> bool {
-    request.method() == Method::POST && request.uri().path() == crate::routes::CHAT_PATH
+/// A route served directly.
+#[derive(Clone, Copy)]
+enum Route {
+    Chat,
+    Messages,
+    Responses,
+    Embeddings,
 }
 
-/// The chat route's steps, as `crate::routes::app` layers them.
-async fn chat(state: Arc<AppState>, request: Request) -> Response {
-    let admitted = Admitted {
-        state: state.clone(),
-    };
-    crate::request_id::observe(state, request, admitted).await
-}
+// === impl Route ===
 
-/// Admission, then the handler.
-struct Admitted {
-    state: Arc<AppState>,
-}
+impl Route {
+    /// The route `request` is for, as the router matches it (the path
+    /// exactly), if it is served directly.
+    fn of<B>(request: &http::Request<B>) -> Option<Self> {
+        if request.method() != Method::POST {
+            return None;
+        }
+        match request.uri().path() {
+            CHAT_PATH => Some(Self::Chat),
+            MESSAGES_PATH => Some(Self::Messages),
+            RESPONSES_PATH => Some(Self::Responses),
+            EMBEDDINGS_PATH => Some(Self::Embeddings),
+            _ => None,
+        }
+    }
 
-impl Inner for Admitted {
-    fn run(self, request: Request) -> impl Future<Output = Response> + Send {
-        let handler = Completions {
-            state: self.state.clone(),
-        };
-        crate::shed::admit(self.state, request, handler)
+    async fn serve(self, state: Arc<AppState>, request: Request) -> Response {
+        match self {
+            Self::Chat => steps(state, request, crate::chat::completions).await,
+            Self::Messages => steps(state, request, crate::messages::create).await,
+            Self::Responses => steps(state, request, crate::responses::create).await,
+            Self::Embeddings => steps(state, request, crate::embeddings::create).await,
+        }
     }
 }
 
-/// `crate::chat::completions` with its extractors, as axum's handler runs
-/// them: the parts' first, the body's last, a refusal as its response.
-struct Completions {
-    state: Arc<AppState>,
+/// A route's steps, as `crate::routes::app` layers them.
+async fn steps<H, T>(state: Arc<AppState>, request: Request, handler: H) -> Response
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    let admitted = Admitted {
+        state: state.clone(),
+        handler,
+        extractors: PhantomData,
+    };
+    crate::routes::outermost(state, request, admitted).await
 }
 
-impl Inner for Completions {
-    async fn run(self, request: Request) -> Response {
-        let (mut parts, body) = request.into_parts();
-        let tenant = match Tenant::from_request_parts(&mut parts, &self.state).await {
-            Ok(tenant) => tenant,
-            Err(refused) => return refused.into_response(),
+/// Admission, then the handler.
+struct Admitted<H, T> {
+    state: Arc<AppState>,
+    handler: H,
+    extractors: PhantomData<fn() -> T>,
+}
+
+impl<H, T> Inner for Admitted<H, T>
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    fn run(self, request: Request) -> impl Future<Output = Response> + Send {
+        let handled = Handled {
+            state: self.state.clone(),
+            handler: self.handler,
+            extractors: self.extractors,
         };
-        let request = Request::from_parts(parts, body);
-        let body = match ChatBody::from_request(request, &self.state).await {
-            Ok(body) => body,
-            Err(refused) => return refused.into_response(),
-        };
-        crate::chat::completions(tenant, State(self.state), body)
-            .await
-            .into_response()
+        crate::shed::admit(self.state, request, handled)
+    }
+}
+
+/// The handler with its extractors, run by axum's `Handler::call`.
+struct Handled<H, T> {
+    state: Arc<AppState>,
+    handler: H,
+    extractors: PhantomData<fn() -> T>,
+}
+
+impl<H, T> Inner for Handled<H, T>
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    fn run(self, request: Request) -> impl Future<Output = Response> + Send {
+        self.handler.call(request, self.state)
     }
 }

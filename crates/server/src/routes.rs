@@ -8,20 +8,24 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 
+use crate::api::Inner;
 use crate::{chat, jobs, request_id, shed, ApiError, AppState, Tenant};
 
-/// The chat completions route's path.
+/// The paths of the routes that carry model traffic.
 pub(crate) const CHAT_PATH: &str = "/v1/chat/completions";
+pub(crate) const MESSAGES_PATH: &str = "/v1/messages";
+pub(crate) const RESPONSES_PATH: &str = "/v1/responses";
+pub(crate) const EMBEDDINGS_PATH: &str = "/v1/embeddings";
 
 /// The whole HTTP API through axum's router ([`crate::Api`] serves the
-/// chat route without it).
+/// model routes without it).
 pub fn app(state: Arc<AppState>) -> axum::Router {
     // Health, metrics and admin routes are never shed.
     let api = axum::Router::new()
         .route(CHAT_PATH, post(chat::completions))
-        .route("/v1/messages", post(crate::messages::create))
-        .route("/v1/embeddings", post(crate::embeddings::create))
-        .route("/v1/responses", post(crate::responses::create))
+        .route(MESSAGES_PATH, post(crate::messages::create))
+        .route(EMBEDDINGS_PATH, post(crate::embeddings::create))
+        .route(RESPONSES_PATH, post(crate::responses::create))
         .route("/v1/responses/{id}", get(crate::responses::get))
         .route("/v1/responses/{id}/cancel", post(crate::responses::cancel))
         .route("/v1/models", get(models))
@@ -52,14 +56,23 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .with_state(state)
 }
 
-/// Every request's outermost middleware: `request_id::observe`, then, on
-/// `/v1/messages`, the answer in Anthropic's shape (after `observe`, so it
-/// sees the request id and every refusal). One layer for both: each
-/// `from_fn` layer boxes its own services and futures on every request.
+/// Every request's outermost middleware, [`outermost`].
 async fn front(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
+) -> axum::response::Response {
+    outermost(state, request, next).await
+}
+
+/// Every request's outermost step: `request_id::observe`, then, on
+/// `/v1/messages`, the answer in Anthropic's shape (after `observe`, so it
+/// sees the request id and every refusal). One layer for both: each
+/// `from_fn` layer boxes its own services and futures on every request.
+pub(crate) async fn outermost(
+    state: Arc<AppState>,
+    request: axum::extract::Request,
+    next: impl Inner,
 ) -> axum::response::Response {
     let anthropic = crate::messages::speaks_anthropic(request.uri().path());
     let response = request_id::observe(state, request, next).await;

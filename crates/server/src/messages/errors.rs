@@ -14,9 +14,6 @@ use serde::Serialize;
 
 use crate::headers::X_REQUEST_ID;
 
-/// The route whose answers are rewritten.
-const MESSAGES_PATH: &str = "/v1/messages";
-
 /// Anthropic's request id header.
 const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
@@ -56,7 +53,7 @@ struct AnthropicDetail<'a> {
 
 /// Whether `path` is the one whose errors [`in_anthropic_shape`] rewrites.
 pub(crate) fn speaks_anthropic(path: &str) -> bool {
-    path == MESSAGES_PATH
+    path == crate::routes::MESSAGES_PATH
 }
 
 /// A `/v1/messages` response as Anthropic's clients read it: `request-id`
