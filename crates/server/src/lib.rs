@@ -180,7 +180,7 @@ impl Default for Connections {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting
+/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting
 /// and lets in-flight requests (streams included) finish for up to `grace`;
 /// streams still open then end with their error event ([`Cutoff`]).
 /// Each connection must send a request's headers within
@@ -188,7 +188,7 @@ impl Default for Connections {
 /// most `connections.max` are open at once.
 pub async fn serve(
     listener: TcpListener,
-    app: Api,
+    service: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
     cutoff: Cutoff,
@@ -198,7 +198,6 @@ pub async fn serve(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(connections.header_timeout)
         .max_headers(MAX_HEADERS * 4);
-    let service = app;
     let draining = Arc::new(signal::Signal::default());
     let open = Arc::new(tokio::sync::Semaphore::new(connections.max));
     let mut shutdown = std::pin::pin!(shutdown);
