@@ -145,34 +145,12 @@ where
     H: Handler<T, Arc<AppState>>,
     T: 'static,
 {
-    let admitted = Admitted {
+    let admitted = Admitted(Handled {
         state: state.clone(),
         handler,
         extractors: PhantomData,
-    };
+    });
     crate::routes::outermost(state, request, admitted).await
-}
-
-/// Admission, then the handler.
-struct Admitted<H, T> {
-    state: Arc<AppState>,
-    handler: H,
-    extractors: PhantomData<fn() -> T>,
-}
-
-impl<H, T> Inner for Admitted<H, T>
-where
-    H: Handler<T, Arc<AppState>>,
-    T: 'static,
-{
-    fn run(self, request: Request) -> impl Future<Output = Response> + Send {
-        let handled = Handled {
-            state: self.state.clone(),
-            handler: self.handler,
-            extractors: self.extractors,
-        };
-        crate::shed::admit(self.state, request, handled)
-    }
 }
 
 /// The handler with its extractors, run by axum's `Handler::call`.
@@ -189,5 +167,18 @@ where
 {
     fn run(self, request: Request) -> impl Future<Output = Response> + Send {
         self.handler.call(request, self.state)
+    }
+}
+
+/// Admission, then the handler.
+struct Admitted<H, T>(Handled<H, T>);
+
+impl<H, T> Inner for Admitted<H, T>
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    fn run(self, request: Request) -> impl Future<Output = Response> + Send {
+        crate::shed::admit(self.0.state.clone(), request, self.0)
     }
 }
