@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::api::Inner;
 use crate::error::LoggedError;
+use crate::routes::{CHAT_PATH, MESSAGES_PATH};
 use crate::{ApiError, AppState};
 
 use crate::headers::X_REQUEST_ID as REQUEST_ID;
@@ -73,8 +74,8 @@ fn request_span(id: &HeaderValue, request: &Request) -> tracing::Span {
 /// A bounded route label: known paths by name, job ids folded, the rest `other`.
 fn route_label(path: &str) -> &'static str {
     match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/v1/messages" => "/v1/messages",
+        CHAT_PATH => CHAT_PATH,
+        MESSAGES_PATH => MESSAGES_PATH,
         "/v1/models" => "/v1/models",
         path if path.starts_with("/v1/models/") => "/v1/models/{id}",
         "/v1/jobs" => "/v1/jobs",
