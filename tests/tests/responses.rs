@@ -416,3 +416,53 @@ async fn a_native_target_gets_the_body_verbatim_and_its_events_come_back() -> Te
     assert!(stdout.starts_with("ok"), "{stdout}");
     Ok(())
 }
+
+/// A completion the adapter refuses is refused on the translated path
+/// too, though there one read of the completion serves the check and the
+/// translation: an error beside the choices fails over, and without
+/// another target it is a 502, never a response object.
+#[tokio::test]
+async fn an_error_beside_the_choices_fails_over_as_on_the_chat_path() -> TestResult {
+    let (mock, gateway) = setup().await?;
+    let in_band = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-down",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "not this"}, "finish_reason": "stop"}],
+        "error": {"message": "overloaded", "type": "server_error"}
+    });
+    let answers_in_band = |count| Faults {
+        fail: Some(FailNext {
+            status: 200,
+            count,
+            retry_after: None,
+            body: Some(in_band.clone()),
+        }),
+        ..Faults::default()
+    };
+    mock.state.set_faults("gpt-down", answers_in_band(1));
+    let http = reqwest::Client::new();
+    let ask = |model: &str| {
+        http.post(gateway.url("/v1/responses"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": model, "input": "hello"}))
+            .send()
+    };
+    let answer = ask("duo").await?;
+    assert_eq!(answer.status(), 200);
+    let object: Value = answer.json().await?;
+    assert_eq!(object["object"], "response", "{object}");
+    assert_eq!(object["status"], "completed", "{object}");
+    let text = object["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(text.starts_with("Hello from the keel mock"), "{object}");
+    assert_eq!(mock.state.stats("gpt-down").requests, 1);
+    assert_eq!(mock.state.stats("gpt-mock").requests, 1);
+
+    mock.state.set_faults("gpt-mock", answers_in_band(1));
+    let refused = ask("chat").await?;
+    assert_eq!(refused.status(), 502);
+    let body: Value = refused.json().await?;
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(mock.state.stats("gpt-mock").requests, 2);
+    Ok(())
+}

@@ -299,6 +299,7 @@ impl crate::Provider for AnthropicProvider {
                 return Ok(Reply::Complete(Completion {
                     body,
                     usage: Some(usage),
+                    written: None,
                 }));
             }
             completion_from_body(&name, &body).map(Reply::Complete)
@@ -320,6 +321,7 @@ pub(crate) fn completion_from_body(
     Ok(Completion {
         body: Bytes::from(completion_json(&message, unix_now())),
         usage,
+        written: None,
     })
 }
 

@@ -270,14 +270,24 @@ impl crate::Provider for OpenAiProvider {
                 let body = crate::http::read_body(response, max_body)
                     .await
                     .map_err(|error| crate::http::body_failure(&name, &error))?;
-                let usage = match request.endpoint() {
-                    keel_types::Endpoint::Chat => convert::completion_usage(&name, &body)?,
-                    keel_types::Endpoint::Embeddings => convert::embeddings_usage(&name, &body)?,
-                    keel_types::Endpoint::Responses => responses::response_usage(&name, &body)?,
+                let (usage, written) = match request.endpoint() {
+                    keel_types::Endpoint::Chat => {
+                        convert::checked_completion(&name, &body, request.answer_writer())?
+                    }
+                    keel_types::Endpoint::Embeddings => {
+                        (convert::embeddings_usage(&name, &body)?, None)
+                    }
+                    keel_types::Endpoint::Responses => {
+                        (responses::response_usage(&name, &body)?, None)
+                    }
                     // Never sent: the URI above refused it.
-                    keel_types::Endpoint::Messages => None,
+                    keel_types::Endpoint::Messages => (None, None),
                 };
-                Ok(Reply::Complete(Completion { body, usage }))
+                Ok(Reply::Complete(Completion {
+                    body,
+                    usage,
+                    written,
+                }))
             }
         }
         .boxed()

@@ -27,6 +27,10 @@ pub struct Completion {
     pub body: Bytes,
     /// Token usage read from it.
     pub usage: Option<Usage>,
+    /// The answer already written by the request's
+    /// [`keel_types::AnswerWriter`], from the read that checked it; `None`
+    /// when the request has none, or the adapter's check read it otherwise.
+    pub written: Option<Bytes>,
 }
 
 /// A stream of events; it ends after [`StreamEvent::Done`] or with an error

@@ -104,6 +104,7 @@ impl LastResort {
             return Answer::Complete(keel_router::Completion {
                 body: Bytes::from(body.to_string()),
                 usage: Some(Usage::default()),
+                written: None,
             });
         }
         let chunk = |choice: serde_json::Value, usage: Option<&serde_json::Value>| {

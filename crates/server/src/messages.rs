@@ -21,14 +21,14 @@ mod request;
 mod response;
 mod stream;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::response::Response;
 use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion_borrowed;
-use keel_types::ChatRequest;
+use keel_types::{AnswerWriter, ChatRequest};
 
 use crate::limits::{settle_usage, Reservation};
 use crate::{ApiError, AppState, Tenant};
@@ -74,8 +74,18 @@ pub async fn create(
         headers: &headers,
         in_band_error: stream::in_band_error,
     };
+    // The adapter's read of a completion writes the message too.
+    let request = if request.stream() {
+        request
+    } else {
+        request.with_answer_writer(MESSAGE_WRITER.clone())
+    };
     crate::chat::dispatch(&state, &tenant, request, front, respond).await
 }
+
+/// Writes a completion as a message, for the adapter.
+static MESSAGE_WRITER: LazyLock<AnswerWriter> =
+    LazyLock::new(|| AnswerWriter::new(response::message_json));
 
 /// A request passed through: routed as it came, answered as the upstream
 /// answered.
@@ -130,13 +140,14 @@ fn respond(routed: Routed, reservation: Option<Reservation>) -> Response {
     let (content_type, body) = match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
-            match read_completion_borrowed(&completion.body) {
-                Ok(message) => (
-                    "application/json",
-                    Body::from(response::message_json(&message)),
-                ),
-                Err(error) => return unreadable_completion(&who.provider, &error),
-            }
+            let message = match completion.written {
+                Some(written) => written,
+                None => match read_completion_borrowed(&completion.body) {
+                    Ok(message) => response::message_json(&message).into(),
+                    Err(error) => return unreadable_completion(&who.provider, &error),
+                },
+            };
+            ("application/json", Body::from(message))
         }
         Answer::Stream { head, rest } => {
             let writer = stream::EventWriter::new(&who.model);

@@ -12,6 +12,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::response::Response;
 use keel_router::{Answer, Routed};
 use keel_types::canonical::openai::read_completion_borrowed;
+use keel_types::AnswerWriter;
 
 use crate::cache::KeyedBody;
 use crate::chat::{answered, dispatch, Answered, Front};
@@ -83,7 +84,16 @@ pub async fn create(
     if request::background(&raw) {
         return Ok(background::create(&state, &tenant, &headers, &chat, &raw).await);
     }
-    let echo = response::Echo::new(&raw);
+    let echo = Arc::new(response::Echo::new(&raw));
+    // The adapter's read of a completion writes the response object too.
+    let chat = if chat.stream() {
+        chat
+    } else {
+        let echo = echo.clone();
+        chat.with_answer_writer(AnswerWriter::new(move |answer| {
+            response::response_json(&echo, answer)
+        }))
+    };
     let front = Front {
         endpoint: RESPONSES_ENDPOINT,
         body: KeyedBody::Original(&raw),
@@ -126,21 +136,27 @@ async fn passthrough(
     .await
 }
 
-fn respond(echo: response::Echo, routed: Routed, reservation: Option<Reservation>) -> Response {
+fn respond(
+    echo: Arc<response::Echo>,
+    routed: Routed,
+    reservation: Option<Reservation>,
+) -> Response {
     let (who, answer) = Answered::split(routed);
     match answer {
         Answer::Complete(completion) => {
             settle_usage(reservation.as_ref(), completion.usage.as_ref());
-            match read_completion_borrowed(&completion.body) {
-                Ok(answer) => answered(
-                    "application/json",
-                    Body::from(response::response_json(&echo, &answer)),
-                    &who,
-                ),
-                Err(error) => unreadable_completion(&who.provider, &error),
-            }
+            let object = match completion.written {
+                Some(written) => written,
+                None => match read_completion_borrowed(&completion.body) {
+                    Ok(answer) => response::response_json(&echo, &answer).into(),
+                    Err(error) => return unreadable_completion(&who.provider, &error),
+                },
+            };
+            answered("application/json", Body::from(object), &who)
         }
         Answer::Stream { head, rest } => {
+            // A stream's request had no writer: the echo is this one's alone.
+            let echo = Arc::unwrap_or_clone(echo);
             let writer = stream::EventWriter::new(echo, &who.model);
             answered(
                 "text/event-stream",

@@ -17,5 +17,5 @@ pub use answer::{inspect_answer, AnswerInfo, AnswerList};
 pub use chunk::{inspect_chunk, ChunkInfo, ChunkReader, ChunkText, PromptTokensDetails, Usage};
 pub use error::{ErrorBody, ErrorDetail};
 pub use raw_object::{write_json_string, RawObject};
-pub use request::{parse_object, ChatRequest, Endpoint, RequestError};
+pub use request::{parse_object, AnswerWriter, ChatRequest, Endpoint, RequestError};
 pub use secret::SecretString;

@@ -2,7 +2,11 @@
 //! embeddings request, which routes the same way): the few fields routing
 //! needs, parsed and checked, and the rest kept raw for the upstream.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+
+use crate::canonical::ResponseRef;
 
 use crate::json_scan::Scan;
 use crate::raw_object::{write_json_string, RawObject};
@@ -24,7 +28,19 @@ pub struct ChatRequest {
     /// `anthropic-version` of a Messages body passed through), as (name,
     /// value) pairs.
     forwarded_headers: Vec<(String, String)>,
+    /// How the front end that sent the request writes its answer, when it
+    /// translates it (see [`AnswerWriter`]).
+    answer_writer: Option<AnswerWriter>,
 }
+
+/// How a translating front end writes a completion in its own shape. Given
+/// to the adapter with the request, it lets one read of the completion
+/// serve both the adapter's checks and the translation.
+#[derive(Clone)]
+pub struct AnswerWriter(Arc<AnswerWrite>);
+
+/// What an [`AnswerWriter`] runs.
+type AnswerWrite = dyn Fn(&ResponseRef<'_>) -> Vec<u8> + Send + Sync;
 
 /// The upstream API a request is for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,6 +190,26 @@ fn required_model(raw: &RawObject) -> Result<String, RequestError> {
     }
 }
 
+// === impl AnswerWriter ===
+
+impl AnswerWriter {
+    /// A writer that runs `write`.
+    pub fn new(write: impl Fn(&ResponseRef<'_>) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(write))
+    }
+
+    /// `answer` written in the front end's shape.
+    pub fn write(&self, answer: &ResponseRef<'_>) -> Vec<u8> {
+        (self.0)(answer)
+    }
+}
+
+impl std::fmt::Debug for AnswerWriter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AnswerWriter")
+    }
+}
+
 // === impl ChatRequest ===
 
 impl ChatRequest {
@@ -223,6 +259,7 @@ impl ChatRequest {
             endpoint: Endpoint::Chat,
             session: None,
             forwarded_headers: Vec::new(),
+            answer_writer: None,
         })
     }
 
@@ -244,6 +281,7 @@ impl ChatRequest {
             endpoint: Endpoint::Chat,
             session: None,
             forwarded_headers: Vec::new(),
+            answer_writer: None,
         }
     }
 
@@ -272,6 +310,7 @@ impl ChatRequest {
             endpoint: Endpoint::Embeddings,
             session: None,
             forwarded_headers: Vec::new(),
+            answer_writer: None,
         })
     }
 
@@ -312,6 +351,7 @@ impl ChatRequest {
             endpoint,
             session: None,
             forwarded_headers: Vec::new(),
+            answer_writer: None,
         })
     }
 
@@ -324,6 +364,17 @@ impl ChatRequest {
     /// Client headers the upstream gets as they came, as (name, value).
     pub fn forwarded_headers(&self) -> &[(String, String)] {
         &self.forwarded_headers
+    }
+
+    /// The request with the writer of its front end's answer.
+    pub fn with_answer_writer(mut self, writer: AnswerWriter) -> Self {
+        self.answer_writer = Some(writer);
+        self
+    }
+
+    /// How the front end writes the answer, when it translates it.
+    pub fn answer_writer(&self) -> Option<&AnswerWriter> {
+        self.answer_writer.as_ref()
     }
 
     /// The upstream API this request is for.

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::header::{HeaderMap, RETRY_AFTER};
 use keel_sse::{DecodeError, Event, DONE_DATA};
-use keel_types::{inspect_answer, AnswerList, ChunkReader, ErrorBody, Usage};
+use keel_types::canonical::openai::read_checked_completion;
+use keel_types::{inspect_answer, AnswerList, AnswerWriter, ChunkReader, ErrorBody, Usage};
 
 use crate::reply::{decode_failure, until_terminal};
 use crate::{EventStream, ProviderError, StreamEvent};
@@ -129,6 +130,22 @@ where
             }
         }
     }
+}
+
+/// Checks a non-stream body is a completion and reads its usage; with the
+/// request's `writer`, the one read that checks it also writes the front
+/// end's answer wherever it can (the rest is checked as without one).
+pub(crate) fn checked_completion(
+    provider: &str,
+    body: &[u8],
+    writer: Option<&AnswerWriter>,
+) -> Result<(Option<Usage>, Option<Bytes>), ProviderError> {
+    if let Some(writer) = writer {
+        if let Some((answer, usage)) = read_checked_completion(body) {
+            return Ok((usage, Some(Bytes::from(writer.write(&answer)))));
+        }
+    }
+    Ok((completion_usage(provider, body)?, None))
 }
 
 /// Checks a non-stream body is a completion and reads its usage.

@@ -182,10 +182,12 @@ impl StoredAnswer {
             StoredBody::Chat(response) => Completion {
                 body: Bytes::from(completion_json_with_id(response, &fresh_id(), unix_now())),
                 usage: Some(response.usage.openai()),
+                written: None,
             },
             StoredBody::Verbatim { body, usage } => Completion {
                 body: body.clone(),
                 usage: Some(*usage),
+                written: None,
             },
         }
     }

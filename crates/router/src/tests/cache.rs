@@ -60,6 +60,7 @@ impl Provider for Canned {
                     total_tokens: 5,
                     prompt_tokens_details: None,
                 }),
+                written: None,
             }))
         }
         .boxed()

@@ -232,6 +232,7 @@ impl Provider for Scripted {
                     Ok(Reply::Complete(Completion {
                         body: Bytes::from_static(b"{}"),
                         usage: None,
+                        written: None,
                     }))
                 }
                 Step::Answer { delay } => {
@@ -240,6 +241,7 @@ impl Provider for Scripted {
                     Ok(Reply::Complete(Completion {
                         body: Bytes::from_static(b"{}"),
                         usage: None,
+                        written: None,
                     }))
                 }
                 Step::Status {

@@ -211,6 +211,7 @@ impl Provider for Tunable {
             Ok(Reply::Complete(Completion {
                 body: Bytes::from_static(b"{}"),
                 usage: None,
+                written: None,
             }))
         }
         .boxed()

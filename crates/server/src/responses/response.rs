@@ -17,6 +17,7 @@ use keel_types::RawObject;
 
 /// What a response object says about the request, read once: the
 /// client's settings, echoed as the JSON text it sent them in.
+#[derive(Clone)]
 pub(crate) struct Echo {
     id: String,
     created_at: u64,

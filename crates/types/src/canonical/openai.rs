@@ -15,7 +15,8 @@ pub use request_in::from_chat_request;
 pub use request_out::{chat_request, request_body};
 pub(crate) use response::optional_text;
 pub use response::{
-    completion_json, completion_json_with_id, read_completion, read_completion_borrowed,
+    completion_json, completion_json_with_id, read_checked_completion, read_completion,
+    read_completion_borrowed,
 };
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{FinishReason, Response, ResponseRef, TokenUsage, ToolCallRef};
+use crate::Usage;
 
 #[derive(Serialize)]
 struct CompletionOut<'a> {
@@ -220,6 +221,17 @@ pub fn read_completion_borrowed(body: &[u8]) -> Result<ResponseRef<'_>, serde_js
         Err(_) => serde_json::from_slice(body)?,
     };
     Ok(response_of(completion))
+}
+
+/// The completion read once for both the adapter's check and a front
+/// end's translation: the answer, and the usage that check
+/// ([`crate::inspect_answer`]) reads. `None` wherever that check must
+/// decide (see `scan::checked_completion`); where this answers, that check
+/// passes the completion with the same usage.
+pub fn read_checked_completion(body: &[u8]) -> Option<(ResponseRef<'_>, Option<Usage>)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let (completion, usage) = super::scan::checked_completion(text)?;
+    Some((response_of(completion), usage))
 }
 
 /// The answer a completion holds: its first choice.

@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use crate::json_scan::Scan;
+use crate::{PromptTokensDetails, Usage};
 
 use super::chunk::{ChoiceIn as ChunkChoiceIn, ChunkIn, DeltaIn};
 use super::response::{ChoiceIn, CompletionIn, MessageIn, PromptDetailsIn, StopText, UsageIn};
@@ -24,6 +25,26 @@ pub(super) fn completion(text: &str) -> Option<CompletionIn<'_>> {
     scan.finished().then_some(completion)
 }
 
+/// The completion in `text` and the usage the adapter's own check reads
+/// of it ([`crate::inspect_answer`]), or `None` wherever that check must
+/// decide: a key this pass leaves to serde, no `choices`, any `error` key,
+/// usage that check cannot read in one pass.
+pub(super) fn checked_completion(text: &str) -> Option<(CompletionIn<'_>, Option<Usage>)> {
+    let mut scan = Scan::new(text);
+    let answer = scan.answer(Scan::choice, Scan::checked_usage)?;
+    if !scan.finished() || answer.error || !answer.has_choices {
+        return None;
+    }
+    let (usage, checked_usage) = answer.usage.unzip();
+    let completion = CompletionIn {
+        id: answer.id,
+        model: answer.model,
+        choices: answer.choices,
+        usage,
+    };
+    Some((completion, checked_usage))
+}
+
 /// The stream chunk in `text`, or `None` when serde must read it.
 pub(super) fn chunk(text: &str) -> Option<ChunkIn<'_>> {
     let mut scan = Scan::new(text);
@@ -32,11 +53,15 @@ pub(super) fn chunk(text: &str) -> Option<ChunkIn<'_>> {
 }
 
 /// The fields a completion and a stream chunk share.
-struct Answer<'a, C> {
+struct Answer<'a, C, U> {
     id: Cow<'a, str>,
     model: Cow<'a, str>,
     choices: Vec<C>,
-    usage: Option<UsageIn>,
+    usage: Option<U>,
+    /// `choices` was there.
+    has_choices: bool,
+    /// An `error` key was there (its value passed over).
+    error: bool,
 }
 
 // === impl Scan ===
@@ -48,7 +73,8 @@ impl<'a> Scan<'a> {
             model,
             choices,
             usage,
-        } = self.answer(Self::choice)?;
+            ..
+        } = self.answer(Self::choice, Self::usage)?;
         Some(CompletionIn {
             id,
             model,
@@ -63,7 +89,8 @@ impl<'a> Scan<'a> {
             model,
             choices,
             usage,
-        } = self.answer(Self::chunk_choice)?;
+            ..
+        } = self.answer(Self::chunk_choice, Self::usage)?;
         Some(ChunkIn {
             id,
             model,
@@ -73,16 +100,19 @@ impl<'a> Scan<'a> {
     }
 
     /// What a completion and a chunk both hold, the `choices` each read
-    /// by `choice`.
-    fn answer<C>(
+    /// by `choice` and the usage by `usage`.
+    fn answer<C, U>(
         &mut self,
         mut choice: impl FnMut(&mut Self) -> Option<C>,
-    ) -> Option<Answer<'a, C>> {
+        mut usage: impl FnMut(&mut Self) -> Option<U>,
+    ) -> Option<Answer<'a, C, U>> {
         let mut answer = Answer {
             id: Cow::Borrowed(""),
             model: Cow::Borrowed(""),
             choices: Vec::new(),
             usage: None,
+            has_choices: false,
+            error: false,
         };
         let mut seen = [false; 4];
         self.object(|scan, key| {
@@ -93,8 +123,13 @@ impl<'a> Scan<'a> {
                     let choices = &mut answer.choices;
                     scan.once(&mut seen[2])?
                         .array(|scan| choice(scan).map(|choice| choices.push(choice)))?;
+                    answer.has_choices = true;
                 }
-                "usage" => answer.usage = scan.once(&mut seen[3])?.nullable(Self::usage)?,
+                "usage" => answer.usage = scan.once(&mut seen[3])?.nullable(&mut usage)?,
+                "error" => {
+                    answer.error = true;
+                    scan.skip()?;
+                }
                 _ => scan.skip()?,
             }
             Some(())
@@ -214,6 +249,57 @@ impl<'a> Scan<'a> {
             Some(())
         })?;
         Some(usage)
+    }
+
+    /// `usage` as [`Self::usage`] reads it and as the adapter's check does
+    /// (`crate::chunk::scan_usage`), in one pass: `None` wherever either
+    /// would refuse it, or leave it to serde.
+    fn checked_usage(&mut self) -> Option<(UsageIn, Usage)> {
+        let (mut usage, mut checked) = (UsageIn::default(), Usage::default());
+        let mut seen = [false; 4];
+        self.object(|scan, key| {
+            match key {
+                "prompt_tokens" => {
+                    usage.prompt_tokens = scan.once(&mut seen[0])?.count()?;
+                    checked.prompt_tokens = usage.prompt_tokens;
+                }
+                "completion_tokens" => {
+                    usage.completion_tokens = scan.once(&mut seen[1])?.count()?;
+                    checked.completion_tokens = usage.completion_tokens;
+                }
+                "total_tokens" => checked.total_tokens = scan.once(&mut seen[2])?.count()?,
+                "prompt_tokens_details" => {
+                    let details = scan.once(&mut seen[3])?.nullable(Self::checked_details)?;
+                    (usage.prompt_tokens_details, checked.prompt_tokens_details) = details.unzip();
+                }
+                _ => scan.skip()?,
+            }
+            Some(())
+        })?;
+        Some((usage, checked))
+    }
+
+    /// `prompt_tokens_details` read both ways (see [`Self::checked_usage`]).
+    fn checked_details(&mut self) -> Option<(PromptDetailsIn, PromptTokensDetails)> {
+        let (mut details, mut checked) =
+            (PromptDetailsIn::default(), PromptTokensDetails::default());
+        let mut seen = [false; 2];
+        self.object(|scan, key| {
+            match key {
+                "cached_tokens" => {
+                    let count = scan.once(&mut seen[0])?.count()?;
+                    details.cached_tokens = Some(count);
+                    checked.cached_tokens = count;
+                }
+                "cache_creation_tokens" => {
+                    details.cache_creation_tokens =
+                        scan.once(&mut seen[1])?.nullable(Self::count)?;
+                }
+                _ => scan.skip()?,
+            }
+            Some(())
+        })?;
+        Some((details, checked))
     }
 
     fn details(&mut self) -> Option<PromptDetailsIn> {

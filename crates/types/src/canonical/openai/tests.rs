@@ -452,6 +452,48 @@ fn the_one_pass_completion_reader_agrees_with_serde() -> TestResult {
     Ok(())
 }
 
+/// The completion read once for the adapter and the translation: it
+/// answers only where the adapter's own check passes the completion, with
+/// the usage that check reads, and it reads the answer as the
+/// translation's own read does.
+#[test]
+fn the_checked_read_agrees_with_the_adapters_check_and_the_translation() -> TestResult {
+    let with_error =
+        UPSTREAM_COMPLETION.replacen(r#"{"id""#, r#"{"error":{"message":"x"},"id""#, 1);
+    let seeds = [UPSTREAM_COMPLETION, with_error.as_str()];
+    let (mut checked, mut passed) = (0, 0);
+    for seed in 0..30_000u64 {
+        let body = crate::hostile::mutation(seeds[(seed % 2) as usize].as_bytes(), seed);
+        let check = crate::inspect_answer(&body, crate::AnswerList::Choices)
+            .ok()
+            .filter(|info| info.has_list && info.error.is_none());
+        passed += usize::from(check.is_some());
+        let Some((answer, usage)) = read_checked_completion(&body) else {
+            continue;
+        };
+        checked += 1;
+        let text = String::from_utf8_lossy(&body);
+        let check = check.ok_or_else(|| format!("seed {seed}: the check refuses {text}"))?;
+        assert_eq!(usage, check.usage, "seed {seed}: {text}");
+        assert_eq!(
+            Some(answer),
+            read_completion_borrowed(&body).ok(),
+            "seed {seed}: {text}"
+        );
+    }
+    assert!(
+        checked > 1_000 && checked > passed / 2,
+        "{checked} read in one pass of {passed} the check passed"
+    );
+    // An error beside the choices is the adapter's to refuse.
+    assert!(read_checked_completion(with_error.as_bytes()).is_none());
+    let (whole, usage) =
+        read_checked_completion(UPSTREAM_COMPLETION.as_bytes()).ok_or("not read in one pass")?;
+    assert_eq!(usage.map(|usage| usage.total_tokens), Some(32));
+    assert_eq!(whole.finish, Some(FinishReason::Length));
+    Ok(())
+}
+
 /// A chunk as upstreams send it.
 const UPSTREAM_CHUNK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1796548131,"model":"gpt-mock","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"naïve \"café\"\n","refusal":null,"reasoning":"hm"},"logprobs":null,"finish_reason":"stop","stop_reason":"END"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}},"x":[1.5,{"y":null}]}"#;
 
