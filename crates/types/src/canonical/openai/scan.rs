@@ -232,64 +232,66 @@ impl<'a> Scan<'a> {
     }
 
     fn usage(&mut self) -> Option<UsageIn> {
-        let mut usage = UsageIn::default();
-        let mut seen = [false; 3];
-        self.object(|scan, key| {
-            match key {
-                "prompt_tokens" => usage.prompt_tokens = scan.once(&mut seen[0])?.count()?,
-                "completion_tokens" => {
-                    usage.completion_tokens = scan.once(&mut seen[1])?.count()?
-                }
-                "prompt_tokens_details" => {
-                    usage.prompt_tokens_details =
-                        scan.once(&mut seen[2])?.nullable(Self::details)?;
-                }
-                _ => scan.skip()?,
-            }
-            Some(())
-        })?;
-        Some(usage)
+        self.usage_both_ways(false).map(|(usage, _)| usage)
     }
 
     /// `usage` as [`Self::usage`] reads it and as the adapter's check does
     /// (`crate::chunk::scan_usage`), in one pass: `None` wherever either
     /// would refuse it, or leave it to serde.
     fn checked_usage(&mut self) -> Option<(UsageIn, Usage)> {
-        let (mut usage, mut checked) = (UsageIn::default(), Usage::default());
+        self.usage_both_ways(true)
+    }
+
+    /// `usage` for the canonical form and, where `checked`, as the
+    /// adapter's check reads it too: then `total_tokens` and `cached_tokens`
+    /// must be counts, as that check requires (the canonical reading passes
+    /// over the first and takes `null` for the second).
+    fn usage_both_ways(&mut self, checked: bool) -> Option<(UsageIn, Usage)> {
+        let (mut usage, mut read) = (UsageIn::default(), Usage::default());
         let mut seen = [false; 4];
         self.object(|scan, key| {
             match key {
                 "prompt_tokens" => {
                     usage.prompt_tokens = scan.once(&mut seen[0])?.count()?;
-                    checked.prompt_tokens = usage.prompt_tokens;
+                    read.prompt_tokens = usage.prompt_tokens;
                 }
                 "completion_tokens" => {
                     usage.completion_tokens = scan.once(&mut seen[1])?.count()?;
-                    checked.completion_tokens = usage.completion_tokens;
+                    read.completion_tokens = usage.completion_tokens;
                 }
-                "total_tokens" => checked.total_tokens = scan.once(&mut seen[2])?.count()?,
+                "total_tokens" if checked => {
+                    read.total_tokens = scan.once(&mut seen[2])?.count()?
+                }
                 "prompt_tokens_details" => {
-                    let details = scan.once(&mut seen[3])?.nullable(Self::checked_details)?;
-                    (usage.prompt_tokens_details, checked.prompt_tokens_details) = details.unzip();
+                    let details = scan
+                        .once(&mut seen[3])?
+                        .nullable(|scan| scan.details_both_ways(checked))?;
+                    (usage.prompt_tokens_details, read.prompt_tokens_details) = details.unzip();
                 }
                 _ => scan.skip()?,
             }
             Some(())
         })?;
-        Some((usage, checked))
+        Some((usage, read))
     }
 
-    /// `prompt_tokens_details` read both ways (see [`Self::checked_usage`]).
-    fn checked_details(&mut self) -> Option<(PromptDetailsIn, PromptTokensDetails)> {
-        let (mut details, mut checked) =
-            (PromptDetailsIn::default(), PromptTokensDetails::default());
+    /// `prompt_tokens_details` read both ways (see [`Self::usage_both_ways`]).
+    fn details_both_ways(
+        &mut self,
+        checked: bool,
+    ) -> Option<(PromptDetailsIn, PromptTokensDetails)> {
+        let (mut details, mut read) = (PromptDetailsIn::default(), PromptTokensDetails::default());
         let mut seen = [false; 2];
         self.object(|scan, key| {
             match key {
                 "cached_tokens" => {
-                    let count = scan.once(&mut seen[0])?.count()?;
-                    details.cached_tokens = Some(count);
-                    checked.cached_tokens = count;
+                    let scan = scan.once(&mut seen[0])?;
+                    details.cached_tokens = if checked {
+                        Some(scan.count()?)
+                    } else {
+                        scan.nullable(Self::count)?
+                    };
+                    read.cached_tokens = details.cached_tokens.unwrap_or(0);
                 }
                 "cache_creation_tokens" => {
                     details.cache_creation_tokens =
@@ -299,25 +301,6 @@ impl<'a> Scan<'a> {
             }
             Some(())
         })?;
-        Some((details, checked))
-    }
-
-    fn details(&mut self) -> Option<PromptDetailsIn> {
-        let mut details = PromptDetailsIn::default();
-        let mut seen = [false; 2];
-        self.object(|scan, key| {
-            match key {
-                "cached_tokens" => {
-                    details.cached_tokens = scan.once(&mut seen[0])?.nullable(Self::count)?;
-                }
-                "cache_creation_tokens" => {
-                    details.cache_creation_tokens =
-                        scan.once(&mut seen[1])?.nullable(Self::count)?;
-                }
-                _ => scan.skip()?,
-            }
-            Some(())
-        })?;
-        Some(details)
+        Some((details, read))
     }
 }

@@ -485,8 +485,25 @@ fn the_checked_read_agrees_with_the_adapters_check_and_the_translation() -> Test
         checked > 1_000 && checked > passed / 2,
         "{checked} read in one pass of {passed} the check passed"
     );
-    // An error beside the choices is the adapter's to refuse.
+    // An error beside the choices is the adapter's to refuse, and so are
+    // counts its check refuses where the translation's read would not.
     assert!(read_checked_completion(with_error.as_bytes()).is_none());
+    for (count, refused) in [
+        (r#""cached_tokens":4"#, r#""cached_tokens":null"#),
+        (r#""total_tokens":32"#, r#""total_tokens":32.0"#),
+    ] {
+        let body = UPSTREAM_COMPLETION.replacen(count, refused, 1);
+        let check = crate::inspect_answer(body.as_bytes(), crate::AnswerList::Choices);
+        assert!(check.is_err(), "{refused}: {check:?}");
+        assert!(
+            read_completion_borrowed(body.as_bytes()).is_ok(),
+            "{refused}"
+        );
+        assert!(
+            read_checked_completion(body.as_bytes()).is_none(),
+            "{refused}"
+        );
+    }
     let (whole, usage) =
         read_checked_completion(UPSTREAM_COMPLETION.as_bytes()).ok_or("not read in one pass")?;
     assert_eq!(usage.map(|usage| usage.total_tokens), Some(32));
