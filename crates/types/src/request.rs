@@ -7,7 +7,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::canonical::ResponseRef;
-
 use crate::json_scan::Scan;
 use crate::raw_object::{write_json_string, RawObject};
 
