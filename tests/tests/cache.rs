@@ -856,3 +856,42 @@ async fn a_hit_counts_against_the_request_limit_but_not_the_token_limit() -> Tes
     assert_eq!(setup.upstream_calls(), 2);
     Ok(())
 }
+
+/// Responses requests that share a flight share the upstream's one answer,
+/// but each gets a response object of its own: its own id.
+#[tokio::test]
+async fn responses_sharing_a_flight_each_get_their_own_response_id() -> TestResult {
+    let setup = Setup::start("").await?;
+    setup.mock.state.set_faults(
+        "gpt-mock",
+        Faults {
+            first_token_delay_ms: 300,
+            ..Faults::default()
+        },
+    );
+    let answers = futures_util::future::join_all((0..8).map(|_| async {
+        let response = setup
+            .client
+            .post(setup.gateway.url("/v1/responses"))
+            .bearer_auth(KEY_A)
+            .json(&json!({"model": "chat", "input": "one flight"}))
+            .send()
+            .await?;
+        response.json::<Value>().await
+    }))
+    .await;
+    assert_eq!(setup.upstream_calls(), 1);
+    let mut ids = std::collections::HashSet::new();
+    for answer in answers {
+        let object = answer?;
+        assert_eq!(object["status"], "completed", "{object}");
+        let text = object["output"][0]["content"][0]["text"].as_str();
+        assert!(
+            text.is_some_and(|text| text.starts_with("Hello")),
+            "{object}"
+        );
+        ids.insert(object["id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    Ok(())
+}

@@ -440,7 +440,13 @@ impl Router {
                 ) {
                     cache.store(plan, answer).await;
                 }
-                publisher.push(FlightItem::Complete(completion));
+                // An answer written by the leader's front end is the
+                // leader's own (a Responses object has its id); each
+                // request of the flight writes its own from the body.
+                publisher.push(FlightItem::Complete(Completion {
+                    written: None,
+                    ..completion
+                }));
             }
             Answer::Stream { head, rest } => {
                 let mut assembler = Some(Assembler::new(cache.entry_limit()));
