@@ -30,6 +30,8 @@ pub struct Completion {
     /// The answer already written by the request's
     /// [`keel_types::AnswerWriter`], from the read that checked it; `None`
     /// when the request has none, or the adapter's check read it otherwise.
+    /// It is that request's alone (a Responses object carries the request's
+    /// own id): an answer shared with other requests goes without it.
     pub written: Option<Bytes>,
 }
 
